@@ -1,0 +1,339 @@
+//! Disk tier: the only module that names `cacache`.
+//!
+//! Layout under a cache root:
+//!
+//! ```text
+//! index-v5/      cacache's index: one append-only bucket file per key, last line wins
+//! blobs-b3/      values too large to inline, addressed by their blake3 hash (aa/bb/<hex>), read-only
+//! tmp-b3/        blobs being written; renamed into blobs-b3/ when complete
+//! locks/         one lock file per key being computed under `allow_race(false)`
+//! ```
+//!
+//! Why not cacache's own content store: its writer always hashes with sha256 (about 32 MB/s in a
+//! build script compiled at opt-level 0). Every byte here is hashed once, with blake3, when it is
+//! written and again when it is read. Each index record is an [`EntryRecord`] stored as the
+//! cacache metadata of the key `memoshelve/v1/<name>/<hex key>`. Its cacache integrity field holds
+//! the fixed [`NO_CACACHE_CONTENT`] marker: the value lives inline in the record or in `blobs-b3/`,
+//! never in cacache's `content-v2/`.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::key::{Key, KeyInput};
+
+/// The on-disk format version written into every record; records of another version are misses.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of every index key memoshelve writes.
+pub(crate) const INDEX_PREFIX: &str = "memoshelve/v1/";
+/// Values up to this many encoded bytes are stored inside the index record: one file per hit.
+pub(crate) const INLINE_MAX: usize = 1024;
+/// The cacache integrity recorded for memoshelve entries, meaning "no cacache content".
+pub(crate) const NO_CACACHE_CONTENT: &str = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50";
+
+const BLOB_DIR: &str = "blobs-b3";
+const TMP_DIR: &str = "tmp-b3";
+const LOCK_DIR: &str = "locks";
+
+/// What the index records about one entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// [`FORMAT_VERSION`] at the time of writing.
+    pub format: u32,
+    /// The cache name.
+    pub name: String,
+    /// The version salt.
+    pub version: String,
+    /// The full hex key.
+    pub key: String,
+    /// `std::any::type_name` of the value.
+    pub type_name: String,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// How long the computation took, in microseconds.
+    pub compute_us: u64,
+    /// Encoded size of the value in bytes.
+    pub size: u64,
+    /// blake3 of the encoded value, hex.
+    pub blake3: String,
+    /// A short rendering of the arguments, for people.
+    pub args: String,
+    /// The declared inputs that joined the key, by name.
+    #[serde(default)]
+    pub inputs: Vec<KeyInput>,
+    /// The encoded value, base64, when it is at most [`INLINE_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+}
+
+/// One cache root on disk.
+#[derive(Clone, Debug)]
+pub(crate) struct Disk {
+    root: PathBuf,
+}
+
+pub(crate) fn index_key(name: &str, key: &Key) -> String {
+    format!("{INDEX_PREFIX}{name}/{key}")
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io { action, path: path.to_owned(), source }
+}
+
+impl Disk {
+    /// Opens a root, creating it (owner-only on Unix) if it does not exist yet.
+    pub(crate) fn open(root: &Path) -> Result<Disk> {
+        let root_error = |source| Error::Root { path: root.to_owned(), source };
+        match fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(root_error(std::io::Error::new(
+                    ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                )));
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                let mut builder = fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(root).map_err(root_error)?;
+                // Tells backup tools (and `cargo clean`-like sweepers) that this is a cache.
+                let _ = fs::write(
+                    root.join("CACHEDIR.TAG"),
+                    "Signature: 8a477f597d28d172789f06886806bc55\n\
+                     # This directory is a memoshelve cache: https://bford.info/cachedir/\n",
+                );
+            }
+            Err(err) => return Err(root_error(err)),
+        }
+        Ok(Disk { root: root.to_owned() })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_error(&self, key: &str, err: cacache::Error) -> Error {
+        Error::Index { root: self.root.clone(), key: key.to_owned(), message: err.to_string() }
+    }
+
+    pub(crate) fn corrupt(&self, name: &str, key: &Key, reason: impl Into<String>) -> Error {
+        Error::Corrupt { root: self.root.clone(), key: index_key(name, key), reason: reason.into() }
+    }
+
+    /// The live record of `name`/`key`, if any. A record that does not parse is an error.
+    pub(crate) fn find(&self, name: &str, key: &Key) -> Result<Option<EntryRecord>> {
+        let index_key = index_key(name, key);
+        let Some(meta) =
+            cacache::index::find(&self.root, &index_key).map_err(|err| self.index_error(&index_key, err))?
+        else {
+            return Ok(None);
+        };
+        let record: EntryRecord = serde_json::from_value(meta.metadata)
+            .map_err(|err| self.corrupt(name, key, format!("unreadable record: {err}")))?;
+        if record.format != FORMAT_VERSION {
+            return Err(self.corrupt(name, key, format!("format {} is not {FORMAT_VERSION}", record.format)));
+        }
+        if record.key != key.to_hex() || record.name != name {
+            return Err(self.corrupt(name, key, "record names another entry"));
+        }
+        Ok(Some(record))
+    }
+
+    fn blob_path(&self, blake3_hex: &str) -> Option<PathBuf> {
+        if blake3_hex.len() != 64 || !blake3_hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(self.root.join(BLOB_DIR).join(&blake3_hex[..2]).join(&blake3_hex[2..4]).join(blake3_hex))
+    }
+
+    /// The encoded value of a record, checked against its size and blake3 hash.
+    pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
+        let name = &record.name;
+        let bytes = match &record.inline {
+            Some(inline) => base64::engine::general_purpose::STANDARD
+                .decode(inline)
+                .map_err(|err| self.corrupt(name, key, format!("inline value: {err}")))?,
+            None => {
+                let path = self
+                    .blob_path(&record.blake3)
+                    .ok_or_else(|| self.corrupt(name, key, "malformed blob hash"))?;
+                match fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(err) if err.kind() == ErrorKind::NotFound => {
+                        return Err(self.corrupt(name, key, format!("blob {} is missing", path.display())));
+                    }
+                    Err(err) => return Err(io_error("read blob", &path, err)),
+                }
+            }
+        };
+        if bytes.len() as u64 != record.size {
+            return Err(self.corrupt(
+                name,
+                key,
+                format!("size is {} bytes, the record says {}", bytes.len(), record.size),
+            ));
+        }
+        if blake3::hash(&bytes).to_hex().as_str() != record.blake3 {
+            return Err(self.corrupt(name, key, "blake3 mismatch"));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a value: the blob first (if not inline), then the index record, so a crash in
+    /// between leaves at most an unreferenced blob, never a record without its value.
+    pub(crate) fn store(&self, mut record: EntryRecord, bytes: &[u8]) -> Result<()> {
+        let key = Key::from_hex(&record.key).expect("records are built from keys");
+        let hash = blake3::hash(bytes);
+        record.size = bytes.len() as u64;
+        record.blake3 = hash.to_hex().to_string();
+        if bytes.len() <= INLINE_MAX {
+            record.inline = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        } else {
+            record.inline = None;
+            self.write_blob(&record.blake3, bytes)?;
+        }
+        let index_key = index_key(&record.name, &key);
+        let metadata = serde_json::to_value(&record).expect("a record always serializes");
+        let opts = cacache::WriteOpts::new()
+            .integrity(NO_CACACHE_CONTENT.parse().expect("the marker is a valid integrity string"))
+            .size(bytes.len())
+            .time(u128::from(record.created_ms))
+            .metadata(metadata);
+        cacache::index::insert(&self.root, &index_key, opts).map_err(|err| self.index_error(&index_key, err))?;
+        Ok(())
+    }
+
+    fn write_blob(&self, blake3_hex: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path(blake3_hex).expect("a blake3 hex is a valid blob name");
+        if fs::metadata(&path).is_ok_and(|meta| meta.len() == bytes.len() as u64) {
+            // Content-addressed: the same bytes are already there. A damaged copy of the same
+            // length is caught by the blake3 check on read, which removes it.
+            return Ok(());
+        }
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;
+        let tmp = tmp_dir.join(unique_name(blake3_hex));
+        let written = (|| {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            let mut perms = file.metadata()?.permissions();
+            perms.set_readonly(true);
+            file.set_permissions(perms)?;
+            Ok(())
+        })();
+        if let Err(err) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error("write blob", &tmp, err));
+        }
+        let parent = path.parent().expect("blob paths have a parent");
+        let renamed = fs::create_dir_all(parent).and_then(|()| fs::rename(&tmp, &path));
+        if let Err(err) = renamed {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error("move blob into", &path, err));
+        }
+        Ok(())
+    }
+
+    /// Deletes a blob whose content failed its check (it cannot be right for any entry).
+    pub(crate) fn remove_bad_blob(&self, record: &EntryRecord) {
+        if record.inline.is_none()
+            && let Some(path) = self.blob_path(&record.blake3)
+        {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Removes the index entry (a tombstone line); shared blobs stay until `compact`.
+    pub(crate) fn remove(&self, name: &str, key: &Key) -> Result<bool> {
+        let existed = cacache::index::find(&self.root, &index_key(name, key)).ok().flatten().is_some();
+        if existed {
+            let index_key = index_key(name, key);
+            cacache::index::delete(&self.root, &index_key).map_err(|err| self.index_error(&index_key, err))?;
+        }
+        Ok(existed)
+    }
+
+    /// Every live record under this name; unreadable records are skipped.
+    pub(crate) fn list(&self, name: &str) -> Result<Vec<EntryRecord>> {
+        let prefix = format!("{INDEX_PREFIX}{name}/");
+        if !self.root.join("index-v5").exists() {
+            return Ok(Vec::new());
+        }
+        // cacache's `ls` unwraps integrity strings; a crafted bucket could make it panic.
+        let listed = std::panic::catch_unwind(|| {
+            cacache::index::ls(&self.root)
+                .filter_map(|meta| meta.ok())
+                .filter(|meta| meta.key.starts_with(&prefix))
+                .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
+                .filter(|record| record.format == FORMAT_VERSION && record.name == name)
+                .collect::<Vec<_>>()
+        });
+        listed.map_err(|_| Error::Index {
+            root: self.root.clone(),
+            key: prefix,
+            message: "the index could not be listed (a bucket is malformed)".to_owned(),
+        })
+    }
+
+    /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).
+    pub(crate) fn bucket_path(&self, name: &str, key: &Key) -> PathBuf {
+        use sha1::Digest as _;
+        let digest = sha1::Sha1::digest(index_key(name, key).as_bytes());
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        self.root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
+    }
+
+    /// Marks an entry as used now (its bucket's mtime), for least-recently-used pruning.
+    /// Best effort: a read-only cache still serves hits.
+    pub(crate) fn touch(&self, name: &str, key: &Key) {
+        let bucket = self.bucket_path(name, key);
+        if let Ok(file) = fs::File::options().append(true).open(bucket) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Takes the per-key compute lock, waiting at most `timeout`. `None` means it timed out
+    /// or could not be taken; the caller then computes anyway.
+    pub(crate) fn lock_key(&self, key: &Key, timeout: Duration) -> Result<Option<fs::File>> {
+        let dir = self.root.join(LOCK_DIR);
+        fs::create_dir_all(&dir).map_err(|err| io_error("create", &dir, err))?;
+        let path = dir.join(format!("{key}.lock"));
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|err| io_error("open lock file", &path, err))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(file)),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(err)) => return Err(io_error("lock", &path, err)),
+            }
+        }
+    }
+}
+
+fn unique_name(stem: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
+    format!("{stem}.{}.{}.{nanos}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,69 @@
+//! The library's error type: every variant names the file or entry it concerns and what to do.
+
+use std::path::PathBuf;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong inside the cache.
+///
+/// The memoizing calls ([`crate::Memo::call`] and friends) never return these: a cache problem
+/// becomes one warning and a recomputation. The explicit maintenance calls
+/// ([`crate::Memo::put`], [`crate::Memo::uncache`], [`crate::Memo::disk_keys`]) do return them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cache root could not be created or is not a directory.
+    #[error(
+        "cannot use {path} as the cache root: {source} (set MEMOSHELVE_DIR to a writable directory, or MEMOSHELVE_DISABLE=1)"
+    )]
+    Root {
+        /// The root that was tried.
+        path: PathBuf,
+        /// The I/O error behind it.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing a file of the cache failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "write blob".
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The I/O error behind it.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cacache index under the root refused an operation.
+    #[error("cache index under {root} failed on {key}: {message} (run `cargo memoshelve verify --repair`)")]
+    Index {
+        /// The cache root.
+        root: PathBuf,
+        /// The index key.
+        key: String,
+        /// cacache's own message.
+        message: String,
+    },
+    /// A stored entry failed its integrity check or could not be decoded; it is treated as a miss.
+    #[error("corrupt entry {key} in {root}: {reason} (it was removed and will be recomputed)")]
+    Corrupt {
+        /// The cache root.
+        root: PathBuf,
+        /// The entry's index key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The arguments or the value could not be encoded with postcard.
+    #[error("cannot encode the {what} of cache {name:?}: {source}")]
+    Encode {
+        /// "arguments" or "value".
+        what: &'static str,
+        /// The cache name.
+        name: String,
+        /// postcard's error.
+        #[source]
+        source: postcard::Error,
+    },
+}

@@ -1,0 +1,123 @@
+//! Memoize expensive build-time computations in a two-tier cache that survives `cargo clean`.
+//!
+//! A build script (or any program) wraps a slow step in [`cache`] or a [`Memo`]. The result is
+//! keyed by a blake3 hash of everything that determines it, kept in a process-wide memory tier
+//! and in a disk tier that lives outside `target/`, so the next build (after `cargo clean`, in a
+//! new worktree, on a CI runner whose cache was restored) gets it back instead of recomputing.
+//!
+//! # Example
+//!
+//! ```
+//! use memoshelve_build::{Memo, Status};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! fn slow_square(n: u64) -> u64 {
+//!     n * n // imagine seconds of work
+//! }
+//!
+//! let memo = Memo::new("squares").dir(dir.path());
+//! let (value, status) = memo.call_with_status(&7u64, || slow_square(7));
+//! assert_eq!((value, status), (49, Status::Miss));
+//! let (value, status) = memo.call_with_status(&7u64, || slow_square(7));
+//! assert_eq!((value, status), (49, Status::Memory));
+//!
+//! // The one-liner form, with the default cache root (MEMOSHELVE_DIR, else ~/.cache/memoshelve):
+//! # unsafe { std::env::set_var("MEMOSHELVE_DIR", dir.path()) };
+//! let table: Vec<u32> = memoshelve_build::cache("table", &(16u32, "crc"), || (0..16).collect());
+//! assert_eq!(table.len(), 16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! In a `build.rs`, add `memoshelve-build` under `[build-dependencies]` and call it the same way.
+//!
+//! # The key
+//!
+//! A key is the blake3 hash of these parts, each written as its length (u64, little endian)
+//! followed by its bytes, in this order:
+//!
+//! 1. the format tag `memoshelve/key/v1` ([`KEY_FORMAT_TAG`]);
+//! 2. the cache name;
+//! 3. the version salt ([`Memo::version`], empty by default);
+//! 4. [`std::any::type_name`] of the value type `T`;
+//! 5. the arguments encoded with [postcard] (or the bytes of [`Memo::hash_args_with`]);
+//! 6. each declared input, as a (kind, name, value) triple, in a canonical order.
+//!
+//! The same program on the same inputs gives the same key in every process and on every
+//! machine. **Footgun:** postcard encodes a `HashMap` or `HashSet` in its random iteration order,
+//! so such arguments give a different key in each process. Use `BTreeMap` and `BTreeSet`.
+//!
+//! # Storage
+//!
+//! - Memory tier: one per process, least recently used first out, bounded by bytes (256 MiB by
+//!   default, [`Memo::mem_capacity`] per cache name, `MEMOSHELVE_MEM_CAPACITY` for the process). A
+//!   hit returns a clone of the stored value without decoding.
+//! - Disk tier: a cacache index under the cache root (key `memoshelve/v1/<name>/<hex key>`) whose
+//!   records hold the entry's metadata and, for values up to 1 KiB, the value itself; larger
+//!   values live in a blake3-addressed blob area beside it. Every read is checked against the
+//!   blake3 hash recorded at write time; a damaged entry is a miss, is removed, and is recomputed.
+//!
+//! # Never a broken build
+//!
+//! The memoizing calls ([`cache`], [`Memo::call`], [`Memo::call_with_status`], [`Memo::try_call`],
+//! [`Memo::get`]) never fail because of the cache. An unreadable, read-only, missing or corrupt
+//! cache means the value is computed and one warning is printed: a `cargo:warning=` line inside
+//! a build script, a `log` warning elsewhere.
+//!
+//! # Environment
+//!
+//! | variable | effect |
+//! | --- | --- |
+//! | `MEMOSHELVE_DIR` | the cache root; `target` means `<cargo target dir>/memoshelve` |
+//! | `MEMOSHELVE_DISABLE=1` | bypass both tiers everywhere |
+//! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `hits`, `misses`, `all` (comma-separated) |
+//! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
+//! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
+//!
+//! # Naming
+//!
+//! The crate is synchronous; no method needs a `_sync` suffix. Methods that read take `&self` and
+//! never fail; the two that change the cache on request ([`Memo::put`], [`Memo::uncache`]) return a
+//! [`Result`].
+
+#![warn(missing_docs)]
+
+mod cargo;
+mod disk;
+mod error;
+mod key;
+mod location;
+mod memo;
+mod memory;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::disk::{EntryRecord, FORMAT_VERSION};
+pub use crate::error::{Error, Result};
+pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
+pub use crate::location::{CacheRoot, RootSource, resolve_root};
+pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
+pub use crate::memory::DEFAULT_MEM_CAPACITY;
+pub use crate::status::{Log, Status};
+
+/// Memoizes `compute` under `name` and `args` with the default options: the one-liner form of
+/// [`Memo::call`]. Never fails because of the cache.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # unsafe { std::env::set_var("MEMOSHELVE_DIR", dir.path()) };
+/// let primes: Vec<u32> = memoshelve_build::cache("primes", &100u32, || {
+///     (2..100u32).filter(|n| (2..*n).all(|d| n % d != 0)).collect()
+/// });
+/// assert_eq!(primes.len(), 25);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn cache<A, T, F>(name: &str, args: &A, compute: F) -> T
+where
+    A: serde::Serialize + ?Sized,
+    T: Cacheable,
+    F: FnOnce() -> T,
+{
+    Memo::new(name).call(args, compute)
+}

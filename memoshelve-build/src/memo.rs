@@ -1,0 +1,697 @@
+//! `Memo`: the builder and its calls. Memory tier first, then disk, then the function.
+
+use std::any::{Any, TypeId, type_name};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cargo;
+use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
+use crate::error::{Error, Result};
+use crate::key::{Key, KeyParts};
+use crate::location::resolve_root;
+use crate::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
+use crate::status::{Log, Status};
+
+/// How long the args rendering kept in an entry's metadata may grow.
+const ARGS_RENDERING_MAX: usize = 200;
+
+/// The bounds a cached value must meet: encodable, decodable, clonable out of the memory tier,
+/// and shareable between threads.
+pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable for T {}
+
+/// Turns call arguments into the bytes that join the key.
+///
+/// The default, [`PostcardArgs`], encodes any `Serialize` value with postcard. Replace it with
+/// [`Memo::hash_args_with`] (Python memoshelve's `get_hash`).
+pub trait ArgsEncoder<A: ?Sized> {
+    /// The bytes that stand for `args` in the key.
+    ///
+    /// # Errors
+    /// When the arguments cannot be encoded.
+    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error>;
+    /// A short text for people (kept in the entry's metadata, truncated).
+    fn render(&self, args: &A) -> String;
+}
+
+/// The default [`ArgsEncoder`]: postcard bytes of any `Serialize` value.
+///
+/// Postcard writes fields in order, so the encoding is canonical for structs, tuples, `Vec` and
+/// `BTreeMap`, but not for `HashMap`/`HashSet`, which iterate in random order: the same map then
+/// gives different keys in different processes. Use `BTreeMap`/`BTreeSet` in arguments.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostcardArgs;
+
+impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
+    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(args)
+    }
+
+    fn render(&self, args: &A) -> String {
+        serde_json::to_string(args).unwrap_or_else(|_| "<not renderable as JSON>".to_owned())
+    }
+}
+
+/// An [`ArgsEncoder`] made from a closure; see [`Memo::hash_args_with`].
+#[derive(Clone)]
+pub struct CustomArgs<F>(F);
+
+impl<F> fmt::Debug for CustomArgs<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomArgs(..)")
+    }
+}
+
+impl<A: ?Sized, F: Fn(&A) -> Vec<u8>> ArgsEncoder<A> for CustomArgs<F> {
+    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error> {
+        Ok((self.0)(args))
+    }
+
+    fn render(&self, args: &A) -> String {
+        format!("custom hash {}", blake3::hash(&(self.0)(args)).to_hex())
+    }
+}
+
+type Validator = Arc<dyn Fn(&dyn Any) -> bool + Send + Sync>;
+
+/// A named cache with options: the full-control form of [`crate::cache`].
+///
+/// Builder methods take and return `self`; every option is optional. A `Memo` is cheap to make,
+/// `Sync`, and may be kept in a `static` (`LazyLock`) or made per call.
+#[derive(Clone)]
+pub struct Memo<H = PostcardArgs> {
+    name: String,
+    version: String,
+    dir: Option<PathBuf>,
+    disable: bool,
+    mem_capacity: u64,
+    log: Log,
+    allow_race: bool,
+    lock_timeout: Duration,
+    validators: Vec<(TypeId, Validator)>,
+    args_encoder: H,
+    namespace: Arc<Namespace>,
+    disk: Arc<OnceLock<Option<Disk>>>,
+}
+
+impl<H> fmt::Debug for Memo<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("dir", &self.dir)
+            .field("disable", &self.disable)
+            .field("mem_capacity", &self.mem_capacity)
+            .field("log", &self.log)
+            .field("allow_race", &self.allow_race)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Memo {
+    /// A cache called `name`. Names group entries in listings and in the index
+    /// (`memoshelve/v1/<name>/<key>`); they join the key, so two names never share a value.
+    ///
+    /// # Panics
+    /// If `name` is empty or contains `/` or a control character (they would break the index).
+    pub fn new(name: impl Into<String>) -> Memo {
+        let name = name.into();
+        assert!(
+            !name.is_empty() && !name.chars().any(|ch| ch == '/' || ch.is_control()),
+            "memoshelve cache name {name:?} must be non-empty, without '/' or control characters"
+        );
+        let log = std::env::var("MEMOSHELVE_LOG").ok().and_then(|text| Log::parse(&text)).unwrap_or(Log::NONE);
+        let lock_timeout = std::env::var("MEMOSHELVE_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|secs| secs.trim().parse().ok())
+            .map_or(Duration::from_secs(600), Duration::from_secs);
+        Memo {
+            namespace: Arc::new(Namespace { name: name.clone(), version: String::new() }),
+            name,
+            version: String::new(),
+            dir: None,
+            disable: false,
+            mem_capacity: DEFAULT_MEM_CAPACITY,
+            log,
+            allow_race: true,
+            lock_timeout,
+            validators: Vec::new(),
+            args_encoder: PostcardArgs,
+            disk: Arc::default(),
+        }
+    }
+
+    /// Replaces the postcard encoding of the arguments by your own bytes (Python memoshelve's
+    /// `get_hash`): for arguments that are not `Serialize`, or whose identity is cheaper to state
+    /// than to encode (a digest you already have). The bytes join the key in place of the
+    /// encoded arguments.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// struct Grammar { text: String, digest: [u8; 32] }
+    /// let memo = memoshelve_build::Memo::new("parse")
+    ///     .dir(dir.path())
+    ///     .hash_args_with(|grammar: &Grammar| grammar.digest.to_vec());
+    /// let grammar = Grammar { text: "a b c".into(), digest: [7; 32] };
+    /// let words: usize = memo.call(&grammar, || grammar.text.split(' ').count());
+    /// assert_eq!(words, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "get_hash")]
+    pub fn hash_args_with<A: ?Sized, F: Fn(&A) -> Vec<u8>>(self, hasher: F) -> Memo<CustomArgs<F>> {
+        Memo {
+            name: self.name,
+            version: self.version,
+            dir: self.dir,
+            disable: self.disable,
+            mem_capacity: self.mem_capacity,
+            log: self.log,
+            allow_race: self.allow_race,
+            lock_timeout: self.lock_timeout,
+            validators: self.validators,
+            args_encoder: CustomArgs(hasher),
+            namespace: self.namespace,
+            disk: self.disk,
+        }
+    }
+}
+
+impl<H> Memo<H> {
+    /// The cache root to use instead of the default (see [`crate::resolve_root`]).
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.dir = Some(dir.as_ref().to_owned());
+        self.disk = Arc::default();
+        self
+    }
+
+    /// A salt: bump it to invalidate every entry this cache made before.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self.namespace = Arc::new(Namespace { name: self.name.clone(), version: self.version.clone() });
+        self
+    }
+
+    /// Bypasses both tiers: every call computes, nothing is read or written.
+    /// The environment variable `MEMOSHELVE_DISABLE=1` does the same for every cache.
+    pub fn disable(mut self, disable: bool) -> Self {
+        self.disable = disable;
+        self
+    }
+
+    /// Bounds the bytes this cache name may hold in the memory tier (default 256 MiB); least
+    /// recently used values are dropped first (they stay on disk).
+    pub fn mem_capacity(mut self, bytes: u64) -> Self {
+        self.mem_capacity = bytes;
+        self
+    }
+
+    /// Which events to report. `MEMOSHELVE_LOG` overrides it.
+    pub fn log(mut self, log: Log) -> Self {
+        if std::env::var("MEMOSHELVE_LOG").ok().and_then(|text| Log::parse(&text)).is_none() {
+            self.log = log;
+        }
+        self
+    }
+
+    /// `true` (the default): processes that miss the same key at once may all compute it (the
+    /// last write wins; all write the same value). `false`: a lock per key, so one process
+    /// computes while the others wait for its result (at most `MEMOSHELVE_LOCK_TIMEOUT`
+    /// seconds, default 600, then they compute too).
+    pub fn allow_race(mut self, allow_race: bool) -> Self {
+        self.allow_race = allow_race;
+        self
+    }
+
+    /// A check for cached values of type `T`: a cached value that fails it is a miss, and the
+    /// fresh value replaces it. Fresh values are not checked.
+    pub fn validate<T: 'static>(mut self, check: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
+        let validator: Validator = Arc::new(move |value: &dyn Any| value.downcast_ref::<T>().is_none_or(&check));
+        self.validators.retain(|(type_id, _)| *type_id != TypeId::of::<T>());
+        self.validators.push((TypeId::of::<T>(), validator));
+        self
+    }
+
+    /// The cache name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cache root this `Memo` uses, or `None` when the disk tier is off (disabled, or the
+    /// root could not be used: that was warned about once).
+    pub fn root(&self) -> Option<PathBuf> {
+        self.disk().map(|disk| disk.root().to_owned())
+    }
+
+    fn disabled(&self) -> bool {
+        self.disable || env_flag("MEMOSHELVE_DISABLE")
+    }
+
+    fn disk(&self) -> Option<&Disk> {
+        if self.disabled() {
+            return None;
+        }
+        self.disk
+            .get_or_init(|| {
+                let root = match resolve_root(self.dir.as_deref()) {
+                    Ok(root) => root.path,
+                    Err(message) => {
+                        cargo::warn_once("root", &format!("{message}; caching in memory only"));
+                        return None;
+                    }
+                };
+                match Disk::open(&root) {
+                    Ok(disk) => Some(disk),
+                    Err(err) => {
+                        cargo::warn_once(&format!("root {}", root.display()), &format!("{err}; caching in memory only"));
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    fn is_valid<T: 'static>(&self, value: &T) -> bool {
+        self.validators
+            .iter()
+            .filter(|(type_id, _)| *type_id == TypeId::of::<T>())
+            .all(|(_, check)| check(value as &dyn Any))
+    }
+
+    fn key_of<A: ?Sized, T: 'static>(&self, args: &A) -> Option<(Key, String)>
+    where
+        H: ArgsEncoder<A>,
+    {
+        match self.args_encoder.encode(args) {
+            Ok(bytes) => {
+                let parts = KeyParts {
+                    name: &self.name,
+                    version: &self.version,
+                    type_name: type_name::<T>(),
+                    args: &bytes,
+                    inputs: &[],
+                };
+                Some((parts.key(), type_name::<T>().to_owned()))
+            }
+            Err(source) => {
+                let err = Error::Encode { what: "arguments", name: self.name.clone(), source };
+                cargo::warn_once(&format!("encode {}", self.name), &format!("{err}; not caching"));
+                None
+            }
+        }
+    }
+
+    fn report(&self, key: &Key, status: Status, took: Option<Duration>) {
+        if self.log.includes(status) {
+            let took = took.map(|took| format!(", computed in {:.3}s", took.as_secs_f64())).unwrap_or_default();
+            cargo::report(&format!("{} {}: {status}{took}", self.name, key.short()));
+        }
+    }
+
+    /// Memory, then disk. A bad disk entry (corrupt, undecodable, invalid) is removed.
+    fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
+        let shared = MemoryTier::global().get(key);
+        if let Some(shared) = shared {
+            match shared.downcast_ref::<T>() {
+                Some(value) if self.is_valid(value) => return Some((value.clone(), Status::Memory)),
+                _ => {
+                    MemoryTier::global().remove(key);
+                }
+            }
+        }
+        let value = self.lookup_disk::<T>(key)?;
+        Some((value, Status::Disk))
+    }
+
+    fn lookup_disk<T: Cacheable>(&self, key: &Key) -> Option<T> {
+        let disk = self.disk()?;
+        let record = match disk.find(&self.name, key) {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(err) => {
+                self.discard(disk, key, None, &err);
+                return None;
+            }
+        };
+        let decoded = disk.load(&record, key).and_then(|bytes| {
+            let value: T = postcard::from_bytes(&bytes)
+                .map_err(|err| disk.corrupt(&self.name, key, format!("cannot decode as {}: {err}", type_name::<T>())))?;
+            Ok((value, bytes.len() as u64))
+        });
+        match decoded {
+            Ok((value, bytes)) if self.is_valid(&value) => {
+                disk.touch(&self.name, key);
+                self.remember(*key, &value, bytes);
+                Some(value)
+            }
+            Ok(_) => {
+                // Failed validation: a miss; the fresh value will replace it.
+                let _ = disk.remove(&self.name, key);
+                None
+            }
+            Err(err) => {
+                self.discard(disk, key, Some(&record), &err);
+                None
+            }
+        }
+    }
+
+    /// Reports a bad entry once and removes it, so the next call recomputes a healthy one.
+    fn discard(&self, disk: &Disk, key: &Key, record: Option<&EntryRecord>, err: &Error) {
+        if let Error::Corrupt { .. } = err {
+            if let Some(record) = record {
+                disk.remove_bad_blob(record);
+            }
+            let _ = disk.remove(&self.name, key);
+        }
+        cargo::warn_once(&format!("read {}", disk.root().display()), &format!("{err}; recomputing"));
+    }
+
+    fn remember<T: Cacheable>(&self, key: Key, value: &T, bytes: u64) {
+        let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
+        MemoryTier::global().insert(key, self.namespace.clone(), shared, bytes, self.mem_capacity);
+    }
+
+    /// Writes both tiers. Errors are returned; the memoizing calls turn them into a warning.
+    fn store<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) -> Result<()> {
+        let bytes = postcard::to_allocvec(value).map_err(|source| Error::Encode {
+            what: "value",
+            name: self.name.clone(),
+            source,
+        })?;
+        self.remember(key, value, bytes.len() as u64);
+        let Some(disk) = self.disk() else {
+            return Ok(());
+        };
+        let record = EntryRecord {
+            format: FORMAT_VERSION,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            key: key.to_hex(),
+            type_name: type_name::<T>().to_owned(),
+            created_ms: now_ms(),
+            compute_us: took.as_micros() as u64,
+            size: 0,
+            blake3: String::new(),
+            args: truncate(args, ARGS_RENDERING_MAX),
+            inputs: Vec::new(),
+            inline: None,
+        };
+        disk.store(record, &bytes)
+    }
+
+    fn store_or_warn<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) {
+        if let Err(err) = self.store(key, value, args, took) {
+            let topic = match &err {
+                Error::Encode { .. } => format!("encode {}", self.name),
+                _ => format!("write {}", self.root().unwrap_or_default().display()),
+            };
+            cargo::warn_once(&topic, &format!("{err}; the value was computed but not cached"));
+        }
+    }
+
+    /// Returns the cached value for `args`, or runs `compute`, caches its value and returns it.
+    /// Never fails because of the cache: a cache problem is one warning and a recomputation.
+    pub fn call<A: ?Sized, T: Cacheable>(&self, args: &A, compute: impl FnOnce() -> T) -> T
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.call_with_status(args, compute).0
+    }
+
+    /// Like [`Memo::call`], and says where the value came from.
+    pub fn call_with_status<A: ?Sized, T: Cacheable>(&self, args: &A, compute: impl FnOnce() -> T) -> (T, Status)
+    where
+        H: ArgsEncoder<A>,
+    {
+        match self.compute_through(args, || Ok::<T, std::convert::Infallible>(compute())) {
+            Ok(found) => found,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`Memo::call`] for a fallible computation: an `Err` is returned and not cached.
+    ///
+    /// # Errors
+    /// Only the errors of `compute`; cache problems are warnings.
+    pub fn try_call<A: ?Sized, T: Cacheable, E>(&self, args: &A, compute: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.compute_through(args, compute).map(|(value, _)| value)
+    }
+
+    /// The one lookup-or-compute path behind `call`, `call_with_status` and `try_call`.
+    fn compute_through<A: ?Sized, T: Cacheable, E>(
+        &self,
+        args: &A,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(T, Status), E>
+    where
+        H: ArgsEncoder<A>,
+    {
+        if self.disabled() {
+            return compute().map(|value| (value, Status::Miss));
+        }
+        let Some((key, _)) = self.key_of::<A, T>(args) else {
+            return compute().map(|value| (value, Status::Miss));
+        };
+        if let Some((value, status)) = self.lookup::<T>(&key) {
+            self.report(&key, status, None);
+            return Ok((value, status));
+        }
+        // One process computes a key at a time when races are not allowed; the others wait,
+        // then find its result on disk.
+        let _lock = match self.disk() {
+            Some(disk) if !self.allow_race => match disk.lock_key(&key, self.lock_timeout) {
+                Ok(Some(lock)) => {
+                    if let Some(value) = self.lookup_disk::<T>(&key) {
+                        self.report(&key, Status::Disk, None);
+                        return Ok((value, Status::Disk));
+                    }
+                    Some(lock)
+                }
+                Ok(None) => {
+                    cargo::warn_once(
+                        &format!("lock {}", self.name),
+                        &format!(
+                            "{} {}: waited {}s for another process to compute it; computing here too",
+                            self.name,
+                            key.short(),
+                            self.lock_timeout.as_secs()
+                        ),
+                    );
+                    None
+                }
+                Err(err) => {
+                    cargo::warn_once(&format!("lock {}", disk.root().display()), &format!("{err}; computing unlocked"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let started = Instant::now();
+        let value = compute()?;
+        let took = started.elapsed();
+        self.report(&key, Status::Miss, Some(took));
+        self.store_or_warn(key, &value, self.args_encoder.render(args), took);
+        Ok((value, Status::Miss))
+    }
+
+    /// The cached value for `args`, without computing anything.
+    pub fn get<T: Cacheable, A: ?Sized>(&self, args: &A) -> Option<T>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.get_with_status(args).map(|(value, _)| value)
+    }
+
+    /// The cached value for `args` and the tier it came from.
+    pub fn get_with_status<T: Cacheable, A: ?Sized>(&self, args: &A) -> Option<(T, Status)>
+    where
+        H: ArgsEncoder<A>,
+    {
+        if self.disabled() {
+            return None;
+        }
+        let (key, _) = self.key_of::<A, T>(args)?;
+        self.lookup::<T>(&key)
+    }
+
+    /// Whether a value of type `T` is cached for `args` in either tier. It does not read or
+    /// check the value: a damaged entry still counts until a read removes it.
+    pub fn contains<T: Cacheable, A: ?Sized>(&self, args: &A) -> bool
+    where
+        H: ArgsEncoder<A>,
+    {
+        if self.disabled() {
+            return false;
+        }
+        let Some((key, _)) = self.key_of::<A, T>(args) else {
+            return false;
+        };
+        MemoryTier::global().contains(&key)
+            || self.disk().is_some_and(|disk| disk.find(&self.name, &key).is_ok_and(|found| found.is_some()))
+    }
+
+    /// Stores `value` as the result for `args` in both tiers.
+    ///
+    /// # Errors
+    /// When the value cannot be encoded or the disk tier cannot be written (the memory tier
+    /// keeps it regardless). Does nothing when the cache is disabled.
+    pub fn put<T: Cacheable, A: ?Sized>(&self, args: &A, value: &T) -> Result<()>
+    where
+        H: ArgsEncoder<A>,
+    {
+        if self.disabled() {
+            return Ok(());
+        }
+        let bytes = self.args_encoder.encode(args).map_err(|source| Error::Encode {
+            what: "arguments",
+            name: self.name.clone(),
+            source,
+        })?;
+        let parts =
+            KeyParts { name: &self.name, version: &self.version, type_name: type_name::<T>(), args: &bytes, inputs: &[] };
+        self.store(parts.key(), value, self.args_encoder.render(args), Duration::ZERO)
+    }
+
+    /// Removes the value of type `T` for `args` from both tiers; returns whether there was one.
+    ///
+    /// # Errors
+    /// When the disk index cannot be written.
+    pub fn uncache<T: Cacheable, A: ?Sized>(&self, args: &A) -> Result<bool>
+    where
+        H: ArgsEncoder<A>,
+    {
+        if self.disabled() {
+            return Ok(false);
+        }
+        let Some((key, _)) = self.key_of::<A, T>(args) else {
+            return Ok(false);
+        };
+        let in_memory = MemoryTier::global().remove(&key);
+        let on_disk = match self.disk() {
+            Some(disk) => disk.remove(&self.name, &key)?,
+            None => false,
+        };
+        Ok(in_memory || on_disk)
+    }
+
+    /// Keys of this name and version held in the memory tier of this process.
+    pub fn mem_keys(&self) -> Vec<Key> {
+        let mut keys = MemoryTier::global().keys(&self.namespace);
+        keys.sort();
+        keys
+    }
+
+    /// Keys of this name and version on disk. A listing error is warned about and gives none.
+    pub fn disk_keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.disk_records().iter().filter_map(|record| Key::from_hex(&record.key)).collect();
+        keys.sort();
+        keys
+    }
+
+    fn disk_records(&self) -> Vec<EntryRecord> {
+        let Some(disk) = self.disk() else {
+            return Vec::new();
+        };
+        match disk.list(&self.name) {
+            Ok(records) => records.into_iter().filter(|record| record.version == self.version).collect(),
+            Err(err) => {
+                cargo::warn_once(&format!("list {}", disk.root().display()), &err.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keys of this name and version in either tier, sorted, without duplicates.
+    pub fn keys(&self) -> Vec<Key> {
+        let mut keys = self.mem_keys();
+        keys.extend(self.disk_keys());
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Every readable `(key, value)` of type `T` under this name and version, from either tier,
+    /// sorted by key. Damaged entries are removed and skipped.
+    pub fn items<T: Cacheable>(&self) -> Vec<(Key, T)> {
+        let mut items: Vec<(Key, T)> = Vec::new();
+        for key in self.mem_keys() {
+            if let Some(shared) = MemoryTier::global().get(&key)
+                && let Some(value) = shared.downcast_ref::<T>()
+            {
+                items.push((key, value.clone()));
+            }
+        }
+        let type_name = type_name::<T>();
+        for record in self.disk_records() {
+            let Some(key) = Key::from_hex(&record.key) else { continue };
+            if record.type_name != type_name || items.iter().any(|(seen, _)| *seen == key) {
+                continue;
+            }
+            if let Some(value) = self.lookup_disk::<T>(&key) {
+                items.push((key, value));
+            }
+        }
+        items.sort_by_key(|(key, _)| *key);
+        items
+    }
+
+    /// The values of [`Memo::items`].
+    pub fn values<T: Cacheable>(&self) -> Vec<T> {
+        self.items().into_iter().map(|(_, value)| value).collect()
+    }
+}
+
+impl<H: Sync> Memo<H> {
+    /// Maps `compute` over `items` in parallel, each item memoized under its own key, and
+    /// returns the values in the order of `items`. Inside a build script the pool has cargo's
+    /// `NUM_JOBS` threads (its `-j`), not one per core.
+    pub fn par_map<I, A, T, F>(&self, items: I, compute: F) -> Vec<T>
+    where
+        I: IntoIterator<Item = A>,
+        A: Send + Sync,
+        T: Cacheable,
+        F: Fn(&A) -> T + Send + Sync,
+        H: ArgsEncoder<A>,
+    {
+        use rayon::prelude::*;
+        let items: Vec<A> = items.into_iter().collect();
+        let run = || items.par_iter().map(|item| self.call(item, || compute(item))).collect();
+        match build_script_pool() {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
+    }
+}
+
+fn build_script_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let jobs: usize = std::env::var("NUM_JOBS").ok()?.trim().parse().ok()?;
+        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().ok()
+    })
+    .as_ref()
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| matches!(value.trim(), "1" | "true" | "yes" | "on"))
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}

@@ -1,0 +1,168 @@
+//! In-process tier: one LRU per process, bounded by bytes, that hands out clones without decoding.
+//!
+//! It lives only as long as one process (one build-script run). Each slot holds the value as
+//! `Arc<dyn Any>`, tagged with the cache name and version that stored it. Sizes are the encoded
+//! (postcard) length of the value, which the caller knows anyway because it writes the same bytes
+//! to disk. There are two bounds: each cache name stays within its own `mem_capacity`, and all
+//! names together stay within [`DEFAULT_MEM_CAPACITY`] or `MEMOSHELVE_MEM_CAPACITY`.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::key::Key;
+
+/// The default byte bound of the memory tier, per cache name and for the whole process.
+pub const DEFAULT_MEM_CAPACITY: u64 = 256 * 1024 * 1024;
+
+pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+
+struct Slot {
+    namespace: Arc<Namespace>,
+    value: Shared,
+    bytes: u64,
+    tick: u64,
+}
+
+/// The name and version a slot was stored under.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Namespace {
+    pub(crate) name: String,
+    pub(crate) version: String,
+}
+
+#[derive(Default)]
+struct NameUsage {
+    bytes: u64,
+    /// tick -> key, oldest first.
+    order: BTreeMap<u64, Key>,
+}
+
+pub(crate) struct MemoryTier {
+    capacity: u64,
+    bytes: u64,
+    next_tick: u64,
+    slots: HashMap<Key, Slot>,
+    /// tick -> key over all names, oldest first.
+    order: BTreeMap<u64, Key>,
+    per_name: HashMap<String, NameUsage>,
+}
+
+impl MemoryTier {
+    pub(crate) fn new(capacity: u64) -> MemoryTier {
+        MemoryTier {
+            capacity,
+            bytes: 0,
+            next_tick: 0,
+            slots: HashMap::new(),
+            order: BTreeMap::new(),
+            per_name: HashMap::new(),
+        }
+    }
+
+    /// The process-wide tier.
+    pub(crate) fn global() -> MutexGuard<'static, MemoryTier> {
+        static GLOBAL: OnceLock<Mutex<MemoryTier>> = OnceLock::new();
+        let tier = GLOBAL.get_or_init(|| {
+            let capacity = std::env::var("MEMOSHELVE_MEM_CAPACITY")
+                .ok()
+                .and_then(|raw| raw.trim().parse().ok())
+                .unwrap_or(DEFAULT_MEM_CAPACITY);
+            Mutex::new(MemoryTier::new(capacity))
+        });
+        // A panic while holding the lock leaves the map consistent (no update is half-done
+        // across an await point or user code), so a poisoned lock is safe to take over.
+        tier.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.next_tick += 1;
+        self.next_tick
+    }
+
+    /// Returns the stored value and marks it most recently used.
+    pub(crate) fn get(&mut self, key: &Key) -> Option<Shared> {
+        let tick = self.tick();
+        let slot = self.slots.get_mut(key)?;
+        let old = std::mem::replace(&mut slot.tick, tick);
+        self.order.remove(&old);
+        self.order.insert(tick, *key);
+        let usage = self.per_name.get_mut(&slot.namespace.name).expect("every slot has a usage");
+        usage.order.remove(&old);
+        usage.order.insert(tick, *key);
+        Some(slot.value.clone())
+    }
+
+    pub(crate) fn contains(&self, key: &Key) -> bool {
+        self.slots.contains_key(key)
+    }
+
+    /// Stores a value of `bytes` encoded bytes, evicting least recently used slots of the same
+    /// name past `name_capacity`, then of any name past the process-wide bound.
+    /// A value larger than either bound is not kept at all.
+    pub(crate) fn insert(
+        &mut self,
+        key: Key,
+        namespace: Arc<Namespace>,
+        value: Shared,
+        bytes: u64,
+        name_capacity: u64,
+    ) {
+        self.remove(&key);
+        if bytes > name_capacity || bytes > self.capacity {
+            return;
+        }
+        loop {
+            let usage = self.per_name.entry(namespace.name.clone()).or_default();
+            if usage.bytes + bytes <= name_capacity {
+                break;
+            }
+            let oldest = *usage.order.values().next().expect("bytes > 0 implies a slot");
+            self.remove(&oldest);
+        }
+        while self.bytes + bytes > self.capacity {
+            let oldest = *self.order.values().next().expect("bytes > 0 implies a slot");
+            self.remove(&oldest);
+        }
+        let tick = self.tick();
+        let usage = self.per_name.entry(namespace.name.clone()).or_default();
+        usage.bytes += bytes;
+        usage.order.insert(tick, key);
+        self.bytes += bytes;
+        self.order.insert(tick, key);
+        self.slots.insert(key, Slot { namespace, value, bytes, tick });
+    }
+
+    /// Removes one slot; returns whether it was there.
+    pub(crate) fn remove(&mut self, key: &Key) -> bool {
+        let Some(slot) = self.slots.remove(key) else {
+            return false;
+        };
+        self.order.remove(&slot.tick);
+        self.bytes -= slot.bytes;
+        if let Some(usage) = self.per_name.get_mut(&slot.namespace.name) {
+            usage.bytes -= slot.bytes;
+            usage.order.remove(&slot.tick);
+        }
+        true
+    }
+
+    /// Keys stored under this name and version, oldest first.
+    pub(crate) fn keys(&self, namespace: &Namespace) -> Vec<Key> {
+        let Some(usage) = self.per_name.get(&namespace.name) else {
+            return Vec::new();
+        };
+        usage
+            .order
+            .values()
+            .filter(|key| self.slots.get(key).is_some_and(|slot| *slot.namespace == *namespace))
+            .copied()
+            .collect()
+    }
+
+    /// Bytes held for one name, and for the whole process.
+    #[cfg(test)]
+    pub(crate) fn usage(&self, name: &str) -> (u64, u64) {
+        (self.per_name.get(name).map_or(0, |usage| usage.bytes), self.bytes)
+    }
+}
