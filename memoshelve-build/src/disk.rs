@@ -135,15 +135,19 @@ impl Disk {
     /// The live record of `name`/`key`, if any. A record that does not parse is an error.
     pub(crate) fn find(&self, name: &str, key: &Key) -> Result<Option<EntryRecord>> {
         let index_key = index_key(name, key);
-        let Some(meta) =
-            cacache::index::find(&self.root, &index_key).map_err(|err| self.index_error(&index_key, err))?
+        let Some(meta) = cacache::index::find(&self.root, &index_key)
+            .map_err(|err| self.index_error(&index_key, err))?
         else {
             return Ok(None);
         };
         let record: EntryRecord = serde_json::from_value(meta.metadata)
             .map_err(|err| self.corrupt(name, key, format!("unreadable record: {err}")))?;
         if record.format != FORMAT_VERSION {
-            return Err(self.corrupt(name, key, format!("format {} is not {FORMAT_VERSION}", record.format)));
+            return Err(self.corrupt(
+                name,
+                key,
+                format!("format {} is not {FORMAT_VERSION}", record.format),
+            ));
         }
         if record.key != key.to_hex() || record.name != name {
             return Err(self.corrupt(name, key, "record names another entry"));
@@ -155,7 +159,13 @@ impl Disk {
         if blake3_hex.len() != 64 || !blake3_hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return None;
         }
-        Some(self.root.join(BLOB_DIR).join(&blake3_hex[..2]).join(&blake3_hex[2..4]).join(blake3_hex))
+        Some(
+            self.root
+                .join(BLOB_DIR)
+                .join(&blake3_hex[..2])
+                .join(&blake3_hex[2..4])
+                .join(blake3_hex),
+        )
     }
 
     /// The encoded value of a record, checked against its size and blake3 hash.
@@ -172,7 +182,11 @@ impl Disk {
                 match fs::read(&path) {
                     Ok(bytes) => bytes,
                     Err(err) if err.kind() == ErrorKind::NotFound => {
-                        return Err(self.corrupt(name, key, format!("blob {} is missing", path.display())));
+                        return Err(self.corrupt(
+                            name,
+                            key,
+                            format!("blob {} is missing", path.display()),
+                        ));
                     }
                     Err(err) => return Err(io_error("read blob", &path, err)),
                 }
@@ -211,7 +225,8 @@ impl Disk {
             .size(bytes.len())
             .time(u128::from(record.created_ms))
             .metadata(metadata);
-        cacache::index::insert(&self.root, &index_key, opts).map_err(|err| self.index_error(&index_key, err))?;
+        cacache::index::insert(&self.root, &index_key, opts)
+            .map_err(|err| self.index_error(&index_key, err))?;
         Ok(())
     }
 
@@ -257,10 +272,12 @@ impl Disk {
 
     /// Removes the index entry (a tombstone line); shared blobs stay until `compact`.
     pub(crate) fn remove(&self, name: &str, key: &Key) -> Result<bool> {
-        let existed = cacache::index::find(&self.root, &index_key(name, key)).ok().flatten().is_some();
+        let existed =
+            cacache::index::find(&self.root, &index_key(name, key)).ok().flatten().is_some();
         if existed {
             let index_key = index_key(name, key);
-            cacache::index::delete(&self.root, &index_key).map_err(|err| self.index_error(&index_key, err))?;
+            cacache::index::delete(&self.root, &index_key)
+                .map_err(|err| self.index_error(&index_key, err))?;
         }
         Ok(existed)
     }
@@ -334,6 +351,7 @@ impl Disk {
 
 fn unique_name(stem: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
     format!("{stem}.{}.{}.{nanos}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }

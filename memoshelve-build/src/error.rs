@@ -36,7 +36,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The cacache index under the root refused an operation.
-    #[error("cache index under {root} failed on {key}: {message} (run `cargo memoshelve verify --repair`)")]
+    #[error(
+        "cache index under {root} failed on {key}: {message} (run `cargo memoshelve verify --repair`)"
+    )]
     Index {
         /// The cache root.
         root: PathBuf,

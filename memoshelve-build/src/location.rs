@@ -64,7 +64,10 @@ pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot, String> {
                  (set CARGO_TARGET_DIR to an absolute path, or MEMOSHELVE_DIR to a directory)"
                     .to_owned()
             })?;
-            return Ok(CacheRoot { path: target.join("memoshelve"), source: RootSource::EnvTarget });
+            return Ok(CacheRoot {
+                path: target.join("memoshelve"),
+                source: RootSource::EnvTarget,
+            });
         }
         return Ok(CacheRoot { path: PathBuf::from(dir), source: RootSource::EnvDir });
     }
@@ -96,14 +99,17 @@ pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot, String> {
 /// marks the target directory with `CACHEDIR.TAG`), else an absolute `CARGO_TARGET_DIR`, else
 /// the ancestors of the running executable (a binary run by `cargo run` or `cargo test`).
 pub(crate) fn cargo_target_dir() -> Option<PathBuf> {
-    let tagged_ancestor =
-        |start: &Path| start.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()).map(Path::to_owned);
+    let tagged_ancestor = |start: &Path| {
+        start.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()).map(Path::to_owned)
+    };
     if let Some(out_dir) = std::env::var_os("OUT_DIR")
         && let Some(target) = tagged_ancestor(Path::new(&out_dir))
     {
         return Some(target);
     }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute()) {
+    if let Some(dir) =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute())
+    {
         return Some(dir);
     }
     std::env::current_exe().ok().and_then(|exe| tagged_ancestor(&exe))

@@ -125,7 +125,10 @@ impl Memo {
             !name.is_empty() && !name.chars().any(|ch| ch == '/' || ch.is_control()),
             "memoshelve cache name {name:?} must be non-empty, without '/' or control characters"
         );
-        let log = std::env::var("MEMOSHELVE_LOG").ok().and_then(|text| Log::parse(&text)).unwrap_or(Log::NONE);
+        let log = std::env::var("MEMOSHELVE_LOG")
+            .ok()
+            .and_then(|text| Log::parse(&text))
+            .unwrap_or(Log::NONE);
         let lock_timeout = std::env::var("MEMOSHELVE_LOCK_TIMEOUT")
             .ok()
             .and_then(|secs| secs.trim().parse().ok())
@@ -192,7 +195,8 @@ impl<H> Memo<H> {
     /// A salt: bump it to invalidate every entry this cache made before.
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
-        self.namespace = Arc::new(Namespace { name: self.name.clone(), version: self.version.clone() });
+        self.namespace =
+            Arc::new(Namespace { name: self.name.clone(), version: self.version.clone() });
         self
     }
 
@@ -204,7 +208,8 @@ impl<H> Memo<H> {
     }
 
     /// Bounds the bytes this cache name may hold in the memory tier (default 256 MiB); least
-    /// recently used values are dropped first (they stay on disk).
+    /// recently used values are dropped first (they stay on disk). `0` turns the memory tier off
+    /// for this `Memo`: it neither reads nor fills it, so every hit comes from disk.
     pub fn mem_capacity(mut self, bytes: u64) -> Self {
         self.mem_capacity = bytes;
         self
@@ -229,8 +234,12 @@ impl<H> Memo<H> {
 
     /// A check for cached values of type `T`: a cached value that fails it is a miss, and the
     /// fresh value replaces it. Fresh values are not checked.
-    pub fn validate<T: 'static>(mut self, check: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
-        let validator: Validator = Arc::new(move |value: &dyn Any| value.downcast_ref::<T>().is_none_or(&check));
+    pub fn validate<T: 'static>(
+        mut self,
+        check: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let validator: Validator =
+            Arc::new(move |value: &dyn Any| value.downcast_ref::<T>().is_none_or(&check));
         self.validators.retain(|(type_id, _)| *type_id != TypeId::of::<T>());
         self.validators.push((TypeId::of::<T>(), validator));
         self
@@ -267,7 +276,10 @@ impl<H> Memo<H> {
                 match Disk::open(&root) {
                     Ok(disk) => Some(disk),
                     Err(err) => {
-                        cargo::warn_once(&format!("root {}", root.display()), &format!("{err}; caching in memory only"));
+                        cargo::warn_once(
+                            &format!("root {}", root.display()),
+                            &format!("{err}; caching in memory only"),
+                        );
                         None
                     }
                 }
@@ -307,17 +319,21 @@ impl<H> Memo<H> {
 
     fn report(&self, key: &Key, status: Status, took: Option<Duration>) {
         if self.log.includes(status) {
-            let took = took.map(|took| format!(", computed in {:.3}s", took.as_secs_f64())).unwrap_or_default();
+            let took = took
+                .map(|took| format!(", computed in {:.3}s", took.as_secs_f64()))
+                .unwrap_or_default();
             cargo::report(&format!("{} {}: {status}{took}", self.name, key.short()));
         }
     }
 
     /// Memory, then disk. A bad disk entry (corrupt, undecodable, invalid) is removed.
     fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
-        let shared = MemoryTier::global().get(key);
+        let shared = if self.mem_capacity == 0 { None } else { MemoryTier::global().get(key) };
         if let Some(shared) = shared {
             match shared.downcast_ref::<T>() {
-                Some(value) if self.is_valid(value) => return Some((value.clone(), Status::Memory)),
+                Some(value) if self.is_valid(value) => {
+                    return Some((value.clone(), Status::Memory));
+                }
                 _ => {
                     MemoryTier::global().remove(key);
                 }
@@ -338,8 +354,13 @@ impl<H> Memo<H> {
             }
         };
         let decoded = disk.load(&record, key).and_then(|bytes| {
-            let value: T = postcard::from_bytes(&bytes)
-                .map_err(|err| disk.corrupt(&self.name, key, format!("cannot decode as {}: {err}", type_name::<T>())))?;
+            let value: T = postcard::from_bytes(&bytes).map_err(|err| {
+                disk.corrupt(
+                    &self.name,
+                    key,
+                    format!("cannot decode as {}: {err}", type_name::<T>()),
+                )
+            })?;
             Ok((value, bytes.len() as u64))
         });
         match decoded {
@@ -368,10 +389,16 @@ impl<H> Memo<H> {
             }
             let _ = disk.remove(&self.name, key);
         }
-        cargo::warn_once(&format!("read {}", disk.root().display()), &format!("{err}; recomputing"));
+        cargo::warn_once(
+            &format!("read {}", disk.root().display()),
+            &format!("{err}; recomputing"),
+        );
     }
 
     fn remember<T: Cacheable>(&self, key: Key, value: &T, bytes: u64) {
+        if self.mem_capacity == 0 {
+            return;
+        }
         let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
         MemoryTier::global().insert(key, self.namespace.clone(), shared, bytes, self.mem_capacity);
     }
@@ -424,7 +451,11 @@ impl<H> Memo<H> {
     }
 
     /// Like [`Memo::call`], and says where the value came from.
-    pub fn call_with_status<A: ?Sized, T: Cacheable>(&self, args: &A, compute: impl FnOnce() -> T) -> (T, Status)
+    pub fn call_with_status<A: ?Sized, T: Cacheable>(
+        &self,
+        args: &A,
+        compute: impl FnOnce() -> T,
+    ) -> (T, Status)
     where
         H: ArgsEncoder<A>,
     {
@@ -438,7 +469,11 @@ impl<H> Memo<H> {
     ///
     /// # Errors
     /// Only the errors of `compute`; cache problems are warnings.
-    pub fn try_call<A: ?Sized, T: Cacheable, E>(&self, args: &A, compute: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    pub fn try_call<A: ?Sized, T: Cacheable, E>(
+        &self,
+        args: &A,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E>
     where
         H: ArgsEncoder<A>,
     {
@@ -488,7 +523,10 @@ impl<H> Memo<H> {
                     None
                 }
                 Err(err) => {
-                    cargo::warn_once(&format!("lock {}", disk.root().display()), &format!("{err}; computing unlocked"));
+                    cargo::warn_once(
+                        &format!("lock {}", disk.root().display()),
+                        &format!("{err}; computing unlocked"),
+                    );
                     None
                 }
             },
@@ -500,6 +538,15 @@ impl<H> Memo<H> {
         self.report(&key, Status::Miss, Some(took));
         self.store_or_warn(key, &value, self.args_encoder.render(args), took);
         Ok((value, Status::Miss))
+    }
+
+    /// The key a call with these arguments and value type `T` uses, or `None` when the
+    /// arguments cannot be encoded.
+    pub fn key_for<T: 'static, A: ?Sized>(&self, args: &A) -> Option<Key>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.key_of::<A, T>(args).map(|(key, _)| key)
     }
 
     /// The cached value for `args`, without computing anything.
@@ -534,8 +581,10 @@ impl<H> Memo<H> {
         let Some((key, _)) = self.key_of::<A, T>(args) else {
             return false;
         };
-        MemoryTier::global().contains(&key)
-            || self.disk().is_some_and(|disk| disk.find(&self.name, &key).is_ok_and(|found| found.is_some()))
+        (self.mem_capacity > 0 && MemoryTier::global().contains(&key))
+            || self
+                .disk()
+                .is_some_and(|disk| disk.find(&self.name, &key).is_ok_and(|found| found.is_some()))
     }
 
     /// Stores `value` as the result for `args` in both tiers.
@@ -555,8 +604,13 @@ impl<H> Memo<H> {
             name: self.name.clone(),
             source,
         })?;
-        let parts =
-            KeyParts { name: &self.name, version: &self.version, type_name: type_name::<T>(), args: &bytes, inputs: &[] };
+        let parts = KeyParts {
+            name: &self.name,
+            version: &self.version,
+            type_name: type_name::<T>(),
+            args: &bytes,
+            inputs: &[],
+        };
         self.store(parts.key(), value, self.args_encoder.render(args), Duration::ZERO)
     }
 
@@ -591,7 +645,8 @@ impl<H> Memo<H> {
 
     /// Keys of this name and version on disk. A listing error is warned about and gives none.
     pub fn disk_keys(&self) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.disk_records().iter().filter_map(|record| Key::from_hex(&record.key)).collect();
+        let mut keys: Vec<Key> =
+            self.disk_records().iter().filter_map(|record| Key::from_hex(&record.key)).collect();
         keys.sort();
         keys
     }
@@ -601,7 +656,9 @@ impl<H> Memo<H> {
             return Vec::new();
         };
         match disk.list(&self.name) {
-            Ok(records) => records.into_iter().filter(|record| record.version == self.version).collect(),
+            Ok(records) => {
+                records.into_iter().filter(|record| record.version == self.version).collect()
+            }
             Err(err) => {
                 cargo::warn_once(&format!("list {}", disk.root().display()), &err.to_string());
                 Vec::new()

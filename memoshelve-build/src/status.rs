@@ -93,11 +93,12 @@ impl BitOr for Log {
 
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let words: Vec<&str> = [(Log::MEMORY_HITS, "mem"), (Log::DISK_HITS, "disk"), (Log::MISSES, "misses")]
-            .into_iter()
-            .filter(|(flag, _)| self.contains(*flag))
-            .map(|(_, word)| word)
-            .collect();
+        let words: Vec<&str> =
+            [(Log::MEMORY_HITS, "mem"), (Log::DISK_HITS, "disk"), (Log::MISSES, "misses")]
+                .into_iter()
+                .filter(|(flag, _)| self.contains(*flag))
+                .map(|(_, word)| word)
+                .collect();
         write!(f, "Log({})", if words.is_empty() { "none".to_owned() } else { words.join(",") })
     }
 }

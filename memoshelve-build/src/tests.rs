@@ -1,1 +1,86 @@
-//! Unit tests of the crate internals.
+//! Unit tests of the crate internals: memory-tier accounting, log parsing, the disk layout.
+
+use std::sync::Arc;
+
+use crate::disk::Disk;
+use crate::key::KeyParts;
+use crate::memory::{MemoryTier, Namespace};
+use crate::{Key, Log, Memo, Status};
+
+fn key(n: u32) -> Key {
+    let args = n.to_le_bytes();
+    KeyParts { name: "unit", version: "", type_name: "u32", args: &args, inputs: &[] }.key()
+}
+
+fn namespace(name: &str) -> Arc<Namespace> {
+    Arc::new(Namespace { name: name.to_owned(), version: String::new() })
+}
+
+#[test]
+fn memory_tier_accounts_bytes_exactly_and_evicts_least_recently_used() {
+    let mut tier = MemoryTier::new(1000);
+    let a = namespace("a");
+    for n in 0..10 {
+        tier.insert(key(n), a.clone(), Arc::new(n), 100, 300);
+    }
+    assert_eq!(tier.usage("a"), (300, 300), "the per-name bound holds");
+    assert!(tier.contains(&key(9)) && tier.contains(&key(8)) && tier.contains(&key(7)));
+    assert!(!tier.contains(&key(6)));
+    // Using 7 makes 8 the least recently used.
+    assert!(tier.get(&key(7)).is_some());
+    tier.insert(key(10), a.clone(), Arc::new(10), 100, 300);
+    assert!(tier.contains(&key(7)) && !tier.contains(&key(8)));
+    // The process-wide bound evicts across names.
+    let b = namespace("b");
+    for n in 100..110 {
+        tier.insert(key(n), b.clone(), Arc::new(n), 100, 1000);
+    }
+    let (a_bytes, total) = tier.usage("a");
+    assert_eq!(total, 1000);
+    assert_eq!(a_bytes, 0, "the oldest name was evicted first");
+    // Too large for the bound: not kept, nothing else evicted.
+    tier.insert(key(200), b.clone(), Arc::new(200), 5000, 10_000);
+    assert!(!tier.contains(&key(200)));
+    assert_eq!(tier.usage("b"), (1000, 1000));
+    // Re-inserting a key replaces it without double counting.
+    tier.insert(key(109), b.clone(), Arc::new(1), 100, 1000);
+    assert_eq!(tier.usage("b"), (1000, 1000));
+    assert!(tier.remove(&key(109)));
+    assert_eq!(tier.usage("b"), (900, 900));
+    assert_eq!(tier.keys(&b).len(), 9);
+}
+
+#[test]
+fn log_parses_the_env_syntax() {
+    assert_eq!(Log::parse("all"), Some(Log::ALL));
+    assert_eq!(Log::parse("mem, misses"), Some(Log::MEMORY_HITS | Log::MISSES));
+    assert_eq!(Log::parse("hits"), Some(Log::HITS));
+    assert_eq!(Log::parse(""), Some(Log::NONE));
+    assert_eq!(Log::parse("loud"), None);
+    assert!(Log::HITS.includes(Status::Disk) && !Log::HITS.includes(Status::Miss));
+    assert_eq!(format!("{:?}", Log::DISK_HITS | Log::MISSES), "Log(disk,misses)");
+}
+
+#[test]
+fn touch_finds_the_bucket_cacache_wrote() {
+    // `Disk::bucket_path` re-derives cacache 13's bucket layout; if cacache moved its buckets,
+    // last-use tracking would silently stop. This catches that.
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("unit-bucket").dir(dir.path());
+    memo.put(&1u8, &2u8).unwrap();
+    let key = memo.key_for::<u8, _>(&1u8).unwrap();
+    let disk = Disk::open(dir.path()).unwrap();
+    assert!(disk.bucket_path("unit-bucket", &key).is_file());
+}
+
+#[test]
+fn a_lock_held_elsewhere_times_out_and_a_dropped_one_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::open(dir.path()).unwrap();
+    let held = disk.lock_key(&key(1), std::time::Duration::ZERO).unwrap();
+    assert!(held.is_some());
+    let second = disk.lock_key(&key(1), std::time::Duration::from_millis(20)).unwrap();
+    assert!(second.is_none(), "a held lock was taken twice");
+    drop(held);
+    assert!(disk.lock_key(&key(1), std::time::Duration::ZERO).unwrap().is_some());
+}

@@ -19,8 +19,13 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     } else {
         writeln!(stdout, "{}", root.path.display()).context("cannot write to stdout")?;
         if !root.path.is_dir() {
-            writeln!(std::io::stderr(), "note: {} ({}); it does not exist yet", root.path.display(), root.source)
-                .context("cannot write to stderr")?;
+            writeln!(
+                std::io::stderr(),
+                "note: {} ({}); it does not exist yet",
+                root.path.display(),
+                root.source
+            )
+            .context("cannot write to stderr")?;
         }
     }
     Ok(())

@@ -1,1 +1,77 @@
-fn main() {}
+//! A small program for the end-to-end tests: memoizes a known pure function in a fresh process.
+//!
+//! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
+//! [--times K] [--size BYTES] [--disable] [--no-race]`.
+//! `call` prints one line per call: `<checksum> <status>`; `key` prints the hex key.
+//! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
+//! how often the function really ran, across processes.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use memoshelve_build::Memo;
+
+/// The pure function under test: `size` bytes derived from `arg`.
+fn expected(arg: u64, size: usize) -> Vec<u8> {
+    (0..size).map(|index| (arg as usize).wrapping_mul(31).wrapping_add(index * 7) as u8).collect()
+}
+
+/// `expected`, counted: the line in `$PROBE_COUNTER` shows the function really ran.
+fn compute(arg: u64, size: usize) -> Vec<u8> {
+    if let Some(counter) = std::env::var_os("PROBE_COUNTER") {
+        let mut file =
+            std::fs::File::options().create(true).append(true).open(counter).expect("counter file");
+        writeln!(file, "{arg}").expect("counter line");
+    }
+    expected(arg, size)
+}
+
+fn checksum(bytes: &[u8]) -> String {
+    format!("{}:{}", bytes.len(), bytes.iter().map(|&byte| u64::from(byte)).sum::<u64>())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        return usage();
+    };
+    let option =
+        |flag: &str| args.iter().position(|arg| arg == flag).and_then(|index| args.get(index + 1));
+    let flag = |flag: &str| args.iter().any(|arg| arg == flag);
+    let mut memo = Memo::new(option("--name").map_or("probe", String::as_str));
+    if let Some(dir) = option("--dir") {
+        memo = memo.dir(dir);
+    }
+    if let Some(version) = option("--version") {
+        memo = memo.version(version.as_str());
+    }
+    memo = memo.disable(flag("--disable")).allow_race(!flag("--no-race"));
+    let arg: u64 = option("--arg").and_then(|arg| arg.parse().ok()).unwrap_or(7);
+    let times: usize = option("--times").and_then(|times| times.parse().ok()).unwrap_or(1);
+    let size: usize = option("--size").and_then(|size| size.parse().ok()).unwrap_or(16);
+    let mut stdout = std::io::stdout().lock();
+    match command.as_str() {
+        "call" => {
+            for _ in 0..times {
+                let (value, status) =
+                    memo.call_with_status(&(arg, size as u64), || compute(arg, size));
+                assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                writeln!(stdout, "{} {status}", checksum(&value)).expect("stdout");
+            }
+        }
+        "key" => {
+            let key = memo.key_for::<Vec<u8>, _>(&(arg, size as u64)).expect("encodable");
+            writeln!(stdout, "{key}").expect("stdout");
+        }
+        _ => return usage(),
+    }
+    ExitCode::SUCCESS
+}
+
+fn usage() -> ExitCode {
+    let _ = writeln!(
+        std::io::stderr(),
+        "usage: memoshelve-probe call|key [--dir DIR] [--arg N] [--times K] ..."
+    );
+    ExitCode::from(2)
+}

@@ -1,0 +1,114 @@
+//! A damaged entry is detected, never returned, removed, and healthy again after the next call.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use memoshelve_build::{Memo, Status};
+
+use crate::{disk_only, files_under};
+
+fn big_value() -> Vec<u32> {
+    (0..4096).collect()
+}
+
+fn writable(path: &Path) {
+    let mut perms = fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(path, perms).unwrap();
+}
+
+fn stored_blob(dir: &Path) -> PathBuf {
+    let blobs = files_under(&dir.join("blobs-b3"));
+    assert_eq!(blobs.len(), 1, "expected one blob, found {blobs:?}");
+    blobs.into_iter().next().unwrap()
+}
+
+/// Stores the big value, damages its blob with `damage`, and checks the policy.
+fn check_damaged_blob(name: &str, damage: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = disk_only(name, dir.path());
+    assert_eq!(memo.call_with_status(&1, big_value).1, Status::Miss);
+    damage(&stored_blob(dir.path()));
+    // The damaged entry is a miss and the fresh value is returned, not the damaged one.
+    let mut fresh = big_value();
+    fresh[0] = 99;
+    assert_eq!(memo.call_with_status(&1, || fresh.clone()), (fresh.clone(), Status::Miss));
+    // The entry is healthy again: a disk hit of the fresh value.
+    assert_eq!(memo.call_with_status(&1, || unreachable!()), (fresh, Status::Disk));
+}
+
+#[test]
+fn flipped_byte_in_a_blob_is_a_miss() {
+    check_damaged_blob("corrupt-flip", |blob| {
+        writable(blob);
+        let mut bytes = fs::read(blob).unwrap();
+        bytes[100] ^= 0x40;
+        fs::write(blob, bytes).unwrap();
+    });
+}
+
+#[test]
+fn truncated_blob_is_a_miss() {
+    check_damaged_blob("corrupt-truncate", |blob| {
+        writable(blob);
+        let bytes = fs::read(blob).unwrap();
+        fs::write(blob, &bytes[..bytes.len() / 2]).unwrap();
+    });
+}
+
+#[test]
+fn deleted_blob_is_a_miss() {
+    check_damaged_blob("corrupt-delete", |blob| fs::remove_file(blob).unwrap());
+}
+
+#[test]
+fn flipped_byte_in_the_index_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = disk_only("corrupt-index", dir.path());
+    assert_eq!(memo.call_with_status(&1, || 7u8).1, Status::Miss);
+    let buckets = files_under(&dir.path().join("index-v5"));
+    assert_eq!(buckets.len(), 1);
+    let mut bytes = fs::read(&buckets[0]).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    fs::write(&buckets[0], bytes).unwrap();
+    assert_eq!(memo.call_with_status(&1, || 8u8), (8, Status::Miss));
+    assert_eq!(memo.call_with_status(&1, || -> u8 { unreachable!() }), (8, Status::Disk));
+}
+
+#[test]
+fn inline_value_that_does_not_match_its_hash_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = disk_only("corrupt-inline", dir.path());
+    memo.put(&1, &"genuine".to_owned()).unwrap();
+    // Rewrite the record with another inline value but the old hash, through cacache itself, so
+    // the index line is well-formed and only our own check can catch it.
+    let index_key =
+        format!("memoshelve/v1/corrupt-inline/{}", memo.key_for::<String, _>(&1).unwrap());
+    let found = cacache::index::find(dir.path(), &index_key).unwrap().unwrap();
+    let mut record: memoshelve_build::EntryRecord = serde_json::from_value(found.metadata).unwrap();
+    let forged = postcard::to_allocvec("forged!").unwrap();
+    record.inline =
+        Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &forged));
+    record.size = forged.len() as u64;
+    let opts = cacache::WriteOpts::new()
+        .integrity(found.integrity)
+        .metadata(serde_json::to_value(&record).unwrap());
+    cacache::index::insert(dir.path(), &index_key, opts).unwrap();
+    assert_eq!(memo.get::<String, _>(&1), None, "a forged inline value was served");
+    assert_eq!(
+        memo.call_with_status(&1, || "fresh".to_owned()),
+        ("fresh".to_owned(), Status::Miss)
+    );
+}
+
+#[test]
+fn value_of_another_type_under_a_colliding_record_is_not_decoded_as_this_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let strings = Memo::new("corrupt-type").dir(dir.path()).mem_capacity(0);
+    strings.put(&1, &"text".to_owned()).unwrap();
+    // Same name and args, another type: another key, so a miss and no misread.
+    assert_eq!(strings.get::<u64, _>(&1), None);
+    assert_eq!(strings.get::<String, _>(&1).as_deref(), Some("text"));
+}
