@@ -9,19 +9,16 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "cargo", bin_name = "cargo", version, styles = clap::builder::styling::Styles::styled())]
 pub(crate) enum Cargo {
     /// Manage the memoshelve cache of build-script results.
-    #[command(version)]
+    ///
+    /// The cache holds the memoized results of build scripts (generated code, bindings,
+    /// processed assets) and survives `cargo clean`. Its root is, first of: --dir;
+    /// MEMOSHELVE_DIR (the word `target` meaning <cargo target dir>/memoshelve);
+    /// $XDG_CACHE_HOME/memoshelve; $HOME/.cache/memoshelve.
+    #[command(version, after_help = "Exit codes: 0 success, 1 error, 2 usage error.")]
     Memoshelve(MemoshelveArgs),
 }
 
 #[derive(Debug, Args)]
-#[command(
-    about = "Manage the memoshelve cache of build-script results",
-    long_about = "Manage the memoshelve cache: the memoized results of build scripts (generated \
-                  code, bindings, processed assets) that survive `cargo clean`.\n\n\
-                  The cache root is, first of: --dir; MEMOSHELVE_DIR (the word `target` meaning \
-                  <cargo target dir>/memoshelve); $XDG_CACHE_HOME/memoshelve; $HOME/.cache/memoshelve.",
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error."
-)]
 pub(crate) struct MemoshelveArgs {
     /// Use this cache root instead of the default.
     #[arg(long, global = true, value_name = "DIR")]

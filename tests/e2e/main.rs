@@ -1,1 +1,55 @@
+//! End-to-end tests: the library in real, separate processes on real cache directories.
+//!
+//! The probe binary (`src/bin/memoshelve-probe.rs`) memoizes a known pure function; each test
+//! runs it as fresh processes and reads what it printed.
 
+mod processes;
+mod roots;
+
+use std::borrow::BorrowMut;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A probe command with a clean environment: no inherited MEMOSHELVE_* or build-script variables.
+pub(crate) fn probe(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memoshelve-probe"));
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("MEMOSHELVE_") || name.starts_with("PROBE_") || name == "OUT_DIR" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Runs a command, asserts success, and returns its stdout lines.
+pub(crate) fn lines(mut command: impl BorrowMut<Command>) -> Vec<String> {
+    let output = run(command.borrow_mut());
+    String::from_utf8(output.stdout).expect("utf-8 stdout").lines().map(str::to_owned).collect()
+}
+
+pub(crate) fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("spawn the probe");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The status words of probe output lines (`<arg> <checksum> <status>`).
+pub(crate) fn statuses(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| !line.starts_with("cargo:"))
+        .map(|line| line.splitn(3, ' ').nth(2).unwrap_or("").to_owned())
+        .collect()
+}
+
+pub(crate) fn counted(counter: &Path) -> usize {
+    std::fs::read_to_string(counter).map_or(0, |text| text.lines().count())
+}

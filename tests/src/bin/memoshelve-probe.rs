@@ -1,8 +1,9 @@
 //! A small program for the end-to-end tests: memoizes a known pure function in a fresh process.
 //!
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
-//! [--times K] [--size BYTES] [--disable] [--no-race]`.
-//! `call` prints one line per call: `<checksum> <status>`; `key` prints the hex key.
+//! [--count C] [--times K] [--size BYTES] [--disable] [--no-race]`.
+//! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
+//! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
 //! how often the function really ran, across processes.
 
@@ -17,7 +18,11 @@ fn expected(arg: u64, size: usize) -> Vec<u8> {
 }
 
 /// `expected`, counted: the line in `$PROBE_COUNTER` shows the function really ran.
+/// `$PROBE_SLEEP_MS` makes it slow, so that concurrent processes overlap.
 fn compute(arg: u64, size: usize) -> Vec<u8> {
+    if let Some(pause) = std::env::var("PROBE_SLEEP_MS").ok().and_then(|ms| ms.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+    }
     if let Some(counter) = std::env::var_os("PROBE_COUNTER") {
         let mut file =
             std::fs::File::options().create(true).append(true).open(counter).expect("counter file");
@@ -47,16 +52,19 @@ fn main() -> ExitCode {
     }
     memo = memo.disable(flag("--disable")).allow_race(!flag("--no-race"));
     let arg: u64 = option("--arg").and_then(|arg| arg.parse().ok()).unwrap_or(7);
+    let count: u64 = option("--count").and_then(|count| count.parse().ok()).unwrap_or(1);
     let times: usize = option("--times").and_then(|times| times.parse().ok()).unwrap_or(1);
     let size: usize = option("--size").and_then(|size| size.parse().ok()).unwrap_or(16);
     let mut stdout = std::io::stdout().lock();
     match command.as_str() {
         "call" => {
             for _ in 0..times {
-                let (value, status) =
-                    memo.call_with_status(&(arg, size as u64), || compute(arg, size));
-                assert_eq!(value, expected(arg, size), "the probe got a wrong value");
-                writeln!(stdout, "{} {status}", checksum(&value)).expect("stdout");
+                for arg in arg..arg + count {
+                    let (value, status) =
+                        memo.call_with_status(&(arg, size as u64), || compute(arg, size));
+                    assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                    writeln!(stdout, "{arg} {} {status}", checksum(&value)).expect("stdout");
+                }
             }
         }
         "key" => {

@@ -1,0 +1,97 @@
+//! Where the cache lives, and what happens when it cannot be used.
+
+use crate::{counted, lines, probe, statuses};
+
+/// Runs the probe as if inside a build script, so warnings become `cargo:warning=` lines.
+fn in_build_script(mut command: std::process::Command, dir: &std::path::Path) -> Vec<String> {
+    lines(command.env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
+}
+
+fn warnings(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|line| line.starts_with("cargo:warning=memoshelve:")).collect()
+}
+
+#[test]
+fn a_root_that_is_a_file_warns_once_and_still_returns_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let output = in_build_script(
+        probe(&["call", "--dir", file.to_str().unwrap(), "--count", "5"]),
+        dir.path(),
+    );
+    assert_eq!(statuses(&output), ["miss"; 5]);
+    let warnings = warnings(&output);
+    assert_eq!(warnings.len(), 1, "{output:?}");
+    assert!(
+        warnings[0].contains(file.to_str().unwrap()),
+        "the warning names the root: {}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains("MEMOSHELVE_DIR"), "the warning names the fix: {}", warnings[0]);
+}
+
+#[test]
+fn failed_writes_warn_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    // Make the blob area unusable: a file where its directory should be. Small values are
+    // inlined in the index and still cached; large ones fail to write, once per value.
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("blobs-b3"), "in the way").unwrap();
+    std::fs::write(root.join("tmp-b3"), "in the way").unwrap();
+    let output = in_build_script(
+        probe(&["call", "--dir", root.to_str().unwrap(), "--count", "4", "--size", "5000"]),
+        dir.path(),
+    );
+    assert_eq!(statuses(&output), ["miss"; 4]);
+    assert_eq!(warnings(&output).len(), 1, "{output:?}");
+}
+
+#[test]
+fn disable_env_computes_every_time_and_touches_no_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let counter = dir.path().join("computed");
+    let output = lines(
+        probe(&["call", "--dir", root.to_str().unwrap(), "--times", "3"])
+            .env("MEMOSHELVE_DISABLE", "1")
+            .env("PROBE_COUNTER", &counter),
+    );
+    assert_eq!(statuses(&output), ["miss"; 3]);
+    assert_eq!(counted(&counter), 3);
+    assert!(!root.exists());
+}
+
+#[test]
+fn memoshelve_dir_target_means_the_cargo_target_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let out_dir = target.join("debug/build/demo-0123456789abcdef/out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(target.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55")
+        .unwrap();
+    let output = lines(
+        probe(&["call"])
+            .env("MEMOSHELVE_DIR", "target")
+            .env("OUT_DIR", &out_dir)
+            .env("CARGO_MANIFEST_DIR", dir.path()),
+    );
+    assert_eq!(statuses(&output), ["miss"]);
+    assert!(target.join("memoshelve/index-v5").is_dir(), "the cache was not put in the target dir");
+}
+
+#[test]
+fn default_root_follows_xdg_cache_home_then_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("xdg");
+    let home = dir.path().join("home");
+    lines(probe(&["call"]).env("XDG_CACHE_HOME", &xdg).env("HOME", &home));
+    assert!(xdg.join("memoshelve/index-v5").is_dir());
+    lines(probe(&["call"]).env_remove("XDG_CACHE_HOME").env("HOME", &home));
+    assert!(home.join(".cache/memoshelve/index-v5").is_dir());
+    let output =
+        lines(probe(&["call"]).env("MEMOSHELVE_DIR", dir.path().join("env")).env("HOME", &home));
+    assert_eq!(statuses(&output), ["miss"]);
+    assert!(dir.path().join("env/index-v5").is_dir());
+}
