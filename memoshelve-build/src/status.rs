@@ -24,7 +24,8 @@ impl Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` honours width and alignment, so statuses line up in tables.
+        f.pad(match self {
             Status::Memory => "cached (mem)",
             Status::Disk => "cached (disk)",
             Status::Miss => "miss",

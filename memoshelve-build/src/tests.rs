@@ -59,6 +59,7 @@ fn log_parses_the_env_syntax() {
     assert_eq!(Log::parse("loud"), None);
     assert!(Log::HITS.includes(Status::Disk) && !Log::HITS.includes(Status::Miss));
     assert_eq!(format!("{:?}", Log::DISK_HITS | Log::MISSES), "Log(disk,misses)");
+    assert_eq!(format!("[{:<14}]", Status::Memory), "[cached (mem)  ]");
 }
 
 #[test]
