@@ -1,1 +1,37 @@
-fn main() {}
+//! Dev automation: `cargo xtask <task>`. Dispatch only; each task lives in its own file.
+
+#![expect(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports to a terminal")]
+
+mod ci;
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci      everything CI checks: fmt, clippy -D warnings, tests (unit, integration, e2e, doc), docs, tidy
+  tidy    repository hygiene: module docs, trailing whitespace, ARCHITECTURE.md names every crate";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1);
+    let result = match task.as_deref() {
+        Some("ci") => ci::run(),
+        Some("tidy") => tidy::run(),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `cargo xtask ci`: the one command CI runs, and the one to run before pushing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+/// The workspace root (xtask's manifest dir is `<root>/xtask`).
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(project_root());
+    command
+}
+
+fn step(name: &str, command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("\n==> {name}: {command:?}");
+    let started = Instant::now();
+    let status = command.status().with_context(|| format!("cannot start {name}"))?;
+    eprintln!("<== {name}: {status} in {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let examples = project_root().join("examples/Cargo.toml");
+    step("tidy", cargo().args(["run", "--quiet", "--package", "xtask", "--", "tidy"]))?;
+    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "fmt examples",
+        cargo().args(["fmt", "--all", "--check", "--manifest-path"]).arg(&examples),
+    )?;
+    step(
+        "clippy",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "clippy examples",
+        cargo()
+            .args(["clippy", "--all-targets", "--manifest-path"])
+            .arg(&examples)
+            .args(["--", "-D", "warnings"]),
+    )?;
+    // Unit, integration, end-to-end (real processes, real cargo builds of examples/) and doc tests.
+    step("test", cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    step("test examples", cargo().args(["test", "--manifest-path"]).arg(&examples))?;
+    step(
+        "doc",
+        cargo()
+            .args(["doc", "--no-deps", "--package", "memoshelve-build"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    eprintln!("\nci: all steps passed");
+    Ok(())
+}
