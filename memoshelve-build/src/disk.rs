@@ -67,7 +67,7 @@ pub struct EntryRecord {
     /// The declared inputs that joined the key, by name.
     #[serde(default)]
     pub inputs: Vec<KeyInput>,
-    /// The encoded value, base64, when it is at most [`INLINE_MAX`] bytes.
+    /// The encoded value, base64, when it is at most 1 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
 }
