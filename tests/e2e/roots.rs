@@ -1,6 +1,50 @@
 //! Where the cache lives, and what happens when it cannot be used.
 
+use std::path::Path;
+use std::process::Command;
+
 use crate::{counted, lines, probe, statuses};
+
+/// A directory that even root cannot write: a read-only bind mount when running as root (as CI
+/// does), permission bits otherwise. Undone on drop.
+struct ReadOnly<'a> {
+    path: &'a Path,
+    mounted: bool,
+}
+
+impl<'a> ReadOnly<'a> {
+    fn make(path: &'a Path) -> ReadOnly<'a> {
+        let uid = Command::new("id").arg("-u").output().expect("run id -u");
+        if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+            let status =
+                Command::new("mount").args(["--bind", "-o", "ro"]).arg(path).arg(path).status();
+            assert!(
+                status.is_ok_and(|status| status.success()),
+                "running as root, and a read-only bind mount of {} failed: run as a non-root user or with CAP_SYS_ADMIN",
+                path.display()
+            );
+            ReadOnly { path, mounted: true }
+        } else {
+            set_mode(path, 0o555);
+            ReadOnly { path, mounted: false }
+        }
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.path).status();
+        } else {
+            set_mode(self.path, 0o755);
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
 
 /// Runs the probe as if inside a build script, so warnings become `cargo:warning=` lines.
 fn in_build_script(mut command: std::process::Command, dir: &std::path::Path) -> Vec<String> {
@@ -94,4 +138,30 @@ fn default_root_follows_xdg_cache_home_then_home() {
         lines(probe(&["call"]).env("MEMOSHELVE_DIR", dir.path().join("env")).env("HOME", &home));
     assert_eq!(statuses(&output), ["miss"]);
     assert!(dir.path().join("env/index-v5").is_dir());
+}
+
+#[test]
+fn a_read_only_root_serves_hits_computes_misses_and_warns_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    for size in ["16", "5000"] {
+        lines(probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "2", "--size", size]));
+    }
+    let _read_only = ReadOnly::make(&root);
+    for size in ["16", "5000"] {
+        // Arguments 1 and 2 are cached; 3 and 4 are new and cannot be stored.
+        let output = in_build_script(
+            probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "4", "--size", size]),
+            dir.path(),
+        );
+        assert_eq!(
+            statuses(&output),
+            ["cached (disk)", "cached (disk)", "miss", "miss"],
+            "{output:?}"
+        );
+        let warnings = warnings(&output);
+        assert_eq!(warnings.len(), 1, "{output:?}");
+        assert!(warnings[0].contains(root_arg), "the warning names the root: {}", warnings[0]);
+    }
 }

@@ -1,56 +1,6 @@
 //! Unusable cache roots never fail a call: the value is computed and the memory tier still works.
 
-use std::path::Path;
-use std::process::Command;
-
 use memoshelve_build::{Memo, Status};
-
-/// A directory that even root cannot write: a read-only bind mount when running as root,
-/// permission bits otherwise. Undone on drop.
-struct ReadOnly<'a> {
-    path: &'a Path,
-    mounted: bool,
-}
-
-impl<'a> ReadOnly<'a> {
-    fn make(path: &'a Path) -> ReadOnly<'a> {
-        let uid = Command::new("id").arg("-u").output().expect("run id -u");
-        let is_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        if is_root {
-            let status = Command::new("mount")
-                .arg("--bind")
-                .arg("-o")
-                .arg("ro")
-                .arg(path)
-                .arg(path)
-                .status();
-            assert!(
-                status.is_ok_and(|status| status.success()),
-                "running as root, and a read-only bind mount of {} failed: this test needs CAP_SYS_ADMIN or a non-root user",
-                path.display()
-            );
-            ReadOnly { path, mounted: true }
-        } else {
-            set_mode(path, 0o555);
-            ReadOnly { path, mounted: false }
-        }
-    }
-}
-
-impl Drop for ReadOnly<'_> {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(self.path).status();
-        } else {
-            set_mode(self.path, 0o755);
-        }
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 #[test]
 fn root_that_is_a_regular_file() {
@@ -86,22 +36,18 @@ fn missing_parents_are_created_owner_only() {
 }
 
 #[test]
-fn read_only_root_serves_hits_and_computes_misses() {
+fn put_reports_a_failed_write_and_calls_do_not() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cache");
-    let big: Vec<u32> = (0..1000).collect();
-    let writer = Memo::new("root-ro").dir(&root).mem_capacity(0);
-    writer.call(&"small", || 1u32);
-    writer.call(&"big", || big.clone());
-    let _read_only = ReadOnly::make(&root);
-    let reader = Memo::new("root-ro").dir(&root).mem_capacity(0);
-    assert_eq!(reader.call_with_status(&"small", || 2u32), (1, Status::Disk));
-    assert_eq!(reader.call_with_status(&"big", Vec::new), (big, Status::Disk));
-    assert_eq!(reader.call_with_status(&"new", || 3u32), (3, Status::Miss));
-    assert_eq!(
-        reader.call_with_status(&"new-big", || vec![4u32; 1000]),
-        (vec![4u32; 1000], Status::Miss)
-    );
-    assert_eq!(reader.try_call(&"other", || Ok::<_, String>(4u32)), Ok(4));
-    assert!(reader.put(&"put", &5u32).is_err(), "put reports what failed");
+    // A file where the blob area should be: large values cannot be written.
+    std::fs::write(dir.path().join("blobs-b3"), "in the way").unwrap();
+    std::fs::write(dir.path().join("tmp-b3"), "in the way").unwrap();
+    let memo = Memo::new("root-blocked").dir(dir.path()).mem_capacity(0);
+    let big = vec![1u32; 5000]; // 5 KiB encoded: stored as a blob, not inline
+    let err = memo.put(&"big", &big).unwrap_err().to_string();
+    assert!(err.contains("tmp-b3"), "the error names the file: {err}");
+    assert_eq!(memo.call_with_status(&"big", || big.clone()), (big.clone(), Status::Miss));
+    assert_eq!(memo.try_call(&"big", || Ok::<_, String>(big.clone())), Ok(big));
+    // Small values are inlined in the index and still cached.
+    memo.put(&"small", &1u8).unwrap();
+    assert_eq!(memo.get_with_status::<u8, _>(&"small"), Some((1, Status::Disk)));
 }
