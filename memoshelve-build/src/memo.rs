@@ -53,7 +53,36 @@ impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
     }
 
     fn render(&self, args: &A) -> String {
-        serde_json::to_string(args).unwrap_or_else(|_| "<not renderable as JSON>".to_owned())
+        // Stop writing once the rendering is long enough: large arguments are not serialized
+        // whole just to be cut (at opt-level 0 that could cost a second per miss).
+        let mut bounded = BoundedWriter { bytes: Vec::new(), limit: ARGS_RENDERING_MAX + 4 };
+        let rendered = serde_json::to_writer(&mut bounded, args);
+        if rendered.is_err() && bounded.bytes.len() < bounded.limit {
+            return "<not renderable as JSON>".to_owned();
+        }
+        String::from_utf8_lossy(&bounded.bytes).into_owned()
+    }
+}
+
+/// Collects at most `limit` bytes, then refuses more.
+struct BoundedWriter {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit - self.bytes.len();
+        if room == 0 {
+            return Err(std::io::Error::other("the rendering is long enough"));
+        }
+        let taken = buf.len().min(room);
+        self.bytes.extend_from_slice(&buf[..taken]);
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -294,27 +323,37 @@ impl<H> Memo<H> {
             .all(|(_, check)| check(value as &dyn Any))
     }
 
-    fn key_of<A: ?Sized, T: 'static>(&self, args: &A) -> Option<(Key, String)>
+    /// The key of `args` for a value of type `T`.
+    fn try_key<A: ?Sized, T: 'static>(&self, args: &A) -> Result<Key>
     where
         H: ArgsEncoder<A>,
     {
-        match self.args_encoder.encode(args) {
-            Ok(bytes) => {
-                let parts = KeyParts {
-                    name: &self.name,
-                    version: &self.version,
-                    type_name: type_name::<T>(),
-                    args: &bytes,
-                    inputs: &[],
-                };
-                Some((parts.key(), type_name::<T>().to_owned()))
-            }
-            Err(source) => {
-                let err = Error::Encode { what: "arguments", name: self.name.clone(), source };
-                cargo::warn_once(&format!("encode {}", self.name), &format!("{err}; not caching"));
-                None
-            }
-        }
+        let bytes = self.args_encoder.encode(args).map_err(|source| Error::Encode {
+            what: "arguments",
+            name: self.name.clone(),
+            source,
+        })?;
+        let parts = KeyParts {
+            name: &self.name,
+            version: &self.version,
+            type_name: type_name::<T>(),
+            args: &bytes,
+            inputs: &[],
+        };
+        Ok(parts.key())
+    }
+
+    /// [`Memo::try_key`] for the calls that never fail: an unencodable argument is warned about
+    /// once, and the call goes uncached.
+    fn key_of<A: ?Sized, T: 'static>(&self, args: &A) -> Option<Key>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.try_key::<A, T>(args)
+            .inspect_err(|err| {
+                cargo::warn_once(&format!("encode {}", self.name), &format!("{err}; not caching"))
+            })
+            .ok()
     }
 
     fn report(&self, key: &Key, status: Status, took: Option<Duration>) {
@@ -492,7 +531,7 @@ impl<H> Memo<H> {
         if self.disabled() {
             return compute().map(|value| (value, Status::Miss));
         }
-        let Some((key, _)) = self.key_of::<A, T>(args) else {
+        let Some(key) = self.key_of::<A, T>(args) else {
             return compute().map(|value| (value, Status::Miss));
         };
         if let Some((value, status)) = self.lookup::<T>(&key) {
@@ -546,7 +585,7 @@ impl<H> Memo<H> {
     where
         H: ArgsEncoder<A>,
     {
-        self.key_of::<A, T>(args).map(|(key, _)| key)
+        self.key_of::<A, T>(args)
     }
 
     /// The cached value for `args`, without computing anything.
@@ -565,7 +604,7 @@ impl<H> Memo<H> {
         if self.disabled() {
             return None;
         }
-        let (key, _) = self.key_of::<A, T>(args)?;
+        let key = self.key_of::<A, T>(args)?;
         self.lookup::<T>(&key)
     }
 
@@ -578,7 +617,7 @@ impl<H> Memo<H> {
         if self.disabled() {
             return false;
         }
-        let Some((key, _)) = self.key_of::<A, T>(args) else {
+        let Some(key) = self.key_of::<A, T>(args) else {
             return false;
         };
         (self.mem_capacity > 0 && MemoryTier::global().contains(&key))
@@ -599,19 +638,8 @@ impl<H> Memo<H> {
         if self.disabled() {
             return Ok(());
         }
-        let bytes = self.args_encoder.encode(args).map_err(|source| Error::Encode {
-            what: "arguments",
-            name: self.name.clone(),
-            source,
-        })?;
-        let parts = KeyParts {
-            name: &self.name,
-            version: &self.version,
-            type_name: type_name::<T>(),
-            args: &bytes,
-            inputs: &[],
-        };
-        self.store(parts.key(), value, self.args_encoder.render(args), Duration::ZERO)
+        let key = self.try_key::<A, T>(args)?;
+        self.store(key, value, self.args_encoder.render(args), Duration::ZERO)
     }
 
     /// Removes the value of type `T` for `args` from both tiers; returns whether there was one.
@@ -625,7 +653,7 @@ impl<H> Memo<H> {
         if self.disabled() {
             return Ok(false);
         }
-        let Some((key, _)) = self.key_of::<A, T>(args) else {
+        let Some(key) = self.key_of::<A, T>(args) else {
             return Ok(false);
         };
         let in_memory = MemoryTier::global().remove(&key);

@@ -85,3 +85,12 @@ fn a_lock_held_elsewhere_times_out_and_a_dropped_one_is_free() {
     drop(held);
     assert!(disk.lock_key(&key(1), std::time::Duration::ZERO).unwrap().is_some());
 }
+
+#[test]
+fn args_rendering_is_bounded_and_readable() {
+    use crate::ArgsEncoder as _;
+    assert_eq!(crate::PostcardArgs.render(&(1, "two")), r#"[1,"two"]"#);
+    let long = crate::PostcardArgs.render(&vec![123_456u32; 1_000_000]);
+    assert!(long.starts_with("[123456,123456"), "{long}");
+    assert!(long.len() <= 204, "{} bytes", long.len());
+}
