@@ -94,3 +94,20 @@ fn args_rendering_is_bounded_and_readable() {
     assert!(long.starts_with("[123456,123456"), "{long}");
     assert!(long.len() <= 204, "{} bytes", long.len());
 }
+
+#[test]
+fn a_disk_hit_refreshes_last_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("unit-touch").dir(dir.path()).mem_capacity(0);
+    memo.put(&1u8, &2u8).unwrap();
+    let key = memo.key_for::<u8, _>(&1u8).unwrap();
+    let bucket = Disk::open(dir.path()).unwrap().bucket_path("unit-touch", &key);
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().append(true).open(&bucket).unwrap().set_modified(an_hour_ago).unwrap();
+    assert_eq!(memo.get_with_status::<u8, _>(&1u8), Some((2, Status::Disk)));
+    let used = std::fs::metadata(&bucket).unwrap().modified().unwrap();
+    assert!(
+        used > an_hour_ago + std::time::Duration::from_secs(3000),
+        "last use was not refreshed"
+    );
+}
