@@ -45,3 +45,98 @@ pub(crate) fn warn_once(topic: &str, message: &str) {
         log::warn!("memoshelve: {message}");
     }
 }
+
+/// Tells cargo to rerun the build script when this file or directory changes.
+pub(crate) fn rerun_if_changed(path: &std::path::Path) {
+    directive(&format!("rerun-if-changed={}", path.display()));
+}
+
+/// Tells cargo to rerun the build script when this variable changes.
+pub(crate) fn rerun_if_env_changed(name: &str) {
+    directive(&format!("rerun-if-env-changed={name}"));
+}
+
+/// Which groups of the build context join the key (all of them unless a `*_independent()`
+/// opt-out says the step does not depend on them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ContextScope {
+    pub(crate) target: bool,
+    pub(crate) profile: bool,
+    pub(crate) features: bool,
+}
+
+impl Default for ContextScope {
+    fn default() -> ContextScope {
+        ContextScope { target: true, profile: true, features: true }
+    }
+}
+
+/// The group a cargo build-script variable belongs to, or `None` when it does not change what a
+/// build script produces (paths, job counts, the package's own metadata).
+fn group(name: &str) -> Option<Group> {
+    const PROFILE_CFGS: [&str; 3] =
+        ["CARGO_CFG_DEBUG_ASSERTIONS", "CARGO_CFG_OVERFLOW_CHECKS", "CARGO_CFG_PANIC"];
+    match name {
+        "TARGET" => Some(Group::Target),
+        "HOST" => Some(Group::Always),
+        "PROFILE" | "OPT_LEVEL" | "DEBUG" => Some(Group::Profile),
+        "CARGO_CFG_FEATURE" => Some(Group::Features),
+        _ if PROFILE_CFGS.contains(&name) => Some(Group::Profile),
+        _ if name.starts_with("CARGO_FEATURE_") => Some(Group::Features),
+        _ if name.starts_with("CARGO_CFG_") => Some(Group::Target),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Always,
+    Target,
+    Profile,
+    Features,
+}
+
+/// What can change a build script's output, as key parts: the target, profile, features and
+/// target cfgs cargo passes in, and the compiler's version. Empty outside a build script.
+pub(crate) fn context(scope: ContextScope) -> Vec<crate::key::KeyInput> {
+    if !in_build_script() {
+        return Vec::new();
+    }
+    let wanted = |group: Group| match group {
+        Group::Always => true,
+        Group::Target => scope.target,
+        Group::Profile => scope.profile,
+        Group::Features => scope.features,
+    };
+    let mut parts: Vec<crate::key::KeyInput> = std::env::vars()
+        .filter(|(name, _)| group(name).is_some_and(wanted))
+        .map(|(name, value)| crate::key::KeyInput { kind: "context".to_owned(), name, value })
+        .collect();
+    parts.push(crate::key::KeyInput {
+        kind: "context".to_owned(),
+        name: "rustc -vV".to_owned(),
+        value: rustc_version().to_owned(),
+    });
+    parts.sort();
+    parts
+}
+
+/// `$RUSTC -vV`, once per process.
+fn rustc_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        match std::process::Command::new(&rustc).arg("-vV").output() {
+            Ok(output) if output.status.success() => {
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            }
+            _ => {
+                warn_once(
+                    "rustc",
+                    "cannot run `$RUSTC -vV`: the compiler version is not part of the cache key",
+                );
+                "\u{0}unknown".to_owned()
+            }
+        }
+    })
+}

@@ -40,7 +40,16 @@
 //! 3. the version salt ([`Memo::version`], empty by default);
 //! 4. [`std::any::type_name`] of the value type `T`;
 //! 5. the arguments encoded with [postcard] (or the bytes of [`Memo::hash_args_with`]);
-//! 6. each declared input, as a (kind, name, value) triple, in a canonical order.
+//! 6. each key input, as a (kind, name, value) triple, sorted ([`Memo::key_inputs`] lists them):
+//!    - declared files (`input_file`, `input_files`, `input_glob`): the path, relative to
+//!      `CARGO_MANIFEST_DIR` when inside it, and the blake3 of the contents;
+//!    - declared environment variables (`env`): the name and the value, or an "unset" marker;
+//!    - tools (`tool_version`): the command line and its standard output;
+//!    - the build script's own binary (`invalidate_on_build_script_change`);
+//!    - inside a build script, the build context: `TARGET`, `HOST`, `PROFILE`, `OPT_LEVEL`,
+//!      `DEBUG`, every `CARGO_FEATURE_*` and `CARGO_CFG_*`, and `$RUSTC -vV`. Opt out of a group
+//!      with [`Memo::target_independent`], [`Memo::profile_independent`] or
+//!      [`Memo::features_independent`] when the step does not depend on it.
 //!
 //! The same program on the same inputs gives the same key in every process and on every
 //! machine. **Footgun:** postcard encodes a `HashMap` or `HashSet` in its random iteration order,
@@ -73,6 +82,18 @@
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
 //!
+//! # In a build script
+//!
+//! ```no_run
+//! // build.rs
+//! let memo = memoshelve_build::Memo::new("grammar")
+//!     .input_glob("grammar/**/*.y") // contents join the key; cargo reruns on changes
+//!     .env("GRAMMAR_FLAVOUR")       // its value joins the key; cargo reruns on changes
+//!     .profile_independent();       // debug, release and `cargo check` share the entry
+//! let tables: Vec<u8> = memo.call(&(), || b"generated tables".to_vec());
+//! # let _ = tables;
+//! ```
+//!
 //! # Naming
 //!
 //! The crate is synchronous; no method needs a `_sync` suffix. Methods that read take `&self` and
@@ -84,6 +105,7 @@
 mod cargo;
 mod disk;
 mod error;
+mod inputs;
 mod key;
 mod location;
 mod memo;

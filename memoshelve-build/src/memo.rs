@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cargo;
+use crate::cargo::{self, ContextScope};
 use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
 use crate::error::{Error, Result};
-use crate::key::{Key, KeyParts};
+use crate::inputs::{self, Declared};
+use crate::key::{Key, KeyInput, KeyParts};
 use crate::location::resolve_root;
 use crate::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
 use crate::status::{Log, Status};
@@ -123,6 +124,10 @@ pub struct Memo<H = PostcardArgs> {
     allow_race: bool,
     lock_timeout: Duration,
     validators: Vec<(TypeId, Validator)>,
+    declared: Vec<Declared>,
+    scope: ContextScope,
+    /// The declared inputs and build context, resolved once per `Memo` (files hashed once).
+    inputs: Arc<OnceLock<Vec<KeyInput>>>,
     args_encoder: H,
     namespace: Arc<Namespace>,
     disk: Arc<OnceLock<Option<Disk>>>,
@@ -173,6 +178,9 @@ impl Memo {
             allow_race: true,
             lock_timeout,
             validators: Vec::new(),
+            declared: Vec::new(),
+            scope: ContextScope::default(),
+            inputs: Arc::default(),
             args_encoder: PostcardArgs,
             disk: Arc::default(),
         }
@@ -206,6 +214,9 @@ impl Memo {
             allow_race: self.allow_race,
             lock_timeout: self.lock_timeout,
             validators: self.validators,
+            declared: self.declared,
+            scope: self.scope,
+            inputs: self.inputs,
             args_encoder: CustomArgs(hasher),
             namespace: self.namespace,
             disk: self.disk,
@@ -274,6 +285,93 @@ impl<H> Memo<H> {
         self
     }
 
+    fn declare(mut self, declared: Declared) -> Self {
+        self.declared.push(declared);
+        self.inputs = Arc::default();
+        self
+    }
+
+    /// The contents of this file join the key (a missing file is recorded as missing). Inside a
+    /// build script cargo is also told to rerun it when the file changes. A relative path is
+    /// taken from `CARGO_MANIFEST_DIR`, and that is how it is named in the key, so checkouts at
+    /// different paths share entries.
+    pub fn input_file(self, path: impl AsRef<Path>) -> Self {
+        self.declare(Declared::File(path.as_ref().to_owned()))
+    }
+
+    /// [`Memo::input_file`] for each of these files.
+    pub fn input_files<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
+        for path in paths {
+            self = self.input_file(path);
+        }
+        self
+    }
+
+    /// Every file matching this glob (`*`, `?`, `[..]`, and `**` for any depth; relative to
+    /// `CARGO_MANIFEST_DIR`) joins the key, in sorted order, so adding, removing or editing a
+    /// matching file changes it. Cargo is told to watch the pattern's base directory, so a new
+    /// matching file reruns the build script.
+    pub fn input_glob(self, pattern: impl Into<String>) -> Self {
+        self.declare(Declared::Glob(pattern.into()))
+    }
+
+    /// The value of this environment variable (or its absence) joins the key; inside a build
+    /// script cargo is told to rerun it when the variable changes.
+    pub fn env(self, name: impl Into<String>) -> Self {
+        self.declare(Declared::Env(name.into()))
+    }
+
+    /// The standard output of `command args..` (e.g. `protoc --version`) joins the key.
+    pub fn tool_version(self, command: impl Into<String>, args: &[&str]) -> Self {
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.declare(Declared::Tool { command: command.into(), args })
+    }
+
+    /// `true`: the hash of the running executable (in a build script, the build script's own
+    /// binary) joins the key, so editing `build.rs` invalidates the entries it made.
+    pub fn invalidate_on_build_script_change(self, invalidate: bool) -> Self {
+        if invalidate { self.declare(Declared::BuildScript) } else { self }
+    }
+
+    /// The step's result does not depend on the target platform: `TARGET` and the target's
+    /// `CARGO_CFG_*` values leave the key, so builds for different targets share the entry.
+    pub fn target_independent(mut self) -> Self {
+        self.scope.target = false;
+        self.inputs = Arc::default();
+        self
+    }
+
+    /// The step's result does not depend on the profile: `PROFILE`, `OPT_LEVEL`, `DEBUG` and
+    /// the profile's cfgs (`debug_assertions`, `overflow_checks`, `panic`) leave the key, so
+    /// `cargo check`, debug and release builds share the entry.
+    pub fn profile_independent(mut self) -> Self {
+        self.scope.profile = false;
+        self.inputs = Arc::default();
+        self
+    }
+
+    /// The step's result does not depend on the package's enabled features:
+    /// `CARGO_FEATURE_*` and `CARGO_CFG_FEATURE` leave the key.
+    pub fn features_independent(mut self) -> Self {
+        self.scope.features = false;
+        self.inputs = Arc::default();
+        self
+    }
+
+    /// The declared inputs and build context as they join the key, sorted.
+    ///
+    /// Inside a build script (cargo sets `OUT_DIR` and `CARGO_MANIFEST_DIR`) this includes, unless
+    /// opted out: `TARGET`, `HOST`, `PROFILE`, `OPT_LEVEL`, `DEBUG`, every `CARGO_FEATURE_*` and
+    /// `CARGO_CFG_*`, and the output of `$RUSTC -vV`. They are resolved once per `Memo`.
+    pub fn key_inputs(&self) -> &[KeyInput] {
+        self.inputs.get_or_init(|| {
+            let mut parts = inputs::collect(&self.declared);
+            parts.extend(cargo::context(self.scope));
+            parts.sort();
+            parts
+        })
+    }
+
     /// The cache name.
     pub fn name(&self) -> &str {
         &self.name
@@ -338,7 +436,7 @@ impl<H> Memo<H> {
             version: &self.version,
             type_name: type_name::<T>(),
             args: &bytes,
-            inputs: &[],
+            inputs: self.key_inputs(),
         };
         Ok(parts.key())
     }
@@ -464,7 +562,7 @@ impl<H> Memo<H> {
             size: 0,
             blake3: String::new(),
             args: truncate(args, ARGS_RENDERING_MAX),
-            inputs: Vec::new(),
+            inputs: self.key_inputs().to_vec(),
             inline: None,
         };
         disk.store(record, &bytes)
@@ -476,7 +574,13 @@ impl<H> Memo<H> {
                 Error::Encode { .. } => format!("encode {}", self.name),
                 _ => format!("write {}", self.root().unwrap_or_default().display()),
             };
-            cargo::warn_once(&topic, &format!("{err}; the value was computed but not cached"));
+            cargo::warn_once(
+                &topic,
+                &format!(
+                    "{err}; the value was computed but not cached \
+                     (make the cache root writable, or set MEMOSHELVE_DIR to a writable directory)"
+                ),
+            );
         }
     }
 
@@ -529,6 +633,9 @@ impl<H> Memo<H> {
         H: ArgsEncoder<A>,
     {
         if self.disabled() {
+            // Still resolve the declared inputs: their rerun directives must not depend on
+            // whether the cache is on, or disabling it would change when cargo reruns.
+            self.key_inputs();
             return compute().map(|value| (value, Status::Miss));
         }
         let Some(key) = self.key_of::<A, T>(args) else {

@@ -63,4 +63,15 @@ fn lookup_table_is_served_from_the_cache_after_cargo_clean() {
     assert!(warm.contains(": cached (disk)"), "the warm build did not hit the cache:\n{warm}");
     assert!(!warm.contains(": miss"), "{warm}");
     assert_eq!(generated_file("lookup-table", "crc32_table.rs"), generated);
+
+    // A release build is another profile: by default it must not reuse the debug entry.
+    cargo(&["clean", "--release", "-p", "lookup-table"], cache.path());
+    let release = cargo(&["build", "--release", "-p", "lookup-table"], cache.path());
+    assert!(
+        release.contains(": miss") && !release.contains(": cached"),
+        "release reused the debug entry:\n{release}"
+    );
+    cargo(&["clean", "--release", "-p", "lookup-table"], cache.path());
+    let release = cargo(&["build", "--release", "-p", "lookup-table"], cache.path());
+    assert!(release.contains(": cached (disk)"), "the release entry was not stored:\n{release}");
 }

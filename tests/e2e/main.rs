@@ -3,6 +3,7 @@
 //! The probe binary (`src/bin/memoshelve-probe.rs`) memoizes a known pure function; each test
 //! runs it as fresh processes and reads what it printed.
 
+mod context;
 mod examples;
 mod processes;
 mod roots;

@@ -146,7 +146,11 @@ fn a_read_only_root_serves_hits_computes_misses_and_warns_once() {
     let root = dir.path().join("cache");
     let root_arg = root.to_str().unwrap();
     for size in ["16", "5000"] {
-        lines(probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "2", "--size", size]));
+        // Populated in build-script mode too: the build context is part of the key.
+        in_build_script(
+            probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "2", "--size", size]),
+            dir.path(),
+        );
     }
     let _read_only = ReadOnly::make(&root);
     for size in ["16", "5000"] {
@@ -163,5 +167,10 @@ fn a_read_only_root_serves_hits_computes_misses_and_warns_once() {
         let warnings = warnings(&output);
         assert_eq!(warnings.len(), 1, "{output:?}");
         assert!(warnings[0].contains(root_arg), "the warning names the root: {}", warnings[0]);
+        assert!(
+            warnings[0].contains("MEMOSHELVE_DIR"),
+            "the warning names the fix: {}",
+            warnings[0]
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! A small program for the end-to-end tests: memoizes a known pure function in a fresh process.
 //!
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
-//! [--count C] [--times K] [--size BYTES] [--disable] [--no-race]`.
+//! [--count C] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
+//! [--input-glob PATTERN] [--env NAME] [--target-independent] [--profile-independent]
+//! [--features-independent]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
-//! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`.
+//! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`; `inputs` prints
+//! the key inputs, one `kind<TAB>name<TAB>value` line each.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
 //! how often the function really ran, across processes.
 
@@ -51,6 +54,24 @@ fn main() -> ExitCode {
         memo = memo.version(version.as_str());
     }
     memo = memo.disable(flag("--disable")).allow_race(!flag("--no-race"));
+    if let Some(path) = option("--input-file") {
+        memo = memo.input_file(path);
+    }
+    if let Some(pattern) = option("--input-glob") {
+        memo = memo.input_glob(pattern.as_str());
+    }
+    if let Some(name) = option("--env") {
+        memo = memo.env(name.as_str());
+    }
+    if flag("--target-independent") {
+        memo = memo.target_independent();
+    }
+    if flag("--profile-independent") {
+        memo = memo.profile_independent();
+    }
+    if flag("--features-independent") {
+        memo = memo.features_independent();
+    }
     let arg: u64 = option("--arg").and_then(|arg| arg.parse().ok()).unwrap_or(7);
     let count: u64 = option("--count").and_then(|count| count.parse().ok()).unwrap_or(1);
     let times: usize = option("--times").and_then(|times| times.parse().ok()).unwrap_or(1);
@@ -71,6 +92,18 @@ fn main() -> ExitCode {
             let key = memo.key_for::<Vec<u8>, _>(&(arg, size as u64)).expect("encodable");
             writeln!(stdout, "{key}").expect("stdout");
         }
+        "inputs" => {
+            for input in memo.key_inputs() {
+                writeln!(
+                    stdout,
+                    "{}\t{}\t{}",
+                    input.kind,
+                    input.name,
+                    input.value.replace('\n', "\\n")
+                )
+                .expect("stdout");
+            }
+        }
         _ => return usage(),
     }
     ExitCode::SUCCESS
@@ -79,7 +112,7 @@ fn main() -> ExitCode {
 fn usage() -> ExitCode {
     let _ = writeln!(
         std::io::stderr(),
-        "usage: memoshelve-probe call|key [--dir DIR] [--arg N] [--times K] ..."
+        "usage: memoshelve-probe call|key|inputs [--dir DIR] [--arg N] [--times K] ..."
     );
     ExitCode::from(2)
 }

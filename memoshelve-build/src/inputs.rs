@@ -1,0 +1,191 @@
+//! Declared inputs: files, globs, environment variables, tools and the build-script binary,
+//! turned into [`KeyInput`]s (sorted, so the key does not depend on declaration order).
+//!
+//! Paths in the key are relative to `CARGO_MANIFEST_DIR` when they are inside it, so two checkouts
+//! of one project at different paths share entries. Inside a build script every declared file,
+//! glob base directory and variable is also reported to cargo (`rerun-if-changed`,
+//! `rerun-if-env-changed`), so cargo's change detection and the cache agree.
+
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use crate::cargo;
+use crate::key::KeyInput;
+
+/// The value recorded for an environment variable that is not set.
+pub(crate) const UNSET: &str = "\u{0}unset";
+/// The value recorded for a declared file that does not exist.
+pub(crate) const MISSING: &str = "\u{0}missing";
+
+/// One input declared on a `Memo`.
+#[derive(Clone, Debug)]
+pub(crate) enum Declared {
+    File(PathBuf),
+    Glob(String),
+    Env(String),
+    Tool { command: String, args: Vec<String> },
+    BuildScript,
+}
+
+/// The directory relative paths are taken from: the package being built, else the current one.
+pub(crate) fn base_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default()
+}
+
+/// How a path is named in the key: relative to `base` when inside it, `/`-separated.
+pub(crate) fn key_path(path: &Path, base: &Path) -> String {
+    let relative = path.strip_prefix(base).unwrap_or(path);
+    let parts: Vec<String> = relative
+        .components()
+        .filter(|component| !matches!(component, Component::CurDir))
+        .map(|component| component.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let joined = parts.join("/");
+    if relative.is_absolute() { format!("/{}", joined.trim_start_matches('/')) } else { joined }
+}
+
+/// The blake3 hex of a file's contents, read in parallel chunks for large files.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(path)?;
+    hasher.update_reader(file)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn file_input(path: &Path, base: &Path) -> KeyInput {
+    let absolute = if path.is_absolute() { path.to_owned() } else { base.join(path) };
+    let value = match hash_file(&absolute) {
+        Ok(hash) => hash,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => MISSING.to_owned(),
+        Err(err) => format!("\u{0}unreadable: {}", err.kind()),
+    };
+    KeyInput { kind: "file".to_owned(), name: key_path(&absolute, base), value }
+}
+
+/// The directory before the first wildcard of a glob pattern: what cargo must watch so that a
+/// new matching file makes it rerun the build script.
+pub(crate) fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for part in Path::new(pattern).components() {
+        if part.as_os_str().to_string_lossy().contains(['*', '?', '[', '{']) {
+            break;
+        }
+        base.push(part);
+    }
+    base
+}
+
+fn expand_glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
+    let absolute = if Path::new(pattern).is_absolute() {
+        pattern.to_owned()
+    } else {
+        format!("{}/{pattern}", glob::Pattern::escape(&base.to_string_lossy()))
+    };
+    let mut files: Vec<PathBuf> = glob::glob(&absolute)
+        .map_err(|err| format!("invalid glob {pattern:?}: {err}"))?
+        .filter_map(Result::ok)
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Resolves every declared input into key parts, sorted; emits cargo's rerun directives.
+pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
+    use rayon::prelude::*;
+    let base = base_dir();
+    let in_build_script = cargo::in_build_script();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut inputs: Vec<KeyInput> = Vec::new();
+    for declaration in declared {
+        match declaration {
+            Declared::File(path) => {
+                if in_build_script {
+                    cargo::rerun_if_changed(&base.join(path));
+                }
+                files.push(path.clone());
+            }
+            Declared::Glob(pattern) => {
+                if in_build_script {
+                    cargo::rerun_if_changed(&base.join(glob_base(pattern)));
+                }
+                match expand_glob(pattern, &base) {
+                    Ok(matched) => {
+                        let names =
+                            matched.iter().map(|path| key_path(path, &base)).collect::<Vec<_>>();
+                        inputs.push(KeyInput {
+                            kind: "glob".to_owned(),
+                            name: pattern.clone(),
+                            value: format!("{} files: {}", names.len(), names.join(",")),
+                        });
+                        files.extend(matched);
+                    }
+                    Err(message) => {
+                        cargo::warn_once(&format!("glob {pattern}"), &message);
+                        inputs.push(KeyInput {
+                            kind: "glob".to_owned(),
+                            name: pattern.clone(),
+                            value: message,
+                        });
+                    }
+                }
+            }
+            Declared::Env(name) => {
+                if in_build_script {
+                    cargo::rerun_if_env_changed(name);
+                }
+                let value = std::env::var(name).unwrap_or_else(|_| UNSET.to_owned());
+                inputs.push(KeyInput { kind: "env".to_owned(), name: name.clone(), value });
+            }
+            Declared::Tool { command, args } => inputs.push(tool_input(command, args)),
+            Declared::BuildScript => {
+                let value = std::env::current_exe()
+                    .and_then(|exe| hash_file(&exe))
+                    .unwrap_or_else(|err| format!("\u{0}unreadable: {}", err.kind()));
+                inputs.push(KeyInput {
+                    kind: "build-script".to_owned(),
+                    name: "binary".to_owned(),
+                    value,
+                });
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    // Hash declared files in parallel: large input sets (hundreds of headers) are common.
+    let hashed: Vec<KeyInput> = if files.len() > 8 {
+        files.par_iter().map(|path| file_input(path, &base)).collect()
+    } else {
+        files.iter().map(|path| file_input(path, &base)).collect()
+    };
+    inputs.extend(hashed);
+    inputs.sort();
+    inputs.dedup();
+    inputs
+}
+
+/// A tool's version output as a key part. A tool that cannot run is recorded as such (and
+/// warned about): the step may still work, and it must not share entries with a working tool.
+fn tool_input(command: &str, args: &[String]) -> KeyInput {
+    let name = std::iter::once(command)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let value = match Command::new(command).args(args).output() {
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+        Ok(output) => format!("\u{0}failed: {}", output.status),
+        Err(err) => {
+            cargo::warn_once(
+                &format!("tool {name}"),
+                &format!("cannot run `{name}` for the cache key: {err}"),
+            );
+            format!("\u{0}not runnable: {}", err.kind())
+        }
+    };
+    KeyInput { kind: "tool".to_owned(), name, value }
+}
