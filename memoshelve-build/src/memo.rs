@@ -641,7 +641,32 @@ impl<H> Memo<H> {
         let Some(key) = self.key_of::<A, T>(args) else {
             return compute().map(|value| (value, Status::Miss));
         };
-        if let Some((value, status)) = self.lookup::<T>(&key) {
+        self.memoize(
+            key,
+            |disk_only| {
+                if disk_only {
+                    self.lookup_disk::<T>(&key).map(|value| (value, Status::Disk))
+                } else {
+                    self.lookup::<T>(&key)
+                }
+            },
+            compute,
+            |value, took| self.store_or_warn(key, value, self.args_encoder.render(args), took),
+        )
+    }
+
+    /// The lookup-or-compute sequence shared by values and file steps: `lookup(false)` asks
+    /// every tier; on a miss without races allowed, the key's lock is taken and `lookup(true)`
+    /// asks the disk again (another process may have just computed it); then `compute` runs and
+    /// `store` keeps its result. Errors of `compute` are returned and nothing is stored.
+    pub(crate) fn memoize<R, E>(
+        &self,
+        key: Key,
+        lookup: impl Fn(bool) -> Option<(R, Status)>,
+        compute: impl FnOnce() -> Result<R, E>,
+        store: impl FnOnce(&R, Duration),
+    ) -> Result<(R, Status), E> {
+        if let Some((value, status)) = lookup(false) {
             self.report(&key, status, None);
             return Ok((value, status));
         }
@@ -650,9 +675,9 @@ impl<H> Memo<H> {
         let _lock = match self.disk() {
             Some(disk) if !self.allow_race => match disk.lock_key(&key, self.lock_timeout) {
                 Ok(Some(lock)) => {
-                    if let Some(value) = self.lookup_disk::<T>(&key) {
-                        self.report(&key, Status::Disk, None);
-                        return Ok((value, Status::Disk));
+                    if let Some((value, status)) = lookup(true) {
+                        self.report(&key, status, None);
+                        return Ok((value, status));
                     }
                     Some(lock)
                 }
@@ -682,7 +707,7 @@ impl<H> Memo<H> {
         let value = compute()?;
         let took = started.elapsed();
         self.report(&key, Status::Miss, Some(took));
-        self.store_or_warn(key, &value, self.args_encoder.render(args), took);
+        store(&value, took);
         Ok((value, Status::Miss))
     }
 
