@@ -13,7 +13,7 @@ pub(crate) fn in_build_script() -> bool {
 
 /// Prints one `cargo:` directive line. Inside a build script only.
 #[expect(clippy::print_stdout, reason = "stdout is cargo's control channel in a build script")]
-fn directive(line: &str) {
+pub(crate) fn emit(line: &str) {
     // A directive is one line: a newline inside would start an unrelated directive.
     let line = line.replace(['\n', '\r'], " ");
     println!("cargo:{line}");
@@ -22,7 +22,7 @@ fn directive(line: &str) {
 /// Reports an event the user asked to see (see `Memo::log`).
 pub(crate) fn report(message: &str) {
     if in_build_script() {
-        directive(&format!("warning=memoshelve: {message}"));
+        emit(&format!("warning=memoshelve: {message}"));
     } else {
         log::info!("memoshelve: {message}");
     }
@@ -40,7 +40,7 @@ pub(crate) fn warn_once(topic: &str, message: &str) {
         return;
     }
     if in_build_script() {
-        directive(&format!("warning=memoshelve: {message}"));
+        emit(&format!("warning=memoshelve: {message}"));
     } else {
         log::warn!("memoshelve: {message}");
     }
@@ -48,12 +48,12 @@ pub(crate) fn warn_once(topic: &str, message: &str) {
 
 /// Tells cargo to rerun the build script when this file or directory changes.
 pub(crate) fn rerun_if_changed(path: &std::path::Path) {
-    directive(&format!("rerun-if-changed={}", path.display()));
+    emit(&format!("rerun-if-changed={}", path.display()));
 }
 
 /// Tells cargo to rerun the build script when this variable changes.
 pub(crate) fn rerun_if_env_changed(name: &str) {
-    directive(&format!("rerun-if-env-changed={name}"));
+    emit(&format!("rerun-if-env-changed={name}"));
 }
 
 /// Which groups of the build context join the key (all of them unless a `*_independent()`

@@ -230,6 +230,112 @@ impl Disk {
         Ok(())
     }
 
+    /// Stores a file as a blob, streamed and hashed in one pass; returns its size and blake3 hex.
+    pub(crate) fn store_file(&self, path: &Path) -> Result<(u64, String)> {
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;
+        let tmp = tmp_dir.join(unique_name("file"));
+        let copied = (|| -> std::io::Result<(u64, blake3::Hash)> {
+            let mut source = fs::File::open(path)?;
+            let mut sink = HashingWriter {
+                file: fs::File::create(&tmp)?,
+                hasher: blake3::Hasher::new(),
+                written: 0,
+            };
+            std::io::copy(&mut source, &mut sink)?;
+            let mut perms = sink.file.metadata()?.permissions();
+            perms.set_readonly(true);
+            sink.file.set_permissions(perms)?;
+            Ok((sink.written, sink.hasher.finalize()))
+        })();
+        let (size, hash) = match copied {
+            Ok(done) => done,
+            Err(err) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_error("store output file", path, err));
+            }
+        };
+        let hex = hash.to_hex().to_string();
+        let blob = self.blob_path(&hex).expect("a blake3 hex is a valid blob name");
+        if fs::metadata(&blob).is_ok_and(|meta| meta.len() == size) {
+            let _ = fs::remove_file(&tmp);
+            return Ok((size, hex));
+        }
+        let parent = blob.parent().expect("blob paths have a parent");
+        if let Err(err) = fs::create_dir_all(parent).and_then(|()| fs::rename(&tmp, &blob)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error("move blob into", &blob, err));
+        }
+        Ok((size, hex))
+    }
+
+    /// Writes the blob `blake3_hex` to `target`, verified and atomically: a reflink where the
+    /// filesystem allows it, else a copy hashed while it streams. Never a hard link: a later
+    /// write through the restored path would corrupt the store.
+    pub(crate) fn restore_file(
+        &self,
+        blake3_hex: &str,
+        size: u64,
+        target: &Path,
+        mode: u32,
+    ) -> Result<()> {
+        let blob = self.blob_path(blake3_hex).ok_or_else(|| Error::Corrupt {
+            root: self.root.clone(),
+            key: blake3_hex.to_owned(),
+            reason: "malformed blob hash in a manifest".to_owned(),
+        })?;
+        let corrupt = |reason: String| Error::Corrupt {
+            root: self.root.clone(),
+            key: blake3_hex.to_owned(),
+            reason,
+        };
+        let parent = target.parent().expect("restored files are inside the output dir");
+        fs::create_dir_all(parent).map_err(|err| io_error("create", parent, err))?;
+        let file_name = target.file_name().expect("restored files have a name").to_string_lossy();
+        let tmp = parent.join(format!(".{}", unique_name(&file_name)));
+        let copied = (|| -> std::io::Result<(u64, blake3::Hash)> {
+            if reflink_copy::reflink(&blob, &tmp).is_ok() {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_reader(fs::File::open(&tmp)?)?;
+                return Ok((fs::metadata(&tmp)?.len(), hasher.finalize()));
+            }
+            let mut source = fs::File::open(&blob)?;
+            let mut sink = HashingWriter {
+                file: fs::File::create(&tmp)?,
+                hasher: blake3::Hasher::new(),
+                written: 0,
+            };
+            std::io::copy(&mut source, &mut sink)?;
+            Ok((sink.written, sink.hasher.finalize()))
+        })();
+        let checked = match copied {
+            Ok((written, hash)) if written == size && hash.to_hex().as_str() == blake3_hex => {
+                Ok(())
+            }
+            Ok((written, _)) => Err(corrupt(format!(
+                "blob {} ({written} bytes) does not match its hash",
+                blob.display()
+            ))),
+            Err(err) if err.kind() == ErrorKind::NotFound && !blob.exists() => {
+                Err(corrupt(format!("blob {} is missing", blob.display())))
+            }
+            Err(err) => Err(io_error("restore", target, err)),
+        };
+        if let Err(err) = checked {
+            let _ = fs::remove_file(&tmp);
+            if let Error::Corrupt { .. } = err {
+                let _ = fs::remove_file(&blob);
+            }
+            return Err(err);
+        }
+        let finished = set_mode(&tmp, mode).and_then(|()| fs::rename(&tmp, target));
+        if let Err(err) = finished {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error("move restored file to", target, err));
+        }
+        Ok(())
+    }
+
     fn write_blob(&self, blake3_hex: &str, bytes: &[u8]) -> Result<()> {
         let path = self.blob_path(blake3_hex).expect("a blake3 hex is a valid blob name");
         if fs::metadata(&path).is_ok_and(|meta| meta.len() == bytes.len() as u64) {
@@ -346,6 +452,51 @@ impl Disk {
                 Err(fs::TryLockError::Error(err)) => return Err(io_error("lock", &path, err)),
             }
         }
+    }
+}
+
+/// Hashes what it writes, so a copy is verified without reading it twice.
+struct HashingWriter {
+    file: fs::File,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The permission bits of a file (0o644 where there are none to read).
+pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+    }
+    #[cfg(not(unix))]
+    {
+        if meta.permissions().readonly() { 0o444 } else { 0o644 }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut perms = fs::metadata(path)?.permissions();
+        perms.set_readonly(mode & 0o222 == 0);
+        fs::set_permissions(path, perms)
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-fn file_input(path: &Path, base: &Path) -> KeyInput {
+pub(crate) fn file_input(path: &Path, base: &Path) -> KeyInput {
     let absolute = if path.is_absolute() { path.to_owned() } else { base.join(path) };
     let value = match hash_file(&absolute) {
         Ok(hash) => hash,
@@ -188,4 +188,15 @@ fn tool_input(command: &str, args: &[String]) -> KeyInput {
         }
     };
     KeyInput { kind: "tool".to_owned(), name, value }
+}
+
+/// Where a recorded file input lives now: its key name taken from `base` unless absolute.
+pub(crate) fn input_path(input: &KeyInput, base: &Path) -> PathBuf {
+    let path = Path::new(&input.name);
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+/// A recorded file input hashed again, to compare with the recording.
+pub(crate) fn rehash(recorded: &KeyInput, base: &Path) -> KeyInput {
+    file_input(&input_path(recorded, base), base)
 }

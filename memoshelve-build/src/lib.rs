@@ -110,6 +110,7 @@ mod key;
 mod location;
 mod memo;
 mod memory;
+mod outputs;
 mod status;
 
 #[cfg(test)]
@@ -121,6 +122,7 @@ pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
 pub use crate::location::{CacheRoot, RootSource, resolve_root};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
+pub use crate::outputs::{OutputFile, OutputManifest, Outputs, Step};
 pub use crate::status::{Log, Status};
 
 /// Memoizes `compute` under `name` and `args` with the default options: the one-liner form of

@@ -383,11 +383,11 @@ impl<H> Memo<H> {
         self.disk().map(|disk| disk.root().to_owned())
     }
 
-    fn disabled(&self) -> bool {
+    pub(crate) fn disabled(&self) -> bool {
         self.disable || env_flag("MEMOSHELVE_DISABLE")
     }
 
-    fn disk(&self) -> Option<&Disk> {
+    pub(crate) fn disk(&self) -> Option<&Disk> {
         if self.disabled() {
             return None;
         }
@@ -443,7 +443,7 @@ impl<H> Memo<H> {
 
     /// [`Memo::try_key`] for the calls that never fail: an unencodable argument is warned about
     /// once, and the call goes uncached.
-    fn key_of<A: ?Sized, T: 'static>(&self, args: &A) -> Option<Key>
+    pub(crate) fn key_of<A: ?Sized, T: 'static>(&self, args: &A) -> Option<Key>
     where
         H: ArgsEncoder<A>,
     {
@@ -519,7 +519,13 @@ impl<H> Memo<H> {
     }
 
     /// Reports a bad entry once and removes it, so the next call recomputes a healthy one.
-    fn discard(&self, disk: &Disk, key: &Key, record: Option<&EntryRecord>, err: &Error) {
+    pub(crate) fn discard(
+        &self,
+        disk: &Disk,
+        key: &Key,
+        record: Option<&EntryRecord>,
+        err: &Error,
+    ) {
         if let Error::Corrupt { .. } = err {
             if let Some(record) = record {
                 disk.remove_bad_blob(record);
@@ -551,12 +557,30 @@ impl<H> Memo<H> {
         let Some(disk) = self.disk() else {
             return Ok(());
         };
-        let record = EntryRecord {
+        let record = self.record_for(key, type_name::<T>(), args, took);
+        disk.store(record, &bytes)
+    }
+
+    fn store_or_warn<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) {
+        if let Err(err) = self.store(key, value, args, took) {
+            self.warn_store_failed(&err);
+        }
+    }
+
+    /// The index record of a new entry (size and hash are filled in by the disk tier).
+    pub(crate) fn record_for(
+        &self,
+        key: Key,
+        type_name: &str,
+        args: String,
+        took: Duration,
+    ) -> EntryRecord {
+        EntryRecord {
             format: FORMAT_VERSION,
             name: self.name.clone(),
             version: self.version.clone(),
             key: key.to_hex(),
-            type_name: type_name::<T>().to_owned(),
+            type_name: type_name.to_owned(),
             created_ms: now_ms(),
             compute_us: took.as_micros() as u64,
             size: 0,
@@ -564,24 +588,30 @@ impl<H> Memo<H> {
             args: truncate(args, ARGS_RENDERING_MAX),
             inputs: self.key_inputs().to_vec(),
             inline: None,
-        };
-        disk.store(record, &bytes)
+        }
     }
 
-    fn store_or_warn<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) {
-        if let Err(err) = self.store(key, value, args, took) {
-            let topic = match &err {
-                Error::Encode { .. } => format!("encode {}", self.name),
-                _ => format!("write {}", self.root().unwrap_or_default().display()),
-            };
-            cargo::warn_once(
-                &topic,
-                &format!(
-                    "{err}; the value was computed but not cached \
-                     (make the cache root writable, or set MEMOSHELVE_DIR to a writable directory)"
-                ),
-            );
-        }
+    /// The short rendering of `args` kept in an entry's record.
+    pub(crate) fn render_args<A: ?Sized>(&self, args: &A) -> String
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.args_encoder.render(args)
+    }
+
+    /// One warning per problem when a computed result could not be stored.
+    pub(crate) fn warn_store_failed(&self, err: &Error) {
+        let topic = match err {
+            Error::Encode { .. } => format!("encode {}", self.name),
+            _ => format!("write {}", self.root().unwrap_or_default().display()),
+        };
+        cargo::warn_once(
+            &topic,
+            &format!(
+                "{err}; the result was computed but not cached \
+                 (make the cache root writable, or set MEMOSHELVE_DIR to a writable directory)"
+            ),
+        );
     }
 
     /// Returns the cached value for `args`, or runs `compute`, caches its value and returns it.

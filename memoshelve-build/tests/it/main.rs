@@ -5,6 +5,7 @@
 mod corruption;
 mod inputs;
 mod keys;
+mod outputs;
 mod roots;
 
 use std::path::{Path, PathBuf};

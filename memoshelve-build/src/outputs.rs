@@ -1,0 +1,397 @@
+//! Steps that produce files: `Memo::outputs(dir)`.
+//!
+//! On a miss the step runs and writes into `dir`; every regular file it created or changed there
+//! is stored as a blob, and a manifest (relative path, mode, size, blake3) becomes the entry's
+//! value, with the inputs the step discovered and the cargo directives it emitted. On a hit the
+//! discovered inputs are re-hashed first (any difference is a miss, like ccache's manifest mode),
+//! then the files are restored byte-identical with their modes, files already present and
+//! identical are left untouched (their mtimes do not trigger recompiles), and the directives are
+//! replayed, all without running the step.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cargo;
+use crate::disk::{Disk, mode_of};
+use crate::error::{Error, Result};
+use crate::inputs;
+use crate::key::{Key, KeyInput};
+use crate::memo::{ArgsEncoder, Cacheable, Memo};
+use crate::status::Status;
+
+/// The manifest of a file step, stored as the entry's value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputManifest {
+    /// Every file the step produced, sorted by path.
+    pub files: Vec<OutputFile>,
+    /// Inputs the step reported while it ran, with their hashes when it ran.
+    pub discovered: Vec<KeyInput>,
+    /// Cargo directives the step emitted (without the `cargo:` prefix), replayed on a hit.
+    pub directives: Vec<String>,
+    /// The step's own return value, postcard-encoded.
+    pub result: Vec<u8>,
+}
+
+/// One produced file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the output directory, `/`-separated.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the contents, hex: the blob it is restored from.
+    pub blake3: String,
+}
+
+/// Marks file-step keys, so they never collide with a plain value of the same type.
+struct FilesOf<R>(PhantomData<R>);
+
+/// What a miss leaves to store: the step's reports, and the directory as it was before it ran.
+struct Captured {
+    step: Step,
+    before: HashMap<PathBuf, (u64, SystemTime)>,
+}
+
+/// What a file step gets: the directory to write into, and ways to report what it read and what
+/// it tells cargo, so that a hit can check the one and replay the other.
+#[derive(Debug)]
+pub struct Step {
+    dir: PathBuf,
+    discovered: Vec<PathBuf>,
+    directives: Vec<String>,
+}
+
+impl Step {
+    /// The directory to write the outputs into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reports an input the step found while running (a header an included header includes,
+    /// an imported `.proto`). It is hashed when the step ends; on a later hit it is hashed again,
+    /// and a difference makes the hit a miss.
+    pub fn input_file(&mut self, path: impl AsRef<Path>) {
+        self.discovered.push(path.as_ref().to_owned());
+    }
+
+    /// [`Step::input_file`] for each of these paths.
+    pub fn input_files<P: AsRef<Path>>(&mut self, paths: impl IntoIterator<Item = P>) {
+        for path in paths {
+            self.input_file(path);
+        }
+    }
+
+    /// Emits a cargo directive now (inside a build script) and stores it with the entry, so a
+    /// hit replays it: `step.directive("rustc-link-lib=z")`. A `cargo:` or `cargo::` prefix is
+    /// accepted. `rerun-if-changed=PATH` is taken as a discovered input.
+    pub fn directive(&mut self, directive: &str) {
+        let directive = directive.trim();
+        let directive = directive
+            .strip_prefix("cargo::")
+            .or_else(|| directive.strip_prefix("cargo:"))
+            .unwrap_or(directive);
+        if let Some(path) = directive.strip_prefix("rerun-if-changed=") {
+            self.input_file(path);
+            return;
+        }
+        if cargo::in_build_script() {
+            cargo::emit(directive);
+        }
+        self.directives.push(directive.to_owned());
+    }
+
+    /// Feeds the output of a generator that speaks cargo's protocol (bindgen's
+    /// `CargoCallbacks`, a build tool's stdout): every `cargo:` line in `text` is taken as by
+    /// [`Step::directive`]; other lines are ignored.
+    pub fn cargo_output(&mut self, text: &str) {
+        for line in text.lines().map(str::trim).filter(|line| line.starts_with("cargo:")) {
+            self.directive(line);
+        }
+    }
+}
+
+/// A `Memo` applied to a step that writes files into a directory; see [`Memo::outputs`].
+#[derive(Debug)]
+pub struct Outputs<'memo, H> {
+    memo: &'memo Memo<H>,
+    dir: PathBuf,
+}
+
+impl<H> Memo<H> {
+    /// Memoizes a step that writes files into `dir` (usually `OUT_DIR` or a folder in it).
+    ///
+    /// ```
+    /// # let cache = tempfile::tempdir()?;
+    /// # let out = tempfile::tempdir()?;
+    /// use memoshelve_build::{Memo, Status};
+    ///
+    /// let memo = Memo::new("codegen").dir(cache.path());
+    /// let generate = |step: &mut memoshelve_build::Step| {
+    ///     std::fs::write(step.dir().join("generated.rs"), "pub const ANSWER: u32 = 42;\n").unwrap();
+    /// };
+    /// let ((), status) = memo.outputs(out.path()).call_with_status(&"v1", generate);
+    /// assert_eq!(status, Status::Miss);
+    /// std::fs::remove_file(out.path().join("generated.rs"))?; // as after `cargo clean`
+    /// let ((), status) = memo.outputs(out.path()).call_with_status(&"v1", generate);
+    /// assert_eq!(status, Status::Disk);
+    /// assert!(std::fs::read_to_string(out.path().join("generated.rs"))?.contains("42"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn outputs(&self, dir: impl AsRef<Path>) -> Outputs<'_, H> {
+        Outputs { memo: self, dir: dir.as_ref().to_owned() }
+    }
+}
+
+impl<H> Outputs<'_, H> {
+    /// Restores the step's files on a hit, or runs it and stores what it wrote; returns the
+    /// step's own value. Never fails because of the cache.
+    pub fn call<A: ?Sized, R: Cacheable>(&self, args: &A, step: impl FnOnce(&mut Step) -> R) -> R
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.call_with_status(args, step).0
+    }
+
+    /// Like [`Outputs::call`], and says where the files came from.
+    pub fn call_with_status<A: ?Sized, R: Cacheable>(
+        &self,
+        args: &A,
+        step: impl FnOnce(&mut Step) -> R,
+    ) -> (R, Status)
+    where
+        H: ArgsEncoder<A>,
+    {
+        match self.run(args, |state| Ok::<R, std::convert::Infallible>(step(state))) {
+            Ok(found) => found,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`Outputs::call`] for a fallible step: an `Err` is returned and nothing is stored
+    /// (files it wrote stay where they are, but no entry refers to them).
+    ///
+    /// # Errors
+    /// Only the errors of `step`.
+    pub fn try_call<A: ?Sized, R: Cacheable, E>(
+        &self,
+        args: &A,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.run(args, step).map(|(value, _)| value)
+    }
+
+    fn run<A: ?Sized, R: Cacheable, E>(
+        &self,
+        args: &A,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+    ) -> Result<(R, Status), E>
+    where
+        H: ArgsEncoder<A>,
+    {
+        let memo = self.memo;
+        let fresh_step =
+            || Step { dir: self.dir.clone(), discovered: Vec::new(), directives: Vec::new() };
+        let key = if memo.disabled() { None } else { memo.key_of::<A, FilesOf<R>>(args) };
+        let (Some(key), Some(disk)) = (key, memo.disk()) else {
+            memo.key_inputs();
+            let mut state = fresh_step();
+            let value = step(&mut state)?;
+            announce_discovered(&state.discovered);
+            return Ok((value, Status::Miss));
+        };
+        let found = memo.memoize(
+            key,
+            |_| self.restore::<R>(disk, &key).map(|value| ((value, None), Status::Disk)),
+            || {
+                let before = snapshot(&self.dir);
+                let _ = std::fs::create_dir_all(&self.dir);
+                let mut state = fresh_step();
+                let value = step(&mut state)?;
+                announce_discovered(&state.discovered);
+                Ok((value, Some(Captured { step: state, before })))
+            },
+            |(value, captured), took| {
+                let captured = captured.as_ref().expect("a computed step carries its capture");
+                if let Err(err) =
+                    self.store(disk, &key, value, captured, memo.render_args(args), took)
+                {
+                    memo.warn_store_failed(&err);
+                }
+            },
+        )?;
+        let ((value, _), status) = found;
+        Ok((value, status))
+    }
+
+    fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key) -> Option<R> {
+        let memo = self.memo;
+        let record = match disk.find(memo.name(), key) {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(err) => {
+                memo.discard(disk, key, None, &err);
+                return None;
+            }
+        };
+        let decoded = disk.load(&record, key).and_then(|bytes| {
+            let manifest: OutputManifest = postcard::from_bytes(&bytes).map_err(|err| {
+                disk.corrupt(memo.name(), key, format!("unreadable manifest: {err}"))
+            })?;
+            let value: R = postcard::from_bytes(&manifest.result).map_err(|err| {
+                disk.corrupt(
+                    memo.name(),
+                    key,
+                    format!("cannot decode as {}: {err}", type_name::<R>()),
+                )
+            })?;
+            for file in &manifest.files {
+                if safe_relative(&file.path).is_none() {
+                    return Err(disk.corrupt(
+                        memo.name(),
+                        key,
+                        format!("unsafe path {:?} in manifest", file.path),
+                    ));
+                }
+            }
+            Ok((manifest, value))
+        });
+        let (manifest, value) = match decoded {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                memo.discard(disk, key, Some(&record), &err);
+                return None;
+            }
+        };
+        // The second level of the key: inputs the step discovered must be unchanged.
+        let base = inputs::base_dir();
+        if manifest.discovered.iter().any(|recorded| inputs::rehash(recorded, &base) != *recorded) {
+            return None;
+        }
+        for file in &manifest.files {
+            let target = self.dir.join(safe_relative(&file.path).expect("checked above"));
+            if already_there(&target, file) {
+                continue;
+            }
+            if let Err(err) = disk.restore_file(&file.blake3, file.size, &target, file.mode) {
+                memo.discard(disk, key, Some(&record), &err);
+                return None;
+            }
+        }
+        let discovered: Vec<PathBuf> =
+            manifest.discovered.iter().map(|input| inputs::input_path(input, &base)).collect();
+        announce_discovered(&discovered);
+        if cargo::in_build_script() {
+            for directive in &manifest.directives {
+                cargo::emit(directive);
+            }
+        }
+        disk.touch(memo.name(), key);
+        Some(value)
+    }
+
+    fn store<R: Cacheable>(
+        &self,
+        disk: &Disk,
+        key: &Key,
+        value: &R,
+        captured: &Captured,
+        args: String,
+        took: Duration,
+    ) -> Result<()> {
+        let mut files = Vec::new();
+        for (relative, stamp) in snapshot(&self.dir) {
+            if captured.before.get(&relative) == Some(&stamp) {
+                continue;
+            }
+            let path = self.dir.join(&relative);
+            let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let (size, blake3) = disk.store_file(&path)?;
+            files.push(OutputFile {
+                path: inputs::key_path(&relative, Path::new("")),
+                mode: mode_of(&meta),
+                size,
+                blake3,
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let base = inputs::base_dir();
+        let mut discovered: Vec<KeyInput> =
+            captured.step.discovered.iter().map(|path| inputs::file_input(path, &base)).collect();
+        discovered.sort();
+        discovered.dedup();
+        let result = postcard::to_allocvec(value).map_err(|source| Error::Encode {
+            what: "value",
+            name: self.memo.name().to_owned(),
+            source,
+        })?;
+        let manifest = OutputManifest {
+            files,
+            discovered,
+            directives: captured.step.directives.clone(),
+            result,
+        };
+        let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
+        let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);
+        disk.store(record, &bytes)
+    }
+}
+
+/// Tells cargo about discovered inputs, so its change detection covers them too.
+fn announce_discovered(paths: &[PathBuf]) {
+    if cargo::in_build_script() {
+        let base = inputs::base_dir();
+        for path in paths {
+            cargo::rerun_if_changed(&base.join(path));
+        }
+    }
+}
+
+/// Whether `target` already holds exactly this file (then it is left untouched).
+fn already_there(target: &Path, file: &OutputFile) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(target) else { return false };
+    meta.is_file()
+        && meta.len() == file.size
+        && mode_of(&meta) == file.mode
+        && inputs::hash_file(target).is_ok_and(|hash| hash == file.blake3)
+}
+
+/// A manifest path as a relative path that stays inside the output directory, or `None`.
+pub(crate) fn safe_relative(path: &str) -> Option<PathBuf> {
+    let relative = PathBuf::from(path);
+    let all_normal =
+        relative.components().all(|component| matches!(component, Component::Normal(_)));
+    (!path.is_empty() && all_normal && !path.contains('\\')).then_some(relative)
+}
+
+/// Regular files under `dir` (relative paths) with their size and mtime; symlinks are skipped.
+fn snapshot(dir: &Path) -> HashMap<PathBuf, (u64, SystemTime)> {
+    let mut files = HashMap::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(dir.join(&relative)) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = relative.join(entry.file_name());
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                files.insert(path, (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+    }
+    files
+}

@@ -1,0 +1,178 @@
+//! File steps: captured on a miss, restored byte-identical on a hit, never served stale.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use memoshelve_build::{Memo, Status, Step};
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    fs::metadata(path).unwrap().modified().unwrap()
+}
+
+fn set_mtime(path: &Path, time: SystemTime) {
+    fs::File::options().append(true).open(path).unwrap().set_modified(time).unwrap();
+}
+
+/// A generator: three files, one nested and binary, one executable.
+fn generate(step: &mut Step) -> usize {
+    let dir = step.dir();
+    fs::write(dir.join("parser.rs"), "pub fn parse() {}\n").unwrap();
+    fs::create_dir_all(dir.join("tables")).unwrap();
+    fs::write(
+        dir.join("tables/action.bin"),
+        (0..100_000u32).flat_map(u32::to_le_bytes).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    fs::write(dir.join("run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(dir.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    3
+}
+
+#[test]
+fn files_are_restored_byte_identical_with_modes_without_running_the_step() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let runs = AtomicUsize::new(0);
+    let memo = Memo::new("outputs-restore").dir(cache.path());
+    let step = |step: &mut Step| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        generate(step)
+    };
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"grammar", step), (3, Status::Miss));
+    let originals: Vec<(String, Vec<u8>, u32)> = ["parser.rs", "tables/action.bin", "run.sh"]
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                fs::read(out.path().join(name)).unwrap(),
+                mode(&out.path().join(name)),
+            )
+        })
+        .collect();
+    // As after `cargo clean`: the output directory is gone.
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"grammar", step), (3, Status::Disk));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the step ran on a hit");
+    for (name, bytes, file_mode) in originals {
+        assert_eq!(fs::read(out.path().join(&name)).unwrap(), bytes, "{name} differs");
+        assert_eq!(mode(&out.path().join(&name)), file_mode, "{name} lost its mode");
+    }
+    assert_eq!(mode(&out.path().join("run.sh")), 0o755);
+}
+
+#[test]
+fn identical_files_are_left_alone_and_changed_ones_get_a_fresh_mtime() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("outputs-mtime").dir(cache.path());
+    memo.outputs(out.path()).call(&1, generate);
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let same = out.path().join("parser.rs");
+    let changed = out.path().join("tables/action.bin");
+    set_mtime(&same, an_hour_ago);
+    fs::write(&changed, "stale bytes from an older build").unwrap();
+    set_mtime(&changed, an_hour_ago);
+    assert_eq!(
+        memo.outputs(out.path()).call_with_status(&1, |_| -> usize { unreachable!() }).1,
+        Status::Disk
+    );
+    assert_eq!(mtime(&same), an_hour_ago, "an identical file was rewritten (needless recompiles)");
+    assert!(
+        mtime(&changed) > an_hour_ago + Duration::from_secs(3000),
+        "a restored file kept an old mtime"
+    );
+    assert_eq!(fs::read(&changed).unwrap().len(), 400_000);
+}
+
+#[test]
+fn only_files_the_step_wrote_are_stored() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    fs::write(out.path().join("other-step.rs"), "// not ours").unwrap();
+    let memo = Memo::new("outputs-only-ours").dir(cache.path());
+    memo.outputs(out.path()).call(&1, generate);
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
+    assert!(!out.path().join("other-step.rs").exists());
+    assert!(out.path().join("parser.rs").exists());
+}
+
+#[test]
+fn a_failing_step_stores_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("outputs-fail").dir(cache.path());
+    let failed: Result<usize, String> = memo.outputs(out.path()).try_call(&1, |step| {
+        fs::write(step.dir().join("half.rs"), "partial").unwrap();
+        Err("syntax error in grammar.y line 3".to_owned())
+    });
+    assert_eq!(failed, Err("syntax error in grammar.y line 3".to_owned()));
+    assert!(memo.keys().is_empty(), "a failed step left an entry");
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate), (3, Status::Miss));
+}
+
+#[test]
+fn a_changed_discovered_input_is_a_miss() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let header = cache.path().join("included.h");
+    fs::write(&header, "#define A 1").unwrap();
+    let memo = Memo::new("outputs-discovered").dir(cache.path().join("store"));
+    let step = |step: &mut Step| {
+        let text = fs::read_to_string(&header).unwrap();
+        step.input_file(&header);
+        fs::write(step.dir().join("bindings.rs"), format!("// {text}")).unwrap();
+    };
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Miss);
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Disk);
+    fs::write(&header, "#define A 2").unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Miss, "a stale hit");
+    assert_eq!(fs::read_to_string(out.path().join("bindings.rs")).unwrap(), "// #define A 2");
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Disk);
+}
+
+#[test]
+fn writing_to_a_restored_file_does_not_corrupt_the_store() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("outputs-isolated").dir(cache.path());
+    memo.outputs(out.path()).call(&1, generate);
+    let original = fs::read(out.path().join("tables/action.bin")).unwrap();
+    fs::remove_dir_all(out.path()).unwrap();
+    memo.outputs(out.path()).call(&1, generate);
+    // Edit the restored file in place (as a hard link would share it with the store).
+    fs::OpenOptions::new().write(true).open(out.path().join("tables/action.bin")).unwrap();
+    fs::write(out.path().join("tables/action.bin"), "overwritten").unwrap();
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
+    assert_eq!(fs::read(out.path().join("tables/action.bin")).unwrap(), original);
+}
+
+#[test]
+fn a_damaged_output_blob_is_a_miss_and_is_regenerated() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("outputs-damaged").dir(cache.path());
+    memo.outputs(out.path()).call(&1, generate);
+    let original = fs::read(out.path().join("tables/action.bin")).unwrap();
+    let blob = crate::files_under(&cache.path().join("blobs-b3"))
+        .into_iter()
+        .find(|path| fs::metadata(path).unwrap().len() == 400_000)
+        .unwrap();
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[12345] ^= 1;
+    fs::write(&blob, bytes).unwrap();
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Miss);
+    assert_eq!(fs::read(out.path().join("tables/action.bin")).unwrap(), original);
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
+}
