@@ -313,6 +313,17 @@ impl<H> Outputs<'_, H> {
             if captured.before.get(&relative) == Some(&stamp) {
                 continue;
             }
+            let name = inputs::key_path(&relative, Path::new(""));
+            if safe_relative(&name).is_none() {
+                return Err(Error::Io {
+                    action: "cache a file with this name",
+                    path: self.dir.join(&relative),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a backslash or NUL in the name",
+                    ),
+                });
+            }
             let path = self.dir.join(&relative);
             let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
                 action: "read",
@@ -370,11 +381,14 @@ fn already_there(target: &Path, file: &OutputFile) -> bool {
 }
 
 /// A manifest path as a relative path that stays inside the output directory, or `None`.
+/// Manifests use one spelling per path: `/`-separated segments, none empty, `.` or `..`.
 pub(crate) fn safe_relative(path: &str) -> Option<PathBuf> {
+    let canonical = path.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
+        && !path.contains(['\\', '\0']);
     let relative = PathBuf::from(path);
     let all_normal =
         relative.components().all(|component| matches!(component, Component::Normal(_)));
-    (!path.is_empty() && all_normal && !path.contains('\\')).then_some(relative)
+    (canonical && all_normal).then_some(relative)
 }
 
 /// Regular files under `dir` (relative paths) with their size and mtime; symlinks are skipped.

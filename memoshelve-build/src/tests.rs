@@ -111,3 +111,15 @@ fn a_disk_hit_refreshes_last_use() {
         "last use was not refreshed"
     );
 }
+
+#[test]
+fn manifest_paths_must_stay_inside_the_output_dir() {
+    use crate::outputs::safe_relative;
+    assert_eq!(safe_relative("a/b.rs"), Some(std::path::PathBuf::from("a/b.rs")));
+    assert!(safe_relative("dir/file:with-colon.rs").is_some());
+    for escaping in
+        ["", "../x", "a/../../x", "/etc/passwd", "./a", "a/./b", "a\\..\\b", "a/..", "a//b"]
+    {
+        assert_eq!(safe_relative(escaping), None, "{escaping:?} was accepted");
+    }
+}

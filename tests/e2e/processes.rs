@@ -61,3 +61,36 @@ fn without_races_one_process_computes_and_the_others_wait_for_it() {
     assert_eq!(seen.iter().filter(|status| *status == "miss").count(), 1);
     assert_eq!(seen.iter().filter(|status| *status == "cached (disk)").count(), 3);
 }
+
+#[test]
+fn a_file_step_hit_in_a_fresh_process_replays_its_directives() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("computed");
+    let out = dir.path().join("out");
+    let root = dir.path().join("cache");
+    let run = || {
+        lines(
+            probe(&["outputs", "--dir", root.to_str().unwrap(), "--out", out.to_str().unwrap()])
+                .env("OUT_DIR", &out)
+                .env("CARGO_MANIFEST_DIR", dir.path())
+                .env("PROBE_COUNTER", &counter),
+        )
+    };
+    std::fs::create_dir_all(&out).unwrap();
+    let first = run();
+    assert!(first.contains(&"cargo:rustc-link-lib=probe".to_owned()), "{first:?}");
+    assert!(first.last().unwrap().ends_with("miss"), "{first:?}");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let second = run();
+    assert!(second.last().unwrap().ends_with("cached (disk)"), "{second:?}");
+    assert!(
+        second.contains(&"cargo:rustc-link-lib=probe".to_owned()),
+        "the hit did not replay: {second:?}"
+    );
+    assert_eq!(counted(&counter), 1);
+    assert_eq!(
+        std::fs::read_to_string(out.join("generated.rs")).unwrap(),
+        "pub const ARG: u64 = 7;\n"
+    );
+}

@@ -6,7 +6,8 @@
 //! [--features-independent]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
 //! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`; `inputs` prints
-//! the key inputs, one `kind<TAB>name<TAB>value` line each.
+//! the key inputs, one `kind<TAB>name<TAB>value` line each; `outputs --out DIR` runs a file step
+//! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe`, and prints its status.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
 //! how often the function really ran, across processes.
 
@@ -91,6 +92,19 @@ fn main() -> ExitCode {
         "key" => {
             let key = memo.key_for::<Vec<u8>, _>(&(arg, size as u64)).expect("encodable");
             writeln!(stdout, "{key}").expect("stdout");
+        }
+        "outputs" => {
+            let out = option("--out").expect("outputs needs --out DIR");
+            let (_, status) = memo.outputs(out).call_with_status(&arg, |step| {
+                compute(arg, 0);
+                std::fs::write(
+                    step.dir().join("generated.rs"),
+                    format!("pub const ARG: u64 = {arg};\n"),
+                )
+                .expect("write generated.rs");
+                step.directive("rustc-link-lib=probe");
+            });
+            writeln!(stdout, "{arg} outputs {status}").expect("stdout");
         }
         "inputs" => {
             for input in memo.key_inputs() {
