@@ -157,7 +157,7 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
     files.dedup();
     // Hash declared files in parallel: large input sets (hundreds of headers) are common.
     let hashed: Vec<KeyInput> = if files.len() > 8 {
-        files.par_iter().map(|path| file_input(path, &base)).collect()
+        cargo::in_pool(|| files.par_iter().map(|path| file_input(path, &base)).collect())
     } else {
         files.iter().map(|path| file_input(path, &base)).collect()
     };

@@ -482,6 +482,24 @@ impl<H> Memo<H> {
 
     fn lookup_disk<T: Cacheable>(&self, key: &Key) -> Option<T> {
         let disk = self.disk()?;
+        let (_, value, bytes) = self.read_entry::<T>(disk, key)?;
+        if !self.is_valid(&value) {
+            // Failed validation: a miss; the fresh value will replace it.
+            let _ = disk.remove(&self.name, key);
+            return None;
+        }
+        disk.touch(&self.name, key);
+        self.remember(*key, &value, bytes);
+        Some(value)
+    }
+
+    /// Reads the entry of `key` from disk, checked and decoded as `V`, with its record and
+    /// encoded size. A damaged entry is reported once, removed, and read as `None`.
+    pub(crate) fn read_entry<V: DeserializeOwned>(
+        &self,
+        disk: &Disk,
+        key: &Key,
+    ) -> Option<(EntryRecord, V, u64)> {
         let record = match disk.find(&self.name, key) {
             Ok(Some(record)) => record,
             Ok(None) => return None,
@@ -491,26 +509,17 @@ impl<H> Memo<H> {
             }
         };
         let decoded = disk.load(&record, key).and_then(|bytes| {
-            let value: T = postcard::from_bytes(&bytes).map_err(|err| {
+            let value: V = postcard::from_bytes(&bytes).map_err(|err| {
                 disk.corrupt(
                     &self.name,
                     key,
-                    format!("cannot decode as {}: {err}", type_name::<T>()),
+                    format!("cannot decode as {}: {err}", type_name::<V>()),
                 )
             })?;
             Ok((value, bytes.len() as u64))
         });
         match decoded {
-            Ok((value, bytes)) if self.is_valid(&value) => {
-                disk.touch(&self.name, key);
-                self.remember(*key, &value, bytes);
-                Some(value)
-            }
-            Ok(_) => {
-                // Failed validation: a miss; the fresh value will replace it.
-                let _ = disk.remove(&self.name, key);
-                None
-            }
+            Ok((value, bytes)) => Some((record, value, bytes)),
             Err(err) => {
                 self.discard(disk, key, Some(&record), &err);
                 None
@@ -911,20 +920,8 @@ impl<H: Sync> Memo<H> {
         use rayon::prelude::*;
         let items: Vec<A> = items.into_iter().collect();
         let run = || items.par_iter().map(|item| self.call(item, || compute(item))).collect();
-        match build_script_pool() {
-            Some(pool) => pool.install(run),
-            None => run(),
-        }
+        cargo::in_pool(run)
     }
-}
-
-fn build_script_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let jobs: usize = std::env::var("NUM_JOBS").ok()?.trim().parse().ok()?;
-        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().ok()
-    })
-    .as_ref()
 }
 
 fn env_flag(name: &str) -> bool {

@@ -235,38 +235,27 @@ impl<H> Outputs<'_, H> {
 
     fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key) -> Option<R> {
         let memo = self.memo;
-        let record = match disk.find(memo.name(), key) {
-            Ok(Some(record)) => record,
-            Ok(None) => return None,
-            Err(err) => {
-                memo.discard(disk, key, None, &err);
-                return None;
-            }
-        };
-        let decoded = disk.load(&record, key).and_then(|bytes| {
-            let manifest: OutputManifest = postcard::from_bytes(&bytes).map_err(|err| {
-                disk.corrupt(memo.name(), key, format!("unreadable manifest: {err}"))
-            })?;
-            let value: R = postcard::from_bytes(&manifest.result).map_err(|err| {
+        let (record, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
+        let checked = postcard::from_bytes::<R>(&manifest.result)
+            .map_err(|err| {
                 disk.corrupt(
                     memo.name(),
                     key,
                     format!("cannot decode as {}: {err}", type_name::<R>()),
                 )
-            })?;
-            for file in &manifest.files {
-                if safe_relative(&file.path).is_none() {
-                    return Err(disk.corrupt(
+            })
+            .and_then(|value| {
+                match manifest.files.iter().find(|file| safe_relative(&file.path).is_none()) {
+                    Some(file) => Err(disk.corrupt(
                         memo.name(),
                         key,
                         format!("unsafe path {:?} in manifest", file.path),
-                    ));
+                    )),
+                    None => Ok(value),
                 }
-            }
-            Ok((manifest, value))
-        });
-        let (manifest, value) = match decoded {
-            Ok(decoded) => decoded,
+            });
+        let value = match checked {
+            Ok(value) => value,
             Err(err) => {
                 memo.discard(disk, key, Some(&record), &err);
                 return None;

@@ -82,3 +82,25 @@ fn the_entry_records_its_inputs() {
     let record: memoshelve_build::EntryRecord = serde_json::from_value(found.metadata).unwrap();
     assert_eq!(record.inputs, memo.key_inputs());
 }
+
+#[test]
+fn many_files_are_hashed_in_parallel_and_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..40)
+        .map(|n| {
+            let path = dir.path().join(format!("header{n:02}.h"));
+            std::fs::write(&path, format!("#define N {n}")).unwrap();
+            path
+        })
+        .collect();
+    let memo = Memo::new("inputs-many").input_files(&paths);
+    let files = input(&memo, "file");
+    assert_eq!(files.len(), 40);
+    for (n, input) in files.iter().enumerate() {
+        assert!(input.name.ends_with(&format!("header{n:02}.h")), "{input:?}");
+        assert_eq!(
+            input.value,
+            blake3::hash(format!("#define N {n}").as_bytes()).to_hex().as_str()
+        );
+    }
+}
