@@ -170,7 +170,10 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
 /// A tool's version output as a key part. A tool that cannot run is recorded as such (and
 /// warned about): the step may still work, and it must not share entries with a working tool.
 fn tool_input(command: &str, args: &[String]) -> KeyInput {
-    let name = std::iter::once(command)
+    // The key names the tool by its file name: its version output identifies it, and an absolute
+    // path (a vendored binary under ~/.cargo) would keep other machines from sharing entries.
+    let tool = Path::new(command).file_name().map_or(command.into(), |name| name.to_string_lossy());
+    let name = std::iter::once(tool.as_ref())
         .chain(args.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" ");

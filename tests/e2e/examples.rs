@@ -1,7 +1,7 @@
-//! Real cargo builds of the crates in `examples/`: cold, `cargo clean`, warm.
+//! Real cargo builds of the crates in `examples/`: cold, `cargo clean`, warm, and edits.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The workspace's target directory (the probe binary lives in `<target>/<profile>/`).
 fn target_dir() -> PathBuf {
@@ -12,34 +12,53 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-fn examples_manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/Cargo.toml")
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// `cargo <args>` on the examples workspace, with its own target dir (kept between runs so
-/// dependencies compile once) and the given cache root.
-fn cargo(args: &[&str], cache: &Path) -> String {
+/// The examples' target dir, kept between runs so dependencies compile once.
+fn examples_target() -> PathBuf {
+    target_dir().join("e2e-examples")
+}
+
+/// `cargo <args>` on a manifest, with the examples' target dir, a cache root, logging on, and a
+/// marker file the example generators append to when they really run.
+fn cargo_output(manifest: &Path, args: &[&str], cache: &Path) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(args).arg("--manifest-path").arg(examples_manifest());
+    command.args(args).arg("--manifest-path").arg(manifest);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MEMOSHELVE_") {
             command.env_remove(name);
         }
     }
-    let output = command
-        .env("CARGO_TARGET_DIR", target_dir().join("e2e-examples"))
+    command
+        .env("CARGO_TARGET_DIR", examples_target())
         .env("MEMOSHELVE_DIR", cache)
         .env("MEMOSHELVE_LOG", "all")
+        .env("MEMOSHELVE_EXAMPLE_MARKER", cache.with_extension("marker"))
         .output()
-        .expect("run cargo");
+        .expect("run cargo")
+}
+
+fn cargo_in(manifest: &Path, args: &[&str], cache: &Path) -> String {
+    let output = cargo_output(manifest, args, cache);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "cargo {args:?} failed:\n{stderr}");
     stderr
 }
 
-fn generated_file(package: &str, file: &str) -> Vec<u8> {
-    let build = target_dir().join("e2e-examples/debug/build");
+fn cargo(args: &[&str], cache: &Path) -> String {
+    cargo_in(&examples_dir().join("Cargo.toml"), args, cache)
+}
+
+/// How often the example generators ran with this cache.
+fn generator_runs(cache: &Path) -> usize {
+    std::fs::read_to_string(cache.with_extension("marker")).map_or(0, |text| text.lines().count())
+}
+
+fn generated_file(profile: &str, package: &str, file: &str) -> Vec<u8> {
+    let build = examples_target().join(profile).join("build");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&build)
         .unwrap()
         .flatten()
@@ -56,13 +75,13 @@ fn lookup_table_is_served_from_the_cache_after_cargo_clean() {
     cargo(&["clean", "-p", "lookup-table"], cache.path());
     let cold = cargo(&["build", "-p", "lookup-table"], cache.path());
     assert!(cold.contains("memoshelve: lookup-table-crc32") && cold.contains(": miss"), "{cold}");
-    let generated = generated_file("lookup-table", "crc32_table.rs");
+    let generated = generated_file("debug", "lookup-table", "crc32_table.rs");
 
     cargo(&["clean", "-p", "lookup-table"], cache.path());
     let warm = cargo(&["build", "-p", "lookup-table"], cache.path());
     assert!(warm.contains(": cached (disk)"), "the warm build did not hit the cache:\n{warm}");
     assert!(!warm.contains(": miss"), "{warm}");
-    assert_eq!(generated_file("lookup-table", "crc32_table.rs"), generated);
+    assert_eq!(generated_file("debug", "lookup-table", "crc32_table.rs"), generated);
 
     // A release build is another profile: by default it must not reuse the debug entry.
     cargo(&["clean", "--release", "-p", "lookup-table"], cache.path());
@@ -74,4 +93,102 @@ fn lookup_table_is_served_from_the_cache_after_cargo_clean() {
     cargo(&["clean", "--release", "-p", "lookup-table"], cache.path());
     let release = cargo(&["build", "--release", "-p", "lookup-table"], cache.path());
     assert!(release.contains(": cached (disk)"), "the release entry was not stored:\n{release}");
+}
+
+#[test]
+fn protos_codegen_is_restored_without_running_protoc() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().join("cache");
+    cargo(&["clean", "-p", "protos"], &cache);
+    let cold = cargo(&["build", "-p", "protos"], &cache);
+    assert!(cold.contains("memoshelve: protos-prost") && cold.contains(": miss"), "{cold}");
+    assert_eq!(generator_runs(&cache), 1);
+    let shop = generated_file("debug", "protos", "shop.rs");
+    let common = generated_file("debug", "protos", "common.rs");
+
+    cargo(&["clean", "-p", "protos"], &cache);
+    let warm = cargo(&["build", "-p", "protos"], &cache);
+    assert!(warm.contains(": cached (disk)"), "{warm}");
+    assert_eq!(generator_runs(&cache), 1, "the generator ran on a warm build");
+    assert_eq!(generated_file("debug", "protos", "shop.rs"), shop);
+    assert_eq!(generated_file("debug", "protos", "common.rs"), common);
+    // The restored code compiles and works.
+    cargo(&["test", "-p", "protos"], &cache);
+
+    // profile_independent(): a release build shares the debug build's entry.
+    cargo(&["clean", "--release", "-p", "protos"], &cache);
+    let release = cargo(&["build", "--release", "-p", "protos"], &cache);
+    assert!(release.contains(": cached (disk)"), "release did not share the entry:\n{release}");
+    assert_eq!(generator_runs(&cache), 1);
+}
+
+/// A standalone copy of `examples/protos` in `dir`, so a test can edit it.
+fn copy_of_protos(dir: &Path) -> PathBuf {
+    let source = examples_dir().join("protos");
+    let crate_dir = dir.join("protos-copy");
+    std::fs::create_dir_all(crate_dir.join("proto")).unwrap();
+    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+    for file in ["build.rs", "src/lib.rs", "proto/common.proto", "proto/shop.proto"] {
+        std::fs::copy(source.join(file), crate_dir.join(file)).unwrap();
+    }
+    let library = examples_dir().join("../memoshelve-build").canonicalize().unwrap();
+    let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
+        .unwrap()
+        .replace("edition.workspace = true", "edition = \"2024\"")
+        .replace("publish.workspace = true", "publish = false")
+        .replace(
+            "path = \"../../memoshelve-build\"",
+            &format!("path = {:?}", library.display().to_string()),
+        )
+        + "\n[workspace]\n";
+    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::copy(examples_dir().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    crate_dir
+}
+
+#[test]
+fn editing_protos_misses_undeclared_files_do_not_and_a_failing_generator_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let crate_dir = copy_of_protos(dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    let build = || cargo_in(&manifest, &["build"], &cache);
+    assert!(build().contains(": miss"));
+    assert_eq!(generator_runs(&cache), 1);
+
+    // An undeclared file: cargo does not even rerun the build script.
+    std::fs::write(crate_dir.join("NOTES.md"), "not an input").unwrap();
+    build();
+    assert_eq!(generator_runs(&cache), 1);
+
+    // A declared input changes: a miss, and the new field is generated.
+    let shop = crate_dir.join("proto/shop.proto");
+    let original = std::fs::read_to_string(&shop).unwrap();
+    std::fs::write(
+        &shop,
+        original.replace("uint32 quantity = 2;", "uint32 quantity = 2;\n  string note = 3;"),
+    )
+    .unwrap();
+    assert!(build().contains(": miss"));
+    assert_eq!(generator_runs(&cache), 2);
+    let generated = std::fs::read_dir(examples_target().join("debug/build"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().join("out/shop.rs"))
+        .filter(|path| path.is_file())
+        .any(|path| std::fs::read_to_string(path).unwrap().contains("pub note:"));
+    assert!(generated, "the edited proto was not regenerated");
+
+    // A broken schema: the build fails with the generator's own message, and nothing is stored.
+    std::fs::write(&shop, original.replace("message Order {", "message Order {{ broken")).unwrap();
+    let failed = cargo_output(&manifest, &["build"], &cache);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "a broken proto built");
+    assert!(stderr.contains("prost-build failed") && stderr.contains("shop.proto"), "{stderr}");
+    let runs_after_failure = generator_runs(&cache);
+
+    // Fixed again: the original schema's entry is still there (a hit), the broken one never was.
+    std::fs::write(&shop, &original).unwrap();
+    assert!(build().contains(": cached (disk)"));
+    assert_eq!(generator_runs(&cache), runs_after_failure);
 }

@@ -53,6 +53,14 @@ fn tools_and_the_running_binary_join_the_key() {
     let binary = input(&memo, "build-script");
     assert_eq!(binary.len(), 1);
     assert_eq!(binary[0].value.len(), 64, "the blake3 hex of the test binary: {:?}", binary[0]);
+    // A tool given by absolute path is named by its file name: no machine-specific path in the key.
+    let sysroot =
+        std::process::Command::new("rustc").args(["--print", "sysroot"]).output().unwrap();
+    let absolute =
+        std::path::Path::new(String::from_utf8(sysroot.stdout).unwrap().trim()).join("bin/rustc");
+    let by_path = Memo::new("inputs-tool").tool_version(absolute.to_str().unwrap(), &["--version"]);
+    assert_eq!(input(&by_path, "tool")[0].name, "rustc --version");
+    assert_eq!(input(&by_path, "tool")[0].value, tools[0].value);
     // A tool that cannot run is recorded, and the call still works.
     let broken = Memo::new("inputs-tool").tool_version("memoshelve-no-such-tool", &["--version"]);
     assert!(input(&broken, "tool")[0].value.contains("not runnable"));
