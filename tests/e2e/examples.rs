@@ -122,15 +122,23 @@ fn protos_codegen_is_restored_without_running_protoc() {
     assert_eq!(generator_runs(&cache), 1);
 }
 
-/// A standalone copy of `examples/protos` in `dir`, so a test can edit it.
-fn copy_of_protos(dir: &Path) -> PathBuf {
-    let source = examples_dir().join("protos");
-    let crate_dir = dir.join("protos-copy");
-    std::fs::create_dir_all(crate_dir.join("proto")).unwrap();
-    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
-    for file in ["build.rs", "src/lib.rs", "proto/common.proto", "proto/shop.proto"] {
-        std::fs::copy(source.join(file), crate_dir.join(file)).unwrap();
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
+}
+
+/// A standalone copy of `examples/<name>` in `dir` (its own workspace), so a test can edit it.
+fn copy_of_example(name: &str, dir: &Path) -> PathBuf {
+    let source = examples_dir().join(name);
+    let crate_dir = dir.join(format!("{name}-copy"));
+    copy_tree(&source, &crate_dir);
     let library = examples_dir().join("../memoshelve-build").canonicalize().unwrap();
     let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
         .unwrap()
@@ -150,7 +158,7 @@ fn copy_of_protos(dir: &Path) -> PathBuf {
 fn editing_protos_misses_undeclared_files_do_not_and_a_failing_generator_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let crate_dir = copy_of_protos(dir.path());
+    let crate_dir = copy_of_example("protos", dir.path());
     let manifest = crate_dir.join("Cargo.toml");
     let build = || cargo_in(&manifest, &["build"], &cache);
     assert!(build().contains(": miss"));
@@ -191,4 +199,32 @@ fn editing_protos_misses_undeclared_files_do_not_and_a_failing_generator_stores_
     std::fs::write(&shop, &original).unwrap();
     assert!(build().contains(": cached (disk)"));
     assert_eq!(generator_runs(&cache), runs_after_failure);
+}
+
+#[test]
+fn assets_are_compressed_once_each_and_an_edit_recompresses_only_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let crate_dir = copy_of_example("assets", dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    let cold = cargo_in(&manifest, &["build"], &cache);
+    assert_eq!(generator_runs(&cache), 24, "{cold}");
+    assert_eq!(cold.matches(": miss").count(), 24, "{cold}");
+
+    cargo_in(&manifest, &["clean", "-p", "assets"], &cache);
+    let warm = cargo_in(&manifest, &["build"], &cache);
+    assert_eq!(warm.matches(": cached (disk)").count(), 24, "{warm}");
+    assert_eq!(generator_runs(&cache), 24, "a warm build compressed again");
+
+    let page = crate_dir.join("assets/page07.txt");
+    let mut text = std::fs::read_to_string(&page).unwrap();
+    text.push_str("One more line.\n");
+    std::fs::write(&page, text).unwrap();
+    let edited = cargo_in(&manifest, &["build"], &cache);
+    assert_eq!(generator_runs(&cache), 25, "{edited}");
+    assert_eq!(edited.matches(": miss").count(), 1, "{edited}");
+    let marker = std::fs::read_to_string(cache.with_extension("marker")).unwrap();
+    assert_eq!(marker.lines().last(), Some("assets page07.txt"));
+    // The rebuilt crate serves the edited asset.
+    cargo_in(&manifest, &["test"], &cache);
 }
