@@ -154,3 +154,99 @@ pub(crate) fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         None => work(),
     }
 }
+
+/// Runs `work` with this process's standard output redirected into a temporary file, then puts
+/// stdout back and forwards what was written (so cargo still sees it, once). Returns the text, or
+/// `None` where capturing is not possible (not Unix, or a descriptor call failed): then `work`
+/// simply runs. A panic inside `work` restores stdout and forwards the text on the way out.
+pub(crate) fn capture_stdout<R>(work: impl FnOnce() -> R) -> (R, Option<String>) {
+    #[cfg(unix)]
+    if let Some(capture) = unix::Capture::start() {
+        let value = work();
+        return (value, Some(capture.finish()));
+    }
+    (work(), None)
+}
+
+#[cfg(unix)]
+mod unix {
+    //! The descriptor juggling behind [`super::capture_stdout`].
+
+    use std::fs::File;
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+
+    const STDOUT: i32 = 1;
+
+    // std links the C library on every Unix; these three calls are all that is needed.
+    unsafe extern "C" {
+        fn dup(fd: i32) -> i32;
+        fn dup2(old: i32, new: i32) -> i32;
+        fn close(fd: i32) -> i32;
+    }
+
+    /// Stdout is redirected into `file` while this lives; `saved` is the original stdout.
+    pub(super) struct Capture {
+        file: File,
+        saved: i32,
+        done: bool,
+    }
+
+    impl Capture {
+        pub(super) fn start() -> Option<Capture> {
+            let path = std::env::temp_dir().join(format!(
+                "memoshelve-stdout-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .ok()?;
+            let _ = std::fs::remove_file(&path); // anonymous from here on: nothing to clean up
+            let _ = std::io::stdout().flush();
+            // SAFETY: plain descriptor calls on descriptors this process owns; failures are checked.
+            let saved = unsafe { dup(STDOUT) };
+            if saved < 0 {
+                return None;
+            }
+            // SAFETY: as above; `file` stays open for as long as the redirection lasts.
+            if unsafe { dup2(file.as_raw_fd(), STDOUT) } < 0 {
+                // SAFETY: `saved` came from `dup` above and is closed once.
+                unsafe { close(saved) };
+                return None;
+            }
+            Some(Capture { file, saved, done: false })
+        }
+
+        /// Puts stdout back and returns (and forwards) what was captured.
+        pub(super) fn finish(mut self) -> String {
+            self.restore()
+        }
+
+        fn restore(&mut self) -> String {
+            self.done = true;
+            let _ = std::io::stdout().flush();
+            // SAFETY: `saved` is the original stdout, duplicated in `start`; closed exactly once.
+            unsafe {
+                dup2(self.saved, STDOUT);
+                close(self.saved);
+            }
+            let mut bytes = Vec::new();
+            let _ = self.file.rewind().and_then(|()| self.file.read_to_end(&mut bytes));
+            let _ = std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush());
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    impl Drop for Capture {
+        fn drop(&mut self) {
+            if !self.done {
+                self.restore();
+            }
+        }
+    }
+}

@@ -107,6 +107,30 @@ impl Step {
         self.directives.push(directive.to_owned());
     }
 
+    /// Records the `cargo:` lines the step printed itself (captured from stdout, already
+    /// forwarded to cargo): those it did not also report through [`Step::directive`], and never
+    /// memoshelve's own warnings.
+    fn record_printed(&mut self, printed: &str) {
+        let mut reported = self.directives.clone();
+        for line in printed.lines().map(str::trim) {
+            let Some(directive) =
+                line.strip_prefix("cargo::").or_else(|| line.strip_prefix("cargo:"))
+            else {
+                continue;
+            };
+            if directive.starts_with("warning=memoshelve:") {
+                continue;
+            }
+            if let Some(path) = directive.strip_prefix("rerun-if-changed=") {
+                self.input_file(path);
+            } else if let Some(index) = reported.iter().position(|seen| seen == directive) {
+                reported.swap_remove(index);
+            } else {
+                self.directives.push(directive.to_owned());
+            }
+        }
+    }
+
     /// Feeds the output of a generator that speaks cargo's protocol (bindgen's
     /// `CargoCallbacks`, a build tool's stdout): every `cargo:` line in `text` is taken as by
     /// [`Step::directive`]; other lines are ignored.
@@ -216,7 +240,17 @@ impl<H> Outputs<'_, H> {
                 let before = snapshot(&self.dir);
                 let _ = std::fs::create_dir_all(&self.dir);
                 let mut state = fresh_step();
-                let value = step(&mut state)?;
+                // Inside a build script, what the step prints on stdout is captured too: a
+                // generator that prints `cargo:rustc-link-lib=..` itself still links on a hit.
+                let value = if cargo::in_build_script() {
+                    let (value, printed) = cargo::capture_stdout(|| step(&mut state));
+                    if let Some(printed) = printed {
+                        state.record_printed(&printed);
+                    }
+                    value
+                } else {
+                    step(&mut state)
+                }?;
                 announce_discovered(&state.discovered);
                 Ok((value, Some(Captured { step: state, before })))
             },

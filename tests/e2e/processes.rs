@@ -94,3 +94,47 @@ fn a_file_step_hit_in_a_fresh_process_replays_its_directives() {
         "pub const ARG: u64 = 7;\n"
     );
 }
+
+#[test]
+fn directives_a_step_prints_itself_are_forwarded_once_and_replayed_on_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let root = dir.path().join("cache");
+    let run = || {
+        std::fs::create_dir_all(&out).unwrap();
+        let output = lines(
+            probe(&[
+                "outputs",
+                "--print",
+                "--dir",
+                root.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("OUT_DIR", &out)
+            .env("CARGO_MANIFEST_DIR", dir.path()),
+        );
+        std::fs::remove_dir_all(&out).unwrap();
+        output
+    };
+    let count =
+        |lines: &[String], wanted: &str| lines.iter().filter(|line| *line == wanted).count();
+    let first = run();
+    assert!(first.last().unwrap().ends_with("miss"), "{first:?}");
+    assert_eq!(
+        count(&first, "cargo:rustc-link-lib=printed"),
+        1,
+        "not forwarded exactly once: {first:?}"
+    );
+    assert_eq!(count(&first, "cargo:rustc-link-lib=probe"), 1, "{first:?}");
+    assert_eq!(count(&first, "generator chatter"), 1, "{first:?}");
+    let second = run();
+    assert!(second.last().unwrap().ends_with("cached (disk)"), "{second:?}");
+    assert_eq!(
+        count(&second, "cargo:rustc-link-lib=printed"),
+        1,
+        "the printed directive was not replayed: {second:?}"
+    );
+    assert_eq!(count(&second, "cargo:rustc-link-lib=probe"), 1, "{second:?}");
+    assert_eq!(count(&second, "generator chatter"), 0, "only directives are replayed: {second:?}");
+}

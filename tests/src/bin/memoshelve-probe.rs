@@ -7,7 +7,8 @@
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
 //! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`; `inputs` prints
 //! the key inputs, one `kind<TAB>name<TAB>value` line each; `outputs --out DIR` runs a file step
-//! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe`, and prints its status.
+//! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe` (with `--print`, also prints
+//! `cargo:rustc-link-lib=printed` itself), and prints its status.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
 //! how often the function really ran, across processes.
 
@@ -103,6 +104,11 @@ fn main() -> ExitCode {
                 )
                 .expect("write generated.rs");
                 step.directive("rustc-link-lib=probe");
+                if flag("--print") {
+                    // A generator that talks to cargo itself, and chatters.
+                    writeln!(std::io::stdout(), "cargo:rustc-link-lib=printed").expect("stdout");
+                    writeln!(std::io::stdout(), "generator chatter").expect("stdout");
+                }
             });
             writeln!(stdout, "{arg} outputs {status}").expect("stdout");
         }
