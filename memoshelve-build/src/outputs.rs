@@ -315,7 +315,7 @@ impl<H> Outputs<'_, H> {
         announce_discovered(&discovered);
         if cargo::in_build_script() {
             for directive in &manifest.directives {
-                cargo::emit(directive);
+                cargo::emit(&expand_dirs(directive, &self.dir, &base));
             }
         }
         disk.touch(memo.name(), key);
@@ -375,13 +375,44 @@ impl<H> Outputs<'_, H> {
         let manifest = OutputManifest {
             files,
             discovered,
-            directives: captured.step.directives.clone(),
+            directives: captured
+                .step
+                .directives
+                .iter()
+                .map(|line| name_dirs(line, &self.dir, &base))
+                .collect(),
             result,
         };
         let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
         let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);
         disk.store(record, &bytes)
     }
+}
+
+/// Stands for the output directory in stored directives.
+const OUT_PLACEHOLDER: &str = "{memoshelve:out}";
+/// Stands for the package directory (`CARGO_MANIFEST_DIR`) in stored directives.
+const MANIFEST_PLACEHOLDER: &str = "{memoshelve:manifest}";
+
+/// A directive as stored: the output and package directories named by placeholder, so a hit in
+/// another target directory or checkout replays paths that exist there (`cc` prints
+/// `rustc-link-search=native=<OUT_DIR>`, for one).
+pub(crate) fn name_dirs(directive: &str, out: &Path, manifest: &Path) -> String {
+    let mut named = directive.to_owned();
+    for (dir, placeholder) in [(out, OUT_PLACEHOLDER), (manifest, MANIFEST_PLACEHOLDER)] {
+        let dir = dir.to_string_lossy();
+        if !dir.is_empty() {
+            named = named.replace(dir.as_ref(), placeholder);
+        }
+    }
+    named
+}
+
+/// The reverse of [`name_dirs`], for this build's directories.
+pub(crate) fn expand_dirs(directive: &str, out: &Path, manifest: &Path) -> String {
+    directive
+        .replace(OUT_PLACEHOLDER, &out.to_string_lossy())
+        .replace(MANIFEST_PLACEHOLDER, &manifest.to_string_lossy())
 }
 
 /// Tells cargo about discovered inputs, so its change detection covers them too.

@@ -123,3 +123,24 @@ fn manifest_paths_must_stay_inside_the_output_dir() {
         assert_eq!(safe_relative(escaping), None, "{escaping:?} was accepted");
     }
 }
+
+#[test]
+fn stored_directives_name_the_build_directories_by_placeholder() {
+    use crate::outputs::{expand_dirs, name_dirs};
+    use std::path::Path;
+    let (out, manifest) = (Path::new("/t/debug/build/x-1/out"), Path::new("/src/x"));
+    let stored = name_dirs("rustc-link-search=native=/t/debug/build/x-1/out/lib", out, manifest);
+    assert!(!stored.contains("/t/debug"), "{stored}");
+    let (other_out, other_manifest) =
+        (Path::new("/u/release/build/x-2/out"), Path::new("/home/me/x"));
+    assert_eq!(
+        expand_dirs(&stored, other_out, other_manifest),
+        "rustc-link-search=native=/u/release/build/x-2/out/lib"
+    );
+    let rerun = name_dirs("rerun-if-changed=/src/x/c/api.h", out, manifest);
+    assert_eq!(
+        expand_dirs(&rerun, other_out, other_manifest),
+        "rerun-if-changed=/home/me/x/c/api.h"
+    );
+    assert_eq!(name_dirs("rustc-link-lib=z", out, manifest), "rustc-link-lib=z");
+}

@@ -24,6 +24,10 @@ fn examples_target() -> PathBuf {
 /// `cargo <args>` on a manifest, with the examples' target dir, a cache root, logging on, and a
 /// marker file the example generators append to when they really run.
 fn cargo_output(manifest: &Path, args: &[&str], cache: &Path) -> Output {
+    cargo_output_with_target(manifest, args, cache, &examples_target())
+}
+
+fn cargo_output_with_target(manifest: &Path, args: &[&str], cache: &Path, target: &Path) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args(args).arg("--manifest-path").arg(manifest);
@@ -33,7 +37,7 @@ fn cargo_output(manifest: &Path, args: &[&str], cache: &Path) -> Output {
         }
     }
     command
-        .env("CARGO_TARGET_DIR", examples_target())
+        .env("CARGO_TARGET_DIR", target)
         .env("MEMOSHELVE_DIR", cache)
         .env("MEMOSHELVE_LOG", "all")
         .env("MEMOSHELVE_EXAMPLE_MARKER", cache.with_extension("marker"))
@@ -227,4 +231,39 @@ fn assets_are_compressed_once_each_and_an_edit_recompresses_only_that_file() {
     assert_eq!(marker.lines().last(), Some("assets page07.txt"));
     // The rebuilt crate serves the edited asset.
     cargo_in(&manifest, &["test"], &cache);
+}
+
+#[test]
+fn a_c_library_is_restored_and_links_and_an_edited_discovered_header_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let crate_dir = copy_of_example("cbind", dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    // (what the program printed, what cargo printed)
+    let run = |target: &Path| {
+        let output = cargo_output_with_target(&manifest, &["run"], &cache, target);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "cargo run failed:\n{stderr}");
+        (String::from_utf8_lossy(&output.stdout).trim().to_owned(), stderr)
+    };
+    let (answer, log) = run(&examples_target());
+    assert_eq!((answer.as_str(), generator_runs(&cache)), ("42", 1), "{log}");
+    assert!(log.contains(": miss"), "{log}");
+
+    // Another target directory: another OUT_DIR path. The library is restored there and cc's
+    // replayed `rustc-link-search=native=<OUT_DIR>` must name the new one, or linking fails.
+    // The first OUT_DIR is removed, so a replayed path to it cannot link by accident.
+    cargo_output(&manifest, &["clean", "-p", "cbind"], &cache);
+    let other_target = examples_target().join("second-target");
+    cargo_output_with_target(&manifest, &["clean", "-p", "cbind"], &cache, &other_target);
+    let (answer, log) = run(&other_target);
+    assert_eq!((answer.as_str(), generator_runs(&cache)), ("42", 1), "{log}");
+    assert!(log.contains(": cached (disk)"), "{log}");
+
+    // detail.h is not declared: it was discovered through api.h. Editing it is a miss and the
+    // binary reflects the edit (no stale library).
+    std::fs::write(crate_dir.join("c/detail.h"), "#define DETAIL_OFFSET 3\n").unwrap();
+    let (answer, log) = run(&examples_target());
+    assert_eq!((answer.as_str(), generator_runs(&cache)), ("43", 2), "{log}");
+    assert!(log.contains(": miss"), "{log}");
 }

@@ -1,0 +1,5 @@
+#include "detail.h"
+
+#define ANSWER_BASE 40
+
+int memo_answer(void);

@@ -1,0 +1,2 @@
+/* Included by api.h: a discovered input, not a declared one. */
+#define DETAIL_OFFSET 2
