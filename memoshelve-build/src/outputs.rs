@@ -48,6 +48,10 @@ pub struct OutputFile {
     pub size: u64,
     /// blake3 of the contents, hex: the blob it is restored from.
     pub blake3: String,
+    /// The file was already in the directory, unchanged, when the step ran (a generator that
+    /// skips rewriting identical files, or a file of the build script's own). It is restored
+    /// only where it is missing, or where this step put the file that is there now.
+    pub if_missing: bool,
 }
 
 /// Marks file-step keys, so they never collide with a plain value of the same type.
@@ -237,6 +241,9 @@ impl<H> Outputs<'_, H> {
             key,
             |_| self.restore::<R>(disk, &key).map(|value| ((value, None), Status::Disk)),
             || {
+                // Our own earlier outputs go first, so that a generator that skips rewriting
+                // unchanged files still writes every one of them, and all are captured.
+                remove_own_outputs(&self.dir, memo.name());
                 let before = snapshot(&self.dir);
                 let _ = std::fs::create_dir_all(&self.dir);
                 let mut state = fresh_step();
@@ -300,16 +307,27 @@ impl<H> Outputs<'_, H> {
         if manifest.discovered.iter().any(|recorded| inputs::rehash(recorded, &base) != *recorded) {
             return None;
         }
+        let ours = read_marker(&marker_path(&self.dir, memo.name()));
+        let mut placed = Vec::new();
         for file in &manifest.files {
             let target = self.dir.join(safe_relative(&file.path).expect("checked above"));
             if already_there(&target, file) {
+                if !file.if_missing || ours.iter().any(|(path, _)| *path == file.path) {
+                    placed.push(file);
+                }
                 continue;
+            }
+            let theirs = !ours.iter().any(|(path, _)| *path == file.path);
+            if file.if_missing && theirs && std::fs::symlink_metadata(&target).is_ok() {
+                continue; // never overwrite a file this step did not put there
             }
             if let Err(err) = disk.restore_file(&file.blake3, file.size, &target, file.mode) {
                 memo.discard(disk, key, Some(&record), &err);
                 return None;
             }
+            placed.push(file);
         }
+        write_marker(&self.dir, memo.name(), placed.into_iter());
         let discovered: Vec<PathBuf> =
             manifest.discovered.iter().map(|input| inputs::input_path(input, &base)).collect();
         announce_discovered(&discovered);
@@ -332,11 +350,13 @@ impl<H> Outputs<'_, H> {
         took: Duration,
     ) -> Result<()> {
         let mut files = Vec::new();
+        let others = claimed_by_other_steps(&self.dir, self.memo.name());
         for (relative, stamp) in snapshot(&self.dir) {
-            if captured.before.get(&relative) == Some(&stamp) {
-                continue;
-            }
             let name = inputs::key_path(&relative, Path::new(""));
+            let if_missing = captured.before.get(&relative) == Some(&stamp);
+            if if_missing && others.contains(&name) {
+                continue; // another memoized step's output
+            }
             if safe_relative(&name).is_none() {
                 return Err(Error::Io {
                     action: "cache a file with this name",
@@ -354,14 +374,10 @@ impl<H> Outputs<'_, H> {
                 source,
             })?;
             let (size, blake3) = disk.store_file(&path)?;
-            files.push(OutputFile {
-                path: inputs::key_path(&relative, Path::new("")),
-                mode: mode_of(&meta),
-                size,
-                blake3,
-            });
+            files.push(OutputFile { path: name, mode: mode_of(&meta), size, blake3, if_missing });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        write_marker(&self.dir, self.memo.name(), files.iter().filter(|file| !file.if_missing));
         let base = inputs::base_dir();
         let mut discovered: Vec<KeyInput> =
             captured.step.discovered.iter().map(|path| inputs::file_input(path, &base)).collect();
@@ -445,7 +461,57 @@ pub(crate) fn safe_relative(path: &str) -> Option<PathBuf> {
     (canonical && all_normal).then_some(relative)
 }
 
-/// Regular files under `dir` (relative paths) with their size and mtime; symlinks are skipped.
+/// Where a step lists the files it put in its output directory (so that it can tell its own
+/// files from others', and remove its stale ones before running again).
+const MARKER_DIR: &str = ".memoshelve";
+
+fn marker_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(MARKER_DIR).join(format!("{name}.files"))
+}
+
+/// `(relative path, blake3)` lines of a marker file; none if it is missing or unreadable.
+fn read_marker(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(hash, path)| (path.to_owned(), hash.to_owned()))
+        .collect()
+}
+
+/// Records the files this step put in `dir`. Best effort: without it a step only loses the
+/// ability to clean its stale outputs first.
+fn write_marker<'a>(dir: &Path, name: &str, files: impl Iterator<Item = &'a OutputFile>) {
+    let lines: String = files.map(|file| format!("{} {}\n", file.blake3, file.path)).collect();
+    let path = marker_path(dir, name);
+    let _ =
+        std::fs::create_dir_all(dir.join(MARKER_DIR)).and_then(|()| std::fs::write(path, lines));
+}
+
+/// Removes the files this step put in `dir` last time, where they are still unmodified.
+fn remove_own_outputs(dir: &Path, name: &str) {
+    for (path, hash) in read_marker(&marker_path(dir, name)) {
+        let Some(relative) = safe_relative(&path) else { continue };
+        let target = dir.join(relative);
+        if inputs::hash_file(&target).is_ok_and(|current| current == hash) {
+            let _ = std::fs::remove_file(target);
+        }
+    }
+}
+
+/// Paths other memoized steps list as theirs in this directory.
+fn claimed_by_other_steps(dir: &Path, name: &str) -> std::collections::HashSet<String> {
+    let own = format!("{name}.files");
+    let Ok(entries) = std::fs::read_dir(dir.join(MARKER_DIR)) else { return Default::default() };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name() != own.as_str())
+        .flat_map(|entry| read_marker(&entry.path()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// Regular files under `dir` (relative paths) with their size and mtime; symlinks and the
+/// markers' directory are skipped.
 fn snapshot(dir: &Path) -> HashMap<PathBuf, (u64, SystemTime)> {
     let mut files = HashMap::new();
     let mut pending = vec![PathBuf::new()];
@@ -454,6 +520,9 @@ fn snapshot(dir: &Path) -> HashMap<PathBuf, (u64, SystemTime)> {
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             let path = relative.join(entry.file_name());
+            if path == Path::new(MARKER_DIR) {
+                continue;
+            }
             if meta.is_dir() {
                 pending.push(path);
             } else if meta.is_file() {

@@ -63,11 +63,20 @@ fn generator_runs(cache: &Path) -> usize {
 
 fn generated_file(profile: &str, package: &str, file: &str) -> Vec<u8> {
     let build = examples_target().join(profile).join("build");
+    // Build directories are named `<package>-<16 hex digits>`.
+    let is_package = |dir: &Path| {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        name.strip_prefix(&format!("{package}-")).is_some_and(|hash| {
+            hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
+        })
+    };
     let mut found: Vec<PathBuf> = std::fs::read_dir(&build)
         .unwrap()
         .flatten()
-        .map(|entry| entry.path().join("out").join(file))
-        .filter(|path| path.is_file() && path.to_string_lossy().contains(&format!("/{package}-")))
+        .map(|entry| entry.path())
+        .filter(|dir| is_package(dir))
+        .map(|dir| dir.join("out").join(file))
+        .filter(|path| path.is_file())
         .collect();
     assert_eq!(found.len(), 1, "expected one {file} under {}: {found:?}", build.display());
     std::fs::read(found.remove(0)).unwrap()
@@ -139,7 +148,9 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A standalone copy of `examples/<name>` in `dir` (its own workspace), so a test can edit it.
-fn copy_of_example(name: &str, dir: &Path) -> PathBuf {
+/// Its package is renamed `<name>-<tag>` (the library keeps its name): cargo derives a package's
+/// OUT_DIR from its name, not its path, so copies sharing a target dir must not share a name.
+fn copy_of_example(name: &str, tag: &str, dir: &Path) -> PathBuf {
     let source = examples_dir().join(name);
     let crate_dir = dir.join(format!("{name}-copy"));
     copy_tree(&source, &crate_dir);
@@ -148,11 +159,12 @@ fn copy_of_example(name: &str, dir: &Path) -> PathBuf {
         .unwrap()
         .replace("edition.workspace = true", "edition = \"2024\"")
         .replace("publish.workspace = true", "publish = false")
+        .replace(&format!("name = \"{name}\""), &format!("name = \"{name}-{tag}\""))
         .replace(
             "path = \"../../memoshelve-build\"",
             &format!("path = {:?}", library.display().to_string()),
         )
-        + "\n[workspace]\n";
+        + &format!("\n[lib]\nname = \"{}\"\n\n[workspace]\n", name.replace('-', "_"));
     std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::copy(examples_dir().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
     crate_dir
@@ -162,7 +174,7 @@ fn copy_of_example(name: &str, dir: &Path) -> PathBuf {
 fn editing_protos_misses_undeclared_files_do_not_and_a_failing_generator_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let crate_dir = copy_of_example("protos", dir.path());
+    let crate_dir = copy_of_example("protos", "edits", dir.path());
     let manifest = crate_dir.join("Cargo.toml");
     let build = || cargo_in(&manifest, &["build"], &cache);
     assert!(build().contains(": miss"));
@@ -209,13 +221,13 @@ fn editing_protos_misses_undeclared_files_do_not_and_a_failing_generator_stores_
 fn assets_are_compressed_once_each_and_an_edit_recompresses_only_that_file() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let crate_dir = copy_of_example("assets", dir.path());
+    let crate_dir = copy_of_example("assets", "edits", dir.path());
     let manifest = crate_dir.join("Cargo.toml");
     let cold = cargo_in(&manifest, &["build"], &cache);
     assert_eq!(generator_runs(&cache), 24, "{cold}");
     assert_eq!(cold.matches(": miss").count(), 24, "{cold}");
 
-    cargo_in(&manifest, &["clean", "-p", "assets"], &cache);
+    cargo_in(&manifest, &["clean", "-p", "assets-edits"], &cache);
     let warm = cargo_in(&manifest, &["build"], &cache);
     assert_eq!(warm.matches(": cached (disk)").count(), 24, "{warm}");
     assert_eq!(generator_runs(&cache), 24, "a warm build compressed again");
@@ -237,7 +249,7 @@ fn assets_are_compressed_once_each_and_an_edit_recompresses_only_that_file() {
 fn a_c_library_is_restored_and_links_and_an_edited_discovered_header_misses() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let crate_dir = copy_of_example("cbind", dir.path());
+    let crate_dir = copy_of_example("cbind", "links", dir.path());
     let manifest = crate_dir.join("Cargo.toml");
     // (what the program printed, what cargo printed)
     let run = |target: &Path| {
@@ -253,9 +265,9 @@ fn a_c_library_is_restored_and_links_and_an_edited_discovered_header_misses() {
     // Another target directory: another OUT_DIR path. The library is restored there and cc's
     // replayed `rustc-link-search=native=<OUT_DIR>` must name the new one, or linking fails.
     // The first OUT_DIR is removed, so a replayed path to it cannot link by accident.
-    cargo_output(&manifest, &["clean", "-p", "cbind"], &cache);
+    cargo_output(&manifest, &["clean", "-p", "cbind-links"], &cache);
     let other_target = examples_target().join("second-target");
-    cargo_output_with_target(&manifest, &["clean", "-p", "cbind"], &cache, &other_target);
+    cargo_output_with_target(&manifest, &["clean", "-p", "cbind-links"], &cache, &other_target);
     let (answer, log) = run(&other_target);
     assert_eq!((answer.as_str(), generator_runs(&cache)), ("42", 1), "{log}");
     assert!(log.contains(": cached (disk)"), "{log}");
@@ -266,4 +278,78 @@ fn a_c_library_is_restored_and_links_and_an_edited_discovered_header_misses() {
     let (answer, log) = run(&examples_target());
     assert_eq!((answer.as_str(), generator_runs(&cache)), ("43", 2), "{log}");
     assert!(log.contains(": miss"), "{log}");
+}
+
+/// `cargo build --message-format=json` of the crate at `manifest`: its OUT_DIR, whether its lib
+/// was recompiled, and cargo's stderr (memoshelve's log lines).
+fn build_json(manifest: &Path, cache: &Path) -> (PathBuf, bool, String) {
+    let output = cargo_output(manifest, &["build", "--message-format=json"], cache);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let crate_dir = manifest.parent().unwrap().to_string_lossy().into_owned();
+    let (mut out_dir, mut recompiled) = (None, false);
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let message: serde_json::Value = serde_json::from_str(line).unwrap();
+        if !message["package_id"].as_str().is_some_and(|id| id.contains(&crate_dir)) {
+            continue;
+        }
+        match message["reason"].as_str() {
+            Some("build-script-executed") => {
+                out_dir = message["out_dir"].as_str().map(PathBuf::from)
+            }
+            Some("compiler-artifact") if message["target"]["kind"][0] == "lib" => {
+                recompiled = message["fresh"] == false;
+            }
+            _ => {}
+        }
+    }
+    (out_dir.expect("a build-script-executed message"), recompiled, stderr)
+}
+
+#[test]
+fn restoring_over_a_newer_out_dir_recompiles_and_identical_files_keep_their_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let crate_dir = copy_of_example("protos", "restore", dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    let shop = crate_dir.join("proto/shop.proto");
+    let schema_a = std::fs::read_to_string(&shop).unwrap();
+    build_json(&manifest, &cache);
+    std::fs::write(
+        &shop,
+        schema_a.replace("uint32 quantity = 2;", "uint32 quantity = 2;\n  string note = 3;"),
+    )
+    .unwrap();
+    let (out_dir, _, log) = build_json(&manifest, &cache);
+    assert!(log.contains(": miss"), "{log}");
+    assert!(std::fs::read_to_string(out_dir.join("shop.rs")).unwrap().contains("pub note:"));
+
+    // Back to schema A: its entry is restored over B's files, and the crate is rebuilt from it.
+    std::fs::write(&shop, &schema_a).unwrap();
+    let (out_dir, recompiled, log) = build_json(&manifest, &cache);
+    assert!(log.contains(": cached (disk)"), "{log}");
+    assert!(recompiled, "the crate was not recompiled after its generated code changed");
+    assert!(
+        !std::fs::read_to_string(out_dir.join("shop.rs")).unwrap().contains("pub note:"),
+        "stale code in {}:\n{log}",
+        out_dir.display()
+    );
+
+    // Only the schema's mtime changes: the build script reruns and hits, and the identical
+    // generated files are left as they are. (Cargo still rebuilds a crate whose build script
+    // reran; what memoshelve owes is not to touch identical files.)
+    let generated_mtime = std::fs::metadata(out_dir.join("shop.rs")).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&shop)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    let (again, _, log) = build_json(&manifest, &cache);
+    assert_eq!(again, out_dir);
+    assert!(log.contains(": cached (disk)"), "{log}");
+    assert_eq!(
+        std::fs::metadata(out_dir.join("shop.rs")).unwrap().modified().unwrap(),
+        generated_mtime
+    );
 }

@@ -92,16 +92,73 @@ fn identical_files_are_left_alone_and_changed_ones_get_a_fresh_mtime() {
 }
 
 #[test]
-fn only_files_the_step_wrote_are_stored() {
+fn another_steps_files_are_not_stored_and_pre_existing_files_are_never_overwritten() {
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    fs::write(out.path().join("other-step.rs"), "// not ours").unwrap();
-    let memo = Memo::new("outputs-only-ours").dir(cache.path());
+    // Another memoized step shares the directory: its file is its own.
+    Memo::new("outputs-neighbour").dir(cache.path()).outputs(out.path()).call(&1, |step| {
+        fs::write(step.dir().join("neighbour.rs"), "// the other step").unwrap();
+    });
+    // The build script writes a file of its own before the step.
+    fs::write(out.path().join("script.rs"), "// written by build.rs, version 1").unwrap();
+    let memo = Memo::new("outputs-ours").dir(cache.path());
     memo.outputs(out.path()).call(&1, generate);
+
+    // On a hit, the script's newer file is not overwritten with the captured one.
+    fs::write(out.path().join("script.rs"), "// written by build.rs, version 2").unwrap();
+    fs::remove_file(out.path().join("parser.rs")).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
+    assert_eq!(
+        fs::read_to_string(out.path().join("script.rs")).unwrap(),
+        "// written by build.rs, version 2"
+    );
+    assert!(out.path().join("parser.rs").exists());
+
+    // After a clean, the step's files come back, and a pre-existing one only because it is missing;
+    // the neighbour's file is not this step's to restore.
     fs::remove_dir_all(out.path()).unwrap();
     assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
-    assert!(!out.path().join("other-step.rs").exists());
     assert!(out.path().join("parser.rs").exists());
+    assert_eq!(
+        fs::read_to_string(out.path().join("script.rs")).unwrap(),
+        "// written by build.rs, version 1"
+    );
+    assert!(!out.path().join("neighbour.rs").exists());
+}
+
+/// Like prost-build: writes a file only when its content would change.
+fn write_if_changed(path: &Path, content: &str) {
+    if fs::read_to_string(path).ok().as_deref() != Some(content) {
+        fs::write(path, content).unwrap();
+    }
+}
+
+#[test]
+fn a_generator_that_skips_identical_writes_is_still_restored_correctly() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("outputs-skip-identical").dir(cache.path());
+    let generate = |schema: &'static str| {
+        move |step: &mut Step| {
+            write_if_changed(&step.dir().join("shop.rs"), &format!("// schema {schema}"))
+        }
+    };
+    // An earlier build (before memoshelve) left schema A's output behind.
+    fs::write(out.path().join("shop.rs"), "// schema A").unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"A", generate("A")).1, Status::Miss);
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"B", generate("B")).1, Status::Miss);
+    assert_eq!(fs::read_to_string(out.path().join("shop.rs")).unwrap(), "// schema B");
+    // Back to A: restored over B's file.
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"A", generate("A")).1, Status::Disk);
+    assert_eq!(
+        fs::read_to_string(out.path().join("shop.rs")).unwrap(),
+        "// schema A",
+        "stale output"
+    );
+    // And after a clean, A's entry is complete.
+    fs::remove_dir_all(out.path()).unwrap();
+    assert_eq!(memo.outputs(out.path()).call_with_status(&"A", generate("A")).1, Status::Disk);
+    assert_eq!(fs::read_to_string(out.path().join("shop.rs")).unwrap(), "// schema A");
 }
 
 #[test]
