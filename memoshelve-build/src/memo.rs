@@ -454,12 +454,17 @@ impl<H> Memo<H> {
             .ok()
     }
 
-    fn report(&self, key: &Key, status: Status, took: Option<Duration>) {
+    /// Reports an event the log asks for: a miss with how long the computation took, a hit
+    /// with how long the lookup (and, for a file step, the restore) took.
+    fn report(&self, key: &Key, status: Status, took: Duration) {
         if self.log.includes(status) {
-            let took = took
-                .map(|took| format!(", computed in {:.3}s", took.as_secs_f64()))
-                .unwrap_or_default();
-            cargo::report(&format!("{} {}: {status}{took}", self.name, key.short()));
+            let verb = if status == Status::Miss { "computed" } else { "served" };
+            let took = took.as_secs_f64();
+            cargo::report(&format!(
+                "{} {}: {status}, {verb} in {took:.4}s",
+                self.name,
+                key.short()
+            ));
         }
     }
 
@@ -705,8 +710,9 @@ impl<H> Memo<H> {
         compute: impl FnOnce() -> Result<R, E>,
         store: impl FnOnce(&R, Duration),
     ) -> Result<(R, Status), E> {
+        let started = Instant::now();
         if let Some((value, status)) = lookup(false) {
-            self.report(&key, status, None);
+            self.report(&key, status, started.elapsed());
             return Ok((value, status));
         }
         // One process computes a key at a time when races are not allowed; the others wait,
@@ -715,7 +721,7 @@ impl<H> Memo<H> {
             Some(disk) if !self.allow_race => match disk.lock_key(&key, self.lock_timeout) {
                 Ok(Some(lock)) => {
                     if let Some((value, status)) = lookup(true) {
-                        self.report(&key, status, None);
+                        self.report(&key, status, started.elapsed());
                         return Ok((value, status));
                     }
                     Some(lock)
@@ -745,7 +751,7 @@ impl<H> Memo<H> {
         let started = Instant::now();
         let value = compute()?;
         let took = started.elapsed();
-        self.report(&key, Status::Miss, Some(took));
+        self.report(&key, Status::Miss, took);
         store(&value, took);
         Ok((value, Status::Miss))
     }

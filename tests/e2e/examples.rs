@@ -353,3 +353,22 @@ fn restoring_over_a_newer_out_dir_recompiles_and_identical_files_keep_their_mtim
         generated_mtime
     );
 }
+
+#[test]
+fn grammar_parser_is_restored_without_running_lalrpop() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().join("cache");
+    cargo(&["clean", "-p", "grammar"], &cache);
+    let cold = cargo(&["build", "-p", "grammar"], &cache);
+    assert!(cold.contains("memoshelve: grammar-lalrpop") && cold.contains(": miss"), "{cold}");
+    assert_eq!(generator_runs(&cache), 1);
+    let parser = generated_file("debug", "grammar", "minilang.rs");
+
+    cargo(&["clean", "-p", "grammar"], &cache);
+    let warm = cargo(&["build", "-p", "grammar"], &cache);
+    assert!(warm.contains(": cached (disk)"), "{warm}");
+    assert_eq!(generator_runs(&cache), 1, "LALRPOP ran on a warm build");
+    assert_eq!(generated_file("debug", "grammar", "minilang.rs"), parser);
+    // The restored parser compiles and parses.
+    cargo(&["test", "-p", "grammar"], &cache);
+}

@@ -50,6 +50,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // Unit, integration, end-to-end (real processes, real cargo builds of examples/) and doc tests.
     step("test", cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     step("test examples", cargo().args(["test", "--manifest-path"]).arg(&examples))?;
+    // The README's first command, so that it never rots.
+    step("demo", cargo().args(["run", "--quiet", "--package", "xtask", "--", "demo"]))?;
     step(
         "doc",
         cargo()

@@ -3,6 +3,7 @@
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports to a terminal")]
 
 mod ci;
+mod demo;
 mod tidy;
 
 use std::process::ExitCode;
@@ -10,13 +11,15 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci      everything CI checks: fmt, clippy -D warnings, tests (unit, integration, e2e, doc), docs, tidy
+  demo    the README's demo: a LALRPOP codegen example built twice around `cargo clean`
+  ci      everything CI checks: fmt, clippy -D warnings, tests (unit, integration, e2e, doc), the demo, docs, tidy
   tidy    repository hygiene: module docs, trailing whitespace, ARCHITECTURE.md names every crate";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("ci") => ci::run(),
+        Some("demo") => demo::run(),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help") => {
             println!("{USAGE}");
