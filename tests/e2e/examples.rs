@@ -28,6 +28,16 @@ fn cargo_output(manifest: &Path, args: &[&str], cache: &Path) -> Output {
 }
 
 fn cargo_output_with_target(manifest: &Path, args: &[&str], cache: &Path, target: &Path) -> Output {
+    cargo_output_with_env(manifest, args, cache, target, &[])
+}
+
+fn cargo_output_with_env(
+    manifest: &Path,
+    args: &[&str],
+    cache: &Path,
+    target: &Path,
+    env: &[(&str, &str)],
+) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args(args).arg("--manifest-path").arg(manifest);
@@ -41,6 +51,7 @@ fn cargo_output_with_target(manifest: &Path, args: &[&str], cache: &Path, target
         .env("MEMOSHELVE_DIR", cache)
         .env("MEMOSHELVE_LOG", "all")
         .env("MEMOSHELVE_EXAMPLE_MARKER", cache.with_extension("marker"))
+        .envs(env.iter().copied())
         .output()
         .expect("run cargo")
 }
@@ -371,4 +382,49 @@ fn grammar_parser_is_restored_without_running_lalrpop() {
     assert_eq!(generated_file("debug", "grammar", "minilang.rs"), parser);
     // The restored parser compiles and parses.
     cargo(&["test", "-p", "grammar"], &cache);
+}
+
+#[test]
+fn a_declared_env_var_or_a_new_version_recomputes_and_another_checkout_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let crate_dir = copy_of_example("cbind", "env", dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    let build = |env: &[(&str, &str)]| {
+        let output = cargo_output_with_env(&manifest, &["build"], &cache, &examples_target(), env);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    assert!(build(&[]).contains(": miss"));
+    assert_eq!(generator_runs(&cache), 1);
+    // CFLAGS is declared with .env("CFLAGS"): a new value is a miss, and the same value again a hit.
+    assert!(build(&[("CFLAGS", "-O1")]).contains(": miss"));
+    assert_eq!(generator_runs(&cache), 2);
+    assert!(build(&[]).contains(": cached (disk)"));
+    assert_eq!(generator_runs(&cache), 2);
+
+    // A new version salt in build.rs invalidates the entries made before it.
+    let build_rs = crate_dir.join("build.rs");
+    let source = std::fs::read_to_string(&build_rs).unwrap();
+    let bumped = source.replace(".env(\"CFLAGS\");", ".env(\"CFLAGS\")\n        .version(\"2\");");
+    assert_ne!(bumped, source, "build.rs no longer has the line this test edits");
+    std::fs::write(&build_rs, bumped).unwrap();
+    assert!(build(&[]).contains(": miss"));
+    assert_eq!(generator_runs(&cache), 3);
+
+    // The same project checked out at another path (and built in another target dir) hits.
+    let elsewhere = dir.path().join("elsewhere");
+    let other_checkout = copy_of_example("cbind", "env", &elsewhere);
+    std::fs::copy(&build_rs, other_checkout.join("build.rs")).unwrap();
+    let output = cargo_output_with_target(
+        &other_checkout.join("Cargo.toml"),
+        &["build"],
+        &cache,
+        &examples_target().join("second-target"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(": cached (disk)"), "another checkout missed:\n{stderr}");
+    assert_eq!(generator_runs(&cache), 3);
 }
