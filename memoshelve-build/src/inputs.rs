@@ -78,12 +78,18 @@ pub(crate) fn glob_base(pattern: &str) -> PathBuf {
     base
 }
 
-fn expand_glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
-    let absolute = if Path::new(pattern).is_absolute() {
+/// A pattern taken from `base` unless absolute, with `base` itself escaped.
+fn absolute_pattern(pattern: &str, base: &Path) -> String {
+    if Path::new(pattern).is_absolute() {
         pattern.to_owned()
     } else {
         format!("{}/{pattern}", glob::Pattern::escape(&base.to_string_lossy()))
-    };
+    }
+}
+
+fn expand_glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
+    let absolute = absolute_pattern(pattern, base);
+
     let mut files: Vec<PathBuf> = glob::glob(&absolute)
         .map_err(|err| format!("invalid glob {pattern:?}: {err}"))?
         .filter_map(Result::ok)
@@ -97,6 +103,15 @@ fn expand_glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
 pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
     use rayon::prelude::*;
     let base = base_dir();
+    // Gitignore-style exclusions: `!pattern` removes matching files from every glob.
+    let excluded: Vec<glob::Pattern> = declared
+        .iter()
+        .filter_map(|declaration| match declaration {
+            Declared::Glob(pattern) => pattern.strip_prefix('!'),
+            _ => None,
+        })
+        .filter_map(|pattern| glob::Pattern::new(&absolute_pattern(pattern, &base)).ok())
+        .collect();
     let in_build_script = cargo::in_build_script();
     let mut files: Vec<PathBuf> = Vec::new();
     let mut inputs: Vec<KeyInput> = Vec::new();
@@ -108,12 +123,23 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
                 }
                 files.push(path.clone());
             }
+            Declared::Glob(pattern) if pattern.starts_with('!') => {
+                // An exclusion: applied to every glob of this Memo, below.
+                inputs.push(KeyInput {
+                    kind: "glob".to_owned(),
+                    name: pattern.clone(),
+                    value: String::new(),
+                });
+            }
             Declared::Glob(pattern) => {
                 if in_build_script {
                     cargo::rerun_if_changed(&base.join(glob_base(pattern)));
                 }
                 match expand_glob(pattern, &base) {
-                    Ok(matched) => {
+                    Ok(mut matched) => {
+                        matched.retain(|path| {
+                            !excluded.iter().any(|exclusion| exclusion.matches_path(path))
+                        });
                         let names =
                             matched.iter().map(|path| key_path(path, &base)).collect::<Vec<_>>();
                         inputs.push(KeyInput {

@@ -310,7 +310,9 @@ impl<H> Memo<H> {
     /// Every file matching this glob (`*`, `?`, `[..]`, and `**` for any depth; relative to
     /// `CARGO_MANIFEST_DIR`) joins the key, in sorted order, so adding, removing or editing a
     /// matching file changes it. Cargo is told to watch the pattern's base directory, so a new
-    /// matching file reruns the build script.
+    /// matching file reruns the build script. As in `.gitignore`, a pattern starting with `!`
+    /// excludes the files it matches from every glob of this `Memo`:
+    /// `.input_glob("proto/**/*.proto").input_glob("!proto/vendor/**")`.
     pub fn input_glob(self, pattern: impl Into<String>) -> Self {
         self.declare(Declared::Glob(pattern.into()))
     }

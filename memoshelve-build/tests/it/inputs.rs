@@ -112,3 +112,37 @@ fn many_files_are_hashed_in_parallel_and_correctly() {
         );
     }
 }
+
+#[test]
+fn globs_match_recursively_and_exclusions_apply_like_gitignore() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["proto/a.proto", "proto/deep/b.proto", "proto/vendor/c.proto", "proto/readme.md"] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, file).unwrap();
+    }
+    let pattern = format!("{}/proto/**/*.proto", dir.path().display());
+    let all = Memo::new("inputs-glob").input_glob(&pattern);
+    let names: Vec<_> = input(&all, "file").iter().map(|input| input.name.clone()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|name| name.ends_with(".proto")));
+    let without_vendor = Memo::new("inputs-glob")
+        .input_glob(&pattern)
+        .input_glob(format!("!{}/proto/vendor/**", dir.path().display()));
+    let names: Vec<_> =
+        input(&without_vendor, "file").iter().map(|input| input.name.clone()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!names.iter().any(|name| name.contains("vendor")));
+    // Editing an excluded file does not change the key; editing an included one does.
+    let key = without_vendor.key_for::<u8, _>(&()).unwrap();
+    std::fs::write(dir.path().join("proto/vendor/c.proto"), "edited").unwrap();
+    let again = Memo::new("inputs-glob")
+        .input_glob(&pattern)
+        .input_glob(format!("!{}/proto/vendor/**", dir.path().display()));
+    assert_eq!(again.key_for::<u8, _>(&()).unwrap(), key);
+    std::fs::write(dir.path().join("proto/a.proto"), "edited").unwrap();
+    let edited = Memo::new("inputs-glob")
+        .input_glob(&pattern)
+        .input_glob(format!("!{}/proto/vendor/**", dir.path().display()));
+    assert_ne!(edited.key_for::<u8, _>(&()).unwrap(), key);
+}
