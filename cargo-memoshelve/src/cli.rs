@@ -38,6 +38,61 @@ pub(crate) enum Command {
     ///
     /// With --json: {"path": "...", "source": "...", "exists": true}.
     Path,
+    /// List the entries: name, short key, size, age, last use, compute time, disk hits.
+    ///
+    /// With --json: an array of {name, key, version, type_name, bytes, created_ms,
+    /// last_used_ms, compute_us, hits, misses, files, args}.
+    List {
+        /// Only entries of this cache name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Order of the rows.
+        #[arg(long, value_enum, default_value_t = Sort::Name)]
+        sort: Sort,
+    },
+    /// Show one entry in full: metadata, key inputs, output files.
+    ///
+    /// KEY may be any unique prefix of the hex key (12 digits are shown by `list`).
+    Show {
+        /// The key, or a unique prefix of it.
+        key: String,
+    },
+    /// Summarize the cache: entries, bytes, per-name figures, hits and time saved.
+    ///
+    /// Time saved is each entry's disk hits times the time its computation took.
+    Stats,
+    /// Check every entry's integrity (value and output files, by blake3), in parallel.
+    ///
+    /// Exits with 1 when it found damage, also with --repair.
+    Verify {
+        /// Remove the damaged entries (they are recomputed on next use).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Delete entries: all of them, or those of one cache name.
+    ///
+    /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.
+    Clear {
+        /// Only entries of this cache name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// How `list` orders its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Sort {
+    /// By cache name, then key.
+    Name,
+    /// Largest first.
+    Size,
+    /// Newest first.
+    Age,
+    /// Most recently used first.
+    Used,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod output;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -72,3 +72,185 @@ fn help_explains_and_usage_errors_exit_2() {
     let wrong = bin().args(["memoshelve", "no-such-command"]).output().unwrap();
     assert_eq!(wrong.status.code(), Some(2));
 }
+
+/// A cache with two names: `alpha` (three values, one large) and `beta` (a file step, two files).
+fn sample_cache(root: &Path) {
+    let alpha = memoshelve_build::Memo::new("alpha").dir(root).mem_capacity(0);
+    alpha.call(&1, || "one".to_owned());
+    alpha.call(&2, || "two".to_owned());
+    alpha.call(&3, || "x".repeat(50_000));
+    let out = root.parent().unwrap().join("out");
+    memoshelve_build::Memo::new("beta").dir(root).outputs(&out).call(&(), |step| {
+        std::fs::write(step.dir().join("a.rs"), "pub const A: u8 = 1;").unwrap();
+        std::fs::write(step.dir().join("b.bin"), vec![7u8; 20_000]).unwrap();
+    });
+}
+
+fn cli(root: &Path, args: &[&str]) -> Output {
+    bin().arg("memoshelve").arg("--dir").arg(root).args(args).output().unwrap()
+}
+
+fn json(root: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&stdout(&cli(root, &all))).unwrap()
+}
+
+#[test]
+fn list_shows_every_entry_filters_and_sorts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let all = json(&root, &["list"]);
+    let rows = all.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.iter().filter(|row| row["name"] == "alpha").count(), 3);
+    let beta = rows.iter().find(|row| row["name"] == "beta").unwrap();
+    assert_eq!(beta["files"], 2);
+    assert!(beta["bytes"].as_u64().unwrap() >= 20_000);
+    assert_eq!(json(&root, &["list", "--name", "beta"]).as_array().unwrap().len(), 1);
+    let by_size = json(&root, &["list", "--sort", "size"]);
+    let sizes: Vec<u64> =
+        by_size.as_array().unwrap().iter().map(|row| row["bytes"].as_u64().unwrap()).collect();
+    assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]), "{sizes:?}");
+    let human = stdout(&cli(&root, &["list"]));
+    assert!(human.starts_with("NAME"), "{human}");
+    assert_eq!(human.lines().count(), 5, "{human}");
+    let empty = stdout(&cli(&dir.path().join("empty"), &["list"]));
+    assert!(empty.starts_with("no entries"), "{empty}");
+}
+
+#[test]
+fn show_finds_an_entry_by_key_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let rows = json(&root, &["list", "--name", "beta"]);
+    let key = rows[0]["key"].as_str().unwrap().to_owned();
+    let shown = json(&root, &["show", &key[..10]]);
+    assert_eq!(shown["entry"]["record"]["key"], key.as_str());
+    assert_eq!(shown["entry"]["files"].as_array().unwrap().len(), 2);
+    let human = stdout(&cli(&root, &["show", &key[..10]]));
+    assert!(human.contains("output files:") && human.contains("b.bin"), "{human}");
+    let ambiguous = cli(&root, &["show", ""]);
+    assert_eq!(ambiguous.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("give more digits"));
+    let unknown = cli(&root, &["show", "zzzz"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no entry"));
+}
+
+#[test]
+fn stats_counts_disk_hits_and_time_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    for _ in 0..3 {
+        assert_eq!(
+            alpha.get_with_status::<String, _>(&1).unwrap().1,
+            memoshelve_build::Status::Disk
+        );
+    }
+    let stats = json(&root, &["stats"]);
+    assert_eq!(stats["entries"], 4);
+    assert_eq!(stats["hits"], 3);
+    assert_eq!(stats["names"]["alpha"]["hits"], 3);
+    assert_eq!(stats["names"]["alpha"]["misses"], 3);
+    assert_eq!(stats["names"]["beta"]["entries"], 1);
+    let compute_us = json(&root, &["list", "--name", "alpha"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["args"] == "1")
+        .unwrap()["compute_us"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(stats["saved_us"].as_u64().unwrap(), 3 * compute_us);
+    assert!(stats["blob_bytes"].as_u64().unwrap() >= 70_000);
+    let human = stdout(&cli(&root, &["stats"]));
+    assert!(human.contains("entries:     4") && human.contains("alpha"), "{human}");
+}
+
+#[test]
+fn verify_finds_injected_damage_and_repair_removes_only_that() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+    // Damage the large alpha value's blob and delete beta's b.bin blob.
+    let blobs: Vec<std::path::PathBuf> = walk(&root.join("blobs-b3"));
+    let big = blobs.iter().find(|blob| std::fs::metadata(blob).unwrap().len() > 40_000).unwrap();
+    std::fs::set_permissions(big, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(big).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(big, bytes).unwrap();
+    let b_bin = blobs.iter().find(|blob| std::fs::metadata(blob).unwrap().len() == 20_000).unwrap();
+    std::fs::remove_file(b_bin).unwrap();
+
+    let report = cli(&root, &["verify", "--json"]);
+    assert_eq!(report.status.code(), Some(1), "damage must make verify fail");
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["checked"], 4);
+    let damaged: Vec<&str> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(damaged, ["alpha", "beta"]);
+    assert_eq!(cli(&root, &["verify", "--repair"]).status.code(), Some(1));
+    assert_eq!(
+        cli(&root, &["verify"]).status.code(),
+        Some(0),
+        "after --repair the cache verifies clean"
+    );
+    // The good entries are still served.
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&1).as_deref(), Some("one"));
+    assert_eq!(alpha.get::<String, _>(&3), None);
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 2);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+#[test]
+fn clear_needs_yes_off_a_terminal_and_can_target_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let refused = bin()
+        .arg("memoshelve")
+        .arg("--dir")
+        .arg(&root)
+        .arg("clear")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert_eq!(
+        json(&root, &["list"]).as_array().unwrap().len(),
+        4,
+        "a refused clear deleted something"
+    );
+    let cleared = json(&root, &["clear", "--name", "alpha", "--yes"]);
+    assert_eq!(cleared["removed"], 3);
+    let left = json(&root, &["list"]);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["name"], "beta");
+    stdout(&cli(&root, &["clear", "--yes"]));
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 0);
+    assert!(root.is_dir(), "clear keeps the root itself");
+}

@@ -40,6 +40,8 @@ pub(crate) const NO_CACACHE_CONTENT: &str = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50";
 const BLOB_DIR: &str = "blobs-b3";
 const TMP_DIR: &str = "tmp-b3";
 const LOCK_DIR: &str = "locks";
+/// The append-only log of disk hits and misses, one tab-separated line each.
+pub(crate) const EVENT_LOG: &str = "events.log";
 
 /// What the index records about one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,6 +120,11 @@ impl Disk {
             Err(err) => return Err(root_error(err)),
         }
         Ok(Disk { root: root.to_owned() })
+    }
+
+    /// A root as it is, created or not (for inspection: nothing is written by opening).
+    pub(crate) fn at(root: &Path) -> Disk {
+        Disk { root: root.to_owned() }
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -388,9 +395,13 @@ impl Disk {
         Ok(existed)
     }
 
-    /// Every live record under this name; unreadable records are skipped.
-    pub(crate) fn list(&self, name: &str) -> Result<Vec<EntryRecord>> {
-        let prefix = format!("{INDEX_PREFIX}{name}/");
+    /// Every live record (of one name, or of all), with its index key; unreadable records and
+    /// records of other format versions are skipped.
+    pub(crate) fn list(&self, name: Option<&str>) -> Result<Vec<EntryRecord>> {
+        let prefix = match name {
+            Some(name) => format!("{INDEX_PREFIX}{name}/"),
+            None => INDEX_PREFIX.to_owned(),
+        };
         if !self.root.join("index-v5").exists() {
             return Ok(Vec::new());
         }
@@ -400,7 +411,9 @@ impl Disk {
                 .filter_map(|meta| meta.ok())
                 .filter(|meta| meta.key.starts_with(&prefix))
                 .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
-                .filter(|record| record.format == FORMAT_VERSION && record.name == name)
+                .filter(|record| {
+                    record.format == FORMAT_VERSION && name.is_none_or(|name| record.name == name)
+                })
                 .collect::<Vec<_>>()
         });
         listed.map_err(|_| Error::Index {
@@ -408,6 +421,40 @@ impl Disk {
             key: prefix,
             message: "the index could not be listed (a bucket is malformed)".to_owned(),
         })
+    }
+
+    /// Checks that a blob exists with this size and blake3 hash.
+    pub(crate) fn check_blob(
+        &self,
+        blake3_hex: &str,
+        size: u64,
+    ) -> std::result::Result<(), String> {
+        let path = self
+            .blob_path(blake3_hex)
+            .ok_or_else(|| format!("malformed blob hash {blake3_hex:?}"))?;
+        let mut hasher = blake3::Hasher::new();
+        let file =
+            fs::File::open(&path).map_err(|err| format!("blob {}: {err}", path.display()))?;
+        hasher.update_reader(file).map_err(|err| format!("blob {}: {err}", path.display()))?;
+        let actual_size = hasher.count();
+        if actual_size != size {
+            return Err(format!("blob {} is {actual_size} bytes, expected {size}", path.display()));
+        }
+        if hasher.finalize().to_hex().as_str() != blake3_hex {
+            return Err(format!("blob {} does not match its blake3 hash", path.display()));
+        }
+        Ok(())
+    }
+
+    /// Appends one line to the root's event log (`events.log`), which `cargo memoshelve stats`
+    /// reads. One `write` per line on a file opened for appending: lines from concurrent
+    /// processes do not interleave. Best effort, like every cache write.
+    pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
+        let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
+        let path = self.root.join(EVENT_LOG);
+        if let Ok(mut file) = fs::File::options().create(true).append(true).open(path) {
+            let _ = file.write_all(line.as_bytes());
+        }
     }
 
     /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).

@@ -112,6 +112,7 @@ mod memo;
 mod memory;
 mod outputs;
 mod status;
+pub mod store;
 
 #[cfg(test)]
 mod tests;

@@ -470,6 +470,19 @@ impl<H> Memo<H> {
         }
     }
 
+    /// Appends disk hits and misses to the root's event log, for `cargo memoshelve stats`.
+    /// Memory hits (repeats within one process) are not logged: they must stay nanoseconds.
+    fn record_event(&self, key: &Key, status: Status) {
+        let tier = match status {
+            Status::Disk => "disk",
+            Status::Miss => "miss",
+            _ => return,
+        };
+        if let Some(disk) = self.disk() {
+            disk.log_event(tier, &self.name, key);
+        }
+    }
+
     /// Memory, then disk. A bad disk entry (corrupt, undecodable, invalid) is removed.
     fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
         let shared = if self.mem_capacity == 0 { None } else { MemoryTier::global().get(key) };
@@ -714,6 +727,7 @@ impl<H> Memo<H> {
     ) -> Result<(R, Status), E> {
         let started = Instant::now();
         if let Some((value, status)) = lookup(false) {
+            self.record_event(&key, status);
             self.report(&key, status, started.elapsed());
             return Ok((value, status));
         }
@@ -723,6 +737,7 @@ impl<H> Memo<H> {
             Some(disk) if !self.allow_race => match disk.lock_key(&key, self.lock_timeout) {
                 Ok(Some(lock)) => {
                     if let Some((value, status)) = lookup(true) {
+                        self.record_event(&key, status);
                         self.report(&key, status, started.elapsed());
                         return Ok((value, status));
                     }
@@ -754,6 +769,7 @@ impl<H> Memo<H> {
         let value = compute()?;
         let took = started.elapsed();
         self.report(&key, Status::Miss, took);
+        self.record_event(&key, Status::Miss);
         store(&value, took);
         Ok((value, Status::Miss))
     }
@@ -784,7 +800,9 @@ impl<H> Memo<H> {
             return None;
         }
         let key = self.key_of::<A, T>(args)?;
-        self.lookup::<T>(&key)
+        let found = self.lookup::<T>(&key)?;
+        self.record_event(&key, found.1);
+        Some(found)
     }
 
     /// Whether a value of type `T` is cached for `args` in either tier. It does not read or
@@ -862,7 +880,7 @@ impl<H> Memo<H> {
         let Some(disk) = self.disk() else {
             return Vec::new();
         };
-        match disk.list(&self.name) {
+        match disk.list(Some(&self.name)) {
             Ok(records) => {
                 records.into_iter().filter(|record| record.version == self.version).collect()
             }

@@ -138,3 +138,50 @@ fn directives_a_step_prints_itself_are_forwarded_once_and_replayed_on_a_hit() {
     assert_eq!(count(&second, "cargo:rustc-link-lib=probe"), 1, "{second:?}");
     assert_eq!(count(&second, "generator chatter"), 0, "only directives are replayed: {second:?}");
 }
+
+/// The `cargo-memoshelve` binary of this workspace, built if needed.
+fn cli_binary() -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    std::path::Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve")
+}
+
+#[test]
+fn stats_counts_the_hits_of_concurrent_processes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    // Five entries, then eight processes that each hit all five from disk at the same time.
+    lines(probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "5", "--size", "3000"]));
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            probe(&["call", "--dir", root_arg, "--arg", "1", "--count", "5", "--size", "3000"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(
+            text.lines().filter(|line| line.ends_with("cached (disk)")).count(),
+            5,
+            "{text}"
+        );
+    }
+    let output = std::process::Command::new(cli_binary())
+        .args(["memoshelve", "--dir", root_arg, "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["hits"], 40, "{stats}");
+    assert_eq!(stats["names"]["probe"]["misses"], 5, "{stats}");
+}

@@ -1,11 +1,38 @@
 //! One module per subcommand; `run` dispatches.
 
+mod clear;
+mod list;
 mod path;
+mod show;
+mod stats;
+mod verify;
+
+use memoshelve_build::store::Store;
 
 use crate::cli::{Command, MemoshelveArgs};
 
 pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
-    match args.command {
+    match &args.command {
         Command::Path => path::run(args),
+        Command::List { name, sort } => list::run(args, name.as_deref(), *sort),
+        Command::Show { key } => show::run(args, key),
+        Command::Stats => stats::run(args),
+        Command::Verify { repair } => verify::run(args, *repair),
+        Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),
     }
+}
+
+/// The cache root in use (see `path`), opened for inspection.
+pub(crate) fn store(args: &MemoshelveArgs) -> anyhow::Result<Store> {
+    let root = memoshelve_build::resolve_root(args.dir.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(Store::open(root.path))
+}
+
+/// Writes a JSON value and a newline to stdout.
+pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)?;
+    writeln!(stdout)?;
+    Ok(())
 }

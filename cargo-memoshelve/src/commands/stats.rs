@@ -1,0 +1,103 @@
+//! `cargo memoshelve stats`: what the cache holds and what it saved.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::cli::MemoshelveArgs;
+use crate::output;
+
+#[derive(Default)]
+struct PerName {
+    entries: u64,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    saved_us: u64,
+}
+
+pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
+    let store = super::store(args)?;
+    let entries = store.entries(None)?;
+    let usage = store.usage();
+    let footprint = store.footprint();
+    let mut per_name: BTreeMap<String, PerName> = BTreeMap::new();
+    for entry in &entries {
+        let counts = usage.get(&entry.record.key).cloned().unwrap_or_default();
+        let row = per_name.entry(entry.record.name.clone()).or_default();
+        row.entries += 1;
+        row.bytes += entry.bytes;
+        row.hits += counts.hits;
+        row.misses += counts.misses;
+        row.saved_us += counts.hits * entry.record.compute_us;
+    }
+    let logical: u64 = entries.iter().map(|entry| entry.bytes).sum();
+    let hits: u64 = per_name.values().map(|row| row.hits).sum();
+    let saved_us: u64 = per_name.values().map(|row| row.saved_us).sum();
+    let oldest = entries.iter().map(|entry| entry.record.created_ms).min();
+    let newest = entries.iter().map(|entry| entry.record.created_ms).max();
+    if args.json {
+        let names: serde_json::Map<String, serde_json::Value> = per_name
+            .iter()
+            .map(|(name, row)| {
+                let value = json!({
+                    "entries": row.entries, "bytes": row.bytes, "hits": row.hits,
+                    "misses": row.misses, "saved_us": row.saved_us,
+                });
+                (name.clone(), value)
+            })
+            .collect();
+        return super::print_json(&json!({
+            "root": store.root(),
+            "entries": entries.len(),
+            "bytes": logical,
+            "disk_bytes": footprint.total_bytes,
+            "blob_bytes": footprint.blob_bytes,
+            "index_bytes": footprint.index_bytes,
+            "blobs": footprint.blobs,
+            "hits": hits,
+            "saved_us": saved_us,
+            "oldest_ms": oldest,
+            "newest_ms": newest,
+            "names": names,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "root:        {}", store.root().display())?;
+    writeln!(out, "entries:     {}", entries.len())?;
+    writeln!(
+        out,
+        "stored:      {} ({} on disk, {} in {} blobs after deduplication)",
+        output::size(logical),
+        output::size(footprint.total_bytes),
+        output::size(footprint.blob_bytes),
+        footprint.blobs
+    )?;
+    writeln!(
+        out,
+        "disk hits:   {hits}, saving about {} of computation",
+        output::duration(saved_us)
+    )?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest) {
+        writeln!(out, "oldest:      {}, newest: {}", output::age(oldest), output::age(newest))?;
+    }
+    if !per_name.is_empty() {
+        writeln!(out)?;
+        let mut rows = vec![
+            ["NAME", "ENTRIES", "SIZE", "HITS", "MISSES", "SAVED"].map(str::to_owned).to_vec(),
+        ];
+        for (name, row) in &per_name {
+            rows.push(vec![
+                name.clone(),
+                row.entries.to_string(),
+                output::size(row.bytes),
+                row.hits.to_string(),
+                row.misses.to_string(),
+                output::duration(row.saved_us),
+            ]);
+        }
+        output::table(&mut out, &rows)?;
+    }
+    Ok(())
+}

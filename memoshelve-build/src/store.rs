@@ -1,0 +1,206 @@
+//! Cache maintenance for tools such as `cargo memoshelve`: every entry of a root, its size and
+//! last use, checks and removal. It reuses the disk tier's code, so the on-disk format has one
+//! implementation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+
+use crate::disk::{Disk, EVENT_LOG, EntryRecord};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::outputs::{OutputFile, OutputManifest};
+
+/// The `type_name` prefix of file steps' entries.
+const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+
+/// A cache root opened for maintenance. Opening does not create anything.
+#[derive(Debug)]
+pub struct Store {
+    disk: Disk,
+}
+
+/// One entry, as maintenance tools see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// The index record.
+    pub record: EntryRecord,
+    /// When it was last used (a disk hit or a write), in milliseconds since the Unix epoch.
+    pub last_used_ms: u64,
+    /// For a file step (`Memo::outputs`), its files.
+    pub files: Vec<OutputFile>,
+    /// Bytes of its value plus, for a file step, its files.
+    pub bytes: u64,
+}
+
+impl Entry {
+    /// The entry's key.
+    pub fn key(&self) -> Key {
+        Key::from_hex(&self.record.key).expect("listed records have valid keys")
+    }
+
+    /// Whether the entry is a file step's manifest.
+    pub fn is_file_step(&self) -> bool {
+        self.record.type_name.starts_with(FILE_STEP_TYPE)
+    }
+}
+
+/// How many disk hits and misses the event log counts, per entry key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Disk hits.
+    pub hits: u64,
+    /// Misses (computations).
+    pub misses: u64,
+    /// The last event's time, in milliseconds since the Unix epoch.
+    pub last_ms: u64,
+}
+
+/// What the root occupies on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Every file under the root.
+    pub total_bytes: u64,
+    /// The cacache index.
+    pub index_bytes: u64,
+    /// The blob area (each distinct content once).
+    pub blob_bytes: u64,
+    /// How many blobs.
+    pub blobs: u64,
+}
+
+impl Store {
+    /// Opens the cache at `root` for inspection and maintenance.
+    pub fn open(root: impl AsRef<Path>) -> Store {
+        Store { disk: Disk::at(root.as_ref()) }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        self.disk.root()
+    }
+
+    /// Whether anything was ever stored here.
+    pub fn exists(&self) -> bool {
+        self.root().join("index-v5").is_dir()
+    }
+
+    /// Every readable entry, optionally of one name, sorted by name then key.
+    ///
+    /// # Errors
+    /// When the index cannot be listed.
+    pub fn entries(&self, name: Option<&str>) -> Result<Vec<Entry>> {
+        let mut entries: Vec<Entry> = self
+            .disk
+            .list(name)?
+            .into_iter()
+            .filter_map(|record| {
+                let key = Key::from_hex(&record.key)?;
+                let last_used_ms = std::fs::metadata(self.disk.bucket_path(&record.name, &key))
+                    .and_then(|meta| meta.modified())
+                    .ok()
+                    .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+                    .map_or(record.created_ms, |since| since.as_millis() as u64);
+                let files = if record.type_name.starts_with(FILE_STEP_TYPE) {
+                    self.manifest(&record, &key).map(|manifest| manifest.files).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let bytes = record.size + files.iter().map(|file| file.size).sum::<u64>();
+                Some(Entry { record, last_used_ms, files, bytes })
+            })
+            .collect();
+        entries
+            .sort_by(|a, b| (&a.record.name, &a.record.key).cmp(&(&b.record.name, &b.record.key)));
+        Ok(entries)
+    }
+
+    fn manifest(&self, record: &EntryRecord, key: &Key) -> Result<OutputManifest> {
+        let bytes = self.disk.load(record, key)?;
+        postcard::from_bytes(&bytes).map_err(|err| Error::Corrupt {
+            root: self.root().to_owned(),
+            key: record.key.clone(),
+            reason: format!("unreadable manifest: {err}"),
+        })
+    }
+
+    /// Checks an entry completely: its value's size and blake3 and, for a file step, every
+    /// file's blob. Returns what is wrong, if anything.
+    pub fn verify(&self, entry: &Entry) -> std::result::Result<(), String> {
+        let key = entry.key();
+        let bytes = self.disk.load(&entry.record, &key).map_err(|err| err.to_string())?;
+        if entry.is_file_step() {
+            let manifest: OutputManifest = postcard::from_bytes(&bytes)
+                .map_err(|err| format!("unreadable manifest: {err}"))?;
+            for file in &manifest.files {
+                self.disk
+                    .check_blob(&file.blake3, file.size)
+                    .map_err(|reason| format!("{}: {reason}", file.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an entry from the index (its blobs stay until they are no longer referenced and a
+    /// compaction deletes them).
+    ///
+    /// # Errors
+    /// When the index cannot be written.
+    pub fn remove(&self, entry: &Entry) -> Result<()> {
+        self.disk.remove(&entry.record.name, &entry.key()).map(|_| ())
+    }
+
+    /// Disk hits and misses per key hex, from the event log.
+    pub fn usage(&self) -> HashMap<String, Usage> {
+        let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();
+        let mut usage: HashMap<String, Usage> = HashMap::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [time, tier, _name, key] = fields[..] else { continue };
+            let Ok(time) = time.parse::<u64>() else { continue };
+            let counts = usage.entry(key.to_owned()).or_default();
+            match tier {
+                "disk" => counts.hits += 1,
+                "miss" => counts.misses += 1,
+                _ => continue,
+            }
+            counts.last_ms = counts.last_ms.max(time);
+        }
+        usage
+    }
+
+    /// What the root occupies on disk.
+    pub fn footprint(&self) -> Footprint {
+        let mut footprint = Footprint::default();
+        let mut by_area: BTreeMap<PathBuf, u64> = BTreeMap::new();
+        let mut pending = vec![self.root().to_owned()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                footprint.total_bytes += meta.len();
+                let area = entry
+                    .path()
+                    .strip_prefix(self.root())
+                    .ok()
+                    .and_then(|rel| rel.iter().next())
+                    .map(PathBuf::from);
+                if let Some(area) = area {
+                    if area == Path::new("blobs-b3") {
+                        footprint.blobs += 1;
+                    }
+                    *by_area.entry(area).or_default() += meta.len();
+                }
+            }
+        }
+        footprint.index_bytes = by_area.get(Path::new("index-v5")).copied().unwrap_or(0);
+        footprint.blob_bytes = by_area.get(Path::new("blobs-b3")).copied().unwrap_or(0);
+        footprint
+    }
+}
