@@ -69,6 +69,33 @@ pub(crate) enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Why did the last build miss? Compare the key parts recorded for the newest entry of NAME
+    /// with the entry before it (or with KEY): input files, env vars, build context, version,
+    /// arguments.
+    Explain {
+        /// The cache name (see `list`).
+        name: String,
+        /// Compare with this entry (a unique key prefix) instead of the one before the newest.
+        key: Option<String>,
+    },
+    /// Delete least recently used entries until the cache fits the limits, then free the space
+    /// of content nothing refers to any more.
+    ///
+    /// Entries used in the last 10 minutes are never pruned: a build may be using them.
+    Prune {
+        /// Keep at most this much (e.g. 2GiB, 500MB, 1048576).
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Delete entries not used for this long (e.g. 30d, 12h, 90m).
+        #[arg(long, value_parser = parse_age)]
+        max_age: Option<std::time::Duration>,
+        /// Only entries of this cache name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Show what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete entries: all of them, or those of one cache name.
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.
@@ -102,5 +129,65 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cargo::command().debug_assert();
+    }
+}
+
+/// `2GiB`, `500MB`, `10k`, `1048576` -> bytes.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|ch: char| !ch.is_ascii_digit() && ch != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a size like 2GiB or 500MB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
+    };
+    Ok((number * factor) as u64)
+}
+
+/// `30d`, `12h`, `90m`, `45s` -> a duration.
+pub(crate) fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not an age like 30d, 12h or 90m"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("unknown age unit {other:?} (use s, m, h, d or w)")),
+    };
+    Ok(std::time::Duration::from_secs(number * seconds))
+}
+
+#[cfg(test)]
+mod parse_tests {
+    #[test]
+    fn sizes_and_ages_parse() {
+        assert_eq!(super::parse_size("2GiB"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(super::parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(super::parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(super::parse_size("1048576"), Ok(1_048_576));
+        assert!(super::parse_size("lots").is_err());
+        assert!(super::parse_size("3 parsecs").is_err());
+        assert_eq!(super::parse_age("30d"), Ok(std::time::Duration::from_secs(30 * 86_400)));
+        assert_eq!(super::parse_age("90m"), Ok(std::time::Duration::from_secs(5400)));
+        assert!(super::parse_age("soon").is_err());
     }
 }

@@ -254,3 +254,94 @@ fn clear_needs_yes_off_a_terminal_and_can_target_one_name() {
     assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 0);
     assert!(root.is_dir(), "clear keeps the root itself");
 }
+
+#[test]
+fn prune_removes_least_recently_used_first_spares_recent_entries_and_frees_space() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let store = memoshelve_build::store::Store::open(&root);
+    for entry in store.entries(None).unwrap() {
+        // beta 4 days, alpha "x..." (50 KB) 2 days, alpha "two" 1 day, alpha "one" now.
+        let age = match (entry.record.name.as_str(), entry.record.args.as_str()) {
+            ("beta", _) => 4 * day,
+            (_, "3") => 2 * day,
+            (_, "2") => day,
+            _ => Duration::ZERO,
+        };
+        store.set_last_used(&entry, now - age).unwrap();
+    }
+    // Content is only freed once older than the grace period that protects running builds.
+    for blob in walk(&root.join("blobs-b3")) {
+        std::fs::File::open(blob).unwrap().set_modified(now - 5 * day).unwrap();
+    }
+    let args_of = |report: &serde_json::Value| -> Vec<String> {
+        report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let dry = json(&root, &["prune", "--max-size", "0", "--dry-run"]);
+    assert_eq!(
+        args_of(&dry),
+        ["beta", "alpha", "alpha"],
+        "least recently used first, the fresh one spared"
+    );
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 4, "--dry-run deleted something");
+
+    let by_age = json(&root, &["prune", "--max-age", "3d"]);
+    assert_eq!(args_of(&by_age), ["beta"]);
+    assert!(by_age["freed_bytes"].as_u64().unwrap() >= 20_000, "{by_age}");
+
+    let by_size = json(&root, &["prune", "--max-size", "10KiB"]);
+    assert_eq!(
+        by_size["removed"].as_array().unwrap().len(),
+        1,
+        "it must stop once the cache fits: {by_size}"
+    );
+    assert!(by_size["freed_bytes"].as_u64().unwrap() >= 50_000, "{by_size}");
+    assert_eq!(by_size["kept"], 2);
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&1).as_deref(), Some("one"));
+    assert_eq!(alpha.get::<String, _>(&2).as_deref(), Some("two"));
+}
+
+#[test]
+fn explain_names_the_input_file_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let grammar = dir.path().join("grammar.y");
+    std::fs::write(&grammar, "expr: term;").unwrap();
+    let memo = || {
+        memoshelve_build::Memo::new("gen")
+            .dir(&root)
+            .input_file(&grammar)
+            .env("MEMOSHELVE_TEST_UNSET_VAR")
+    };
+    memo().call(&(), || 1u8);
+    // Creation times are in milliseconds: make sure the second entry is the newer one.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    std::fs::write(&grammar, "expr: term '+' term;").unwrap();
+    memo().call(&(), || 2u8);
+    let report = json(&root, &["explain", "gen"]);
+    let changes = report["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{report}");
+    assert!(
+        changes[0]["part"].as_str().unwrap().starts_with("file ")
+            && changes[0]["part"].as_str().unwrap().ends_with("grammar.y")
+    );
+    assert_eq!(changes[0]["before"], blake3::hash(b"expr: term;").to_hex().as_str());
+    assert_eq!(changes[0]["after"], blake3::hash(b"expr: term '+' term;").to_hex().as_str());
+    assert_eq!(report["unchanged"], 3, "env var, version and value type: {report}");
+    let human = stdout(&cli(&root, &["explain", "gen"]));
+    assert!(human.contains("changed") && human.contains("grammar.y"), "{human}");
+    let single = cli(&root, &["explain", "nothing-here"]);
+    assert_eq!(single.status.code(), Some(1));
+}

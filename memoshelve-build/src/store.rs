@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -143,6 +143,18 @@ impl Store {
         Ok(())
     }
 
+    /// Sets an entry's last-use time (what `prune` orders by). For tools: a restore keeps the
+    /// times of a backup, a test makes an entry old.
+    ///
+    /// # Errors
+    /// When the entry's index file cannot be changed.
+    pub fn set_last_used(&self, entry: &Entry, time: SystemTime) -> Result<()> {
+        let bucket = self.disk.bucket_path(&entry.record.name, &entry.key());
+        std::fs::File::open(&bucket)
+            .and_then(|file| file.set_modified(time))
+            .map_err(|source| Error::Io { action: "set the last use of", path: bucket, source })
+    }
+
     /// Removes an entry from the index (its blobs stay until they are no longer referenced and a
     /// compaction deletes them).
     ///
@@ -150,6 +162,46 @@ impl Store {
     /// When the index cannot be written.
     pub fn remove(&self, entry: &Entry) -> Result<()> {
         self.disk.remove(&entry.record.name, &entry.key()).map(|_| ())
+    }
+
+    /// Deletes blobs no live entry refers to, and stray temporary files, when they are older than
+    /// `grace`: a build that is writing an entry right now writes its blob before the index line
+    /// that refers to it, so a young unreferenced blob may be about to be used. Returns how many
+    /// files and bytes were freed.
+    ///
+    /// # Errors
+    /// When the index cannot be listed (then nothing is deleted).
+    pub fn collect_garbage(&self, grace: Duration) -> Result<(u64, u64)> {
+        let mut referenced = std::collections::HashSet::new();
+        for entry in self.entries(None)? {
+            if entry.record.inline.is_none() {
+                referenced.insert(entry.record.blake3.clone());
+            }
+            referenced.extend(entry.files.into_iter().map(|file| file.blake3));
+        }
+        let cutoff = SystemTime::now() - grace;
+        let (mut files, mut bytes) = (0, 0);
+        let mut pending = vec![self.root().join("blobs-b3"), self.root().join("tmp-b3")];
+        while let Some(dir) = pending.pop() {
+            let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+            for item in listing.flatten() {
+                let Ok(meta) = item.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(item.path());
+                    continue;
+                }
+                let name = item.file_name().to_string_lossy().into_owned();
+                let old_enough = meta.modified().is_ok_and(|modified| modified < cutoff);
+                if old_enough
+                    && !referenced.contains(&name)
+                    && std::fs::remove_file(item.path()).is_ok()
+                {
+                    files += 1;
+                    bytes += meta.len();
+                }
+            }
+        }
+        Ok((files, bytes))
     }
 
     /// Disk hits and misses per key hex, from the event log.

@@ -185,3 +185,26 @@ fn stats_counts_the_hits_of_concurrent_processes_exactly() {
     assert_eq!(stats["hits"], 40, "{stats}");
     assert_eq!(stats["names"]["probe"]["misses"], 5, "{stats}");
 }
+
+#[test]
+fn explain_names_the_env_var_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    lines(probe(&["call", "--dir", root_arg, "--env", "PROBE_FLAVOUR"]));
+    std::thread::sleep(std::time::Duration::from_millis(5)); // distinct creation milliseconds
+    lines(
+        probe(&["call", "--dir", root_arg, "--env", "PROBE_FLAVOUR"]).env("PROBE_FLAVOUR", "spicy"),
+    );
+    let output = std::process::Command::new(cli_binary())
+        .args(["memoshelve", "--dir", root_arg, "explain", "probe", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{report}");
+    assert_eq!(changes[0]["part"], "env PROBE_FLAVOUR");
+    assert_eq!(changes[0]["after"], "spicy");
+    assert!(changes[0]["before"].as_str().unwrap().contains("unset"), "{report}");
+}

@@ -1,8 +1,10 @@
 //! One module per subcommand; `run` dispatches.
 
 mod clear;
+mod explain;
 mod list;
 mod path;
+mod prune;
 mod show;
 mod stats;
 mod verify;
@@ -19,6 +21,13 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::Stats => stats::run(args),
         Command::Verify { repair } => verify::run(args, *repair),
         Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),
+        Command::Explain { name, key } => explain::run(args, name, key.as_deref()),
+        Command::Prune { max_size, max_age, name, dry_run } => prune::run(
+            args,
+            &prune::Limits { max_size: *max_size, max_age: *max_age },
+            name.as_deref(),
+            *dry_run,
+        ),
     }
 }
 

@@ -1,0 +1,95 @@
+//! `cargo memoshelve prune`: least recently used entries out until the cache fits, then free
+//! the content nothing refers to.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::MemoshelveArgs;
+use crate::output;
+
+/// Entries used this recently are never pruned: a build may be using them right now.
+const IN_USE: Duration = Duration::from_secs(10 * 60);
+
+pub(crate) struct Limits {
+    pub(crate) max_size: Option<u64>,
+    pub(crate) max_age: Option<Duration>,
+}
+
+pub(crate) fn run(
+    args: &MemoshelveArgs,
+    limits: &Limits,
+    name: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let store = super::store(args)?;
+    let mut entries = store.entries(name)?;
+    entries.sort_by_key(|entry| entry.last_used_ms);
+    let now = output::now_ms();
+    let in_use = |last_used_ms: u64| now.saturating_sub(last_used_ms) < IN_USE.as_millis() as u64;
+    let mut total: u64 = entries.iter().map(|entry| entry.bytes).sum();
+    let mut doomed = Vec::new();
+    for entry in &entries {
+        if in_use(entry.last_used_ms) {
+            continue;
+        }
+        let too_old = limits.max_age.is_some_and(|max_age| {
+            now.saturating_sub(entry.last_used_ms) > max_age.as_millis() as u64
+        });
+        let too_big = limits.max_size.is_some_and(|max_size| total > max_size);
+        if too_old || too_big {
+            total -= entry.bytes;
+            doomed.push(entry);
+        }
+    }
+    let freed_bytes: u64 = doomed.iter().map(|entry| entry.bytes).sum();
+    let (mut blob_files, mut blob_bytes) = (0, 0);
+    if !dry_run {
+        for entry in &doomed {
+            store.remove(entry)?;
+        }
+        (blob_files, blob_bytes) = store.collect_garbage(IN_USE)?;
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = doomed
+            .iter()
+            .map(|entry| json!({ "name": entry.record.name, "key": entry.record.key, "bytes": entry.bytes }))
+            .collect();
+        return super::print_json(&json!({
+            "dry_run": dry_run,
+            "removed": rows,
+            "kept": entries.len() - doomed.len(),
+            "kept_bytes": total,
+            "freed_files": blob_files,
+            "freed_bytes": blob_bytes,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    for entry in &doomed {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        writeln!(
+            out,
+            "{verb} {} {} ({}, last used {})",
+            entry.record.name,
+            entry.key().short(),
+            output::size(entry.bytes),
+            output::age(entry.last_used_ms)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} entries ({}) {}, {} kept ({}){}",
+        doomed.len(),
+        output::size(freed_bytes),
+        if dry_run { "would be removed" } else { "removed" },
+        entries.len() - doomed.len(),
+        output::size(total),
+        if dry_run {
+            String::new()
+        } else {
+            format!("; {} freed on disk", output::size(blob_bytes))
+        }
+    )?;
+    Ok(())
+}
