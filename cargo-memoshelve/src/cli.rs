@@ -96,6 +96,10 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rewrite the index without the history of overwritten and removed entries, and delete
+    /// content nothing refers to. Safe while builds use the cache: it waits for running writes
+    /// and holds new ones off while it works.
+    Compact,
     /// Delete entries: all of them, or those of one cache name.
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.

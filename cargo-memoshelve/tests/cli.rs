@@ -345,3 +345,54 @@ fn explain_names_the_input_file_that_changed() {
     let single = cli(&root, &["explain", "nothing-here"]);
     assert_eq!(single.status.code(), Some(1));
 }
+
+#[test]
+fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let gamma = memoshelve_build::Memo::new("gamma").dir(&root).mem_capacity(0);
+    // 40 overwrites of one key (each a 5 KB blob) and a removed entry leave history behind.
+    for round in 0..40u8 {
+        gamma.put(&"k", &vec![round; 5000]).unwrap();
+    }
+    // (Bytes no overwrite had: equal bytes would share one blob, content-addressed.)
+    gamma.put(&"gone", &vec![200u8; 5000]).unwrap();
+    assert!(gamma.uncache::<Vec<u8>, _>(&"gone").unwrap());
+    let before = json(&root, &["list"]);
+    let done = json(&root, &["compact"]);
+    assert!(
+        done["index_after"].as_u64().unwrap() * 5 < done["index_before"].as_u64().unwrap(),
+        "{done}"
+    );
+    assert_eq!(done["freed_files"], 40, "39 overwritten values and the removed one: {done}");
+    assert!(done["freed_bytes"].as_u64().unwrap() >= 40 * 5000);
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+    assert_eq!(gamma.get::<Vec<u8>, _>(&"k"), Some(vec![39u8; 5000]));
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&3).map(|text| text.len()), Some(50_000));
+    // Same entries, same last-use times.
+    let after = json(&root, &["list"]);
+    let last_used = |rows: &serde_json::Value| -> Vec<(String, u64)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| (row["key"].to_string(), row["last_used_ms"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(last_used(&after).len(), 5);
+    assert_eq!(
+        last_used(&before).into_iter().filter(|(key, _)| !key.is_empty()).count(),
+        5,
+        "the uncached entry was already gone from listings"
+    );
+    for (key, used) in last_used(&after) {
+        let old = last_used(&before).into_iter().find(|(old_key, _)| *old_key == key).unwrap().1;
+        // `get` above refreshed two entries; the others keep their time exactly.
+        assert!(used >= old, "{key}: {used} < {old}");
+    }
+    // A second compaction has nothing left to do.
+    let again = json(&root, &["compact"]);
+    assert_eq!(again["freed_files"], 0);
+    assert_eq!(again["index_before"], again["index_after"]);
+}

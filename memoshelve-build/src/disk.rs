@@ -40,6 +40,8 @@ pub(crate) const NO_CACACHE_CONTENT: &str = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50";
 const BLOB_DIR: &str = "blobs-b3";
 const TMP_DIR: &str = "tmp-b3";
 const LOCK_DIR: &str = "locks";
+/// The root-wide lock: shared by writers, exclusive for compaction.
+const ROOT_LOCK: &str = "root.lock";
 /// The append-only log of disk hits and misses, one tab-separated line each.
 pub(crate) const EVENT_LOG: &str = "events.log";
 
@@ -385,6 +387,7 @@ impl Disk {
 
     /// Removes the index entry (a tombstone line); shared blobs stay until `compact`.
     pub(crate) fn remove(&self, name: &str, key: &Key) -> Result<bool> {
+        let _guard = self.write_guard();
         let existed =
             cacache::index::find(&self.root, &index_key(name, key)).ok().flatten().is_some();
         if existed {
@@ -459,10 +462,115 @@ impl Disk {
 
     /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).
     pub(crate) fn bucket_path(&self, name: &str, key: &Key) -> PathBuf {
-        use sha1::Digest as _;
-        let digest = sha1::Sha1::digest(index_key(name, key).as_bytes());
-        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-        self.root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
+        bucket_of(&self.root, &index_key(name, key))
+    }
+
+    /// Takes the root-wide lock in shared mode for a write (blobs, then the index line that
+    /// refers to them), so that a compaction, which takes it exclusively, never sees half of one.
+    /// `None` (no lock) where it cannot be taken: writing goes on, as before there were locks.
+    pub(crate) fn write_guard(&self) -> Option<fs::File> {
+        let dir = self.root.join(LOCK_DIR);
+        let file = fs::create_dir_all(&dir)
+            .and_then(|()| {
+                fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(ROOT_LOCK))
+            })
+            .ok()?;
+        file.lock_shared().ok()?;
+        Some(file)
+    }
+
+    /// Takes the root-wide lock exclusively: no write is in progress while it is held.
+    pub(crate) fn exclusive_guard(&self) -> Result<fs::File> {
+        let dir = self.root.join(LOCK_DIR);
+        let path = dir.join(ROOT_LOCK);
+        let file = fs::create_dir_all(&dir)
+            .and_then(|()| fs::File::options().create(true).truncate(false).write(true).open(&path))
+            .map_err(|err| io_error("open", &path, err))?;
+        file.lock().map_err(|err| io_error("lock", &path, err))?;
+        Ok(file)
+    }
+
+    /// Rewrites every index bucket to hold only its live lines (cacache's index is append-only:
+    /// overwrites and removals leave history behind) and deletes buckets with none. Each new
+    /// bucket is written by cacache itself into a scratch root, given the old bucket's mtime
+    /// (the entry's last use), and renamed over the old one. Call it under
+    /// [`Disk::exclusive_guard`]. Returns the index's bytes before and after.
+    pub(crate) fn compact_index(&self) -> Result<(u64, u64)> {
+        let index = self.root.join("index-v5");
+        if !index.is_dir() {
+            return Ok((0, 0));
+        }
+        let live = std::panic::catch_unwind(|| {
+            cacache::index::ls(&self.root).filter_map(|meta| meta.ok()).collect::<Vec<_>>()
+        })
+        .map_err(|_| Error::Index {
+            root: self.root.clone(),
+            key: String::new(),
+            message: "the index could not be listed (a bucket is malformed)".to_owned(),
+        })?;
+        let mut by_bucket: std::collections::HashMap<PathBuf, Vec<cacache::index::Metadata>> =
+            Default::default();
+        for meta in live {
+            by_bucket.entry(bucket_of(&self.root, &meta.key)).or_default().push(meta);
+        }
+        let (mut before, mut after) = (0, 0);
+        let mut pending = vec![index.clone()];
+        while let Some(dir) = pending.pop() {
+            for item in fs::read_dir(&dir).map_err(|err| io_error("read", &dir, err))?.flatten() {
+                let path = item.path();
+                let meta = item.metadata().map_err(|err| io_error("read", &path, err))?;
+                if meta.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                before += meta.len();
+                let Some(entries) = by_bucket.remove(&path) else {
+                    fs::remove_file(&path).map_err(|err| io_error("remove", &path, err))?;
+                    continue;
+                };
+                let lines = fs::read_to_string(&path)
+                    .map_or(0, |text| text.lines().filter(|line| !line.is_empty()).count());
+                if lines == entries.len() {
+                    after += meta.len();
+                    continue;
+                }
+                let scratch = self.root.join(TMP_DIR).join(unique_name("compact"));
+                let rewritten = (|| -> Result<u64> {
+                    for entry in entries {
+                        let mut opts = cacache::WriteOpts::new()
+                            .integrity(entry.integrity)
+                            .size(entry.size)
+                            .time(entry.time)
+                            .metadata(entry.metadata);
+                        if let Some(raw) = entry.raw_metadata {
+                            opts = opts.raw_metadata(raw);
+                        }
+                        cacache::index::insert(&scratch, &entry.key, opts)
+                            .map_err(|err| self.index_error(&entry.key, err))?;
+                    }
+                    let relative =
+                        path.strip_prefix(&self.root).expect("buckets are under the root");
+                    let fresh = scratch.join(relative);
+                    if let Ok(modified) = meta.modified() {
+                        let _ = fs::File::options()
+                            .append(true)
+                            .open(&fresh)
+                            .and_then(|file| file.set_modified(modified));
+                    }
+                    let size =
+                        fs::metadata(&fresh).map_err(|err| io_error("read", &fresh, err))?.len();
+                    fs::rename(&fresh, &path).map_err(|err| io_error("replace", &path, err))?;
+                    Ok(size)
+                })();
+                let _ = fs::remove_dir_all(&scratch);
+                after += rewritten?;
+            }
+        }
+        Ok((before, after))
     }
 
     /// Marks an entry as used now (its bucket's mtime), for least-recently-used pruning.
@@ -545,6 +653,14 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
         perms.set_readonly(mode & 0o222 == 0);
         fs::set_permissions(path, perms)
     }
+}
+
+/// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).
+fn bucket_of(root: &Path, index_key: &str) -> PathBuf {
+    use sha1::Digest as _;
+    let digest = sha1::Sha1::digest(index_key.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
 }
 
 fn unique_name(stem: &str) -> String {

@@ -586,6 +586,7 @@ impl<H> Memo<H> {
         let Some(disk) = self.disk() else {
             return Ok(());
         };
+        let _guard = disk.write_guard();
         let record = self.record_for(key, type_name::<T>(), args, took);
         disk.store(record, &bytes)
     }

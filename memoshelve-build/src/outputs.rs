@@ -350,6 +350,8 @@ impl<H> Outputs<'_, H> {
         took: Duration,
     ) -> Result<()> {
         let mut files = Vec::new();
+        // Every blob and then the manifest's index line, under the root's write lock.
+        let _guard = disk.write_guard();
         let others = claimed_by_other_steps(&self.dir, self.memo.name());
         for (relative, stamp) in snapshot(&self.dir) {
             let name = inputs::key_path(&relative, Path::new(""));

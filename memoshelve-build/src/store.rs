@@ -58,6 +58,19 @@ pub struct Usage {
     pub last_ms: u64,
 }
 
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Compaction {
+    /// Bytes of the index before.
+    pub index_before: u64,
+    /// Bytes of the index after.
+    pub index_after: u64,
+    /// Blobs and temporary files deleted.
+    pub freed_files: u64,
+    /// Their bytes.
+    pub freed_bytes: u64,
+}
+
 /// What the root occupies on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Footprint {
@@ -202,6 +215,24 @@ impl Store {
             }
         }
         Ok((files, bytes))
+    }
+
+    /// Compacts the cache while no write is in progress (it waits for running writes and holds
+    /// writers off meanwhile): index buckets keep only their live lines, buckets of removed
+    /// entries go, and blobs and temporary files nothing refers to are deleted. Every live entry
+    /// stays readable, with its last-use time.
+    ///
+    /// # Errors
+    /// When the lock cannot be taken or a bucket cannot be rewritten (nothing half-done is left:
+    /// each bucket is replaced atomically).
+    pub fn compact(&self) -> Result<Compaction> {
+        if !self.exists() {
+            return Ok(Compaction::default());
+        }
+        let _exclusive = self.disk.exclusive_guard()?;
+        let (index_before, index_after) = self.disk.compact_index()?;
+        let (freed_files, freed_bytes) = self.collect_garbage(Duration::ZERO)?;
+        Ok(Compaction { index_before, index_after, freed_files, freed_bytes })
     }
 
     /// Disk hits and misses per key hex, from the event log.

@@ -208,3 +208,55 @@ fn explain_names_the_env_var_that_changed() {
     assert_eq!(changes[0]["after"], "spicy");
     assert!(changes[0]["before"].as_str().unwrap().contains("unset"), "{report}");
 }
+
+#[test]
+fn compacting_while_other_processes_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap().to_owned();
+    // Three writers, 60 new entries each, slowed down so that compactions overlap their writes.
+    let mut writers: Vec<_> = (0..3)
+        .map(|writer| {
+            let first = (1000 * (writer + 1)).to_string();
+            probe(&["call", "--dir", &root_arg, "--arg", &first, "--count", "60", "--size", "3000"])
+                .env("PROBE_SLEEP_MS", "3")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let cli = cli_binary();
+    // Compact over and over until every writer is done (at least three times).
+    let mut compactions = 0;
+    loop {
+        let output = std::process::Command::new(&cli)
+            .args(["memoshelve", "--dir", &root_arg, "compact", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        compactions += 1;
+        let mut running = 0;
+        for writer in &mut writers {
+            running += usize::from(writer.try_wait().unwrap().is_none());
+        }
+        if running == 0 && compactions >= 3 {
+            break;
+        }
+    }
+    for mut writer in writers {
+        assert!(writer.wait().unwrap().success());
+    }
+    // Every entry every writer stored is there and intact.
+    let verify = std::process::Command::new(&cli)
+        .args(["memoshelve", "--dir", &root_arg, "verify"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    for writer in 0..3 {
+        let first = (1000 * (writer + 1)).to_string();
+        let output = lines(probe(&[
+            "call", "--dir", &root_arg, "--arg", &first, "--count", "60", "--size", "3000",
+        ]));
+        assert_eq!(statuses(&output), ["cached (disk)"; 60], "writer {writer} lost entries");
+    }
+}

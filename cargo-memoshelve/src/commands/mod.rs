@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod clear;
+mod compact;
 mod explain;
 mod list;
 mod path;
@@ -19,6 +20,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::List { name, sort } => list::run(args, name.as_deref(), *sort),
         Command::Show { key } => show::run(args, key),
         Command::Stats => stats::run(args),
+        Command::Compact => compact::run(args),
         Command::Verify { repair } => verify::run(args, *repair),
         Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),
         Command::Explain { name, key } => explain::run(args, name, key.as_deref()),
