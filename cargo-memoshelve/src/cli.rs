@@ -100,6 +100,19 @@ pub(crate) enum Command {
     /// content nothing refers to. Safe while builds use the cache: it waits for running writes
     /// and holds new ones off while it works.
     Compact,
+    /// Bring the cache to this version's format: entries written by other versions are dropped
+    /// (recomputed on next use), never misread.
+    Upgrade,
+    /// Run a cargo command with this cache (MEMOSHELVE_DIR set to it), then report the entries
+    /// it added and the computation time they hold: for warming a CI cache. Exits with cargo's
+    /// status.
+    ///
+    /// Example: cargo memoshelve warm -- build --release --workspace
+    Warm {
+        /// The cargo command line, after `--`.
+        #[arg(last = true, required = true, value_name = "CARGO ARGS")]
+        cargo_args: Vec<String>,
+    },
     /// Delete entries: all of them, or those of one cache name.
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.

@@ -396,3 +396,47 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     assert_eq!(again["freed_files"], 0);
     assert_eq!(again["index_before"], again["index_after"]);
 }
+
+#[test]
+fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let memo = memoshelve_build::Memo::new("old").dir(&root).mem_capacity(0);
+    // Two entries, then rewritten as if an older memoshelve had made them (format 0).
+    for args in ["read", "upgraded"] {
+        memo.put(&args, &"current".to_owned()).unwrap();
+        let index_key = format!("memoshelve/v1/old/{}", memo.key_for::<String, _>(&args).unwrap());
+        let found = cacache::index::find(&root, &index_key).unwrap().unwrap();
+        let mut record = found.metadata.clone();
+        record["format"] = serde_json::json!(0);
+        let opts = cacache::WriteOpts::new().integrity(found.integrity).metadata(record);
+        cacache::index::insert(&root, &index_key, opts).unwrap();
+    }
+    // And one under a prefix of another layout version.
+    let legacy = cacache::WriteOpts::new()
+        .integrity("sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap())
+        .metadata(serde_json::json!({ "whatever": true }));
+    cacache::index::insert(&root, "memoshelve/v0/legacy/abc", legacy).unwrap();
+
+    // The library never reads an older format as the current one: a miss.
+    assert_eq!(memo.get::<String, _>(&"read"), None);
+    let report = json(&root, &["upgrade"]);
+    let mut dropped: Vec<String> = report["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key.as_str().unwrap().to_owned())
+        .collect();
+    dropped.sort();
+    assert_eq!(dropped.len(), 2, "{report}");
+    assert_eq!(dropped[0], "memoshelve/v0/legacy/abc");
+    assert!(dropped[1].starts_with("memoshelve/v1/old/"));
+    assert_eq!(report["format"], memoshelve_build::FORMAT_VERSION);
+    assert_eq!(
+        json(&root, &["upgrade"])["dropped"].as_array().unwrap().len(),
+        0,
+        "a second upgrade finds nothing"
+    );
+    assert_eq!(memo.get::<String, _>(&"upgraded"), None);
+    assert_eq!(memo.call(&"upgraded", || "recomputed".to_owned()), "recomputed");
+}

@@ -426,6 +426,38 @@ impl Disk {
         })
     }
 
+    /// Index keys of memoshelve entries that this version cannot read: another `memoshelve/vN/`
+    /// prefix, another record format, or a record that does not parse.
+    pub(crate) fn foreign_keys(&self) -> Result<Vec<String>> {
+        if !self.root.join("index-v5").exists() {
+            return Ok(Vec::new());
+        }
+        let listed = std::panic::catch_unwind(|| {
+            cacache::index::ls(&self.root)
+                .filter_map(|meta| meta.ok())
+                .filter(|meta| meta.key.starts_with("memoshelve/"))
+                .filter(|meta| {
+                    !meta.key.starts_with(INDEX_PREFIX)
+                        || serde_json::from_value::<EntryRecord>(meta.metadata.clone())
+                            .map_or(true, |record| record.format != FORMAT_VERSION)
+                })
+                .map(|meta| meta.key)
+                .collect::<Vec<_>>()
+        });
+        listed.map_err(|_| Error::Index {
+            root: self.root.clone(),
+            key: "memoshelve/".to_owned(),
+            message: "the index could not be listed (a bucket is malformed)".to_owned(),
+        })
+    }
+
+    /// Removes an index entry by its raw key.
+    pub(crate) fn remove_index_key(&self, index_key: &str) -> Result<()> {
+        let _guard = self.write_guard();
+        cacache::index::delete(&self.root, index_key)
+            .map_err(|err| self.index_error(index_key, err))
+    }
+
     /// Checks that a blob exists with this size and blake3 hash.
     pub(crate) fn check_blob(
         &self,

@@ -235,6 +235,20 @@ impl Store {
         Ok(Compaction { index_before, index_after, freed_files, freed_bytes })
     }
 
+    /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by
+    /// other versions are dropped (they are recomputed on next use; nothing is ever misread).
+    /// Format 1 is the first, so there is nothing to migrate yet. Returns the dropped index keys.
+    ///
+    /// # Errors
+    /// When the index cannot be listed or written.
+    pub fn upgrade(&self) -> Result<Vec<String>> {
+        let foreign = self.disk.foreign_keys()?;
+        for index_key in &foreign {
+            self.disk.remove_index_key(index_key)?;
+        }
+        Ok(foreign)
+    }
+
     /// Disk hits and misses per key hex, from the event log.
     pub fn usage(&self) -> HashMap<String, Usage> {
         let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();

@@ -428,3 +428,39 @@ fn a_declared_env_var_or_a_new_version_recomputes_and_another_checkout_hits() {
     assert!(stderr.contains(": cached (disk)"), "another checkout missed:\n{stderr}");
     assert_eq!(generator_runs(&cache), 3);
 }
+
+#[test]
+fn warm_runs_cargo_against_the_cache_and_reports_what_it_added() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().join("cache");
+    cargo(&["clean", "-p", "lookup-table"], &cache);
+    let cli = Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve");
+    let built = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let manifest = examples_dir().join("Cargo.toml");
+    let warm = |cargo_args: &[&str]| {
+        Command::new(&cli)
+            .args(["memoshelve", "--dir"])
+            .arg(&cache)
+            .args(["warm", "--json", "--"])
+            .args(cargo_args)
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", examples_target())
+            .output()
+            .unwrap()
+    };
+    let output = warm(&["build", "-p", "lookup-table"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let added = report["added"].as_array().unwrap();
+    assert_eq!(added.len(), 1, "{report}");
+    assert_eq!(added[0]["name"], "lookup-table-crc32");
+    assert_eq!(report["cargo_status"], 0);
+    // A failing cargo command: warm exits with cargo's status.
+    let failed = warm(&["build", "-p", "no-such-package"]);
+    assert_eq!(failed.status.code(), Some(101), "{}", String::from_utf8_lossy(&failed.stderr));
+}

@@ -8,7 +8,9 @@ mod path;
 mod prune;
 mod show;
 mod stats;
+mod upgrade;
 mod verify;
+mod warm;
 
 use memoshelve_build::store::Store;
 
@@ -21,6 +23,8 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::Show { key } => show::run(args, key),
         Command::Stats => stats::run(args),
         Command::Compact => compact::run(args),
+        Command::Upgrade => upgrade::run(args),
+        Command::Warm { cargo_args } => warm::run(args, cargo_args),
         Command::Verify { repair } => verify::run(args, *repair),
         Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),
         Command::Explain { name, key } => explain::run(args, name, key.as_deref()),

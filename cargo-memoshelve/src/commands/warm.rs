@@ -1,0 +1,53 @@
+//! `cargo memoshelve warm -- <cargo args>`: a cargo command run against this cache, and what it added.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::Command;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::cli::MemoshelveArgs;
+use crate::output;
+
+pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String]) -> anyhow::Result<()> {
+    let store = super::store(args)?;
+    let before: HashSet<String> =
+        store.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(cargo_args)
+        .env("MEMOSHELVE_DIR", store.root())
+        .status()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    let added: Vec<_> = store
+        .entries(None)?
+        .into_iter()
+        .filter(|entry| !before.contains(&entry.record.key))
+        .collect();
+    let bytes: u64 = added.iter().map(|entry| entry.bytes).sum();
+    let compute_us: u64 = added.iter().map(|entry| entry.record.compute_us).sum();
+    if args.json {
+        let rows: Vec<serde_json::Value> = added
+            .iter()
+            .map(|entry| json!({ "name": entry.record.name, "key": entry.record.key, "bytes": entry.bytes, "compute_us": entry.record.compute_us }))
+            .collect();
+        super::print_json(
+            &json!({ "cargo_status": status.code(), "added": rows, "bytes": bytes, "compute_us": compute_us }),
+        )?;
+    } else {
+        writeln!(
+            std::io::stderr(),
+            "memoshelve: {} entries added to {} ({}, {} of computation)",
+            added.len(),
+            store.root().display(),
+            output::size(bytes),
+            output::duration(compute_us)
+        )?;
+    }
+    if !status.success() {
+        // The cargo command's own status is the result of `warm`.
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
