@@ -550,57 +550,46 @@ impl Disk {
             by_bucket.entry(bucket_of(&self.root, &meta.key)).or_default().push(meta);
         }
         let (mut before, mut after) = (0, 0);
-        let mut pending = vec![index.clone()];
-        while let Some(dir) = pending.pop() {
-            for item in fs::read_dir(&dir).map_err(|err| io_error("read", &dir, err))?.flatten() {
-                let path = item.path();
-                let meta = item.metadata().map_err(|err| io_error("read", &path, err))?;
-                if meta.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                before += meta.len();
-                let Some(entries) = by_bucket.remove(&path) else {
-                    fs::remove_file(&path).map_err(|err| io_error("remove", &path, err))?;
-                    continue;
-                };
-                let lines = fs::read_to_string(&path)
-                    .map_or(0, |text| text.lines().filter(|line| !line.is_empty()).count());
-                if lines == entries.len() {
-                    after += meta.len();
-                    continue;
-                }
-                let scratch = self.root.join(TMP_DIR).join(unique_name("compact"));
-                let rewritten = (|| -> Result<u64> {
-                    for entry in entries {
-                        let mut opts = cacache::WriteOpts::new()
-                            .integrity(entry.integrity)
-                            .size(entry.size)
-                            .time(entry.time)
-                            .metadata(entry.metadata);
-                        if let Some(raw) = entry.raw_metadata {
-                            opts = opts.raw_metadata(raw);
-                        }
-                        cacache::index::insert(&scratch, &entry.key, opts)
-                            .map_err(|err| self.index_error(&entry.key, err))?;
-                    }
-                    let relative =
-                        path.strip_prefix(&self.root).expect("buckets are under the root");
-                    let fresh = scratch.join(relative);
-                    if let Ok(modified) = meta.modified() {
-                        let _ = fs::File::options()
-                            .append(true)
-                            .open(&fresh)
-                            .and_then(|file| file.set_modified(modified));
-                    }
-                    let size =
-                        fs::metadata(&fresh).map_err(|err| io_error("read", &fresh, err))?.len();
-                    fs::rename(&fresh, &path).map_err(|err| io_error("replace", &path, err))?;
-                    Ok(size)
-                })();
-                let _ = fs::remove_dir_all(&scratch);
-                after += rewritten?;
+        for (path, meta) in files_under(&index) {
+            before += meta.len();
+            let Some(entries) = by_bucket.remove(&path) else {
+                fs::remove_file(&path).map_err(|err| io_error("remove", &path, err))?;
+                continue;
+            };
+            let lines = fs::read_to_string(&path)
+                .map_or(0, |text| text.lines().filter(|line| !line.is_empty()).count());
+            if lines == entries.len() {
+                after += meta.len();
+                continue;
             }
+            let scratch = self.root.join(TMP_DIR).join(unique_name("compact"));
+            let rewritten = (|| -> Result<u64> {
+                for entry in entries {
+                    let mut opts = cacache::WriteOpts::new()
+                        .integrity(entry.integrity)
+                        .size(entry.size)
+                        .time(entry.time)
+                        .metadata(entry.metadata);
+                    if let Some(raw) = entry.raw_metadata {
+                        opts = opts.raw_metadata(raw);
+                    }
+                    cacache::index::insert(&scratch, &entry.key, opts)
+                        .map_err(|err| self.index_error(&entry.key, err))?;
+                }
+                let relative = path.strip_prefix(&self.root).expect("buckets are under the root");
+                let fresh = scratch.join(relative);
+                if let Ok(modified) = meta.modified() {
+                    let _ = fs::File::options()
+                        .append(true)
+                        .open(&fresh)
+                        .and_then(|file| file.set_modified(modified));
+                }
+                let size = fs::metadata(&fresh).map_err(|err| io_error("read", &fresh, err))?.len();
+                fs::rename(&fresh, &path).map_err(|err| io_error("replace", &path, err))?;
+                Ok(size)
+            })();
+            let _ = fs::remove_dir_all(&scratch);
+            after += rewritten?;
         }
         Ok((before, after))
     }
@@ -685,6 +674,25 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
         perms.set_readonly(mode & 0o222 == 0);
         fs::set_permissions(path, perms)
     }
+}
+
+/// Every regular file under `dir`, recursively, with its metadata. Parts that cannot be read
+/// are skipped: the callers (listings, garbage collection, compaction) then leave them alone.
+pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = fs::read_dir(&dir) else { continue };
+        for item in listing.flatten() {
+            let Ok(meta) = item.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(item.path());
+            } else {
+                files.push((item.path(), meta));
+            }
+        }
+    }
+    files
 }
 
 /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).

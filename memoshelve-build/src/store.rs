@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::disk::{Disk, EVENT_LOG, EntryRecord};
+use crate::disk::{Disk, EVENT_LOG, EntryRecord, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
@@ -194,20 +194,11 @@ impl Store {
         }
         let cutoff = SystemTime::now() - grace;
         let (mut files, mut bytes) = (0, 0);
-        let mut pending = vec![self.root().join("blobs-b3"), self.root().join("tmp-b3")];
-        while let Some(dir) = pending.pop() {
-            let Ok(listing) = std::fs::read_dir(&dir) else { continue };
-            for item in listing.flatten() {
-                let Ok(meta) = item.metadata() else { continue };
-                if meta.is_dir() {
-                    pending.push(item.path());
-                    continue;
-                }
-                let name = item.file_name().to_string_lossy().into_owned();
+        for dir in [self.root().join("blobs-b3"), self.root().join("tmp-b3")] {
+            for (path, meta) in files_under(&dir) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 let old_enough = meta.modified().is_ok_and(|modified| modified < cutoff);
-                if old_enough
-                    && !referenced.contains(&name)
-                    && std::fs::remove_file(item.path()).is_ok()
+                if old_enough && !referenced.contains(&name) && std::fs::remove_file(&path).is_ok()
                 {
                     files += 1;
                     bytes += meta.len();
@@ -272,28 +263,18 @@ impl Store {
     pub fn footprint(&self) -> Footprint {
         let mut footprint = Footprint::default();
         let mut by_area: BTreeMap<PathBuf, u64> = BTreeMap::new();
-        let mut pending = vec![self.root().to_owned()];
-        while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    pending.push(entry.path());
-                    continue;
+        for (path, meta) in files_under(self.root()) {
+            footprint.total_bytes += meta.len();
+            let area = path
+                .strip_prefix(self.root())
+                .ok()
+                .and_then(|rel| rel.iter().next())
+                .map(PathBuf::from);
+            if let Some(area) = area {
+                if area == Path::new("blobs-b3") {
+                    footprint.blobs += 1;
                 }
-                footprint.total_bytes += meta.len();
-                let area = entry
-                    .path()
-                    .strip_prefix(self.root())
-                    .ok()
-                    .and_then(|rel| rel.iter().next())
-                    .map(PathBuf::from);
-                if let Some(area) = area {
-                    if area == Path::new("blobs-b3") {
-                        footprint.blobs += 1;
-                    }
-                    *by_area.entry(area).or_default() += meta.len();
-                }
+                *by_area.entry(area).or_default() += meta.len();
             }
         }
         footprint.index_bytes = by_area.get(Path::new("index-v5")).copied().unwrap_or(0);
