@@ -113,6 +113,24 @@ pub(crate) enum Command {
         #[arg(last = true, required = true, value_name = "CARGO ARGS")]
         cargo_args: Vec<String>,
     },
+    /// Write entries and their content to one compressed archive (tar + zstd).
+    Backup {
+        /// The archive to write (conventionally `.tar.zst`).
+        file: std::path::PathBuf,
+        /// Only entries used (hit or written) this recently, e.g. 7d: what recent builds needed.
+        #[arg(long, value_parser = parse_age, value_name = "AGE")]
+        used_since: Option<std::time::Duration>,
+    },
+    /// Add the entries of an archive made by `backup`. Every member is checked first: only
+    /// regular files at the expected places (nothing that could escape the root), every blob
+    /// and every entry verified by blake3; only then does anything become visible.
+    Restore {
+        /// The archive to read.
+        file: std::path::PathBuf,
+        /// Add to a cache that already has entries (otherwise restoring needs an empty one).
+        #[arg(long)]
+        merge: bool,
+    },
     /// Delete entries: all of them, or those of one cache name.
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.

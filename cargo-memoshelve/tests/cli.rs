@@ -440,3 +440,129 @@ fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
     assert_eq!(memo.get::<String, _>(&"upgraded"), None);
     assert_eq!(memo.call(&"upgraded", || "recomputed".to_owned()), "recomputed");
 }
+
+#[test]
+fn backup_clear_restore_round_trips_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let archive = dir.path().join("cache.tar.zst");
+    let listed_before = json(&root, &["list"]);
+    let written = json(&root, &["backup", archive.to_str().unwrap()]);
+    assert_eq!(written["entries"], 4);
+    stdout(&cli(&root, &["clear", "--yes"]));
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 0);
+
+    let restored = json(&root, &["restore", archive.to_str().unwrap()]);
+    assert_eq!(restored["entries"], 4);
+    let listed_after = json(&root, &["list"]);
+    let keys_and_use = |rows: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row["key"].to_string(),
+                    row["bytes"].as_u64().unwrap(),
+                    row["last_used_ms"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys_and_use(&listed_after),
+        keys_and_use(&listed_before),
+        "entries, sizes and last use survive"
+    );
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&3), Some("x".repeat(50_000)));
+    // The file step restores its files byte-identically from the restored cache.
+    let out = dir.path().join("out-again");
+    let (_, status) = memoshelve_build::Memo::new("beta")
+        .dir(&root)
+        .outputs(&out)
+        .call_with_status(&(), |_| -> () { unreachable!("a restored file step must not run") });
+    assert_eq!(status, memoshelve_build::Status::Disk);
+    assert_eq!(std::fs::read(out.join("b.bin")).unwrap(), vec![7u8; 20_000]);
+
+    // Restoring into a cache that has entries needs --merge.
+    let refused = cli(&root, &["restore", archive.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--merge"));
+    assert_eq!(json(&root, &["restore", "--merge", archive.to_str().unwrap()])["entries"], 4);
+}
+
+#[test]
+fn backup_used_since_exports_only_recently_used_entries() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let store = memoshelve_build::store::Store::open(&root);
+    for entry in store.entries(Some("alpha")).unwrap() {
+        store.set_last_used(&entry, SystemTime::now() - Duration::from_secs(10 * 86_400)).unwrap();
+    }
+    let archive = dir.path().join("recent.tar.zst");
+    let written = json(&root, &["backup", "--used-since", "1d", archive.to_str().unwrap()]);
+    assert_eq!(written["entries"], 1, "only beta was used in the last day: {written}");
+    let other = dir.path().join("other");
+    let restored = json(&other, &["restore", archive.to_str().unwrap()]);
+    assert_eq!(restored["entries"], 1);
+    assert_eq!(json(&other, &["list"])[0]["name"], "beta");
+}
+
+/// A tar.zst with one member, written with raw header bytes (tar's own builder refuses `..`).
+fn crafted_archive(
+    path: &Path,
+    member: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
+    let mut header = tar::Header::new_gnu();
+    let name = &mut header.as_old_mut().name;
+    name[..member.len()].copy_from_slice(member.as_bytes());
+    header.set_entry_type(kind);
+    if let Some(link) = link {
+        let link_name = &mut header.as_old_mut().linkname;
+        link_name[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let encoder = zstd::Encoder::new(std::fs::File::create(path).unwrap(), 3).unwrap();
+    let mut builder = tar::Builder::new(encoder);
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn restore_refuses_archives_that_escape_the_root_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let hex = blake3::hash(b"payload").to_hex().to_string();
+    let cases: [(&str, tar::EntryType, Option<&str>, &[u8]); 5] = [
+        ("../escaped", tar::EntryType::Regular, None, b"payload"),
+        ("memoshelve-backup/../../escaped", tar::EntryType::Regular, None, b"payload"),
+        ("/tmp/memoshelve-escaped-absolute", tar::EntryType::Regular, None, b"payload"),
+        ("memoshelve-backup/blobs/link", tar::EntryType::Symlink, Some("/etc/passwd"), b""),
+        // A blob whose bytes are not what its name says.
+        (&format!("memoshelve-backup/blobs/{hex}"), tar::EntryType::Regular, None, b"tampered"),
+    ];
+    for (index, (member, kind, link, data)) in cases.iter().enumerate() {
+        let archive = dir.path().join(format!("crafted-{index}.tar.zst"));
+        crafted_archive(&archive, member, *kind, *link, data);
+        let output = cli(&root, &["restore", archive.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{member}: {stderr}");
+        assert!(stderr.contains("nothing was added"), "{member}: {stderr}");
+    }
+    assert!(!dir.path().join("escaped").exists());
+    assert!(!Path::new("/tmp/memoshelve-escaped-absolute").exists());
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 0);
+    assert!(
+        !root.join("blobs-b3").exists() || walk(&root.join("blobs-b3")).is_empty(),
+        "a refused archive left blobs"
+    );
+}

@@ -217,7 +217,6 @@ impl Disk {
     /// Stores a value: the blob first (if not inline), then the index record, so a crash in
     /// between leaves at most an unreferenced blob, never a record without its value.
     pub(crate) fn store(&self, mut record: EntryRecord, bytes: &[u8]) -> Result<()> {
-        let key = Key::from_hex(&record.key).expect("records are built from keys");
         let hash = blake3::hash(bytes);
         record.size = bytes.len() as u64;
         record.blake3 = hash.to_hex().to_string();
@@ -227,11 +226,21 @@ impl Disk {
             record.inline = None;
             self.write_blob(&record.blake3, bytes)?;
         }
+        self.insert_record(&record)
+    }
+
+    /// Appends a complete record's index line (its blobs must already be in place).
+    pub(crate) fn insert_record(&self, record: &EntryRecord) -> Result<()> {
+        let key = Key::from_hex(&record.key).ok_or_else(|| Error::Corrupt {
+            root: self.root.clone(),
+            key: record.key.clone(),
+            reason: "malformed key".to_owned(),
+        })?;
         let index_key = index_key(&record.name, &key);
-        let metadata = serde_json::to_value(&record).expect("a record always serializes");
+        let metadata = serde_json::to_value(record).expect("a record always serializes");
         let opts = cacache::WriteOpts::new()
             .integrity(NO_CACACHE_CONTENT.parse().expect("the marker is a valid integrity string"))
-            .size(bytes.len())
+            .size(record.size as usize)
             .time(u128::from(record.created_ms))
             .metadata(metadata);
         cacache::index::insert(&self.root, &index_key, opts)
@@ -374,6 +383,32 @@ impl Disk {
             return Err(io_error("move blob into", &path, err));
         }
         Ok(())
+    }
+
+    /// The path of an existing blob, if there is one.
+    pub(crate) fn existing_blob(&self, blake3_hex: &str) -> Option<PathBuf> {
+        self.blob_path(blake3_hex).filter(|path| path.is_file())
+    }
+
+    /// Moves a verified file into the blob area under its hash (kept if already there).
+    pub(crate) fn adopt_blob(&self, file: &Path, blake3_hex: &str) -> Result<()> {
+        let path = self.blob_path(blake3_hex).ok_or_else(|| Error::Corrupt {
+            root: self.root.clone(),
+            key: blake3_hex.to_owned(),
+            reason: "malformed blob hash".to_owned(),
+        })?;
+        if path.is_file() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("blob paths have a parent");
+        fs::create_dir_all(parent)
+            .and_then(|()| {
+                let mut perms = fs::metadata(file)?.permissions();
+                perms.set_readonly(true);
+                fs::set_permissions(file, perms)?;
+                fs::rename(file, &path)
+            })
+            .map_err(|err| io_error("move blob into", &path, err))
     }
 
     /// Deletes a blob whose content failed its check (it cannot be right for any entry).

@@ -90,6 +90,119 @@ impl Store {
         Store { disk: Disk::at(root.as_ref()) }
     }
 
+    /// Opens the cache at `root`, creating it (owner-only) if it does not exist yet.
+    ///
+    /// # Errors
+    /// When the root cannot be created or is not a directory.
+    pub fn create(root: impl AsRef<Path>) -> Result<Store> {
+        Ok(Store { disk: Disk::open(root.as_ref())? })
+    }
+
+    /// The file holding the blob with this blake3 hash, if the cache has it.
+    pub fn blob_path(&self, blake3_hex: &str) -> Option<PathBuf> {
+        self.disk.existing_blob(blake3_hex)
+    }
+
+    /// Adds entries from elsewhere (a backup): `staged` holds their blobs, each file named by
+    /// its blake3 hex. Everything is checked first: each entry's value (inline, staged or already
+    /// here) against its size and blake3, and for a file step every file's blob. Only when all of
+    /// them pass are the blobs moved in and the index lines written, with their last-use times.
+    /// Returns how many entries were added.
+    ///
+    /// # Errors
+    /// Naming the first entry that fails its check, before anything becomes visible.
+    pub fn import(&self, staged: &Path, entries: &[(EntryRecord, u64)]) -> Result<usize> {
+        let blob = |hex: &str| -> Option<PathBuf> {
+            let staged_blob = staged.join(hex);
+            if hex.len() == 64
+                && hex.bytes().all(|byte| byte.is_ascii_hexdigit())
+                && staged_blob.is_file()
+            {
+                Some(staged_blob)
+            } else {
+                self.disk.existing_blob(hex)
+            }
+        };
+        let corrupt = |record: &EntryRecord, reason: String| Error::Corrupt {
+            root: self.root().to_owned(),
+            key: format!("{}/{}", record.name, record.key),
+            reason,
+        };
+        let mut needed: Vec<(PathBuf, String)> = Vec::new();
+        for (record, _) in entries {
+            if record.format != crate::FORMAT_VERSION || Key::from_hex(&record.key).is_none() {
+                return Err(corrupt(
+                    record,
+                    format!("format {} or key not readable here", record.format),
+                ));
+            }
+            let value: Vec<u8> = match &record.inline {
+                Some(inline) => {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, inline)
+                        .map_err(|err| corrupt(record, format!("inline value: {err}")))?
+                }
+                None => {
+                    let path = blob(&record.blake3)
+                        .ok_or_else(|| corrupt(record, "its value's blob is missing".to_owned()))?;
+                    needed.push((path.clone(), record.blake3.clone()));
+                    std::fs::read(&path)
+                        .map_err(|err| corrupt(record, format!("{}: {err}", path.display())))?
+                }
+            };
+            if value.len() as u64 != record.size
+                || blake3::hash(&value).to_hex().as_str() != record.blake3
+            {
+                return Err(corrupt(
+                    record,
+                    "its value does not match its size and blake3".to_owned(),
+                ));
+            }
+            if record.type_name.starts_with(FILE_STEP_TYPE) {
+                let manifest: OutputManifest = postcard::from_bytes(&value)
+                    .map_err(|err| corrupt(record, format!("unreadable manifest: {err}")))?;
+                for file in &manifest.files {
+                    if crate::outputs::safe_relative(&file.path).is_none() {
+                        return Err(corrupt(
+                            record,
+                            format!("unsafe path {:?} in its manifest", file.path),
+                        ));
+                    }
+                    let path = blob(&file.blake3)
+                        .ok_or_else(|| corrupt(record, format!("{}: blob missing", file.path)))?;
+                    let mut hasher = blake3::Hasher::new();
+                    let file_handle = std::fs::File::open(&path)
+                        .map_err(|err| corrupt(record, err.to_string()))?;
+                    hasher
+                        .update_reader(file_handle)
+                        .map_err(|err| corrupt(record, err.to_string()))?;
+                    if hasher.count() != file.size
+                        || hasher.finalize().to_hex().as_str() != file.blake3
+                    {
+                        return Err(corrupt(
+                            record,
+                            format!("{}: blob does not match its hash", file.path),
+                        ));
+                    }
+                    needed.push((path, file.blake3.clone()));
+                }
+            }
+        }
+        let _guard = self.disk.write_guard();
+        for (path, hex) in needed {
+            if path.starts_with(staged) {
+                self.disk.adopt_blob(&path, &hex)?;
+            }
+        }
+        for (record, last_used_ms) in entries {
+            self.disk.insert_record(record)?;
+            let key = Key::from_hex(&record.key).expect("checked above");
+            let bucket = self.disk.bucket_path(&record.name, &key);
+            let time = UNIX_EPOCH + Duration::from_millis(*last_used_ms);
+            let _ = std::fs::File::open(&bucket).and_then(|file| file.set_modified(time));
+        }
+        Ok(entries.len())
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         self.disk.root()

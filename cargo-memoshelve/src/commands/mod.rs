@@ -1,11 +1,13 @@
 //! One module per subcommand; `run` dispatches.
 
+mod backup;
 mod clear;
 mod compact;
 mod explain;
 mod list;
 mod path;
 mod prune;
+mod restore;
 mod show;
 mod stats;
 mod upgrade;
@@ -24,6 +26,8 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::Stats => stats::run(args),
         Command::Compact => compact::run(args),
         Command::Upgrade => upgrade::run(args),
+        Command::Backup { file, used_since } => backup::run(args, file, *used_since),
+        Command::Restore { file, merge } => restore::run(args, file, *merge),
         Command::Warm { cargo_args } => warm::run(args, cargo_args),
         Command::Verify { repair } => verify::run(args, *repair),
         Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),

@@ -1,0 +1,102 @@
+//! `cargo memoshelve backup FILE [--used-since AGE]`: entries and their content in one archive.
+//!
+//! Archive layout (tar, zstd-compressed): `memoshelve-backup/entries.jsonl` (one
+//! `{"record": .., "last_used_ms": ..}` per line) and `memoshelve-backup/blobs/<blake3 hex>`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::cli::MemoshelveArgs;
+use crate::output;
+
+pub(crate) const PREFIX: &str = "memoshelve-backup";
+
+pub(crate) fn run(
+    args: &MemoshelveArgs,
+    file: &Path,
+    used_since: Option<Duration>,
+) -> anyhow::Result<()> {
+    let store = super::store(args)?;
+    let now = output::now_ms();
+    let entries: Vec<_> = store
+        .entries(None)?
+        .into_iter()
+        .filter(|entry| {
+            used_since
+                .is_none_or(|age| now.saturating_sub(entry.last_used_ms) <= age.as_millis() as u64)
+        })
+        .collect();
+    let mut lines = String::new();
+    let mut blobs = BTreeSet::new();
+    for entry in &entries {
+        lines.push_str(&serde_json::to_string(
+            &json!({ "record": entry.record, "last_used_ms": entry.last_used_ms }),
+        )?);
+        lines.push('\n');
+        if entry.record.inline.is_none() {
+            blobs.insert(entry.record.blake3.clone());
+        }
+        blobs.extend(entry.files.iter().map(|file| file.blake3.clone()));
+    }
+    let tmp = file.with_extension("partial");
+    let written = (|| -> anyhow::Result<u64> {
+        let out = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let encoder = zstd::Encoder::new(out, 3)?;
+        let mut archive = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(lines.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, format!("{PREFIX}/entries.jsonl"), lines.as_bytes())?;
+        let mut bytes = 0;
+        for hex in &blobs {
+            let path = store.blob_path(hex).with_context(|| {
+                format!(
+                    "blob {hex} is missing from {} (run `cargo memoshelve verify --repair` first)",
+                    store.root().display()
+                )
+            })?;
+            let mut blob = std::fs::File::open(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(blob.metadata()?.len());
+            header.set_mode(0o444);
+            header.set_cksum();
+            bytes += header.size()?;
+            archive.append_data(&mut header, format!("{PREFIX}/blobs/{hex}"), &mut blob)?;
+        }
+        archive.into_inner()?.finish()?.sync_all()?;
+        Ok(bytes)
+    })();
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+    };
+    std::fs::rename(&tmp, file)
+        .with_context(|| format!("cannot move the archive to {}", file.display()))?;
+    let archive_bytes = std::fs::metadata(file)?.len();
+    if args.json {
+        return super::print_json(&json!({
+            "file": file, "entries": entries.len(), "blobs": blobs.len(), "bytes": bytes, "archive_bytes": archive_bytes,
+        }));
+    }
+    writeln!(
+        std::io::stdout(),
+        "wrote {} entries and {} blobs ({}) to {} ({} compressed)",
+        entries.len(),
+        blobs.len(),
+        output::size(bytes),
+        file.display(),
+        output::size(archive_bytes)
+    )?;
+    Ok(())
+}
