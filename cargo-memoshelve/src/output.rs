@@ -1,7 +1,22 @@
 //! Rendering for people: sizes, ages, durations and aligned tables. (`--json` uses serde_json.)
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A progress bar on stderr for `total` steps of long work; hidden when stderr is not a terminal
+/// or the output is `--json`, so scripts and pipes see nothing of it.
+pub(crate) fn progress(total: u64, message: &'static str, json: bool) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+        .expect("the template is valid")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(message);
+    bar
+}
 
 /// `1536` -> `1.5 KiB`.
 pub(crate) fn size(bytes: u64) -> String {

@@ -566,3 +566,28 @@ fn restore_refuses_archives_that_escape_the_root_and_writes_nothing() {
         "a refused archive left blobs"
     );
 }
+
+#[test]
+fn progress_stays_off_pipes_and_commands_work_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    // Piped (as in scripts and CI): no progress output at all.
+    let piped = cli(&root, &["verify"]);
+    assert_eq!(piped.status.code(), Some(0));
+    assert!(
+        piped.stderr.is_empty(),
+        "progress leaked into a pipe: {}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    // On a terminal (a pty made by `script`): the command works and reports as usual.
+    let command = format!(
+        "{} memoshelve --dir {} verify",
+        env!("CARGO_BIN_EXE_cargo-memoshelve"),
+        root.display()
+    );
+    let terminal = Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert_eq!(terminal.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("checked 4 entries: 0 damaged"), "{shown}");
+}

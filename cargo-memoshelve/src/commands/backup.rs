@@ -55,7 +55,9 @@ pub(crate) fn run(
         header.set_cksum();
         archive.append_data(&mut header, format!("{PREFIX}/entries.jsonl"), lines.as_bytes())?;
         let mut bytes = 0;
+        let bar = output::progress(blobs.len() as u64, "backing up", args.json);
         for hex in &blobs {
+            bar.inc(1);
             let path = store.blob_path(hex).with_context(|| {
                 format!(
                     "blob {hex} is missing from {} (run `cargo memoshelve verify --repair` first)",
@@ -71,6 +73,7 @@ pub(crate) fn run(
             bytes += header.size()?;
             archive.append_data(&mut header, format!("{PREFIX}/blobs/{hex}"), &mut blob)?;
         }
+        bar.finish_and_clear();
         archive.into_inner()?.finish()?.sync_all()?;
         Ok(bytes)
     })();

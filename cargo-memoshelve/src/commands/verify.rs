@@ -11,10 +11,16 @@ use crate::cli::MemoshelveArgs;
 pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
     let entries = store.entries(None)?;
+    let bar = crate::output::progress(entries.len() as u64, "verifying", args.json);
     let damaged: Vec<(&memoshelve_build::store::Entry, String)> = entries
         .par_iter()
-        .filter_map(|entry| store.verify(entry).err().map(|reason| (entry, reason)))
+        .filter_map(|entry| {
+            let checked = store.verify(entry).err().map(|reason| (entry, reason));
+            bar.inc(1);
+            checked
+        })
         .collect();
+    bar.finish_and_clear();
     let mut repaired = 0;
     if repair {
         for (entry, _) in &damaged {
