@@ -440,23 +440,30 @@ impl Disk {
             Some(name) => format!("{INDEX_PREFIX}{name}/"),
             None => INDEX_PREFIX.to_owned(),
         };
+        Ok(self
+            .ls_live(&prefix)?
+            .into_iter()
+            .filter(|meta| meta.key.starts_with(&prefix))
+            .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
+            .filter(|record| {
+                record.format == FORMAT_VERSION && name.is_none_or(|name| record.name == name)
+            })
+            .collect())
+    }
+
+    /// Every live index line (memoshelve's and any other), read with cacache; none if there is
+    /// no index yet. cacache's `ls` unwraps integrity strings, so a crafted bucket could make it
+    /// panic: that becomes an error about `key` instead.
+    fn ls_live(&self, key: &str) -> Result<Vec<cacache::index::Metadata>> {
         if !self.root.join("index-v5").exists() {
             return Ok(Vec::new());
         }
-        // cacache's `ls` unwraps integrity strings; a crafted bucket could make it panic.
-        let listed = std::panic::catch_unwind(|| {
-            cacache::index::ls(&self.root)
-                .filter_map(|meta| meta.ok())
-                .filter(|meta| meta.key.starts_with(&prefix))
-                .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
-                .filter(|record| {
-                    record.format == FORMAT_VERSION && name.is_none_or(|name| record.name == name)
-                })
-                .collect::<Vec<_>>()
-        });
-        listed.map_err(|_| Error::Index {
+        std::panic::catch_unwind(|| {
+            cacache::index::ls(&self.root).filter_map(|meta| meta.ok()).collect::<Vec<_>>()
+        })
+        .map_err(|_| Error::Index {
             root: self.root.clone(),
-            key: prefix,
+            key: key.to_owned(),
             message: "the index could not be listed (a bucket is malformed)".to_owned(),
         })
     }
@@ -464,26 +471,17 @@ impl Disk {
     /// Index keys of memoshelve entries that this version cannot read: another `memoshelve/vN/`
     /// prefix, another record format, or a record that does not parse.
     pub(crate) fn foreign_keys(&self) -> Result<Vec<String>> {
-        if !self.root.join("index-v5").exists() {
-            return Ok(Vec::new());
-        }
-        let listed = std::panic::catch_unwind(|| {
-            cacache::index::ls(&self.root)
-                .filter_map(|meta| meta.ok())
-                .filter(|meta| meta.key.starts_with("memoshelve/"))
-                .filter(|meta| {
-                    !meta.key.starts_with(INDEX_PREFIX)
-                        || serde_json::from_value::<EntryRecord>(meta.metadata.clone())
-                            .map_or(true, |record| record.format != FORMAT_VERSION)
-                })
-                .map(|meta| meta.key)
-                .collect::<Vec<_>>()
-        });
-        listed.map_err(|_| Error::Index {
-            root: self.root.clone(),
-            key: "memoshelve/".to_owned(),
-            message: "the index could not be listed (a bucket is malformed)".to_owned(),
-        })
+        Ok(self
+            .ls_live("memoshelve/")?
+            .into_iter()
+            .filter(|meta| meta.key.starts_with("memoshelve/"))
+            .filter(|meta| {
+                !meta.key.starts_with(INDEX_PREFIX)
+                    || serde_json::from_value::<EntryRecord>(meta.metadata.clone())
+                        .map_or(true, |record| record.format != FORMAT_VERSION)
+            })
+            .map(|meta| meta.key)
+            .collect())
     }
 
     /// Removes an index entry by its raw key.
@@ -502,18 +500,7 @@ impl Disk {
         let path = self
             .blob_path(blake3_hex)
             .ok_or_else(|| format!("malformed blob hash {blake3_hex:?}"))?;
-        let mut hasher = blake3::Hasher::new();
-        let file =
-            fs::File::open(&path).map_err(|err| format!("blob {}: {err}", path.display()))?;
-        hasher.update_reader(file).map_err(|err| format!("blob {}: {err}", path.display()))?;
-        let actual_size = hasher.count();
-        if actual_size != size {
-            return Err(format!("blob {} is {actual_size} bytes, expected {size}", path.display()));
-        }
-        if hasher.finalize().to_hex().as_str() != blake3_hex {
-            return Err(format!("blob {} does not match its blake3 hash", path.display()));
-        }
-        Ok(())
+        check_file(&path, blake3_hex, size)
     }
 
     /// Appends one line to the root's event log (`events.log`), which `cargo memoshelve stats`
@@ -571,14 +558,7 @@ impl Disk {
         if !index.is_dir() {
             return Ok((0, 0));
         }
-        let live = std::panic::catch_unwind(|| {
-            cacache::index::ls(&self.root).filter_map(|meta| meta.ok()).collect::<Vec<_>>()
-        })
-        .map_err(|_| Error::Index {
-            root: self.root.clone(),
-            key: String::new(),
-            message: "the index could not be listed (a bucket is malformed)".to_owned(),
-        })?;
+        let live = self.ls_live("")?;
         let mut by_bucket: std::collections::HashMap<PathBuf, Vec<cacache::index::Metadata>> =
             Default::default();
         for meta in live {
@@ -709,6 +689,25 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
         perms.set_readonly(mode & 0o222 == 0);
         fs::set_permissions(path, perms)
     }
+}
+
+/// Checks that the file at `path` has this size and blake3 hash; says what is wrong otherwise.
+pub(crate) fn check_file(
+    path: &Path,
+    blake3_hex: &str,
+    size: u64,
+) -> std::result::Result<(), String> {
+    let mut hasher = blake3::Hasher::new();
+    let file = fs::File::open(path).map_err(|err| format!("blob {}: {err}", path.display()))?;
+    hasher.update_reader(file).map_err(|err| format!("blob {}: {err}", path.display()))?;
+    let actual_size = hasher.count();
+    if actual_size != size {
+        return Err(format!("blob {} is {actual_size} bytes, expected {size}", path.display()));
+    }
+    if hasher.finalize().to_hex().as_str() != blake3_hex {
+        return Err(format!("blob {} does not match its blake3 hash", path.display()));
+    }
+    Ok(())
 }
 
 /// Every regular file under `dir`, recursively, with its metadata. Parts that cannot be read

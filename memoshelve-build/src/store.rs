@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::disk::{Disk, EVENT_LOG, EntryRecord, files_under};
+use crate::disk::{Disk, EVENT_LOG, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
@@ -169,20 +169,8 @@ impl Store {
                     }
                     let path = blob(&file.blake3)
                         .ok_or_else(|| corrupt(record, format!("{}: blob missing", file.path)))?;
-                    let mut hasher = blake3::Hasher::new();
-                    let file_handle = std::fs::File::open(&path)
-                        .map_err(|err| corrupt(record, err.to_string()))?;
-                    hasher
-                        .update_reader(file_handle)
-                        .map_err(|err| corrupt(record, err.to_string()))?;
-                    if hasher.count() != file.size
-                        || hasher.finalize().to_hex().as_str() != file.blake3
-                    {
-                        return Err(corrupt(
-                            record,
-                            format!("{}: blob does not match its hash", file.path),
-                        ));
-                    }
+                    check_file(&path, &file.blake3, file.size)
+                        .map_err(|reason| corrupt(record, format!("{}: {reason}", file.path)))?;
                     needed.push((path, file.blake3.clone()));
                 }
             }
