@@ -119,23 +119,34 @@ fn lookup_table_is_served_from_the_cache_after_cargo_clean() {
     assert!(release.contains(": cached (disk)"), "the release entry was not stored:\n{release}");
 }
 
+/// Builds an example cold (cleaned, empty cache: a miss, its generator runs once), cleans it,
+/// and builds it warm (a disk hit, the generator does not run), checking that `files` came back
+/// from the cache byte-identical.
+fn cold_then_warm(package: &str, cache_name: &str, files: &[&str], cache: &Path) {
+    cargo(&["clean", "-p", package], cache);
+    let cold = cargo(&["build", "-p", package], cache);
+    assert!(
+        cold.contains(&format!("memoshelve: {cache_name}")) && cold.contains(": miss"),
+        "{cold}"
+    );
+    assert_eq!(generator_runs(cache), 1);
+    let generated: Vec<Vec<u8>> =
+        files.iter().map(|file| generated_file("debug", package, file)).collect();
+
+    cargo(&["clean", "-p", package], cache);
+    let warm = cargo(&["build", "-p", package], cache);
+    assert!(warm.contains(": cached (disk)"), "{warm}");
+    assert_eq!(generator_runs(cache), 1, "the generator of {package} ran on a warm build");
+    for (file, bytes) in files.iter().zip(generated) {
+        assert_eq!(generated_file("debug", package, file), bytes, "{file} differs");
+    }
+}
+
 #[test]
 fn protos_codegen_is_restored_without_running_protoc() {
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path().join("cache");
-    cargo(&["clean", "-p", "protos"], &cache);
-    let cold = cargo(&["build", "-p", "protos"], &cache);
-    assert!(cold.contains("memoshelve: protos-prost") && cold.contains(": miss"), "{cold}");
-    assert_eq!(generator_runs(&cache), 1);
-    let shop = generated_file("debug", "protos", "shop.rs");
-    let common = generated_file("debug", "protos", "common.rs");
-
-    cargo(&["clean", "-p", "protos"], &cache);
-    let warm = cargo(&["build", "-p", "protos"], &cache);
-    assert!(warm.contains(": cached (disk)"), "{warm}");
-    assert_eq!(generator_runs(&cache), 1, "the generator ran on a warm build");
-    assert_eq!(generated_file("debug", "protos", "shop.rs"), shop);
-    assert_eq!(generated_file("debug", "protos", "common.rs"), common);
+    cold_then_warm("protos", "protos-prost", &["shop.rs", "common.rs"], &cache);
     // The restored code compiles and works.
     cargo(&["test", "-p", "protos"], &cache);
 
@@ -369,17 +380,7 @@ fn restoring_over_a_newer_out_dir_recompiles_and_identical_files_keep_their_mtim
 fn grammar_parser_is_restored_without_running_lalrpop() {
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path().join("cache");
-    cargo(&["clean", "-p", "grammar"], &cache);
-    let cold = cargo(&["build", "-p", "grammar"], &cache);
-    assert!(cold.contains("memoshelve: grammar-lalrpop") && cold.contains(": miss"), "{cold}");
-    assert_eq!(generator_runs(&cache), 1);
-    let parser = generated_file("debug", "grammar", "minilang.rs");
-
-    cargo(&["clean", "-p", "grammar"], &cache);
-    let warm = cargo(&["build", "-p", "grammar"], &cache);
-    assert!(warm.contains(": cached (disk)"), "{warm}");
-    assert_eq!(generator_runs(&cache), 1, "LALRPOP ran on a warm build");
-    assert_eq!(generated_file("debug", "grammar", "minilang.rs"), parser);
+    cold_then_warm("grammar", "grammar-lalrpop", &["minilang.rs"], &cache);
     // The restored parser compiles and parses.
     cargo(&["test", "-p", "grammar"], &cache);
 }
@@ -434,12 +435,7 @@ fn warm_runs_cargo_against_the_cache_and_reports_what_it_added() {
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path().join("cache");
     cargo(&["clean", "-p", "lookup-table"], &cache);
-    let cli = Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve");
-    let built = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
-        .status()
-        .unwrap();
-    assert!(built.success());
+    let cli = crate::cli_binary();
     let manifest = examples_dir().join("Cargo.toml");
     let warm = |cargo_args: &[&str]| {
         Command::new(&cli)

@@ -55,3 +55,15 @@ pub(crate) fn statuses(lines: &[String]) -> Vec<String> {
 pub(crate) fn counted(counter: &Path) -> usize {
     std::fs::read_to_string(counter).map_or(0, |text| text.lines().count())
 }
+
+/// The `cargo-memoshelve` binary of this workspace, built if needed.
+pub(crate) fn cli_binary() -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    std::path::Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve")
+}

@@ -1,6 +1,6 @@
 //! What must hold across processes: disk hits, stable keys, one computation per key under a lock.
 
-use crate::{counted, lines, probe, statuses};
+use crate::{cli_binary, counted, lines, probe, statuses};
 
 #[test]
 fn a_fresh_process_hits_the_disk_tier() {
@@ -137,18 +137,6 @@ fn directives_a_step_prints_itself_are_forwarded_once_and_replayed_on_a_hit() {
     );
     assert_eq!(count(&second, "cargo:rustc-link-lib=probe"), 1, "{second:?}");
     assert_eq!(count(&second, "generator chatter"), 0, "only directives are replayed: {second:?}");
-}
-
-/// The `cargo-memoshelve` binary of this workspace, built if needed.
-fn cli_binary() -> std::path::PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(built.success());
-    std::path::Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve")
 }
 
 #[test]
