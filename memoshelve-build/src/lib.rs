@@ -102,6 +102,11 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
+mod async_call;
 mod cargo;
 mod disk;
 mod error;
@@ -125,6 +130,8 @@ pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
 pub use crate::outputs::{OutputFile, OutputManifest, Outputs, Step};
 pub use crate::status::{Log, Status};
+#[cfg(feature = "macros")]
+pub use memoshelve_macros::memoize;
 
 /// Memoizes `compute` under `name` and `args` with the default options: the one-liner form of
 /// [`Memo::call`]. Never fails because of the cache.

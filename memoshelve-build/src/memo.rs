@@ -458,7 +458,7 @@ impl<H> Memo<H> {
 
     /// Reports an event the log asks for: a miss with how long the computation took, a hit
     /// with how long the lookup (and, for a file step, the restore) took.
-    fn report(&self, key: &Key, status: Status, took: Duration) {
+    pub(crate) fn report(&self, key: &Key, status: Status, took: Duration) {
         if self.log.includes(status) {
             let verb = if status == Status::Miss { "computed" } else { "served" };
             let took = took.as_secs_f64();
@@ -472,7 +472,7 @@ impl<H> Memo<H> {
 
     /// Appends disk hits and misses to the root's event log, for `cargo memoshelve stats`.
     /// Memory hits (repeats within one process) are not logged: they must stay nanoseconds.
-    fn record_event(&self, key: &Key, status: Status) {
+    pub(crate) fn record_event(&self, key: &Key, status: Status) {
         let tier = match status {
             Status::Disk => "disk",
             Status::Miss => "miss",
@@ -484,23 +484,27 @@ impl<H> Memo<H> {
     }
 
     /// Memory, then disk. A bad disk entry (corrupt, undecodable, invalid) is removed.
-    fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
-        let shared = if self.mem_capacity == 0 { None } else { MemoryTier::global().get(key) };
-        if let Some(shared) = shared {
-            match shared.downcast_ref::<T>() {
-                Some(value) if self.is_valid(value) => {
-                    return Some((value.clone(), Status::Memory));
-                }
-                _ => {
-                    MemoryTier::global().remove(key);
-                }
-            }
+    pub(crate) fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
+        if let Some(value) = self.lookup_memory::<T>(key) {
+            return Some((value, Status::Memory));
         }
         let value = self.lookup_disk::<T>(key)?;
         Some((value, Status::Disk))
     }
 
-    fn lookup_disk<T: Cacheable>(&self, key: &Key) -> Option<T> {
+    /// The memory tier only: no I/O, so async calls ask it inline.
+    pub(crate) fn lookup_memory<T: Cacheable>(&self, key: &Key) -> Option<T> {
+        let shared = if self.mem_capacity == 0 { None } else { MemoryTier::global().get(key) }?;
+        match shared.downcast_ref::<T>() {
+            Some(value) if self.is_valid(value) => Some(value.clone()),
+            _ => {
+                MemoryTier::global().remove(key);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn lookup_disk<T: Cacheable>(&self, key: &Key) -> Option<T> {
         let disk = self.disk()?;
         let (_, value, bytes) = self.read_entry::<T>(disk, key)?;
         if !self.is_valid(&value) {
@@ -591,7 +595,13 @@ impl<H> Memo<H> {
         disk.store(record, &bytes)
     }
 
-    fn store_or_warn<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) {
+    pub(crate) fn store_or_warn<T: Cacheable>(
+        &self,
+        key: Key,
+        value: &T,
+        args: String,
+        took: Duration,
+    ) {
         if let Err(err) = self.store(key, value, args, took) {
             self.warn_store_failed(&err);
         }
@@ -734,45 +744,78 @@ impl<H> Memo<H> {
         }
         // One process computes a key at a time when races are not allowed; the others wait,
         // then find its result on disk.
-        let _lock = match self.disk() {
-            Some(disk) if !self.allow_race => match disk.lock_key(&key, self.lock_timeout) {
-                Ok(Some(lock)) => {
-                    if let Some((value, status)) = lookup(true) {
-                        self.record_event(&key, status);
-                        self.report(&key, status, started.elapsed());
-                        return Ok((value, status));
-                    }
-                    Some(lock)
-                }
-                Ok(None) => {
-                    cargo::warn_once(
-                        &format!("lock {}", self.name),
-                        &format!(
-                            "{} {}: waited {}s for another process to compute it; computing here too",
-                            self.name,
-                            key.short(),
-                            self.lock_timeout.as_secs()
-                        ),
-                    );
-                    None
-                }
-                Err(err) => {
-                    cargo::warn_once(
-                        &format!("lock {}", disk.root().display()),
-                        &format!("{err}; computing unlocked"),
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
+        let lock = self.compute_lock(&key);
+        if lock.is_some()
+            && let Some((value, status)) = lookup(true)
+        {
+            self.record_event(&key, status);
+            self.report(&key, status, started.elapsed());
+            return Ok((value, status));
+        }
         let started = Instant::now();
         let value = compute()?;
         let took = started.elapsed();
         self.report(&key, Status::Miss, took);
         self.record_event(&key, Status::Miss);
         store(&value, took);
+        drop(lock);
         Ok((value, Status::Miss))
+    }
+
+    /// With `allow_race(false)`, waits for and takes the key's cross-process lock (blocking). `None`
+    /// when races are allowed, the disk tier is off, or the lock could not be had (warned once).
+    pub(crate) fn compute_lock(&self, key: &Key) -> Option<std::fs::File> {
+        let disk = self.disk().filter(|_| !self.allow_race)?;
+        match disk.lock_key(key, self.lock_timeout) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                cargo::warn_once(
+                    &format!("lock {}", self.name),
+                    &format!(
+                        "{} {}: waited {}s for another process to compute it; computing here too",
+                        self.name,
+                        key.short(),
+                        self.lock_timeout.as_secs()
+                    ),
+                );
+                None
+            }
+            Err(err) => {
+                cargo::warn_once(
+                    &format!("lock {}", disk.root().display()),
+                    &format!("{err}; computing unlocked"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A copy of this `Memo` that owns everything and encodes no arguments, for blocking work
+    /// moved to another thread. It shares the resolved inputs and the opened disk tier.
+    pub(crate) fn detached(&self) -> Memo {
+        Memo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            dir: self.dir.clone(),
+            disable: self.disable,
+            mem_capacity: self.mem_capacity,
+            log: self.log,
+            allow_race: self.allow_race,
+            lock_timeout: self.lock_timeout,
+            validators: self.validators.clone(),
+            declared: self.declared.clone(),
+            scope: self.scope,
+            inputs: self.inputs.clone(),
+            args_encoder: PostcardArgs,
+            namespace: self.namespace.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+
+    /// Whether the declared inputs and build context are resolved (resolving them may hash files
+    /// and run `rustc -vV`, so async calls do it off the executor's thread).
+    pub(crate) fn inputs_resolved(&self) -> bool {
+        self.inputs.get().is_some()
     }
 
     /// The key a call with these arguments and value type `T` uses, or `None` when the

@@ -144,3 +144,27 @@ fn stored_directives_name_the_build_directories_by_placeholder() {
     );
     assert_eq!(name_dirs("rustc-link-lib=z", out, manifest), "rustc-link-lib=z");
 }
+
+#[cfg(feature = "macros")]
+#[test]
+fn the_default_memoize_name_is_the_same_from_the_function_and_its_companion() {
+    use crate::__private::default_name;
+    let cases = [
+        ("square", "app::grid::square::MemoshelveSite", "app::grid::square_memo::MemoshelveSite"),
+        ("fetch", "app::fetch::{{closure}}::MemoshelveSite", "app::fetch_memo::MemoshelveSite"),
+        (
+            "cells",
+            "app::Grid<_>::cells::MemoshelveSite",
+            "app::Grid<_>::cells_memo::MemoshelveSite",
+        ),
+    ];
+    for (fn_name, in_function, in_companion) in cases {
+        assert_eq!(default_name(in_function, fn_name), default_name(in_companion, fn_name));
+    }
+    assert_eq!(default_name("app::fetch::{{closure}}::MemoshelveSite", "fetch"), "app::fetch");
+    assert_eq!(
+        default_name("<app::Grid as app::Shape>::cells_memo::MemoshelveSite", "cells"),
+        "<app::Grid as app::Shape>::cells"
+    );
+    assert_eq!(default_name("main_memo::MemoshelveSite", "main"), "main");
+}

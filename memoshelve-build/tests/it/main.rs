@@ -2,9 +2,11 @@
 //!
 //! Each test uses its own cache name and temp root: the memory tier is shared by the process.
 
+mod asyncs;
 mod corruption;
 mod inputs;
 mod keys;
+mod memoize;
 mod outputs;
 mod roots;
 

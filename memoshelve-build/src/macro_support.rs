@@ -1,0 +1,123 @@
+//! What `#[memoize]` expands to calls (feature `macros`). Not public API: it may change in any release.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+
+use crate::memo::{Cacheable, Memo};
+use crate::status::Status;
+
+pub use crate::async_call::waiting_on;
+
+/// A parameter type that can join the key. Implemented for every `Serialize` type; the message
+/// below is what a user sees for a parameter that is not.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `serde::Serialize`, so this parameter cannot join the cache key",
+    label = "the arguments of a `#[memoize]` function are its cache key",
+    note = "derive or implement `Serialize` for it, or leave the parameter out of the key with `#[memoize(ignore(..))]`"
+)]
+pub trait KeyArg {}
+impl<T: Serialize + ?Sized> KeyArg for T {}
+
+/// Fails to compile, at the span the macro gives it, for a parameter that is not `Serialize`.
+pub fn assert_key_arg<T: KeyArg + ?Sized>(_: &T) {}
+
+/// The default cache name: `site` is the type name of a marker struct declared in the body of
+/// the memoized function or of its `<fn>_memo()`, such as `crate::module::square_memo::Site`
+/// (in an `async fn`, `crate::module::fetch::{{closure}}::Site`); the name is the path of the
+/// item holding that function with `fn_name` appended: `crate::module::square`, or in an
+/// `impl Grid` block `crate::module::Grid::square`.
+pub fn default_name(site: &str, fn_name: &str) -> String {
+    let mut function = site.rsplit_once("::").map_or("", |(function, _marker)| function);
+    while let Some((parent, last)) = function.rsplit_once("::")
+        && last.starts_with('{')
+    {
+        function = parent;
+    }
+    match function.rsplit_once("::") {
+        Some((holder, _)) => format!("{holder}::{fn_name}"),
+        None => fn_name.to_owned(),
+    }
+}
+
+/// `#[memoize]` on a plain function: `key` joins the key, `rest` (the ignored parameters) does
+/// not; both are moved into `compute` on a miss.
+pub fn call<K: Serialize, R, T: Cacheable>(
+    memo: &Memo,
+    key: K,
+    rest: R,
+    compute: impl FnOnce(K, R) -> T,
+) -> T {
+    match try_call(memo, key, rest, |key, rest| Ok::<T, Infallible>(compute(key, rest))) {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// `#[memoize]` on a function returning `Result`: `Err` is returned and not cached.
+///
+/// # Errors
+/// Those of `compute`.
+pub fn try_call<K: Serialize, R, T: Cacheable, E>(
+    memo: &Memo,
+    key: K,
+    rest: R,
+    compute: impl FnOnce(K, R) -> Result<T, E>,
+) -> Result<T, E> {
+    let found = if memo.disabled() { None } else { memo.key_of::<K, T>(&key) };
+    let Some(found) = found else {
+        memo.key_inputs();
+        return compute(key, rest);
+    };
+    // The rendering kept in the entry is taken before `compute` consumes the arguments.
+    let rendering = std::cell::Cell::new(String::new());
+    memo.memoize(
+        found,
+        |disk_only| {
+            if disk_only {
+                memo.lookup_disk::<T>(&found).map(|value| (value, Status::Disk))
+            } else {
+                memo.lookup::<T>(&found)
+            }
+        },
+        || {
+            rendering.set(memo.render_args(&key));
+            compute(key, rest)
+        },
+        |value, took| memo.store_or_warn(found, value, rendering.take(), took),
+    )
+    .map(|(value, _)| value)
+}
+
+/// `#[memoize]` on an `async fn`.
+pub async fn call_async<K: Serialize, R, T: Cacheable>(
+    memo: &Memo,
+    key: K,
+    rest: R,
+    compute: impl AsyncFnOnce(K, R) -> T,
+) -> T {
+    let compute = async |key, rest| Ok::<T, Infallible>(compute(key, rest).await);
+    match try_call_async(memo, key, rest, compute).await {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// `#[memoize]` on an `async fn` returning `Result`: `Err` is returned and not cached.
+///
+/// # Errors
+/// Those of `compute`.
+pub async fn try_call_async<K: Serialize, R, T: Cacheable, E>(
+    memo: &Memo,
+    key: K,
+    rest: R,
+    compute: impl AsyncFnOnce(K, R) -> Result<T, E>,
+) -> Result<T, E> {
+    memo.resolve_inputs().await;
+    let found = if memo.disabled() { None } else { memo.key_of::<K, T>(&key) };
+    let Some(found) = found else {
+        return compute(key, rest).await;
+    };
+    let start = || (memo.render_args(&key), compute(key, rest));
+    memo.memoize_async(found, start).await.map(|(value, _)| value)
+}
