@@ -9,14 +9,14 @@ use crate::status::Status;
 
 pub use crate::async_call::waiting_on;
 
-/// A parameter type that can join the key. Implemented for every `Serialize` type; the message
-/// below is what a user sees for a parameter that is not.
+/// What can join the key: every `Serialize` type. The message below is what a user sees for a
+/// parameter that is not.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not `serde::Serialize`, so this parameter cannot join the cache key",
-    label = "the arguments of a `#[memoize]` function are its cache key",
+    message = "`{Self}` is not `serde::Serialize`, so it cannot be part of the cache key",
+    label = "the parameters of a `#[memoize]` function are its cache key",
     note = "derive or implement `Serialize` for it, or leave the parameter out of the key with `#[memoize(ignore(..))]`"
 )]
-pub trait KeyArg {}
+pub trait KeyArg: Serialize {}
 impl<T: Serialize + ?Sized> KeyArg for T {}
 
 /// Fails to compile, at the span the macro gives it, for a parameter that is not `Serialize`.
@@ -42,7 +42,7 @@ pub fn default_name(site: &str, fn_name: &str) -> String {
 
 /// `#[memoize]` on a plain function: `key` joins the key, `rest` (the ignored parameters) does
 /// not; both are moved into `compute` on a miss.
-pub fn call<K: Serialize, R, T: Cacheable>(
+pub fn call<K: KeyArg, R, T: Cacheable>(
     memo: &Memo,
     key: K,
     rest: R,
@@ -58,7 +58,7 @@ pub fn call<K: Serialize, R, T: Cacheable>(
 ///
 /// # Errors
 /// Those of `compute`.
-pub fn try_call<K: Serialize, R, T: Cacheable, E>(
+pub fn try_call<K: KeyArg, R, T: Cacheable, E>(
     memo: &Memo,
     key: K,
     rest: R,
@@ -90,7 +90,7 @@ pub fn try_call<K: Serialize, R, T: Cacheable, E>(
 }
 
 /// `#[memoize]` on an `async fn`.
-pub async fn call_async<K: Serialize, R, T: Cacheable>(
+pub async fn call_async<K: KeyArg, R, T: Cacheable>(
     memo: &Memo,
     key: K,
     rest: R,
@@ -107,7 +107,7 @@ pub async fn call_async<K: Serialize, R, T: Cacheable>(
 ///
 /// # Errors
 /// Those of `compute`.
-pub async fn try_call_async<K: Serialize, R, T: Cacheable, E>(
+pub async fn try_call_async<K: KeyArg, R, T: Cacheable, E>(
     memo: &Memo,
     key: K,
     rest: R,

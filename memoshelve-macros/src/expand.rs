@@ -47,10 +47,15 @@ pub(crate) fn memoize(attr: TokenStream, item: TokenStream) -> syn::Result<Token
     let key_patterns = params.iter().filter(|param| !param.ignored).map(|param| param.pattern);
     let rest_idents = params.iter().filter(|param| param.ignored).map(|param| &param.outer);
     let rest_patterns = params.iter().filter(|param| param.ignored).map(|param| param.pattern);
+    // Each key parameter is checked on its own, so that a type that is not `Serialize` is
+    // reported at that parameter's type (the ident is moved there, keeping its hygiene).
     let asserts = params.iter().filter(|param| !param.ignored).map(|param| {
-        let outer = &param.outer;
-        quote_spanned! {param.ty.span()=>
-            ::memoshelve_build::__private::assert_key_arg(&#outer);
+        // `&outer` spans the type: `&` at its first token, `outer` at its last.
+        let (first, last) = first_and_last_span(param.ty);
+        let outer = Ident::new(&param.outer.to_string(), last.resolved_at(param.outer.span()));
+        let reference = quote_spanned!(first=> &);
+        quote_spanned! {first=>
+            ::memoshelve_build::__private::assert_key_arg(#reference #outer);
         }
     });
     let ret = match &sig.output {
@@ -144,28 +149,28 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
     let sig = &function.sig;
     let mut errors: Vec<syn::Error> = Vec::new();
     if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new(
-            constness.span(),
+        errors.push(syn::Error::new_spanned(
+            constness,
             "#[memoize] cannot memoize a `const fn`: a cache lookup is not a constant expression",
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new(
-            variadic.span(),
+        errors.push(syn::Error::new_spanned(
+            variadic,
             "#[memoize] cannot memoize a C-variadic function",
         ));
     }
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(receiver) => errors.push(syn::Error::new(
-                receiver.span(),
+            FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
+                receiver,
                 "#[memoize] does not support a `self` receiver: `self` would not be part of the \
                  cache key; take the value as an ordinary parameter of an associated function \
                  (`fn f(grid: &Grid, ..)`), or memoize a free function the method calls",
             )),
             FnArg::Typed(typed) => {
                 for impl_trait in impl_traits(&typed.ty) {
-                    errors.push(syn::Error::new(
+                    errors.push(syn::Error::new_spanned(
                         impl_trait,
                         "#[memoize] does not support `impl Trait` parameters: name the type, or \
                          use a generic parameter (`fn f<T: Trait + Serialize>(x: T)`)",
@@ -176,7 +181,7 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
     }
     if let ReturnType::Type(_, ty) = &sig.output {
         for impl_trait in impl_traits(ty) {
-            errors.push(syn::Error::new(
+            errors.push(syn::Error::new_spanned(
                 impl_trait,
                 "#[memoize] does not support an `impl Trait` return type: the cached value needs \
                  a named type that is `Serialize + DeserializeOwned + Clone`",
@@ -193,12 +198,28 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
     }
 }
 
-/// The spans of every `impl Trait` inside a type.
-fn impl_traits(ty: &Type) -> Vec<Span> {
-    struct Finder(Vec<Span>);
-    impl<'ast> Visit<'ast> for Finder {
+/// The spans of the first and last tokens of a type (a span covering both needs nightly).
+fn first_and_last_span(ty: &Type) -> (Span, Span) {
+    let tokens: Vec<proc_macro2::TokenTree> = ty.to_token_stream().into_iter().collect();
+    let first = match tokens.first() {
+        Some(proc_macro2::TokenTree::Group(group)) => group.span_open(),
+        Some(token) => token.span(),
+        None => ty.span(),
+    };
+    let last = match tokens.last() {
+        Some(proc_macro2::TokenTree::Group(group)) => group.span_close(),
+        Some(token) => token.span(),
+        None => ty.span(),
+    };
+    (first, last)
+}
+
+/// Every `impl Trait` inside a type.
+fn impl_traits(ty: &Type) -> Vec<&syn::TypeImplTrait> {
+    struct Finder<'ast>(Vec<&'ast syn::TypeImplTrait>);
+    impl<'ast> Visit<'ast> for Finder<'ast> {
         fn visit_type_impl_trait(&mut self, impl_trait: &'ast syn::TypeImplTrait) {
-            self.0.push(impl_trait.span());
+            self.0.push(impl_trait);
         }
     }
     let mut finder = Finder(Vec::new());

@@ -107,9 +107,14 @@ use proc_macro::TokenStream;
 /// [`Memo::log`]: memoshelve_build::Memo::log
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
-    match expand::memoize(attr.into(), item.into()) {
+    match expand::memoize(attr.into(), item.clone().into()) {
         Ok(tokens) => tokens.into(),
-        Err(err) => err.into_compile_error().into(),
+        Err(err) => {
+            // The function as written stays, so its callers do not add errors of their own.
+            let mut tokens: TokenStream = err.into_compile_error().into();
+            tokens.extend(item);
+            tokens
+        }
     }
 }
 
