@@ -58,7 +58,7 @@ use proc_macro::TokenStream;
 /// so `E` need not be serializable. `async fn`s are memoized with [`Memo::call_async`]: any
 /// executor, disk I/O on a helper thread, and concurrent callers of one key share one
 /// computation. Generic functions work when their bounds make the parameters `Serialize` and the
-/// value [`Cacheable`](memoshelve_build::Cacheable).
+/// value [`Cacheable`](trait.Cacheable.html).
 ///
 /// # Options
 ///
@@ -92,19 +92,20 @@ use proc_macro::TokenStream;
 /// value as an ordinary parameter of an associated function), `impl Trait` in parameters or the
 /// return type, `const fn` and C-variadic functions are compile errors that say so.
 ///
-/// [`Memo::call`]: memoshelve_build::Memo::call
-/// [`Memo::call_async`]: memoshelve_build::Memo::call_async
-/// [`Memo::try_call`]: memoshelve_build::Memo::try_call
-/// [`Memo::contains`]: memoshelve_build::Memo::contains
-/// [`Memo::get`]: memoshelve_build::Memo::get
-/// [`Memo::call_with_status`]: memoshelve_build::Memo::call_with_status
-/// [`Memo::uncache`]: memoshelve_build::Memo::uncache
-/// [`Memo::keys`]: memoshelve_build::Memo::keys
-/// [`Memo::version`]: memoshelve_build::Memo::version
-/// [`Memo::dir`]: memoshelve_build::Memo::dir
-/// [`Memo::disable`]: memoshelve_build::Memo::disable
-/// [`Memo::allow_race`]: memoshelve_build::Memo::allow_race
-/// [`Memo::log`]: memoshelve_build::Memo::log
+// These links are relative to `memoshelve_build`'s docs, where this macro is re-exported.
+/// [`Memo::call`]: struct.Memo.html#method.call
+/// [`Memo::call_async`]: struct.Memo.html#method.call_async
+/// [`Memo::try_call`]: struct.Memo.html#method.try_call
+/// [`Memo::contains`]: struct.Memo.html#method.contains
+/// [`Memo::get`]: struct.Memo.html#method.get
+/// [`Memo::call_with_status`]: struct.Memo.html#method.call_with_status
+/// [`Memo::uncache`]: struct.Memo.html#method.uncache
+/// [`Memo::keys`]: struct.Memo.html#method.keys
+/// [`Memo::version`]: struct.Memo.html#method.version
+/// [`Memo::dir`]: struct.Memo.html#method.dir
+/// [`Memo::disable`]: struct.Memo.html#method.disable
+/// [`Memo::allow_race`]: struct.Memo.html#method.allow_race
+/// [`Memo::log`]: struct.Memo.html#method.log
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand::memoize(attr.into(), item.clone().into()) {

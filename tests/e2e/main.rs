@@ -5,6 +5,7 @@
 
 mod context;
 mod examples;
+mod memoize;
 mod processes;
 mod roots;
 
