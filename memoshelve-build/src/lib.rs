@@ -37,7 +37,8 @@
 //!
 //! 1. the format tag `memoshelve/key/v1` ([`KEY_FORMAT_TAG`]);
 //! 2. the cache name;
-//! 3. the version salt ([`Memo::version`], empty by default);
+//! 3. the version salt ([`Memo::version`], empty by default; [`#[memoize]`](#the-decorator-form-memoize)
+//!    appends the hash of the function's tokens to it);
 //! 4. [`std::any::type_name`] of the value type `T`;
 //! 5. the arguments encoded with [postcard] (or the bytes of [`Memo::hash_args_with`]);
 //! 6. each key input, as a (kind, name, value) triple, sorted ([`Memo::key_inputs`] lists them):
@@ -68,7 +69,7 @@
 //! # Never a broken build
 //!
 //! The memoizing calls ([`cache`], [`Memo::call`], [`Memo::call_with_status`], [`Memo::try_call`],
-//! [`Memo::get`]) never fail because of the cache. An unreadable, read-only, missing or corrupt
+//! [`Memo::get`], [`Memo::call_async`] and its siblings) never fail because of the cache. An unreadable, read-only, missing or corrupt
 //! cache means the value is computed and one warning is printed: a `cargo:warning=` line inside
 //! a build script, a `log` warning elsewhere.
 //!
@@ -94,11 +95,69 @@
 //! # let _ = tables;
 //! ```
 //!
+//! # The decorator form: `#[memoize]`
+//!
+//! With the `macros` feature (`memoshelve-build = { version = "0.1", features = ["macros"] }`;
+//! off by default because it compiles syn), `#[memoize]` turns a function into its memoized self,
+//! with the same signature, and generates a companion `<fn>_memo() -> &'static Memo` for
+//! inspection. The key is the tuple of the parameters (minus `ignore(..)`d ones) and the value
+//! type is the return type, so the companion answers for the function:
+//!
+//! ```
+//! # #[cfg(feature = "macros")] {
+//! use memoshelve_build::{Status, memoize};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # unsafe { std::env::set_var("MEMOSHELVE_DIR", dir.path()) };
+//!
+//! #[memoize(ignore(verbose))]
+//! fn digits_of_factorial(n: u32, verbose: bool) -> usize {
+//!     let mut digits = vec![1u32]; // little-endian base 10
+//!     for factor in 2..=n {
+//!         let mut carry = 0;
+//!         for digit in &mut digits {
+//!             let product = *digit * factor + carry;
+//!             (*digit, carry) = (product % 10, product / 10);
+//!         }
+//!         while carry > 0 {
+//!             digits.push(carry % 10);
+//!             carry /= 10;
+//!         }
+//!     }
+//!     if verbose {
+//!         eprintln!("{n}! has {} digits", digits.len());
+//!     }
+//!     digits.len()
+//! }
+//!
+//! assert_eq!(digits_of_factorial(100, false), 158); // computed
+//! assert_eq!(digits_of_factorial(100, true), 158); // `verbose` is not in the key: a hit
+//! let memo = digits_of_factorial_memo();
+//! assert_eq!(memo.get_with_status::<usize, _>(&(100u32,)), Some((158, Status::Memory)));
+//! assert!(memo.uncache::<usize, _>(&(100u32,)).unwrap());
+//! assert!(!memo.contains::<usize, _>(&(100u32,)));
+//! # }
+//! ```
+//!
+//! The function's own tokens (signature and body; not comments, not layout) are hashed when it
+//! compiles and that hash is appended to the version salt, so editing the body makes its earlier
+//! entries misses. Functions it calls are not hashed: bump `version = ".."` when they change. The
+//! options and the rest are in the docs of `memoize`.
+//!
+//! # Async
+//!
+//! [`Memo::call_async`], [`Memo::call_async_with_status`] and [`Memo::try_call_async`] (and
+//! `#[memoize]` on an `async fn`) run on any executor: they use only [`std::task`], no runtime.
+//! Concurrent callers of one missing key in a process share one computation. Memory hits are
+//! answered inline; reading, checking and writing the disk, waiting for another process's lock and
+//! resolving declared inputs run on a helper thread started for the purpose, so a large value
+//! does not stall a runtime's worker thread (a thread costs tens of microseconds, once per key and
+//! process, next to reads that matter only when they are large).
+//!
 //! # Naming
 //!
-//! The crate is synchronous; no method needs a `_sync` suffix. Methods that read take `&self` and
-//! never fail; the two that change the cache on request ([`Memo::put`], [`Memo::uncache`]) return a
-//! [`Result`].
+//! Blocking calls have no suffix (no `_sync`); their async counterparts end in `_async`. Methods
+//! that read take `&self` and never fail; the two that change the cache on request
+//! ([`Memo::put`], [`Memo::uncache`]) return a [`Result`].
 
 #![warn(missing_docs)]
 

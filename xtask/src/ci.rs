@@ -55,7 +55,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     step(
         "doc",
         cargo()
-            .args(["doc", "--no-deps", "--package", "memoshelve-build"])
+            .args(["doc", "--no-deps", "--package", "memoshelve-build", "--features", "macros"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     eprintln!("\nci: all steps passed");

@@ -47,7 +47,9 @@ pub(crate) fn problems(root: &Path) -> Vec<String> {
         }
     }
     let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap_or_default();
-    for crate_dir in ["memoshelve-build", "cargo-memoshelve", "examples", "tests", "xtask"] {
+    for crate_dir in
+        ["memoshelve-build", "memoshelve-macros", "cargo-memoshelve", "examples", "tests", "xtask"]
+    {
         if !architecture.contains(&format!("`{crate_dir}/`")) {
             problems.push(format!("ARCHITECTURE.md: does not describe `{crate_dir}/`"));
         }
