@@ -232,12 +232,6 @@ impl Flight {
         flights.insert(key, flight.clone());
         Entered::Leader(Leader { key, flight })
     }
-
-    /// How many callers wait for the computation of `key` in this process.
-    fn waiting(key: &Key) -> usize {
-        let flight = locked(&FLIGHTS).get(key).cloned();
-        flight.map_or(0, |flight| locked(&flight.state).waiters.len())
-    }
 }
 
 /// The caller that computes a key. Dropping it without [`Leader::finish`] (an error, a
@@ -302,10 +296,10 @@ impl Future for FlightDone {
 }
 
 /// How many async callers wait for another caller's computation of `key` in this process.
-/// For tests that need callers to overlap without sleeping.
-#[doc(hidden)]
-pub fn waiting_on(key: &Key) -> usize {
-    Flight::waiting(key)
+#[cfg(feature = "macros")]
+pub(crate) fn waiting_on(key: &Key) -> usize {
+    let flight = locked(&FLIGHTS).get(key).cloned();
+    flight.map_or(0, |flight| locked(&flight.state).waiters.len())
 }
 
 /// Runs blocking `work` on a helper thread and resolves to its result (a panic in `work` is

@@ -4,10 +4,9 @@ use std::convert::Infallible;
 
 use serde::Serialize;
 
+use crate::key::Key;
 use crate::memo::{Cacheable, Memo};
 use crate::status::Status;
-
-pub use crate::async_call::waiting_on;
 
 /// What can join the key: every `Serialize` type. The message below is what a user sees for a
 /// parameter that is not.
@@ -120,4 +119,10 @@ pub async fn try_call_async<K: KeyArg, R, T: Cacheable, E>(
     };
     let start = || (memo.render_args(&key), compute(key, rest));
     memo.memoize_async(found, start).await.map(|(value, _)| value)
+}
+
+/// How many async callers wait for another caller's computation of `key` in this process: for
+/// tests that need callers to overlap without sleeping.
+pub fn waiting_on(key: &Key) -> usize {
+    crate::async_call::waiting_on(key)
 }

@@ -40,6 +40,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "clippy",
         cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
     )?;
+    // The workspace build turns the `macros` feature on; check the library as users get it.
+    step(
+        "clippy default features",
+        cargo().args(["clippy", "--package", "memoshelve-build", "--lib", "--", "-D", "warnings"]),
+    )?;
     step(
         "clippy examples",
         cargo()
