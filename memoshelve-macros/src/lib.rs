@@ -90,7 +90,9 @@ use proc_macro::TokenStream;
 ///
 /// Methods with a `self` receiver (the receiver would have to be part of the key: pass the
 /// value as an ordinary parameter of an associated function), `impl Trait` in parameters or the
-/// return type, `const fn` and C-variadic functions are compile errors that say so.
+/// return type, `const fn` and C-variadic functions are compile errors that say so. In a trait
+/// `impl` block the companion would not be a member of the trait: memoize a free function (or an
+/// inherent associated function) that the trait method calls.
 ///
 // These links are relative to `memoshelve_build`'s docs, where this macro is re-exported.
 /// [`Memo::call`]: struct.Memo.html#method.call
