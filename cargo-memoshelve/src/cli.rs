@@ -12,8 +12,10 @@ pub(crate) enum Cargo {
     ///
     /// The cache holds the memoized results of build scripts (generated code, bindings,
     /// processed assets) and survives `cargo clean`. Its root is, first of: --dir;
-    /// MEMOSHELVE_DIR (the word `target` meaning <cargo target dir>/memoshelve);
-    /// $XDG_CACHE_HOME/memoshelve; $HOME/.cache/memoshelve.
+    /// MEMOSHELVE_DIR (the word `target` meaning <cargo target dir>/memoshelve); the `dir`
+    /// setting of the project (in [package.metadata.memoshelve], then
+    /// [workspace.metadata.memoshelve], then a memoshelve.toml); $XDG_CACHE_HOME/memoshelve;
+    /// $HOME/.cache/memoshelve. `cargo memoshelve path` prints it and why.
     #[command(version, after_help = "Exit codes: 0 success, 1 error, 2 usage error.")]
     Memoshelve(MemoshelveArgs),
 }
@@ -24,9 +26,23 @@ pub(crate) struct MemoshelveArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
 
+    /// The Cargo.toml of the project whose cache settings to use (default: the one of the
+    /// current directory). Settings: `dir` in [package.metadata.memoshelve],
+    /// [workspace.metadata.memoshelve] or a memoshelve.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) manifest_path: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Print no warnings, notes or progress bars (errors still go to stderr).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+
+    /// Print more detail (`path`: the project found and every setting read).
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,

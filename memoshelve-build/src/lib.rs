@@ -82,6 +82,13 @@
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
 //!
+//! Without `MEMOSHELVE_DIR`, a project may choose its root in its manifest (see [`config`]):
+//!
+//! ```toml
+//! [workspace.metadata.memoshelve]
+//! dir = ".memoshelve"   # relative to this Cargo.toml; "target" means <target dir>/memoshelve
+//! ```
+//!
 //! # In a build script
 //!
 //! ```no_run
@@ -103,6 +110,7 @@
 #![warn(missing_docs)]
 
 mod cargo;
+pub mod config;
 mod disk;
 mod error;
 mod inputs;
@@ -113,6 +121,7 @@ mod memory;
 mod outputs;
 mod status;
 pub mod store;
+mod toml_reader;
 
 #[cfg(test)]
 mod tests;
@@ -120,7 +129,7 @@ mod tests;
 pub use crate::disk::{EntryRecord, FORMAT_VERSION};
 pub use crate::error::{Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
-pub use crate::location::{CacheRoot, RootSource, resolve_root};
+pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
 pub use crate::outputs::{OutputFile, OutputManifest, Outputs, Step};

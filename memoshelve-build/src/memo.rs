@@ -396,7 +396,12 @@ impl<H> Memo<H> {
         self.disk
             .get_or_init(|| {
                 let root = match resolve_root(self.dir.as_deref()) {
-                    Ok(root) => root.path,
+                    Ok(root) => {
+                        for warning in &root.warnings {
+                            cargo::warn_once(warning, warning);
+                        }
+                        root.path
+                    }
                     Err(message) => {
                         cargo::warn_once("root", &format!("{message}; caching in memory only"));
                         return None;

@@ -55,7 +55,7 @@ pub(crate) fn run(
         header.set_cksum();
         archive.append_data(&mut header, format!("{PREFIX}/entries.jsonl"), lines.as_bytes())?;
         let mut bytes = 0;
-        let bar = output::progress(blobs.len() as u64, "backing up", args.json);
+        let bar = output::progress(args, blobs.len() as u64, "backing up");
         for hex in &blobs {
             bar.inc(1);
             let path = store.blob_path(hex).with_context(|| {

@@ -43,8 +43,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
 
 /// The cache root in use (see `path`), opened for inspection.
 pub(crate) fn store(args: &MemoshelveArgs) -> anyhow::Result<Store> {
-    let root = memoshelve_build::resolve_root(args.dir.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Store::open(root.path))
+    Ok(Store::open(crate::project::cache_root(args)?.path))
 }
 
 /// Writes a JSON value and a newline to stdout.

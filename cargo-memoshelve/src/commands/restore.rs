@@ -15,8 +15,7 @@ use super::backup::PREFIX;
 use crate::cli::MemoshelveArgs;
 
 pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Result<()> {
-    let root =
-        memoshelve_build::resolve_root(args.dir.as_deref()).map_err(anyhow::Error::msg)?.path;
+    let root = crate::project::cache_root(args)?.path;
     let store = Store::create(&root)?;
     if !merge && !store.entries(None)?.is_empty() {
         bail!(

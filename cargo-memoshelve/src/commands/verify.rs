@@ -11,7 +11,7 @@ use crate::cli::MemoshelveArgs;
 pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
     let entries = store.entries(None)?;
-    let bar = crate::output::progress(entries.len() as u64, "verifying", args.json);
+    let bar = crate::output::progress(args, entries.len() as u64, "verifying");
     let damaged: Vec<(&memoshelve_build::store::Entry, String)> = entries
         .par_iter()
         .filter_map(|entry| {
