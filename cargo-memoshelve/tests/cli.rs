@@ -213,6 +213,89 @@ fn verify_finds_injected_damage_and_repair_removes_only_that() {
     assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 2);
 }
 
+/// The index bucket holding `needle` (an index key or part of one).
+fn bucket_with(root: &Path, needle: &str) -> std::path::PathBuf {
+    walk(&root.join("index-v5"))
+        .into_iter()
+        .find(|bucket| std::fs::read_to_string(bucket).unwrap().contains(needle))
+        .unwrap()
+}
+
+#[test]
+fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_good_entries() {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let gamma = memoshelve_build::Memo::new("gamma").dir(&root).mem_capacity(0);
+    gamma.call(&1, || vec![1u8; 30_000]);
+    gamma.call(&2, || vec![2u8; 30_000]);
+    let store = memoshelve_build::store::Store::open(&root);
+    let key_of = |name: &str, args: &str| {
+        store.entries(Some(name)).unwrap().into_iter().find(|e| e.record.args == args).unwrap()
+    };
+    // A truncated blob.
+    let blob = store.blob_path(&key_of("gamma", "1").record.blake3).unwrap();
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+    // A garbage line in alpha 1's bucket (a torn append looks the same).
+    let alpha_1 = key_of("alpha", "1").record.key;
+    let mut bucket =
+        std::fs::File::options().append(true).open(bucket_with(&root, &alpha_1)).unwrap();
+    bucket.write_all(b"\n0badc0ffee\t{\"key\":\"memoshelve/v1/alpha/").unwrap();
+    // A well-formed line whose record is garbage, over alpha 2.
+    let alpha_2 = format!("memoshelve/v1/alpha/{}", key_of("alpha", "2").record.key);
+    let no_content: cacache::Integrity = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap();
+    let opts = cacache::WriteOpts::new()
+        .integrity(no_content)
+        .metadata(serde_json::json!({ "format": 1, "name": "alpha" }));
+    cacache::index::insert(&root, &alpha_2, opts).unwrap();
+    // A well-formed line with an integrity cacache cannot parse (its listing would panic).
+    let line = r#"{"key":"other/tool","integrity":"not-an-integrity","time":1,"size":0,"metadata":null,"raw_metadata":null}"#;
+    let hash: String =
+        sha2::Sha256::digest(line.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+    let crafted = root.join("index-v5/00/00/crafted");
+    std::fs::create_dir_all(crafted.parent().unwrap()).unwrap();
+    std::fs::write(&crafted, format!("\n{hash}\t{line}")).unwrap();
+
+    let report = cli(&root, &["verify", "--json"]);
+    assert_eq!(report.status.code(), Some(1), "damage must make verify fail");
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&report.stderr)));
+    let problems: Vec<&str> = report["index_damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["problem"].as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("garbage line")), "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("unreadable record")), "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("malformed integrity")), "{problems:?}");
+    let damaged: Vec<&str> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(damaged, ["gamma"]);
+    let human = String::from_utf8(cli(&root, &["verify"]).stdout).unwrap();
+    assert!(human.contains("damaged index:") && human.contains("line"), "{human}");
+
+    assert_eq!(cli(&root, &["verify", "--repair"]).status.code(), Some(1));
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0), "after --repair it verifies clean");
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&1).as_deref(), Some("one"), "alpha 1 is still served");
+    assert_eq!(alpha.get::<String, _>(&2), None, "its record was garbage");
+    assert_eq!(alpha.get::<String, _>(&3).map(|value| value.len()), Some(50_000));
+    assert_eq!(gamma.get::<Vec<u8>, _>(&1), None);
+    assert_eq!(gamma.get::<Vec<u8>, _>(&2), Some(vec![2u8; 30_000]));
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 4);
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

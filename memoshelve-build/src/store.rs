@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+pub use crate::disk::IndexDamage;
 use crate::disk::{Disk, EVENT_LOG, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -255,6 +256,30 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Checks the index itself, line by line: lines cacache would skip (torn by a crash, or
+    /// garbage) and memoshelve records that do not parse or name another entry.
+    pub fn check_index(&self) -> Vec<IndexDamage> {
+        self.disk.check_index()
+    }
+
+    /// Repairs what [`Store::check_index`] found: removes the unreadable records, then rewrites
+    /// the index without skipped lines (a compaction of the index, under the exclusive lock).
+    /// Returns how many problems were repaired.
+    ///
+    /// # Errors
+    /// When the index cannot be written.
+    pub fn repair_index(&self, damage: &[IndexDamage]) -> Result<usize> {
+        if damage.is_empty() {
+            return Ok(0);
+        }
+        for index_key in damage.iter().filter_map(|damage| damage.index_key.as_deref()) {
+            self.disk.remove_index_key(index_key)?;
+        }
+        let _exclusive = self.disk.exclusive_guard()?;
+        self.disk.compact_index()?;
+        Ok(damage.len())
     }
 
     /// Sets an entry's last-use time (what `prune` orders by). For tools: a restore keeps the
