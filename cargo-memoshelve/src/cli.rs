@@ -115,7 +115,14 @@ pub(crate) enum Command {
     /// Rewrite the index without the history of overwritten and removed entries, and delete
     /// content nothing refers to. Safe while builds use the cache: it waits for running writes
     /// and holds new ones off while it works.
-    Compact,
+    ///
+    /// With --json: {index_before, index_after, freed_files, freed_bytes, backup}, where backup
+    /// is null or {file, entries, blobs, bytes, archive_bytes}.
+    Compact {
+        /// First write every entry to this archive (as `backup` does; `restore` reads it).
+        #[arg(long, value_name = "FILE")]
+        backup: Option<std::path::PathBuf>,
+    },
     /// Bring the cache to this version's format: entries written by other versions are dropped
     /// (recomputed on next use), never misread.
     Upgrade,

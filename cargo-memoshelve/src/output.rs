@@ -12,11 +12,29 @@ pub(crate) fn progress(
     total: u64,
     message: &'static str,
 ) -> indicatif::ProgressBar {
+    bar(args, total, message, "{msg} [{bar:30}] {pos}/{len} ({eta})")
+}
+
+/// [`progress`] counting bytes.
+pub(crate) fn progress_bytes(
+    args: &MemoshelveArgs,
+    total: u64,
+    message: &'static str,
+) -> indicatif::ProgressBar {
+    bar(args, total, message, "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+}
+
+fn bar(
+    args: &MemoshelveArgs,
+    total: u64,
+    message: &'static str,
+    template: &str,
+) -> indicatif::ProgressBar {
     if args.json || args.quiet || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+    let style = indicatif::ProgressStyle::with_template(template)
         .expect("the template is valid")
         .progress_chars("=> ");
     bar.set_style(style);

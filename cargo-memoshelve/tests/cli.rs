@@ -481,6 +481,27 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
 }
 
 #[test]
+fn compact_backup_first_writes_every_entry_to_an_archive_restore_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let archive = dir.path().join("before-compact.tar.zst");
+    let done = json(&root, &["compact", "--backup", archive.to_str().unwrap()]);
+    assert_eq!(done["backup"]["entries"], 4, "{done}");
+    assert!(done["index_after"].is_u64(), "{done}");
+    let fresh = dir.path().join("fresh");
+    let restored = json(&fresh, &["restore", archive.to_str().unwrap()]);
+    assert_eq!(restored["entries"], 4);
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&fresh).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&3).map(|text| text.len()), Some(50_000));
+    // An archive that cannot be written stops the compaction before it starts.
+    let unwritable = dir.path().join("no-such-dir/x.tar.zst");
+    let failed = cli(&root, &["compact", "--backup", unwritable.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("no-such-dir"));
+}
+
+#[test]
 fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
@@ -673,4 +694,19 @@ fn progress_stays_off_pipes_and_commands_work_on_a_terminal() {
     let shown = String::from_utf8_lossy(&terminal.stdout);
     assert_eq!(terminal.status.code(), Some(0), "{shown}");
     assert!(shown.contains("checked 4 entries: 0 damaged"), "{shown}");
+    // Backup and restore, the other long operations: quiet on pipes, working on a terminal.
+    let archive = dir.path().join("b.tar.zst");
+    let piped = cli(&root, &["backup", archive.to_str().unwrap()]);
+    assert!(piped.status.success() && piped.stderr.is_empty(), "{piped:?}");
+    let fresh = dir.path().join("fresh");
+    let command = format!(
+        "{} memoshelve --dir {} restore {}",
+        env!("CARGO_BIN_EXE_cargo-memoshelve"),
+        fresh.display(),
+        archive.display()
+    );
+    let terminal = Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert_eq!(terminal.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("restored 4 entries"), "{shown}");
 }

@@ -24,7 +24,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::List { name, sort } => list::run(args, name.as_deref(), *sort),
         Command::Show { key } => show::run(args, key),
         Command::Stats => stats::run(args),
-        Command::Compact => compact::run(args),
+        Command::Compact { backup } => compact::run(args, backup.as_deref()),
         Command::Upgrade => upgrade::run(args),
         Command::Backup { file, used_since } => backup::run(args, file, *used_since),
         Command::Restore { file, merge } => restore::run(args, file, *merge),
