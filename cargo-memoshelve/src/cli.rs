@@ -69,6 +69,9 @@ pub(crate) enum Command {
     /// Show one entry in full: metadata, key inputs, output files.
     ///
     /// KEY may be any unique prefix of the hex key (12 digits are shown by `list`).
+    ///
+    /// With --json: {entry: {record, bytes, last_used_ms, files: [{path, mode, size, blake3,
+    /// if_missing}]}, usage: {hits, misses, last_ms}}.
     Show {
         /// The key, or a unique prefix of it.
         key: String,
@@ -76,10 +79,17 @@ pub(crate) enum Command {
     /// Summarize the cache: entries, bytes, per-name figures, hits and time saved.
     ///
     /// Time saved is each entry's disk hits times the time its computation took.
+    ///
+    /// With --json: {root, entries, bytes, blobs, blob_bytes, index_bytes, disk_bytes, hits,
+    /// saved_us, oldest_ms, newest_ms, names: {NAME: {entries, bytes, hits, misses, saved_us}}}.
     Stats,
     /// Check every entry's integrity (value and output files, by blake3), in parallel.
     ///
+    /// The index is read line by line first (torn or garbage lines, unreadable records).
     /// Exits with 1 when it found damage, also with --repair.
+    ///
+    /// With --json: {checked, damaged: [{name, key, problem}], removed, index_damage: [{file,
+    /// line, problem, index_key}], index_repaired}.
     Verify {
         /// Remove the damaged entries (they are recomputed on next use).
         #[arg(long)]
@@ -88,6 +98,8 @@ pub(crate) enum Command {
     /// Why did the last build miss? Compare the key parts recorded for the newest entry of NAME
     /// with the entry before it (or with KEY): input files, env vars, build context, version,
     /// arguments.
+    ///
+    /// With --json: {name, newest, against, changes: [{part, before, after}], unchanged}.
     Explain {
         /// The cache name (see `list`).
         name: String,
@@ -98,6 +110,9 @@ pub(crate) enum Command {
     /// of content nothing refers to any more.
     ///
     /// Entries used in the last 10 minutes are never pruned: a build may be using them.
+    ///
+    /// With --json: {dry_run, removed: [{name, key, bytes}], kept, kept_bytes, freed_files,
+    /// freed_bytes}.
     Prune {
         /// Keep at most this much (e.g. 2GiB, 500MB, 1048576).
         #[arg(long, value_parser = parse_size)]

@@ -710,3 +710,89 @@ fn progress_stays_off_pipes_and_commands_work_on_a_terminal() {
     assert_eq!(terminal.status.code(), Some(0), "{shown}");
     assert!(shown.contains("restored 4 entries"), "{shown}");
 }
+
+/// insta settings for human output: temporary paths, times, ages and measured durations become
+/// placeholders, and runs of spaces one column gap (alignment itself is tested on
+/// `output::table`, and widths follow the redacted values).
+fn human_settings(dir: &Path) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(dir.to_str().unwrap()), "[TMP]");
+    settings.add_filter(r"\b\d+[smhd] ago\b", "[AGE]");
+    settings.add_filter(r"\b\d+(\.\d+)?(µs|ms|s)\b|\b\d+m\d\ds\b", "[TIME]");
+    settings.add_filter(r"\d+(\.\d+)? (B|KiB|MiB) on disk", "[SIZE] on disk");
+    settings.add_filter(r" {2,}", "  ");
+    settings
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '/' { ch.to_string() } else { format!("\\{ch}") }
+        })
+        .collect()
+}
+
+/// JSON with the numbers that vary from run to run and the temporary dir redacted.
+fn redact_json(value: &mut serde_json::Value, dir: &Path) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                // Times, durations, and index sizes (records hold those numbers as text).
+                let varies = key.ends_with("_ms")
+                    || key.ends_with("_us")
+                    || key == "index_bytes"
+                    || key == "disk_bytes";
+                if varies && value.is_number() {
+                    *value = serde_json::Value::String("[redacted]".to_owned());
+                } else {
+                    redact_json(value, dir);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| redact_json(item, dir)),
+        serde_json::Value::String(text) => {
+            *text = text.replace(dir.to_str().unwrap(), "[TMP]");
+        }
+        _ => {}
+    }
+}
+
+/// The documented output of every listing command on a cache made by the library, human and
+/// JSON: a change to either shows up as a snapshot diff (`cargo insta review`).
+#[test]
+fn listing_output_matches_the_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert!(alpha.get::<String, _>(&1).is_some(), "one disk hit for the stats");
+    // Two entries of one name, created in distinct milliseconds (the clock is polled until it
+    // moves), so `explain` has a definite newest one.
+    let delta = memoshelve_build::Memo::new("delta").dir(&root);
+    let now_ms = || std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis();
+    delta.call(&("v1", 10), || 1u8);
+    let written = now_ms();
+    while now_ms() <= written {
+        std::thread::yield_now();
+    }
+    delta.call(&("v1", 11), || 1u8);
+    let beta_key = json(&root, &["list", "--name", "beta"])[0]["key"].as_str().unwrap().to_owned();
+    let commands: [(&str, Vec<&str>); 6] = [
+        ("list", vec!["list", "--sort", "size"]),
+        ("show", vec!["show", &beta_key[..12]]),
+        ("stats", vec!["stats"]),
+        ("verify", vec!["verify"]),
+        ("explain", vec!["explain", "delta"]),
+        ("path", vec!["path"]),
+    ];
+    for (name, args) in &commands {
+        let human = stdout(&cli(&root, args));
+        human_settings(dir.path()).bind(|| insta::assert_snapshot!(format!("{name}-human"), human));
+        let mut with_json = args.clone();
+        with_json.push("--json");
+        let mut value: serde_json::Value =
+            serde_json::from_str(&stdout(&cli(&root, &with_json))).unwrap();
+        redact_json(&mut value, dir.path());
+        insta::assert_json_snapshot!(format!("{name}-json"), value);
+    }
+}
