@@ -131,7 +131,11 @@ pub(crate) enum Command {
     /// content nothing refers to. Safe while builds use the cache: it waits for running writes
     /// and holds new ones off while it works.
     ///
-    /// With --json: {index_before, index_after, freed_files, freed_bytes, backup}, where backup
+    /// The event log (hits and misses, read by `stats`) is folded to one line per entry and
+    /// kind of event.
+    ///
+    /// With --json: {index_before, index_after, freed_files, freed_bytes, events_before,
+    /// events_after, backup}, where backup
     /// is null or {file, entries, blobs, bytes, archive_bytes}.
     Compact {
         /// First write every entry to this archive (as `backup` does; `restore` reads it).

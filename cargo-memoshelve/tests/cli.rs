@@ -442,8 +442,19 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     // (Bytes no overwrite had: equal bytes would share one blob, content-addressed.)
     gamma.put(&"gone", &vec![200u8; 5000]).unwrap();
     assert!(gamma.uncache::<Vec<u8>, _>(&"gone").unwrap());
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    for _ in 0..5 {
+        assert!(alpha.get::<String, _>(&1).is_some());
+    }
     let before = json(&root, &["list"]);
+    let stats_before = json(&root, &["stats"]);
     let done = json(&root, &["compact"]);
+    // The event log is folded: one line per live entry and kind of event, same counts.
+    assert!(done["events_after"].as_u64().unwrap() < done["events_before"].as_u64().unwrap());
+    let stats_after = json(&root, &["stats"]);
+    assert_eq!(stats_after["names"]["alpha"]["hits"], 5);
+    assert_eq!(stats_after["names"]["alpha"], stats_before["names"]["alpha"]);
+    assert_eq!(stats_after["names"]["gamma"]["misses"], 0, "puts are not misses");
     assert!(
         done["index_after"].as_u64().unwrap() * 5 < done["index_before"].as_u64().unwrap(),
         "{done}"
@@ -452,7 +463,6 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     assert!(done["freed_bytes"].as_u64().unwrap() >= 40 * 5000);
     assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
     assert_eq!(gamma.get::<Vec<u8>, _>(&"k"), Some(vec![39u8; 5000]));
-    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
     assert_eq!(alpha.get::<String, _>(&3).map(|text| text.len()), Some(50_000));
     // Same entries, same last-use times.
     let after = json(&root, &["list"]);

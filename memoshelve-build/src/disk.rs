@@ -659,6 +659,8 @@ impl Disk {
     pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
         let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
         let path = self.root.join(EVENT_LOG);
+        // Under the shared lock: a compaction folds the log under the exclusive one.
+        let _guard = self.write_guard();
         if let Ok(mut file) = fs::File::options().create(true).append(true).open(path) {
             let _ = file.write_all(line.as_bytes());
         }

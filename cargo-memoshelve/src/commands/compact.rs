@@ -24,11 +24,13 @@ pub(crate) fn run(args: &MemoshelveArgs, backup: Option<&Path>) -> anyhow::Resul
     }
     writeln!(
         std::io::stdout(),
-        "index {} -> {}; {} files of unreferenced content deleted ({} freed)",
+        "index {} -> {}; {} files of unreferenced content deleted ({} freed); event log {} -> {} lines",
         output::size(done.index_before),
         output::size(done.index_after),
         done.freed_files,
-        output::size(done.freed_bytes)
+        output::size(done.freed_bytes),
+        done.events_before,
+        done.events_after,
     )?;
     Ok(())
 }
