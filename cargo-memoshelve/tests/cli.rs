@@ -43,6 +43,17 @@ fn path_follows_the_home_default() {
         .output()
         .unwrap();
     assert_eq!(Path::new(stdout(&output).trim_end()), dir.path().join(".cache/memoshelve"));
+    let note = String::from_utf8_lossy(&output.stderr);
+    assert!(note.contains("default: $HOME/.cache"), "path says why on stderr: {note}");
+    // -q (as the README's CI recipe uses it): the path alone.
+    let quiet = bin()
+        .args(["memoshelve", "path", "-q"])
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(Path::new(stdout(&quiet).trim_end()), dir.path().join(".cache/memoshelve"));
+    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
 }
 
 #[test]
