@@ -81,6 +81,7 @@
 //! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `hits`, `misses`, `all` (comma-separated) |
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
+//! | `MEMOSHELVE_AUDIT` | share of hits (`0.1`, `1`) to recompute and compare with the cache: a mismatch warns, naming the entry, and the fresh result is kept |
 //!
 //! Without `MEMOSHELVE_DIR`, a project may choose its root in its manifest (see [`config`]):
 //!
@@ -109,10 +110,12 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 mod cargo;
 pub mod config;
 mod disk;
 mod error;
+mod flight;
 mod inputs;
 mod key;
 mod location;

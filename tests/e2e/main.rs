@@ -6,6 +6,7 @@
 mod context;
 mod examples;
 mod processes;
+mod reliability;
 mod roots;
 
 use std::borrow::BorrowMut;

@@ -3,6 +3,7 @@
 //! Each test uses its own cache name and temp root: the memory tier is shared by the process.
 
 mod corruption;
+mod flight;
 mod inputs;
 mod keys;
 mod outputs;

@@ -10,7 +10,9 @@
 //! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe` (with `--print`, also prints
 //! `cargo:rustc-link-lib=printed` itself), and prints its status.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
-//! how often the function really ran, across processes.
+//! how often the function really ran, across processes. `--undeclared FILE` makes the result
+//! depend on a file that is not part of the key (the first byte of `call`'s value, the text of
+//! `outputs`' file): what `MEMOSHELVE_AUDIT` exists to catch.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -78,14 +80,27 @@ fn main() -> ExitCode {
     let count: u64 = option("--count").and_then(|count| count.parse().ok()).unwrap_or(1);
     let times: usize = option("--times").and_then(|times| times.parse().ok()).unwrap_or(1);
     let size: usize = option("--size").and_then(|size| size.parse().ok()).unwrap_or(16);
+    let undeclared =
+        option("--undeclared").map(|path| std::fs::read(path).expect("read --undeclared"));
+    let with_undeclared = |mut value: Vec<u8>| {
+        if let (Some(first), Some(byte)) =
+            (value.first_mut(), undeclared.as_ref().and_then(|bytes| bytes.first()))
+        {
+            *first = *byte;
+        }
+        value
+    };
     let mut stdout = std::io::stdout().lock();
     match command.as_str() {
         "call" => {
             for _ in 0..times {
                 for arg in arg..arg + count {
-                    let (value, status) =
-                        memo.call_with_status(&(arg, size as u64), || compute(arg, size));
-                    assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                    let (value, status) = memo.call_with_status(&(arg, size as u64), || {
+                        with_undeclared(compute(arg, size))
+                    });
+                    if undeclared.is_none() {
+                        assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                    }
                     writeln!(stdout, "{arg} {} {status}", checksum(&value)).expect("stdout");
                 }
             }
@@ -98,9 +113,10 @@ fn main() -> ExitCode {
             let out = option("--out").expect("outputs needs --out DIR");
             let (_, status) = memo.outputs(out).call_with_status(&arg, |step| {
                 compute(arg, 0);
+                let extra = undeclared.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 std::fs::write(
                     step.dir().join("generated.rs"),
-                    format!("pub const ARG: u64 = {arg};\n"),
+                    format!("pub const ARG: u64 = {arg};\n{extra}"),
                 )
                 .expect("write generated.rs");
                 step.directive("rustc-link-lib=probe");
