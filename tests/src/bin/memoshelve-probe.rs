@@ -1,7 +1,7 @@
 //! A small program for the end-to-end tests: memoizes a known pure function in a fresh process.
 //!
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
-//! [--count C] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
+//! [--count C | --args N,M,..] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
 //! [--input-glob PATTERN] [--env NAME] [--target-independent] [--profile-independent]
 //! [--features-independent]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
@@ -33,7 +33,8 @@ fn compute(arg: u64, size: usize) -> Vec<u8> {
     if let Some(counter) = std::env::var_os("PROBE_COUNTER") {
         let mut file =
             std::fs::File::options().create(true).append(true).open(counter).expect("counter file");
-        writeln!(file, "{arg}").expect("counter line");
+        // One write per line: appends from concurrent processes do not interleave.
+        file.write_all(format!("{arg}\n").as_bytes()).expect("counter line");
     }
     expected(arg, size)
 }
@@ -93,8 +94,13 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match command.as_str() {
         "call" => {
+            // `--args 5,3,9`: exactly these arguments, in this order.
+            let listed: Option<Vec<u64>> = option("--args").map(|list| {
+                list.split(',').map(|arg| arg.parse().expect("--args: numbers")).collect()
+            });
+            let all: Vec<u64> = listed.unwrap_or_else(|| (arg..arg + count).collect());
             for _ in 0..times {
-                for arg in arg..arg + count {
+                for &arg in &all {
                     let (value, status) = memo.call_with_status(&(arg, size as u64), || {
                         with_undeclared(compute(arg, size))
                     });
