@@ -316,3 +316,65 @@ fn a_full_file_system_still_returns_every_value_with_one_warning() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_blob_that_cannot_be_read_is_a_miss_with_one_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    // The same compiler identity for root and nobody (rustup's rustc is not nobody's to run).
+    let same_rustc = |command: &mut std::process::Command| {
+        command.env("RUSTC", "/bin/echo");
+    };
+    let mut first = probe(&["call", "--dir", root_arg, "--count", "3", "--size", "5000"]);
+    same_rustc(&mut first);
+    in_build_script(&mut first, dir.path());
+    // Everyone may use the cache, except that one blob is readable by nobody but its owner.
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o777);
+    for entry in walk(&root) {
+        mode(&entry, if entry.is_dir() { 0o777 } else { 0o666 });
+    }
+    mode(&root, 0o777);
+    let blobs: Vec<_> =
+        walk(&root.join("blobs-b3")).into_iter().filter(|path| path.is_file()).collect();
+    assert_eq!(blobs.len(), 3);
+    mode(&blobs[0], 0o000);
+    // Root reads everything, so the reader runs as `nobody` when the tests run as root.
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+        .unwrap_or(false);
+    let mut command = probe(&["call", "--dir", root_arg, "--count", "3", "--size", "5000"]);
+    if as_root {
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+        command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .args(args);
+    }
+    same_rustc(&mut command);
+    let output = in_build_script(&mut command, dir.path());
+    let mut statuses = statuses(&output);
+    statuses.sort();
+    assert_eq!(statuses, ["cached (disk)", "cached (disk)", "miss"], "{output:?}");
+    let warned = warnings(&output);
+    assert_eq!(warned.len(), 1, "{output:?}");
+    assert!(warned[0].contains("denied") || warned[0].contains("ermission"), "{warned:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
