@@ -817,3 +817,43 @@ fn listing_output_matches_the_snapshots() {
         insta::assert_json_snapshot!(format!("{name}-json"), value);
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 40,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Damaged archives (the committed corpus archive, edited inside its compression): restore
+    /// fails cleanly or restores entries that verify; it never panics and never writes outside
+    /// the root.
+    #[test]
+    fn restore_of_a_damaged_archive_never_panics_or_escapes(
+        edits in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/archive-1.tar.zst");
+        let mut tar = zstd::decode_all(std::fs::File::open(seed).unwrap()).unwrap();
+        for &(position, byte, kind) in &edits {
+            let at = usize::from(position) % (tar.len() + 1);
+            match kind {
+                0 if at < tar.len() => tar[at] = byte,
+                1 => tar.truncate(at),
+                _ => tar.insert(at, byte),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("damaged.tar.zst");
+        std::fs::write(&archive, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+        let root = dir.path().join("cache");
+        let output = cli(&root, &["restore", archive.to_str().unwrap()]);
+        let code = output.status.code();
+        proptest::prop_assert!(code == Some(0) || code == Some(1), "{:?}: {}", code, String::from_utf8_lossy(&output.stderr));
+        let mut beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        beside.sort();
+        proptest::prop_assert!(beside.iter().all(|name| name == "cache" || name == "damaged.tar.zst"), "{:?}", beside);
+        if code == Some(0) {
+            proptest::prop_assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 mod corruption;
 mod flight;
+mod fuzz;
 mod inputs;
 mod keys;
 mod outputs;
