@@ -378,3 +378,40 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn a_lock_whose_holder_was_killed_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    // All three processes run as build scripts (the build context is part of the key).
+    let key = in_build_script(&mut probe(&["key", "--dir", root_arg]), dir.path())[0].clone();
+    let lock_file = root.join("locks").join(format!("{key}.lock"));
+    // The holder computes for a minute while holding the key's lock.
+    let mut holder = probe(&["call", "--dir", root_arg, "--no-race"])
+        .env("PROBE_SLEEP_MS", "60000")
+        .env("OUT_DIR", dir.path())
+        .env("CARGO_MANIFEST_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = || {
+        std::fs::File::open(&lock_file)
+            .is_ok_and(|file| matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !held() {
+        assert!(std::time::Instant::now() < deadline, "the holder never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(!held(), "the kernel releases a dead holder's lock");
+    // The next process takes the lock at once: no wait, no warning, the value computed.
+    let output = in_build_script(
+        probe(&["call", "--dir", root_arg, "--no-race"]).env("MEMOSHELVE_LOCK_TIMEOUT", "30"),
+        dir.path(),
+    );
+    assert_eq!(statuses(&output), ["miss"]);
+    assert!(warnings(&output).is_empty(), "{output:?}");
+}
