@@ -3,16 +3,7 @@
 
 use std::path::Path;
 
-use crate::{lines, probe, statuses};
-
-fn warnings(lines: &[String]) -> Vec<&String> {
-    lines.iter().filter(|line| line.starts_with("cargo:warning=memoshelve:")).collect()
-}
-
-/// A probe run as inside a build script (warnings as `cargo:warning=` lines).
-fn in_build_script(command: &mut std::process::Command, dir: &Path) -> Vec<String> {
-    lines(command.env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
-}
+use crate::{in_build_script, lines, probe, statuses, warnings};
 
 #[test]
 fn the_audit_finds_an_undeclared_input_of_a_file_step_and_keeps_the_fresh_files() {

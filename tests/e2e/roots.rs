@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{counted, lines, probe, statuses};
+use crate::{counted, in_build_script, lines, probe, statuses, warnings};
 
 /// A directory that even root cannot write: a read-only bind mount when running as root (as CI
 /// does), permission bits otherwise. Undone on drop.
@@ -47,14 +47,6 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// Runs the probe as if inside a build script, so warnings become `cargo:warning=` lines.
-fn in_build_script(mut command: std::process::Command, dir: &std::path::Path) -> Vec<String> {
-    lines(command.env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
-}
-
-fn warnings(lines: &[String]) -> Vec<&String> {
-    lines.iter().filter(|line| line.starts_with("cargo:warning=memoshelve:")).collect()
-}
-
 #[test]
 fn a_root_that_is_a_file_warns_once_and_still_returns_values() {
     let dir = tempfile::tempdir().unwrap();
