@@ -12,8 +12,10 @@ pub(crate) enum Cargo {
     ///
     /// The cache holds the memoized results of build scripts (generated code, bindings,
     /// processed assets) and survives `cargo clean`. Its root is, first of: --dir;
-    /// MEMOSHELVE_DIR (the word `target` meaning <cargo target dir>/memoshelve);
-    /// $XDG_CACHE_HOME/memoshelve; $HOME/.cache/memoshelve.
+    /// MEMOSHELVE_DIR (the word `target` meaning <cargo target dir>/memoshelve); the `dir`
+    /// setting of the project (in [package.metadata.memoshelve], then
+    /// [workspace.metadata.memoshelve], then a memoshelve.toml); $XDG_CACHE_HOME/memoshelve;
+    /// $HOME/.cache/memoshelve. `cargo memoshelve path` prints it and why.
     #[command(version, after_help = "Exit codes: 0 success, 1 error, 2 usage error.")]
     Memoshelve(MemoshelveArgs),
 }
@@ -24,9 +26,23 @@ pub(crate) struct MemoshelveArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
 
+    /// The Cargo.toml of the project whose cache settings to use (default: the one of the
+    /// current directory). Settings: `dir` in [package.metadata.memoshelve],
+    /// [workspace.metadata.memoshelve] or a memoshelve.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) manifest_path: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Print no warnings, notes or progress bars (errors still go to stderr).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+
+    /// Print more detail (`path`: the project found and every setting read).
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -53,6 +69,9 @@ pub(crate) enum Command {
     /// Show one entry in full: metadata, key inputs, output files.
     ///
     /// KEY may be any unique prefix of the hex key (12 digits are shown by `list`).
+    ///
+    /// With --json: {entry: {record, bytes, last_used_ms, files: [{path, mode, size, blake3,
+    /// if_missing}]}, usage: {hits, misses, last_ms}}.
     Show {
         /// The key, or a unique prefix of it.
         key: String,
@@ -60,10 +79,17 @@ pub(crate) enum Command {
     /// Summarize the cache: entries, bytes, per-name figures, hits and time saved.
     ///
     /// Time saved is each entry's disk hits times the time its computation took.
+    ///
+    /// With --json: {root, entries, bytes, blobs, blob_bytes, index_bytes, disk_bytes, hits,
+    /// saved_us, oldest_ms, newest_ms, names: {NAME: {entries, bytes, hits, misses, saved_us}}}.
     Stats,
     /// Check every entry's integrity (value and output files, by blake3), in parallel.
     ///
+    /// The index is read line by line first (torn or garbage lines, unreadable records).
     /// Exits with 1 when it found damage, also with --repair.
+    ///
+    /// With --json: {checked, damaged: [{name, key, problem}], removed, index_damage: [{file,
+    /// line, problem, index_key}], index_repaired}.
     Verify {
         /// Remove the damaged entries (they are recomputed on next use).
         #[arg(long)]
@@ -72,6 +98,8 @@ pub(crate) enum Command {
     /// Why did the last build miss? Compare the key parts recorded for the newest entry of NAME
     /// with the entry before it (or with KEY): input files, env vars, build context, version,
     /// arguments.
+    ///
+    /// With --json: {name, newest, against, changes: [{part, before, after}], unchanged}.
     Explain {
         /// The cache name (see `list`).
         name: String,
@@ -82,6 +110,9 @@ pub(crate) enum Command {
     /// of content nothing refers to any more.
     ///
     /// Entries used in the last 10 minutes are never pruned: a build may be using them.
+    ///
+    /// With --json: {dry_run, removed: [{name, key, bytes}], kept, kept_bytes, freed_files,
+    /// freed_bytes}.
     Prune {
         /// Keep at most this much (e.g. 2GiB, 500MB, 1048576).
         #[arg(long, value_parser = parse_size)]
@@ -99,7 +130,18 @@ pub(crate) enum Command {
     /// Rewrite the index without the history of overwritten and removed entries, and delete
     /// content nothing refers to. Safe while builds use the cache: it waits for running writes
     /// and holds new ones off while it works.
-    Compact,
+    ///
+    /// The event log (hits and misses, read by `stats`) is folded to one line per entry and
+    /// kind of event.
+    ///
+    /// With --json: {index_before, index_after, freed_files, freed_bytes, events_before,
+    /// events_after, backup}, where backup
+    /// is null or {file, entries, blobs, bytes, archive_bytes}.
+    Compact {
+        /// First write every entry to this archive (as `backup` does; `restore` reads it).
+        #[arg(long, value_name = "FILE")]
+        backup: Option<std::path::PathBuf>,
+    },
     /// Bring the cache to this version's format: entries written by other versions are dropped
     /// (recomputed on next use), never misread.
     Upgrade,

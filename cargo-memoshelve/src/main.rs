@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod output;
+mod project;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -3,19 +3,57 @@
 use std::io::{IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cli::MemoshelveArgs;
+
 /// A progress bar on stderr for `total` steps of long work; hidden when stderr is not a terminal
-/// or the output is `--json`, so scripts and pipes see nothing of it.
-pub(crate) fn progress(total: u64, message: &'static str, json: bool) -> indicatif::ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
+/// or the output is `--json` or `--quiet`, so scripts and pipes see nothing of it.
+pub(crate) fn progress(
+    args: &MemoshelveArgs,
+    total: u64,
+    message: &'static str,
+) -> indicatif::ProgressBar {
+    bar(args, total, message, "{msg} [{bar:30}] {pos}/{len} ({eta})")
+}
+
+/// [`progress`] counting bytes.
+pub(crate) fn progress_bytes(
+    args: &MemoshelveArgs,
+    total: u64,
+    message: &'static str,
+) -> indicatif::ProgressBar {
+    bar(args, total, message, "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+}
+
+fn bar(
+    args: &MemoshelveArgs,
+    total: u64,
+    message: &'static str,
+    template: &str,
+) -> indicatif::ProgressBar {
+    if args.json || args.quiet || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+    let style = indicatif::ProgressStyle::with_template(template)
         .expect("the template is valid")
         .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(message);
     bar
+}
+
+/// `warning: ...` on stderr, unless `--quiet`.
+pub(crate) fn warn(args: &MemoshelveArgs, message: &str) {
+    if !args.quiet {
+        let _ = writeln!(std::io::stderr(), "warning: {message}");
+    }
+}
+
+/// `note: ...` on stderr, unless `--quiet`.
+pub(crate) fn note(args: &MemoshelveArgs, message: &str) {
+    if !args.quiet {
+        let _ = writeln!(std::io::stderr(), "note: {message}");
+    }
 }
 
 /// `1536` -> `1.5 KiB`.

@@ -43,6 +43,17 @@ fn path_follows_the_home_default() {
         .output()
         .unwrap();
     assert_eq!(Path::new(stdout(&output).trim_end()), dir.path().join(".cache/memoshelve"));
+    let note = String::from_utf8_lossy(&output.stderr);
+    assert!(note.contains("default: $HOME/.cache"), "path says why on stderr: {note}");
+    // -q (as the README's CI recipe uses it): the path alone.
+    let quiet = bin()
+        .args(["memoshelve", "path", "-q"])
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(Path::new(stdout(&quiet).trim_end()), dir.path().join(".cache/memoshelve"));
+    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
 }
 
 #[test]
@@ -213,6 +224,89 @@ fn verify_finds_injected_damage_and_repair_removes_only_that() {
     assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 2);
 }
 
+/// The index bucket holding `needle` (an index key or part of one).
+fn bucket_with(root: &Path, needle: &str) -> std::path::PathBuf {
+    walk(&root.join("index-v5"))
+        .into_iter()
+        .find(|bucket| std::fs::read_to_string(bucket).unwrap().contains(needle))
+        .unwrap()
+}
+
+#[test]
+fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_good_entries() {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let gamma = memoshelve_build::Memo::new("gamma").dir(&root).mem_capacity(0);
+    gamma.call(&1, || vec![1u8; 30_000]);
+    gamma.call(&2, || vec![2u8; 30_000]);
+    let store = memoshelve_build::store::Store::open(&root);
+    let key_of = |name: &str, args: &str| {
+        store.entries(Some(name)).unwrap().into_iter().find(|e| e.record.args == args).unwrap()
+    };
+    // A truncated blob.
+    let blob = store.blob_path(&key_of("gamma", "1").record.blake3).unwrap();
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+    // A garbage line in alpha 1's bucket (a torn append looks the same).
+    let alpha_1 = key_of("alpha", "1").record.key;
+    let mut bucket =
+        std::fs::File::options().append(true).open(bucket_with(&root, &alpha_1)).unwrap();
+    bucket.write_all(b"\n0badc0ffee\t{\"key\":\"memoshelve/v1/alpha/").unwrap();
+    // A well-formed line whose record is garbage, over alpha 2.
+    let alpha_2 = format!("memoshelve/v1/alpha/{}", key_of("alpha", "2").record.key);
+    let no_content: cacache::Integrity = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap();
+    let opts = cacache::WriteOpts::new()
+        .integrity(no_content)
+        .metadata(serde_json::json!({ "format": 1, "name": "alpha" }));
+    cacache::index::insert(&root, &alpha_2, opts).unwrap();
+    // A well-formed line with an integrity cacache cannot parse (its listing would panic).
+    let line = r#"{"key":"other/tool","integrity":"not-an-integrity","time":1,"size":0,"metadata":null,"raw_metadata":null}"#;
+    let hash: String =
+        sha2::Sha256::digest(line.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+    let crafted = root.join("index-v5/00/00/crafted");
+    std::fs::create_dir_all(crafted.parent().unwrap()).unwrap();
+    std::fs::write(&crafted, format!("\n{hash}\t{line}")).unwrap();
+
+    let report = cli(&root, &["verify", "--json"]);
+    assert_eq!(report.status.code(), Some(1), "damage must make verify fail");
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&report.stderr)));
+    let problems: Vec<&str> = report["index_damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["problem"].as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("garbage line")), "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("unreadable record")), "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("malformed integrity")), "{problems:?}");
+    let damaged: Vec<&str> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(damaged, ["gamma"]);
+    let human = String::from_utf8(cli(&root, &["verify"]).stdout).unwrap();
+    assert!(human.contains("damaged index:") && human.contains("line"), "{human}");
+
+    assert_eq!(cli(&root, &["verify", "--repair"]).status.code(), Some(1));
+    assert_eq!(cli(&root, &["verify"]).status.code(), Some(0), "after --repair it verifies clean");
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&1).as_deref(), Some("one"), "alpha 1 is still served");
+    assert_eq!(alpha.get::<String, _>(&2), None, "its record was garbage");
+    assert_eq!(alpha.get::<String, _>(&3).map(|value| value.len()), Some(50_000));
+    assert_eq!(gamma.get::<Vec<u8>, _>(&1), None);
+    assert_eq!(gamma.get::<Vec<u8>, _>(&2), Some(vec![2u8; 30_000]));
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 4);
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -359,8 +453,19 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     // (Bytes no overwrite had: equal bytes would share one blob, content-addressed.)
     gamma.put(&"gone", &vec![200u8; 5000]).unwrap();
     assert!(gamma.uncache::<Vec<u8>, _>(&"gone").unwrap());
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    for _ in 0..5 {
+        assert!(alpha.get::<String, _>(&1).is_some());
+    }
     let before = json(&root, &["list"]);
+    let stats_before = json(&root, &["stats"]);
     let done = json(&root, &["compact"]);
+    // The event log is folded: one line per live entry and kind of event, same counts.
+    assert!(done["events_after"].as_u64().unwrap() < done["events_before"].as_u64().unwrap());
+    let stats_after = json(&root, &["stats"]);
+    assert_eq!(stats_after["names"]["alpha"]["hits"], 5);
+    assert_eq!(stats_after["names"]["alpha"], stats_before["names"]["alpha"]);
+    assert_eq!(stats_after["names"]["gamma"]["misses"], 0, "puts are not misses");
     assert!(
         done["index_after"].as_u64().unwrap() * 5 < done["index_before"].as_u64().unwrap(),
         "{done}"
@@ -369,7 +474,6 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     assert!(done["freed_bytes"].as_u64().unwrap() >= 40 * 5000);
     assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
     assert_eq!(gamma.get::<Vec<u8>, _>(&"k"), Some(vec![39u8; 5000]));
-    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
     assert_eq!(alpha.get::<String, _>(&3).map(|text| text.len()), Some(50_000));
     // Same entries, same last-use times.
     let after = json(&root, &["list"]);
@@ -395,6 +499,27 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     let again = json(&root, &["compact"]);
     assert_eq!(again["freed_files"], 0);
     assert_eq!(again["index_before"], again["index_after"]);
+}
+
+#[test]
+fn compact_backup_first_writes_every_entry_to_an_archive_restore_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let archive = dir.path().join("before-compact.tar.zst");
+    let done = json(&root, &["compact", "--backup", archive.to_str().unwrap()]);
+    assert_eq!(done["backup"]["entries"], 4, "{done}");
+    assert!(done["index_after"].is_u64(), "{done}");
+    let fresh = dir.path().join("fresh");
+    let restored = json(&fresh, &["restore", archive.to_str().unwrap()]);
+    assert_eq!(restored["entries"], 4);
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&fresh).mem_capacity(0);
+    assert_eq!(alpha.get::<String, _>(&3).map(|text| text.len()), Some(50_000));
+    // An archive that cannot be written stops the compaction before it starts.
+    let unwritable = dir.path().join("no-such-dir/x.tar.zst");
+    let failed = cli(&root, &["compact", "--backup", unwritable.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("no-such-dir"));
 }
 
 #[test]
@@ -590,4 +715,145 @@ fn progress_stays_off_pipes_and_commands_work_on_a_terminal() {
     let shown = String::from_utf8_lossy(&terminal.stdout);
     assert_eq!(terminal.status.code(), Some(0), "{shown}");
     assert!(shown.contains("checked 4 entries: 0 damaged"), "{shown}");
+    // Backup and restore, the other long operations: quiet on pipes, working on a terminal.
+    let archive = dir.path().join("b.tar.zst");
+    let piped = cli(&root, &["backup", archive.to_str().unwrap()]);
+    assert!(piped.status.success() && piped.stderr.is_empty(), "{piped:?}");
+    let fresh = dir.path().join("fresh");
+    let command = format!(
+        "{} memoshelve --dir {} restore {}",
+        env!("CARGO_BIN_EXE_cargo-memoshelve"),
+        fresh.display(),
+        archive.display()
+    );
+    let terminal = Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert_eq!(terminal.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("restored 4 entries"), "{shown}");
+}
+
+/// insta settings for human output: temporary paths, times, ages and measured durations become
+/// placeholders, and runs of spaces one column gap (alignment itself is tested on
+/// `output::table`, and widths follow the redacted values).
+fn human_settings(dir: &Path) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(dir.to_str().unwrap()), "[TMP]");
+    settings.add_filter(r"\b\d+[smhd] ago\b", "[AGE]");
+    settings.add_filter(r"\b\d+(\.\d+)?(µs|ms|s)\b|\b\d+m\d\ds\b", "[TIME]");
+    settings.add_filter(r"\d+(\.\d+)? (B|KiB|MiB) on disk", "[SIZE] on disk");
+    settings.add_filter(r" {2,}", "  ");
+    settings
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '/' { ch.to_string() } else { format!("\\{ch}") }
+        })
+        .collect()
+}
+
+/// JSON with the numbers that vary from run to run and the temporary dir redacted.
+fn redact_json(value: &mut serde_json::Value, dir: &Path) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                // Times, durations, and index sizes (records hold those numbers as text).
+                let varies = key.ends_with("_ms")
+                    || key.ends_with("_us")
+                    || key == "index_bytes"
+                    || key == "disk_bytes";
+                if varies && value.is_number() {
+                    *value = serde_json::Value::String("[redacted]".to_owned());
+                } else {
+                    redact_json(value, dir);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| redact_json(item, dir)),
+        serde_json::Value::String(text) => {
+            *text = text.replace(dir.to_str().unwrap(), "[TMP]");
+        }
+        _ => {}
+    }
+}
+
+/// The documented output of every listing command on a cache made by the library, human and
+/// JSON: a change to either shows up as a snapshot diff (`cargo insta review`).
+#[test]
+fn listing_output_matches_the_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
+    assert!(alpha.get::<String, _>(&1).is_some(), "one disk hit for the stats");
+    // Two entries of one name, created in distinct milliseconds (the clock is polled until it
+    // moves), so `explain` has a definite newest one.
+    let delta = memoshelve_build::Memo::new("delta").dir(&root);
+    let now_ms = || std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis();
+    delta.call(&("v1", 10), || 1u8);
+    let written = now_ms();
+    while now_ms() <= written {
+        std::thread::yield_now();
+    }
+    delta.call(&("v1", 11), || 1u8);
+    let beta_key = json(&root, &["list", "--name", "beta"])[0]["key"].as_str().unwrap().to_owned();
+    let commands: [(&str, Vec<&str>); 6] = [
+        ("list", vec!["list", "--sort", "size"]),
+        ("show", vec!["show", &beta_key[..12]]),
+        ("stats", vec!["stats"]),
+        ("verify", vec!["verify"]),
+        ("explain", vec!["explain", "delta"]),
+        ("path", vec!["path"]),
+    ];
+    for (name, args) in &commands {
+        let human = stdout(&cli(&root, args));
+        human_settings(dir.path()).bind(|| insta::assert_snapshot!(format!("{name}-human"), human));
+        let mut with_json = args.clone();
+        with_json.push("--json");
+        let mut value: serde_json::Value =
+            serde_json::from_str(&stdout(&cli(&root, &with_json))).unwrap();
+        redact_json(&mut value, dir.path());
+        insta::assert_json_snapshot!(format!("{name}-json"), value);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 40,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Damaged archives (the committed corpus archive, edited inside its compression): restore
+    /// fails cleanly or restores entries that verify; it never panics and never writes outside
+    /// the root.
+    #[test]
+    fn restore_of_a_damaged_archive_never_panics_or_escapes(
+        edits in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/archive-1.tar.zst");
+        let mut tar = zstd::decode_all(std::fs::File::open(seed).unwrap()).unwrap();
+        for &(position, byte, kind) in &edits {
+            let at = usize::from(position) % (tar.len() + 1);
+            match kind {
+                0 if at < tar.len() => tar[at] = byte,
+                1 => tar.truncate(at),
+                _ => tar.insert(at, byte),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("damaged.tar.zst");
+        std::fs::write(&archive, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+        let root = dir.path().join("cache");
+        let output = cli(&root, &["restore", archive.to_str().unwrap()]);
+        let code = output.status.code();
+        proptest::prop_assert!(code == Some(0) || code == Some(1), "{:?}: {}", code, String::from_utf8_lossy(&output.stderr));
+        let mut beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        beside.sort();
+        proptest::prop_assert!(beside.iter().all(|name| name == "cache" || name == "damaged.tar.zst"), "{:?}", beside);
+        if code == Some(0) {
+            proptest::prop_assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
+        }
+    }
 }

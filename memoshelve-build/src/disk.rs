@@ -16,6 +16,7 @@
 //! the fixed [`NO_CACACHE_CONTENT`] marker: the value lives inline in the record or in `blobs-b3/`,
 //! never in cacache's `content-v2/`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,94 @@ pub struct EntryRecord {
     /// The encoded value, base64, when it is at most 1 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
+}
+
+/// A damaged line of an index bucket (see `cargo memoshelve verify`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IndexDamage {
+    /// The bucket file.
+    pub file: PathBuf,
+    /// The line, counted from 1 (0: the whole file).
+    pub line: usize,
+    /// What is wrong with it.
+    pub problem: String,
+    /// The index key of a well-formed line whose record is unreadable.
+    pub index_key: Option<String>,
+}
+
+/// One line of an index bucket as cacache 13 writes it: `\n<sha256 hex of the JSON>\t<JSON>`.
+#[derive(Clone, Debug, Deserialize)]
+struct IndexLine {
+    key: String,
+    /// `None` for a deletion.
+    integrity: Option<String>,
+    time: u128,
+    size: usize,
+    #[serde(default)]
+    metadata: serde_json::Value,
+    #[serde(default)]
+    raw_metadata: Option<Vec<u8>>,
+}
+
+/// The lines of a bucket, numbered from 1: well-formed ones (hash and JSON good), or what is
+/// wrong with them (cacache skips such lines). Missing bucket: none.
+fn read_bucket(
+    path: &Path,
+) -> std::io::Result<Vec<(usize, std::result::Result<IndexLine, String>)>> {
+    use sha2::Digest as _;
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(number, line)| {
+            let parsed = match line.split_once('\t') {
+                Some((hash, json))
+                    if !json.contains('\t')
+                        && hex_lower(&sha2::Sha256::digest(json.as_bytes())) == hash =>
+                {
+                    serde_json::from_str::<IndexLine>(json)
+                        .map_err(|err| format!("a line that is not an index entry: {err}"))
+                }
+                _ => Err("a torn or garbage line (cacache skips it)".to_owned()),
+            };
+            (number + 1, parsed)
+        })
+        .collect())
+}
+
+/// What is wrong with a well-formed index line, if anything: an integrity cacache cannot parse,
+/// or a memoshelve record of this format that does not parse or names another entry.
+/// (Deletions and other formats' records are fine here; `upgrade` drops the latter.)
+fn record_problem(line: &IndexLine) -> Option<String> {
+    let key = &line.key;
+    let Some(integrity) = &line.integrity else { return None };
+    if integrity.parse::<cacache::Integrity>().is_err() {
+        return Some(format!("malformed integrity for {key}"));
+    }
+    if !key.starts_with(INDEX_PREFIX) {
+        return None;
+    }
+    let format = line.metadata.get("format").and_then(|format| format.as_u64());
+    if format.is_some_and(|format| format != u64::from(FORMAT_VERSION)) {
+        return None;
+    }
+    match serde_json::from_value::<EntryRecord>(line.metadata.clone()) {
+        Err(err) => Some(format!("unreadable record of {key}: {err}")),
+        Ok(record) => match Key::from_hex(&record.key) {
+            Some(parsed) if index_key(&record.name, &parsed) == *key => None,
+            _ => Some(format!("the record of {key} names another entry")),
+        },
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// One cache root on disk.
@@ -441,7 +530,7 @@ impl Disk {
             None => INDEX_PREFIX.to_owned(),
         };
         Ok(self
-            .ls_live(&prefix)?
+            .ls_live()?
             .into_iter()
             .filter(|meta| meta.key.starts_with(&prefix))
             .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
@@ -451,28 +540,44 @@ impl Disk {
             .collect())
     }
 
-    /// Every live index line (memoshelve's and any other), read with cacache; none if there is
-    /// no index yet. cacache's `ls` unwraps integrity strings, so a crafted bucket could make it
-    /// panic: that becomes an error about `key` instead.
-    fn ls_live(&self, key: &str) -> Result<Vec<cacache::index::Metadata>> {
-        if !self.root.join("index-v5").exists() {
-            return Ok(Vec::new());
+    /// Every live index entry (memoshelve's and any other), with cacache's reading rules: in
+    /// each bucket the last well-formed line of a key wins, a deletion removes it, torn lines
+    /// and lines whose integrity does not parse are skipped. (cacache's own `ls` panics on the
+    /// latter.) None if there is no index yet.
+    fn ls_live(&self) -> Result<Vec<cacache::index::Metadata>> {
+        let mut live = Vec::new();
+        for (path, _) in files_under(&self.root.join("index-v5")) {
+            let lines = read_bucket(&path).map_err(|err| io_error("read", &path, err))?;
+            let mut last: HashMap<String, Option<IndexLine>> = HashMap::new();
+            for line in lines.into_iter().filter_map(|(_, parsed)| parsed.ok()) {
+                match &line.integrity {
+                    None => {
+                        last.insert(line.key.clone(), None);
+                    }
+                    Some(integrity) if integrity.parse::<cacache::Integrity>().is_ok() => {
+                        last.insert(line.key.clone(), Some(line));
+                    }
+                    Some(_) => {}
+                }
+            }
+            live.extend(last.into_values().flatten().map(|line| cacache::index::Metadata {
+                integrity:
+                    line.integrity.as_deref().unwrap_or_default().parse().expect("checked above"),
+                key: line.key,
+                time: line.time,
+                size: line.size,
+                metadata: line.metadata,
+                raw_metadata: line.raw_metadata,
+            }));
         }
-        std::panic::catch_unwind(|| {
-            cacache::index::ls(&self.root).filter_map(|meta| meta.ok()).collect::<Vec<_>>()
-        })
-        .map_err(|_| Error::Index {
-            root: self.root.clone(),
-            key: key.to_owned(),
-            message: "the index could not be listed (a bucket is malformed)".to_owned(),
-        })
+        Ok(live)
     }
 
     /// Index keys of memoshelve entries that this version cannot read: another `memoshelve/vN/`
     /// prefix, another record format, or a record that does not parse.
     pub(crate) fn foreign_keys(&self) -> Result<Vec<String>> {
         Ok(self
-            .ls_live("memoshelve/")?
+            .ls_live()?
             .into_iter()
             .filter(|meta| meta.key.starts_with("memoshelve/"))
             .filter(|meta| {
@@ -482,6 +587,51 @@ impl Disk {
             })
             .map(|meta| meta.key)
             .collect())
+    }
+
+    /// Every index line cacache would skip (torn by a crash, or garbage) and every memoshelve
+    /// record that does not parse, bucket by bucket. A bucket that cannot be read at all is one
+    /// problem.
+    pub(crate) fn check_index(&self) -> Vec<IndexDamage> {
+        let mut damage = Vec::new();
+        for (path, _) in files_under(&self.root.join("index-v5")) {
+            let lines = match read_bucket(&path) {
+                Ok(lines) => lines,
+                Err(err) => {
+                    let problem = format!("unreadable: {err}");
+                    damage.push(IndexDamage { file: path, line: 0, problem, index_key: None });
+                    continue;
+                }
+            };
+            // A bad record superseded by a later line of its key is history: compaction drops
+            // it. Only the line in effect is removed by key.
+            let mut in_effect: HashMap<&str, usize> = HashMap::new();
+            for (line, parsed) in &lines {
+                if let Ok(entry) = parsed
+                    && entry
+                        .integrity
+                        .as_deref()
+                        .is_none_or(|sri| sri.parse::<cacache::Integrity>().is_ok())
+                {
+                    in_effect.insert(&entry.key, *line);
+                }
+            }
+            let in_effect: HashMap<String, usize> =
+                in_effect.into_iter().map(|(key, line)| (key.to_owned(), line)).collect();
+            for (line, parsed) in lines {
+                let (problem, index_key) = match parsed {
+                    Ok(entry) => {
+                        let current = in_effect.get(&entry.key) == Some(&line);
+                        (record_problem(&entry), current.then_some(entry.key))
+                    }
+                    Err(problem) => (Some(problem), None),
+                };
+                if let Some(problem) = problem {
+                    damage.push(IndexDamage { file: path.clone(), line, problem, index_key });
+                }
+            }
+        }
+        damage
     }
 
     /// Removes an index entry by its raw key.
@@ -509,6 +659,8 @@ impl Disk {
     pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
         let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
         let path = self.root.join(EVENT_LOG);
+        // Under the shared lock: a compaction folds the log under the exclusive one.
+        let _guard = self.write_guard();
         if let Ok(mut file) = fs::File::options().create(true).append(true).open(path) {
             let _ = file.write_all(line.as_bytes());
         }
@@ -558,7 +710,7 @@ impl Disk {
         if !index.is_dir() {
             return Ok((0, 0));
         }
-        let live = self.ls_live("")?;
+        let live = self.ls_live()?;
         let mut by_bucket: std::collections::HashMap<PathBuf, Vec<cacache::index::Metadata>> =
             Default::default();
         for meta in live {

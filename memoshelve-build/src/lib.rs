@@ -82,6 +82,14 @@
 //! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `hits`, `misses`, `all` (comma-separated) |
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
+//! | `MEMOSHELVE_AUDIT` | share of hits (`0.1`, `1`) to recompute and compare with the cache: a mismatch warns, naming the entry, and the fresh result is kept |
+//!
+//! Without `MEMOSHELVE_DIR`, a project may choose its root in its manifest (see [`config`]):
+//!
+//! ```toml
+//! [workspace.metadata.memoshelve]
+//! dir = ".memoshelve"   # relative to this Cargo.toml; "target" means <target dir>/memoshelve
+//! ```
 //!
 //! # In a build script
 //!
@@ -166,9 +174,12 @@
 #[path = "macro_support.rs"]
 pub mod __private;
 mod async_call;
+mod audit;
 mod cargo;
+pub mod config;
 mod disk;
 mod error;
+mod flight;
 mod inputs;
 mod key;
 mod location;
@@ -177,6 +188,7 @@ mod memory;
 mod outputs;
 mod status;
 pub mod store;
+mod toml_reader;
 
 #[cfg(test)]
 mod tests;
@@ -184,7 +196,7 @@ mod tests;
 pub use crate::disk::{EntryRecord, FORMAT_VERSION};
 pub use crate::error::{Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
-pub use crate::location::{CacheRoot, RootSource, resolve_root};
+pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
 pub use crate::outputs::{OutputFile, OutputManifest, Outputs, Step};

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::config::{Config, Project, Setting};
+
 /// Why a cache root was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -19,10 +21,15 @@ pub enum RootSource {
     HomeCache,
     /// The platform's cache directory (macOS `~/Library/Caches`, Windows `%LOCALAPPDATA%`).
     Platform,
+    /// The `dir` setting of a configuration file (see [`crate::config`]).
+    Config(Setting),
 }
 
 impl fmt::Display for RootSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let RootSource::Config(setting) = self {
+            return write!(f, "from `dir = {:?}` in {}", setting.value, setting.origin());
+        }
         f.write_str(match self {
             RootSource::Explicit => "given explicitly",
             RootSource::EnvDir => "from MEMOSHELVE_DIR",
@@ -30,6 +37,7 @@ impl fmt::Display for RootSource {
             RootSource::XdgCacheHome => "from XDG_CACHE_HOME",
             RootSource::HomeCache => "default: $HOME/.cache",
             RootSource::Platform => "default: the platform cache directory",
+            RootSource::Config(_) => unreachable!("written above"),
         })
     }
 }
@@ -41,56 +49,102 @@ pub struct CacheRoot {
     pub path: PathBuf,
     /// Why it was chosen.
     pub source: RootSource,
+    /// Configuration problems met on the way (each names the file and the fix); the root was
+    /// chosen without the settings they concern.
+    pub warnings: Vec<String>,
 }
 
-/// Resolves the cache root: `explicit`, else `MEMOSHELVE_DIR` (`target` meaning the cargo
-/// target directory's `memoshelve/`), else `$XDG_CACHE_HOME/memoshelve`, else
+/// Resolves the cache root of the running program: `explicit`, else `MEMOSHELVE_DIR` (`target`
+/// meaning the cargo target directory's `memoshelve/`), else the `dir` setting of the project's
+/// configuration ([`crate::config`]: `[package.metadata.memoshelve]`,
+/// `[workspace.metadata.memoshelve]`, `memoshelve.toml`), else `$XDG_CACHE_HOME/memoshelve`, else
 /// `$HOME/.cache/memoshelve` (on macOS and Windows the platform cache directory).
 ///
 /// The default lives outside `target/` on purpose, so it survives `cargo clean`.
 ///
 /// # Errors
-/// A message naming the fix when `MEMOSHELVE_DIR=target` finds no target directory, or when no
-/// home directory is known.
+/// A message naming the fix when `target` is asked for and no target directory is known, or when
+/// no home directory is known.
 pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot, String> {
+    resolve(explicit, Project::from_env)
+}
+
+/// [`resolve_root`] for a given project (how `cargo memoshelve` resolves the root of the
+/// workspace it was pointed at).
+///
+/// # Errors
+/// As [`resolve_root`].
+pub fn resolve_root_in(explicit: Option<&Path>, project: &Project) -> Result<CacheRoot, String> {
+    resolve(explicit, || project.clone())
+}
+
+fn resolve(
+    explicit: Option<&Path>,
+    project: impl FnOnce() -> Project,
+) -> Result<CacheRoot, String> {
     let env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let found =
+        |path: PathBuf, source: RootSource| CacheRoot { path, source, warnings: Vec::new() };
     if let Some(path) = explicit {
-        return Ok(CacheRoot { path: path.to_owned(), source: RootSource::Explicit });
+        return Ok(found(path.to_owned(), RootSource::Explicit));
     }
-    if let Some(dir) = env("MEMOSHELVE_DIR") {
-        if dir == "target" {
-            let target = cargo_target_dir().ok_or_else(|| {
-                "MEMOSHELVE_DIR=target, but no cargo target directory was found \
-                 (set CARGO_TARGET_DIR to an absolute path, or MEMOSHELVE_DIR to a directory)"
-                    .to_owned()
-            })?;
-            return Ok(CacheRoot {
-                path: target.join("memoshelve"),
-                source: RootSource::EnvTarget,
-            });
-        }
-        return Ok(CacheRoot { path: PathBuf::from(dir), source: RootSource::EnvDir });
+    let env_dir = env("MEMOSHELVE_DIR");
+    if let Some(dir) = env_dir.as_ref().filter(|dir| *dir != "target") {
+        return Ok(found(PathBuf::from(dir), RootSource::EnvDir));
     }
+    let project = project();
+    let in_target = |what: &str| {
+        project.target_dir.as_ref().map(|target| target.join("memoshelve")).ok_or_else(|| {
+            format!(
+                "{what}, but no cargo target directory was found (set CARGO_TARGET_DIR to an \
+                 absolute path, or name a directory instead)"
+            )
+        })
+    };
+    if env_dir.is_some() {
+        return Ok(found(in_target("MEMOSHELVE_DIR=target")?, RootSource::EnvTarget));
+    }
+    let config = Config::load(&project);
+    if let Some(setting) = config.get("dir") {
+        let path = if setting.value == "target" {
+            in_target(&format!("`dir = \"target\"` in {}", setting.origin()))?
+        } else {
+            setting.path_value()
+        };
+        let source = RootSource::Config(setting.clone());
+        return Ok(CacheRoot { path, source, warnings: config.warnings });
+    }
+    let mut root = default_root()?;
+    root.warnings = config.warnings;
+    Ok(root)
+}
+
+/// The per-user default: `$XDG_CACHE_HOME/memoshelve`, else the platform's cache directory.
+fn default_root() -> Result<CacheRoot, String> {
+    let env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let found =
+        |path: PathBuf, source: RootSource| CacheRoot { path, source, warnings: Vec::new() };
     if let Some(xdg) = env("XDG_CACHE_HOME").map(PathBuf::from).filter(|path| path.is_absolute()) {
-        return Ok(CacheRoot { path: xdg.join("memoshelve"), source: RootSource::XdgCacheHome });
+        return Ok(found(xdg.join("memoshelve"), RootSource::XdgCacheHome));
     }
     if cfg!(target_os = "macos")
         && let Some(home) = env("HOME")
     {
-        let path = PathBuf::from(home).join("Library/Caches/memoshelve");
-        return Ok(CacheRoot { path, source: RootSource::Platform });
+        return Ok(found(
+            PathBuf::from(home).join("Library/Caches/memoshelve"),
+            RootSource::Platform,
+        ));
     }
     if cfg!(windows)
         && let Some(local) = env("LOCALAPPDATA")
     {
-        let path = PathBuf::from(local).join("memoshelve");
-        return Ok(CacheRoot { path, source: RootSource::Platform });
+        return Ok(found(PathBuf::from(local).join("memoshelve"), RootSource::Platform));
     }
     if let Some(home) = env("HOME") {
-        return Ok(CacheRoot {
-            path: PathBuf::from(home).join(".cache").join("memoshelve"),
-            source: RootSource::HomeCache,
-        });
+        return Ok(found(
+            PathBuf::from(home).join(".cache").join("memoshelve"),
+            RootSource::HomeCache,
+        ));
     }
     Err("no cache directory: set MEMOSHELVE_DIR (or HOME / XDG_CACHE_HOME)".to_owned())
 }

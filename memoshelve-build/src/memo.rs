@@ -396,7 +396,12 @@ impl<H> Memo<H> {
         self.disk
             .get_or_init(|| {
                 let root = match resolve_root(self.dir.as_deref()) {
-                    Ok(root) => root.path,
+                    Ok(root) => {
+                        for warning in &root.warnings {
+                            cargo::warn_once(warning, warning);
+                        }
+                        root.path
+                    }
                     Err(message) => {
                         cargo::warn_once("root", &format!("{message}; caching in memory only"));
                         return None;
@@ -737,11 +742,20 @@ impl<H> Memo<H> {
         store: impl FnOnce(&R, Duration),
     ) -> Result<(R, Status), E> {
         let started = Instant::now();
-        if let Some((value, status)) = lookup(false) {
-            self.record_event(&key, status);
-            self.report(&key, status, started.elapsed());
-            return Ok((value, status));
-        }
+        // Threads of this process asking for the same missing key compute it once.
+        let _leader = loop {
+            if let Some((value, status)) = lookup(false) {
+                if let Some(disk) = self.disk().filter(|_| crate::audit::due()) {
+                    return self.audit(disk, key, value, status, compute, store);
+                }
+                self.record_event(&key, status);
+                self.report(&key, status, started.elapsed());
+                return Ok((value, status));
+            }
+            if let Some(leader) = crate::flight::lead_or_wait(&key) {
+                break leader;
+            }
+        };
         // One process computes a key at a time when races are not allowed; the others wait,
         // then find its result on disk.
         let lock = self.compute_lock(&key);
@@ -786,6 +800,51 @@ impl<H> Memo<H> {
                     &format!("{err}; computing unlocked"),
                 );
                 None
+            }
+        }
+    }
+
+    /// `MEMOSHELVE_AUDIT`: recomputes a hit and compares the stored result (the blake3 of the
+    /// encoded value, or of a file step's manifest, which holds every file's hash) with the
+    /// fresh one. A mismatch means the computation depends on something not in its key: one
+    /// warning names the entry, and the fresh result is kept (returned and stored).
+    fn audit<R, E>(
+        &self,
+        disk: &Disk,
+        key: Key,
+        cached: R,
+        status: Status,
+        compute: impl FnOnce() -> Result<R, E>,
+        store: impl FnOnce(&R, Duration),
+    ) -> Result<(R, Status), E> {
+        let stored_hash =
+            |disk: &Disk| disk.find(&self.name, &key).ok().flatten().map(|record| record.blake3);
+        let Some(before) = stored_hash(disk) else {
+            // Only in memory: nothing to compare against.
+            return Ok((cached, status));
+        };
+        let started = Instant::now();
+        let fresh = compute()?;
+        let took = started.elapsed();
+        store(&fresh, took);
+        match stored_hash(disk) {
+            Some(after) if after != before => {
+                cargo::warn_once(
+                    &format!("audit {} {key}", self.name),
+                    &format!(
+                        "audit: {} {} gave a different result when recomputed than the cached \
+                         one: it depends on something its key does not cover (declare the input \
+                         with input_file/input_glob/env, or bump version); keeping the fresh result",
+                        self.name,
+                        key.short()
+                    ),
+                );
+                self.record_event(&key, Status::Miss);
+                Ok((fresh, Status::Miss))
+            }
+            _ => {
+                self.record_event(&key, status);
+                Ok((fresh, status))
             }
         }
     }

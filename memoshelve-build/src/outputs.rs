@@ -307,6 +307,20 @@ impl<H> Outputs<'_, H> {
         if manifest.discovered.iter().any(|recorded| inputs::rehash(recorded, &base) != *recorded) {
             return None;
         }
+        // Never write through a symbolic link: a link inside the output directory could point
+        // anywhere. (Such a directory is a miss; the step runs and writes as it always would.)
+        if let Some(file) = manifest.files.iter().find(|file| through_link(&self.dir, &file.path)) {
+            cargo::warn_once(
+                &format!("link {}", self.dir.display()),
+                &format!(
+                    "{}: not restoring {:?} into {}: a symbolic link is in the way; running the step",
+                    memo.name(),
+                    file.path,
+                    self.dir.display()
+                ),
+            );
+            return None;
+        }
         let ours = read_marker(&marker_path(&self.dir, memo.name()));
         let mut placed = Vec::new();
         for file in &manifest.files {
@@ -461,6 +475,16 @@ pub(crate) fn safe_relative(path: &str) -> Option<PathBuf> {
     let all_normal =
         relative.components().all(|component| matches!(component, Component::Normal(_)));
     (canonical && all_normal).then_some(relative)
+}
+
+/// Whether `relative` (already checked by [`safe_relative`]) reaches a symbolic link below
+/// `dir`: the file itself or one of its parent directories.
+fn through_link(dir: &Path, relative: &str) -> bool {
+    let mut path = dir.to_owned();
+    relative.split('/').any(|segment| {
+        path.push(segment);
+        std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink())
+    })
 }
 
 /// Where a step lists the files it put in its output directory (so that it can tell its own

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+pub use crate::disk::IndexDamage;
 use crate::disk::{Disk, EVENT_LOG, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -69,6 +70,10 @@ pub struct Compaction {
     pub freed_files: u64,
     /// Their bytes.
     pub freed_bytes: u64,
+    /// Lines of the event log before folding.
+    pub events_before: u64,
+    /// Lines after: one per entry and kind of event, with a count.
+    pub events_after: u64,
 }
 
 /// What the root occupies on disk.
@@ -257,6 +262,30 @@ impl Store {
         Ok(())
     }
 
+    /// Checks the index itself, line by line: lines cacache would skip (torn by a crash, or
+    /// garbage) and memoshelve records that do not parse or name another entry.
+    pub fn check_index(&self) -> Vec<IndexDamage> {
+        self.disk.check_index()
+    }
+
+    /// Repairs what [`Store::check_index`] found: removes the unreadable records, then rewrites
+    /// the index without skipped lines (a compaction of the index, under the exclusive lock).
+    /// Returns how many problems were repaired.
+    ///
+    /// # Errors
+    /// When the index cannot be written.
+    pub fn repair_index(&self, damage: &[IndexDamage]) -> Result<usize> {
+        if damage.is_empty() {
+            return Ok(0);
+        }
+        for index_key in damage.iter().filter_map(|damage| damage.index_key.as_deref()) {
+            self.disk.remove_index_key(index_key)?;
+        }
+        let _exclusive = self.disk.exclusive_guard()?;
+        self.disk.compact_index()?;
+        Ok(damage.len())
+    }
+
     /// Sets an entry's last-use time (what `prune` orders by). For tools: a restore keeps the
     /// times of a backup, a test makes an entry old.
     ///
@@ -324,7 +353,57 @@ impl Store {
         let _exclusive = self.disk.exclusive_guard()?;
         let (index_before, index_after) = self.disk.compact_index()?;
         let (freed_files, freed_bytes) = self.collect_garbage(Duration::ZERO)?;
-        Ok(Compaction { index_before, index_after, freed_files, freed_bytes })
+        let live: std::collections::HashSet<String> =
+            self.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
+        let (events_before, events_after) = self.fold_events(&live)?;
+        Ok(Compaction {
+            index_before,
+            index_after,
+            freed_files,
+            freed_bytes,
+            events_before,
+            events_after,
+        })
+    }
+
+    /// Rewrites the event log as one line per live entry and kind of event
+    /// (`time<TAB>tier<TAB>name<TAB>key<TAB>count`, the time being the last event's), so it stops
+    /// growing with every hit; events of removed entries go. Call it under the exclusive lock
+    /// (writers append under the shared one). Returns the line counts before and after.
+    fn fold_events(&self, live: &std::collections::HashSet<String>) -> Result<(u64, u64)> {
+        let path = self.root().join(EVENT_LOG);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(source) => return Err(Error::Io { action: "read", path, source }),
+        };
+        let mut folded: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+        let mut before = 0;
+        for event in text.lines().filter_map(parse_event) {
+            before += 1;
+            if live.contains(event.key) {
+                let totals = folded
+                    .entry((event.key.to_owned(), event.tier.to_owned(), event.name.to_owned()))
+                    .or_default();
+                totals.0 += event.count;
+                totals.1 = totals.1.max(event.time);
+            }
+        }
+        let out: String = folded
+            .iter()
+            .map(|((key, tier, name), (count, time))| {
+                format!("{time}\t{tier}\t{name}\t{key}\t{count}\n")
+            })
+            .collect();
+        let fresh = self.root().join("tmp-b3").join(format!("events-{}.log", std::process::id()));
+        let written = std::fs::create_dir_all(self.root().join("tmp-b3"))
+            .and_then(|()| std::fs::write(&fresh, &out))
+            .and_then(|()| std::fs::rename(&fresh, &path));
+        if let Err(source) = written {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(Error::Io { action: "rewrite", path, source });
+        }
+        Ok((before, folded.len() as u64))
     }
 
     /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by
@@ -345,17 +424,14 @@ impl Store {
     pub fn usage(&self) -> HashMap<String, Usage> {
         let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();
         let mut usage: HashMap<String, Usage> = HashMap::new();
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            let [time, tier, _name, key] = fields[..] else { continue };
-            let Ok(time) = time.parse::<u64>() else { continue };
-            let counts = usage.entry(key.to_owned()).or_default();
-            match tier {
-                "disk" => counts.hits += 1,
-                "miss" => counts.misses += 1,
+        for event in text.lines().filter_map(parse_event) {
+            let counts = usage.entry(event.key.to_owned()).or_default();
+            match event.tier {
+                "disk" => counts.hits += event.count,
+                "miss" => counts.misses += event.count,
                 _ => continue,
             }
-            counts.last_ms = counts.last_ms.max(time);
+            counts.last_ms = counts.last_ms.max(event.time);
         }
         usage
     }
@@ -382,4 +458,23 @@ impl Store {
         footprint.blob_bytes = by_area.get(Path::new("blobs-b3")).copied().unwrap_or(0);
         footprint
     }
+}
+
+/// One line of the event log: `time<TAB>tier<TAB>name<TAB>key`, and `<TAB>count` once folded.
+struct Event<'a> {
+    time: u64,
+    tier: &'a str,
+    name: &'a str,
+    key: &'a str,
+    count: u64,
+}
+
+fn parse_event(line: &str) -> Option<Event<'_>> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let (time, tier, name, key, count) = match fields[..] {
+        [time, tier, name, key] => (time, tier, name, key, 1),
+        [time, tier, name, key, count] => (time, tier, name, key, count.parse().ok()?),
+        _ => return None,
+    };
+    Some(Event { time: time.parse().ok()?, tier, name, key, count })
 }

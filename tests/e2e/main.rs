@@ -7,6 +7,7 @@ mod context;
 mod examples;
 mod memoize;
 mod processes;
+mod reliability;
 mod roots;
 
 use std::borrow::BorrowMut;
@@ -67,4 +68,15 @@ pub(crate) fn cli_binary() -> std::path::PathBuf {
         .unwrap();
     assert!(built.success());
     std::path::Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve")
+}
+
+/// Runs a probe as inside a build script (`OUT_DIR` and `CARGO_MANIFEST_DIR` set to `dir`, so
+/// warnings are `cargo:warning=` lines) and returns its stdout lines.
+pub(crate) fn in_build_script(mut command: impl BorrowMut<Command>, dir: &Path) -> Vec<String> {
+    lines(command.borrow_mut().env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
+}
+
+/// The memoshelve warnings among a probe's output lines.
+pub(crate) fn warnings(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|line| line.starts_with("cargo:warning=memoshelve:")).collect()
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{counted, lines, probe, statuses};
+use crate::{counted, in_build_script, lines, probe, statuses, warnings};
 
 /// A directory that even root cannot write: a read-only bind mount when running as root (as CI
 /// does), permission bits otherwise. Undone on drop.
@@ -47,14 +47,6 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// Runs the probe as if inside a build script, so warnings become `cargo:warning=` lines.
-fn in_build_script(mut command: std::process::Command, dir: &std::path::Path) -> Vec<String> {
-    lines(command.env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
-}
-
-fn warnings(lines: &[String]) -> Vec<&String> {
-    lines.iter().filter(|line| line.starts_with("cargo:warning=memoshelve:")).collect()
-}
-
 #[test]
 fn a_root_that_is_a_file_warns_once_and_still_returns_values() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,4 +165,100 @@ fn a_read_only_root_serves_hits_computes_misses_and_warns_once() {
             warnings[0]
         );
     }
+}
+
+/// A workspace `ws/` with one package `ws/pkg/`, given manifests.
+fn project(dir: &Path, workspace_extra: &str, package_extra: &str) -> std::path::PathBuf {
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join("pkg/src")).unwrap();
+    std::fs::write(
+        ws.join("Cargo.toml"),
+        format!("[workspace]\nmembers = [\"pkg\"]\nresolver = \"3\"\n{workspace_extra}"),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("pkg/Cargo.toml"),
+        format!(
+            "[package]\nname = \"pkg\"\nversion = \"0.1.0\"\nedition = \"2021\"\n{package_extra}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(ws.join("pkg/src/lib.rs"), "").unwrap();
+    ws
+}
+
+/// What `cargo memoshelve path --json` says for a manifest.
+fn cli_path(manifest: &Path) -> serde_json::Value {
+    let output = crate::run(
+        Command::new(crate::cli_binary())
+            .args(["memoshelve", "path", "--json", "--manifest-path"])
+            .arg(manifest)
+            .env_remove("MEMOSHELVE_DIR"),
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn builds_and_the_cli_use_the_dir_configured_in_the_workspace_or_package_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = project(dir.path(), "[workspace.metadata.memoshelve]\ndir = \"shelf\"\n", "");
+    let pkg = ws.join("pkg");
+    let build = |pkg: &Path| in_build_script(probe(&["call"]), pkg);
+    assert_eq!(statuses(&build(&pkg)), ["miss"]);
+    assert!(ws.join("shelf/index-v5").is_dir(), "the workspace setting was not used");
+    assert_eq!(statuses(&build(&pkg)), ["cached (disk)"]);
+    let path = cli_path(&pkg.join("Cargo.toml"));
+    assert_eq!(path["path"], ws.join("shelf").to_str().unwrap());
+    assert_eq!(path["config"]["table"], "workspace.metadata.memoshelve");
+
+    // The package's own setting wins, written as an inline table; relative to its manifest.
+    let ws = project(
+        dir.path(),
+        "[workspace.metadata.memoshelve]\ndir = \"shelf\"\n",
+        "[package.metadata]\nmemoshelve = { dir = \"../pkg-shelf\" }\n",
+    );
+    assert_eq!(statuses(&build(&pkg)), ["miss"]);
+    assert!(ws.join("pkg-shelf/index-v5").is_dir(), "the package setting was not used");
+    assert_eq!(cli_path(&pkg.join("Cargo.toml"))["path"], ws.join("pkg-shelf").to_str().unwrap());
+    // MEMOSHELVE_DIR still beats the configuration.
+    let env_root = dir.path().join("env");
+    lines(
+        probe(&["call"])
+            .env("OUT_DIR", &pkg)
+            .env("CARGO_MANIFEST_DIR", &pkg)
+            .env("MEMOSHELVE_DIR", &env_root),
+    );
+    assert!(env_root.join("index-v5").is_dir());
+}
+
+#[test]
+fn memoshelve_toml_and_dir_target_and_bad_settings_warn_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = project(dir.path(), "", "[package.metadata.memoshelve]\ndir = 3\ncolour = \"blue\"\n");
+    let pkg = ws.join("pkg");
+    std::fs::write(ws.join("memoshelve.toml"), "dir = \"target\"\n").unwrap();
+    let target = ws.join("target");
+    let out_dir = target.join("debug/build/pkg-0123456789abcdef/out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(target.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55")
+        .unwrap();
+    let output = lines(probe(&["call"]).env("OUT_DIR", &out_dir).env("CARGO_MANIFEST_DIR", &pkg));
+    assert_eq!(statuses(&output), ["miss"]);
+    assert!(target.join("memoshelve/index-v5").is_dir(), "memoshelve.toml's `target` was not used");
+    let manifest = pkg.join("Cargo.toml");
+    let warnings = warnings(&output);
+    assert_eq!(warnings.len(), 2, "{output:?}");
+    assert!(
+        warnings.iter().all(|warning| warning.contains(manifest.to_str().unwrap())),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("`dir`") && warning.contains("must be a string"))
+    );
+    assert!(warnings.iter().any(|warning| warning.contains("`colour`")));
+    let path = cli_path(&manifest);
+    assert_eq!(path["path"], target.join("memoshelve").to_str().unwrap());
+    assert_eq!(path["warnings"].as_array().map(Vec::len), Some(2), "{path}");
 }

@@ -16,12 +16,50 @@ use crate::output;
 
 pub(crate) const PREFIX: &str = "memoshelve-backup";
 
+/// What a backup wrote.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Written {
+    pub(crate) file: std::path::PathBuf,
+    pub(crate) entries: usize,
+    pub(crate) blobs: usize,
+    /// Content bytes before compression.
+    pub(crate) bytes: u64,
+    pub(crate) archive_bytes: u64,
+}
+
 pub(crate) fn run(
     args: &MemoshelveArgs,
     file: &Path,
     used_since: Option<Duration>,
 ) -> anyhow::Result<()> {
     let store = super::store(args)?;
+    let written = write_archive(args, &store, file, used_since)?;
+    if args.json {
+        return super::print_json(&json!(written));
+    }
+    writeln!(std::io::stdout(), "{}", describe(&written))?;
+    Ok(())
+}
+
+/// `wrote 3 entries and 2 blobs (1.2 MiB) to ci.tar.zst (200.0 KiB compressed)`.
+pub(crate) fn describe(written: &Written) -> String {
+    format!(
+        "wrote {} entries and {} blobs ({}) to {} ({} compressed)",
+        written.entries,
+        written.blobs,
+        output::size(written.bytes),
+        written.file.display(),
+        output::size(written.archive_bytes)
+    )
+}
+
+/// Writes the archive (atomically: a `.partial` file renamed into place when complete).
+pub(crate) fn write_archive(
+    args: &MemoshelveArgs,
+    store: &memoshelve_build::store::Store,
+    file: &Path,
+    used_since: Option<Duration>,
+) -> anyhow::Result<Written> {
     let now = output::now_ms();
     let entries: Vec<_> = store
         .entries(None)?
@@ -55,7 +93,7 @@ pub(crate) fn run(
         header.set_cksum();
         archive.append_data(&mut header, format!("{PREFIX}/entries.jsonl"), lines.as_bytes())?;
         let mut bytes = 0;
-        let bar = output::progress(blobs.len() as u64, "backing up", args.json);
+        let bar = output::progress(args, blobs.len() as u64, "backing up");
         for hex in &blobs {
             bar.inc(1);
             let path = store.blob_path(hex).with_context(|| {
@@ -87,19 +125,11 @@ pub(crate) fn run(
     std::fs::rename(&tmp, file)
         .with_context(|| format!("cannot move the archive to {}", file.display()))?;
     let archive_bytes = std::fs::metadata(file)?.len();
-    if args.json {
-        return super::print_json(&json!({
-            "file": file, "entries": entries.len(), "blobs": blobs.len(), "bytes": bytes, "archive_bytes": archive_bytes,
-        }));
-    }
-    writeln!(
-        std::io::stdout(),
-        "wrote {} entries and {} blobs ({}) to {} ({} compressed)",
-        entries.len(),
-        blobs.len(),
-        output::size(bytes),
-        file.display(),
-        output::size(archive_bytes)
-    )?;
-    Ok(())
+    Ok(Written {
+        file: file.to_owned(),
+        entries: entries.len(),
+        blobs: blobs.len(),
+        bytes,
+        archive_bytes,
+    })
 }

@@ -24,7 +24,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::List { name, sort } => list::run(args, name.as_deref(), *sort),
         Command::Show { key } => show::run(args, key),
         Command::Stats => stats::run(args),
-        Command::Compact => compact::run(args),
+        Command::Compact { backup } => compact::run(args, backup.as_deref()),
         Command::Upgrade => upgrade::run(args),
         Command::Backup { file, used_since } => backup::run(args, file, *used_since),
         Command::Restore { file, merge } => restore::run(args, file, *merge),
@@ -43,8 +43,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
 
 /// The cache root in use (see `path`), opened for inspection.
 pub(crate) fn store(args: &MemoshelveArgs) -> anyhow::Result<Store> {
-    let root = memoshelve_build::resolve_root(args.dir.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Store::open(root.path))
+    Ok(Store::open(crate::project::cache_root(args)?.path))
 }
 
 /// Writes a JSON value and a newline to stdout.

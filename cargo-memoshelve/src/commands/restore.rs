@@ -15,8 +15,7 @@ use super::backup::PREFIX;
 use crate::cli::MemoshelveArgs;
 
 pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Result<()> {
-    let root =
-        memoshelve_build::resolve_root(args.dir.as_deref()).map_err(anyhow::Error::msg)?.path;
+    let root = crate::project::cache_root(args)?.path;
     let store = Store::create(&root)?;
     if !merge && !store.entries(None)?.is_empty() {
         bail!(
@@ -27,7 +26,7 @@ pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Re
     let staging = root.join("tmp-b3").join(format!("restore-{}", std::process::id()));
     std::fs::create_dir_all(&staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
-    let result = stage_and_import(&store, file, &staging);
+    let result = stage_and_import(args, &store, file, &staging);
     let _ = std::fs::remove_dir_all(&staging);
     let (added, blobs) = result
         .with_context(|| format!("{} was not restored; nothing was added", file.display()))?;
@@ -42,10 +41,17 @@ pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Re
     Ok(())
 }
 
-fn stage_and_import(store: &Store, file: &Path, staging: &Path) -> anyhow::Result<(usize, usize)> {
+fn stage_and_import(
+    args: &MemoshelveArgs,
+    store: &Store,
+    file: &Path,
+    staging: &Path,
+) -> anyhow::Result<(usize, usize)> {
     let input =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let mut archive = tar::Archive::new(zstd::Decoder::new(input)?);
+    // Progress in archive bytes read: the number of members is not known before the end.
+    let bar = crate::output::progress_bytes(args, input.metadata()?.len(), "restoring");
+    let mut archive = tar::Archive::new(zstd::Decoder::new(bar.wrap_read(input))?);
     let mut lines: Option<String> = None;
     let mut blobs = 0;
     for member in archive.entries()? {
@@ -103,6 +109,7 @@ fn stage_and_import(store: &Store, file: &Path, staging: &Path) -> anyhow::Resul
             .with_context(|| format!("entries.jsonl line {}: not an entry", number + 1))?;
         entries.push((record, value["last_used_ms"].as_u64().unwrap_or(0)));
     }
+    bar.finish_and_clear();
     let added = store.import(staging, &entries)?;
     Ok((added, blobs))
 }

@@ -1,4 +1,5 @@
-//! `cargo memoshelve verify [--repair]`: every entry checked by blake3, in parallel.
+//! `cargo memoshelve verify [--repair]`: the index line by line, then every entry checked by
+//! blake3, in parallel.
 
 use std::io::Write;
 
@@ -10,8 +11,11 @@ use crate::cli::MemoshelveArgs;
 
 pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
+    // The index first: a malformed line can keep entries from being listed at all.
+    let index_damage = store.check_index();
+    let index_repaired = if repair { store.repair_index(&index_damage)? } else { 0 };
     let entries = store.entries(None)?;
-    let bar = crate::output::progress(entries.len() as u64, "verifying", args.json);
+    let bar = crate::output::progress(args, entries.len() as u64, "verifying");
     let damaged: Vec<(&memoshelve_build::store::Entry, String)> = entries
         .par_iter()
         .filter_map(|entry| {
@@ -21,6 +25,7 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
         })
         .collect();
     bar.finish_and_clear();
+    let clean = damaged.is_empty() && index_damage.is_empty();
     let mut repaired = 0;
     if repair {
         for (entry, _) in &damaged {
@@ -33,30 +38,50 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
             .iter()
             .map(|(entry, reason)| json!({ "name": entry.record.name, "key": entry.record.key, "problem": reason }))
             .collect();
-        super::print_json(
-            &json!({ "checked": entries.len(), "damaged": rows, "removed": repaired }),
-        )?;
+        super::print_json(&json!({
+            "checked": entries.len(),
+            "damaged": rows,
+            "removed": repaired,
+            "index_damage": index_damage,
+            "index_repaired": index_repaired,
+        }))?;
     } else {
         let mut out = std::io::stdout().lock();
+        for damage in &index_damage {
+            writeln!(
+                out,
+                "damaged index: {} line {}: {}",
+                damage.file.display(),
+                damage.line,
+                damage.problem
+            )?;
+        }
         for (entry, reason) in &damaged {
             writeln!(out, "damaged: {} {}: {reason}", entry.record.name, entry.key().short())?;
         }
         writeln!(
             out,
-            "checked {} entries: {} damaged{}",
+            "checked {} entries: {} damaged{}; {} damaged index lines{}",
             entries.len(),
             damaged.len(),
-            if repair { format!(", {repaired} removed") } else { String::new() }
+            if repair { format!(", {repaired} removed") } else { String::new() },
+            index_damage.len(),
+            if repair { format!(", {index_repaired} repaired") } else { String::new() },
         )?;
-        if !damaged.is_empty() && !repair {
+        if !clean && !repair {
             writeln!(
                 out,
                 "run `cargo memoshelve verify --repair` to remove them (they are recomputed on next use)"
             )?;
         }
     }
-    if !damaged.is_empty() {
-        bail!("{} damaged entries in {}", damaged.len(), store.root().display());
+    if !clean {
+        bail!(
+            "{} damaged entries and {} damaged index lines in {}",
+            damaged.len(),
+            index_damage.len(),
+            store.root().display()
+        );
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 mod asyncs;
 mod corruption;
+mod flight;
+mod fuzz;
 mod inputs;
 mod keys;
 mod memoize;

@@ -233,3 +233,95 @@ fn a_damaged_output_blob_is_a_miss_and_is_regenerated() {
     fs::remove_dir_all(out.path()).unwrap();
     assert_eq!(memo.outputs(out.path()).call_with_status(&1, generate).1, Status::Disk);
 }
+
+/// Rewrites the stored manifest of `name`'s only entry under `root` with `edit` (a valid entry:
+/// size and blake3 match the new bytes, as an attacker with write access to the cache could do).
+fn tamper_manifest(
+    root: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut memoshelve_build::OutputManifest),
+) {
+    use base64::Engine as _;
+    let store = memoshelve_build::store::Store::open(root);
+    let entry = store.entries(Some(name)).unwrap().pop().unwrap();
+    let mut record = entry.record.clone();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = engine.decode(record.inline.as_ref().expect("a small manifest is inline")).unwrap();
+    let mut manifest: memoshelve_build::OutputManifest = postcard::from_bytes(&bytes).unwrap();
+    edit(&mut manifest);
+    let bytes = postcard::to_stdvec(&manifest).unwrap();
+    record.size = bytes.len() as u64;
+    record.blake3 = blake3::hash(&bytes).to_hex().to_string();
+    record.inline = Some(engine.encode(&bytes));
+    let no_content: cacache::Integrity = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap();
+    let opts = cacache::WriteOpts::new()
+        .integrity(no_content)
+        .metadata(serde_json::to_value(&record).unwrap());
+    cacache::index::insert(root, &format!("memoshelve/v1/{name}/{}", record.key), opts).unwrap();
+}
+
+#[test]
+fn manifests_naming_paths_outside_the_output_dir_are_rejected_and_nothing_is_written_there() {
+    for (case, escaping) in [
+        ("dotdot", "../escaped.rs"),
+        ("absolute", "/tmp/memoshelve-escaped.rs"),
+        ("nested", "a/../../escaped.rs"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let out = dir.path().join("work/out");
+        let name = format!("escape-{case}");
+        let memo = Memo::new(&name).dir(&root).mem_capacity(0);
+        let runs = AtomicUsize::new(0);
+        let step = |step: &mut Step| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            fs::write(step.dir().join("lib.rs"), "pub fn f() {}\n").unwrap();
+        };
+        memo.outputs(&out).call(&(), step);
+        tamper_manifest(&root, &name, |manifest| manifest.files[0].path = escaping.to_owned());
+        fs::remove_dir_all(&out).unwrap();
+        let (_, status) = memo.outputs(&out).call_with_status(&(), step);
+        assert_eq!(status, Status::Miss, "{case}: a tampered manifest must not be served");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(
+            !dir.path().join("work/escaped.rs").exists() && !dir.path().join("escaped.rs").exists()
+        );
+        assert!(!Path::new("/tmp/memoshelve-escaped.rs").exists());
+        assert_eq!(fs::read_to_string(out.join("lib.rs")).unwrap(), "pub fn f() {}\n");
+    }
+}
+
+#[test]
+fn restoring_never_writes_through_a_symbolic_link_in_the_output_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let out = dir.path().join("out");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let memo = Memo::new("through-link").dir(&root).mem_capacity(0);
+    let step = |step: &mut Step| {
+        fs::create_dir_all(step.dir().join("gen")).unwrap();
+        fs::write(step.dir().join("gen/code.rs"), "pub const X: u8 = 1;\n").unwrap();
+    };
+    memo.outputs(&out).call(&(), step);
+    // The output dir is rebuilt with `gen` a link to a directory elsewhere.
+    fs::remove_dir_all(&out).unwrap();
+    fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("gen")).unwrap();
+    let (_, status) = memo.outputs(&out).call_with_status(&(), |step: &mut Step| {
+        // This generator removes the link and writes a real directory.
+        fs::remove_file(step.dir().join("gen")).unwrap();
+        step_body(step)
+    });
+    assert_eq!(status, Status::Miss, "a link in the way makes a miss, not a restore through it");
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "something was written through the link"
+    );
+    assert!(out.join("gen/code.rs").is_file());
+}
+
+fn step_body(step: &mut Step) {
+    fs::create_dir_all(step.dir().join("gen")).unwrap();
+    fs::write(step.dir().join("gen/code.rs"), "pub const X: u8 = 1;\n").unwrap();
+}

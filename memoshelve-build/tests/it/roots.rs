@@ -51,3 +51,19 @@ fn put_reports_a_failed_write_and_calls_do_not() {
     memo.put(&"small", &1u8).unwrap();
     assert_eq!(memo.get_with_status::<u8, _>(&"small"), Some((1, Status::Disk)));
 }
+
+#[test]
+fn a_root_deleted_while_in_use_still_returns_values_and_is_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let memo = Memo::new("root-deleted").dir(&root).mem_capacity(0);
+    let big = vec![7u32; 5000];
+    assert_eq!(memo.call_with_status(&1, || big.clone()), (big.clone(), Status::Miss));
+    assert_eq!(memo.call_with_status(&1, || big.clone()).1, Status::Disk);
+    std::fs::remove_dir_all(&root).unwrap();
+    // Gone: a miss, computed, and stored again where it can be.
+    assert_eq!(memo.call_with_status(&1, || big.clone()), (big.clone(), Status::Miss));
+    assert_eq!(memo.call_with_status(&2, || vec![2u32]), (vec![2u32], Status::Miss));
+    assert_eq!(memo.call_with_status(&1, Vec::new), (big, Status::Disk), "stored again");
+    assert_eq!(memo.call_with_status(&2, Vec::new), (vec![2u32], Status::Disk));
+}

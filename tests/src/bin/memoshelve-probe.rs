@@ -1,7 +1,7 @@
 //! A small program for the end-to-end tests: memoizes a known pure function in a fresh process.
 //!
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
-//! [--count C] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
+//! [--count C | --args N,M,..] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
 //! [--input-glob PATTERN] [--env NAME] [--target-independent] [--profile-independent]
 //! [--features-independent]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
@@ -10,7 +10,9 @@
 //! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe` (with `--print`, also prints
 //! `cargo:rustc-link-lib=printed` itself), and prints its status.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
-//! how often the function really ran, across processes.
+//! how often the function really ran, across processes. `--undeclared FILE` makes the result
+//! depend on a file that is not part of the key (the first byte of `call`'s value, the text of
+//! `outputs`' file): what `MEMOSHELVE_AUDIT` exists to catch.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,7 +33,8 @@ fn compute(arg: u64, size: usize) -> Vec<u8> {
     if let Some(counter) = std::env::var_os("PROBE_COUNTER") {
         let mut file =
             std::fs::File::options().create(true).append(true).open(counter).expect("counter file");
-        writeln!(file, "{arg}").expect("counter line");
+        // One write per line: appends from concurrent processes do not interleave.
+        file.write_all(format!("{arg}\n").as_bytes()).expect("counter line");
     }
     expected(arg, size)
 }
@@ -78,14 +81,32 @@ fn main() -> ExitCode {
     let count: u64 = option("--count").and_then(|count| count.parse().ok()).unwrap_or(1);
     let times: usize = option("--times").and_then(|times| times.parse().ok()).unwrap_or(1);
     let size: usize = option("--size").and_then(|size| size.parse().ok()).unwrap_or(16);
+    let undeclared =
+        option("--undeclared").map(|path| std::fs::read(path).expect("read --undeclared"));
+    let with_undeclared = |mut value: Vec<u8>| {
+        if let (Some(first), Some(byte)) =
+            (value.first_mut(), undeclared.as_ref().and_then(|bytes| bytes.first()))
+        {
+            *first = *byte;
+        }
+        value
+    };
     let mut stdout = std::io::stdout().lock();
     match command.as_str() {
         "call" => {
+            // `--args 5,3,9`: exactly these arguments, in this order.
+            let listed: Option<Vec<u64>> = option("--args").map(|list| {
+                list.split(',').map(|arg| arg.parse().expect("--args: numbers")).collect()
+            });
+            let all: Vec<u64> = listed.unwrap_or_else(|| (arg..arg + count).collect());
             for _ in 0..times {
-                for arg in arg..arg + count {
-                    let (value, status) =
-                        memo.call_with_status(&(arg, size as u64), || compute(arg, size));
-                    assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                for &arg in &all {
+                    let (value, status) = memo.call_with_status(&(arg, size as u64), || {
+                        with_undeclared(compute(arg, size))
+                    });
+                    if undeclared.is_none() {
+                        assert_eq!(value, expected(arg, size), "the probe got a wrong value");
+                    }
                     writeln!(stdout, "{arg} {} {status}", checksum(&value)).expect("stdout");
                 }
             }
@@ -98,9 +119,10 @@ fn main() -> ExitCode {
             let out = option("--out").expect("outputs needs --out DIR");
             let (_, status) = memo.outputs(out).call_with_status(&arg, |step| {
                 compute(arg, 0);
+                let extra = undeclared.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 std::fs::write(
                     step.dir().join("generated.rs"),
-                    format!("pub const ARG: u64 = {arg};\n"),
+                    format!("pub const ARG: u64 = {arg};\n{extra}"),
                 )
                 .expect("write generated.rs");
                 step.directive("rustc-link-lib=probe");
