@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::key::Key;
 use crate::memo::{Cacheable, Memo};
-use crate::status::Status;
 
 /// What can join the key: every `Serialize` type. The message below is what a user sees for a
 /// parameter that is not.
@@ -72,13 +71,7 @@ pub fn try_call<K: KeyArg, R, T: Cacheable, E>(
     let rendering = std::cell::Cell::new(String::new());
     memo.memoize(
         found,
-        |disk_only| {
-            if disk_only {
-                memo.lookup_disk::<T>(&found).map(|value| (value, Status::Disk))
-            } else {
-                memo.lookup::<T>(&found)
-            }
-        },
+        |disk_only| memo.lookup_from::<T>(&found, disk_only),
         || {
             rendering.set(memo.render_args(&key));
             compute(key, rest)

@@ -498,6 +498,20 @@ impl<H> Memo<H> {
     }
 
     /// The memory tier only: no I/O, so async calls ask it inline.
+    /// [`Memo::lookup`], or only the disk tier: what `memoize` asks after waiting for another
+    /// process's computation (its result can only be on disk).
+    pub(crate) fn lookup_from<T: Cacheable>(
+        &self,
+        key: &Key,
+        disk_only: bool,
+    ) -> Option<(T, Status)> {
+        if disk_only {
+            self.lookup_disk::<T>(key).map(|value| (value, Status::Disk))
+        } else {
+            self.lookup::<T>(key)
+        }
+    }
+
     pub(crate) fn lookup_memory<T: Cacheable>(&self, key: &Key) -> Option<T> {
         let shared = if self.mem_capacity == 0 { None } else { MemoryTier::global().get(key) }?;
         match shared.downcast_ref::<T>() {
@@ -718,13 +732,7 @@ impl<H> Memo<H> {
         };
         self.memoize(
             key,
-            |disk_only| {
-                if disk_only {
-                    self.lookup_disk::<T>(&key).map(|value| (value, Status::Disk))
-                } else {
-                    self.lookup::<T>(&key)
-                }
-            },
+            |disk_only| self.lookup_from::<T>(&key, disk_only),
             compute,
             |value, took| self.store_or_warn(key, value, self.args_encoder.render(args), took),
         )
