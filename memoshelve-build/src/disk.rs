@@ -136,6 +136,23 @@ fn read_bucket(
         .collect())
 }
 
+/// The numbers of a bucket's lines in effect, by cacache's reading rules (those of its `find`):
+/// for each key, the last well-formed line that is a deletion or has an integrity cacache can
+/// parse (lines with another integrity are skipped; cacache's `ls` would panic on them).
+fn lines_in_effect(
+    lines: &[(usize, std::result::Result<IndexLine, String>)],
+) -> std::collections::HashSet<usize> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (number, parsed) in lines {
+        if let Ok(line) = parsed
+            && line.integrity.as_deref().is_none_or(|sri| sri.parse::<cacache::Integrity>().is_ok())
+        {
+            last.insert(&line.key, *number);
+        }
+    }
+    last.into_values().collect()
+}
+
 /// What is wrong with a well-formed index line, if anything: an integrity cacache cannot parse,
 /// or a memoshelve record of this format that does not parse or names another entry.
 /// (Deletions and other formats' records are fine here; `upgrade` drops the latter.)
@@ -548,27 +565,25 @@ impl Disk {
         let mut live = Vec::new();
         for (path, _) in files_under(&self.root.join("index-v5")) {
             let lines = read_bucket(&path).map_err(|err| io_error("read", &path, err))?;
-            let mut last: HashMap<String, Option<IndexLine>> = HashMap::new();
-            for line in lines.into_iter().filter_map(|(_, parsed)| parsed.ok()) {
-                match &line.integrity {
-                    None => {
-                        last.insert(line.key.clone(), None);
-                    }
-                    Some(integrity) if integrity.parse::<cacache::Integrity>().is_ok() => {
-                        last.insert(line.key.clone(), Some(line));
-                    }
-                    Some(_) => {}
-                }
-            }
-            live.extend(last.into_values().flatten().map(|line| cacache::index::Metadata {
-                integrity:
-                    line.integrity.as_deref().unwrap_or_default().parse().expect("checked above"),
-                key: line.key,
-                time: line.time,
-                size: line.size,
-                metadata: line.metadata,
-                raw_metadata: line.raw_metadata,
-            }));
+            let in_effect = lines_in_effect(&lines);
+            live.extend(
+                lines
+                    .into_iter()
+                    .filter(|(number, _)| in_effect.contains(number))
+                    .filter_map(|(_, parsed)| parsed.ok())
+                    .filter_map(|line| {
+                        // A deletion in effect: the key is gone.
+                        let integrity = line.integrity.as_deref()?.parse().ok()?;
+                        Some(cacache::index::Metadata {
+                            integrity,
+                            key: line.key,
+                            time: line.time,
+                            size: line.size,
+                            metadata: line.metadata,
+                            raw_metadata: line.raw_metadata,
+                        })
+                    }),
+            );
         }
         Ok(live)
     }
@@ -605,23 +620,11 @@ impl Disk {
             };
             // A bad record superseded by a later line of its key is history: compaction drops
             // it. Only the line in effect is removed by key.
-            let mut in_effect: HashMap<&str, usize> = HashMap::new();
-            for (line, parsed) in &lines {
-                if let Ok(entry) = parsed
-                    && entry
-                        .integrity
-                        .as_deref()
-                        .is_none_or(|sri| sri.parse::<cacache::Integrity>().is_ok())
-                {
-                    in_effect.insert(&entry.key, *line);
-                }
-            }
-            let in_effect: HashMap<String, usize> =
-                in_effect.into_iter().map(|(key, line)| (key.to_owned(), line)).collect();
+            let in_effect = lines_in_effect(&lines);
             for (line, parsed) in lines {
                 let (problem, index_key) = match parsed {
                     Ok(entry) => {
-                        let current = in_effect.get(&entry.key) == Some(&line);
+                        let current = in_effect.contains(&line);
                         (record_problem(&entry), current.then_some(entry.key))
                     }
                     Err(problem) => (Some(problem), None),
