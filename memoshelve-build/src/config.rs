@@ -73,11 +73,7 @@ pub struct Setting {
 impl Setting {
     /// Where it was set, for messages: "[workspace.metadata.memoshelve] of /w/Cargo.toml".
     pub fn origin(&self) -> String {
-        if self.table.is_empty() {
-            self.file.display().to_string()
-        } else {
-            format!("[{}] of {}", self.table, self.file.display())
-        }
+        origin(&self.file, &self.table)
     }
 
     /// The value as a path: relative paths are taken from the directory of the file that set it.
@@ -215,11 +211,9 @@ impl Config {
 }
 
 fn origin(file: &Path, table: &str) -> String {
-    Setting {
-        key: String::new(),
-        value: String::new(),
-        file: file.to_owned(),
-        table: table.to_owned(),
+    if table.is_empty() {
+        file.display().to_string()
+    } else {
+        format!("[{table}] of {}", file.display())
     }
-    .origin()
 }

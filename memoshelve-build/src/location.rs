@@ -82,13 +82,12 @@ fn resolve(
     explicit: Option<&Path>,
     project: impl FnOnce() -> Project,
 ) -> Result<CacheRoot, String> {
-    let env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
     let found =
         |path: PathBuf, source: RootSource| CacheRoot { path, source, warnings: Vec::new() };
     if let Some(path) = explicit {
         return Ok(found(path.to_owned(), RootSource::Explicit));
     }
-    let env_dir = env("MEMOSHELVE_DIR");
+    let env_dir = env_var("MEMOSHELVE_DIR");
     if let Some(dir) = env_dir.as_ref().filter(|dir| *dir != "target") {
         return Ok(found(PathBuf::from(dir), RootSource::EnvDir));
     }
@@ -114,37 +113,34 @@ fn resolve(
         let source = RootSource::Config(setting.clone());
         return Ok(CacheRoot { path, source, warnings: config.warnings });
     }
-    let mut root = default_root()?;
-    root.warnings = config.warnings;
-    Ok(root)
+    let (path, source) = default_root()?;
+    Ok(CacheRoot { path, source, warnings: config.warnings })
+}
+
+/// A set, non-empty environment variable.
+fn env_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|value| !value.is_empty())
 }
 
 /// The per-user default: `$XDG_CACHE_HOME/memoshelve`, else the platform's cache directory.
-fn default_root() -> Result<CacheRoot, String> {
-    let env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-    let found =
-        |path: PathBuf, source: RootSource| CacheRoot { path, source, warnings: Vec::new() };
-    if let Some(xdg) = env("XDG_CACHE_HOME").map(PathBuf::from).filter(|path| path.is_absolute()) {
-        return Ok(found(xdg.join("memoshelve"), RootSource::XdgCacheHome));
+fn default_root() -> Result<(PathBuf, RootSource), String> {
+    if let Some(xdg) =
+        env_var("XDG_CACHE_HOME").map(PathBuf::from).filter(|path| path.is_absolute())
+    {
+        return Ok((xdg.join("memoshelve"), RootSource::XdgCacheHome));
     }
     if cfg!(target_os = "macos")
-        && let Some(home) = env("HOME")
+        && let Some(home) = env_var("HOME")
     {
-        return Ok(found(
-            PathBuf::from(home).join("Library/Caches/memoshelve"),
-            RootSource::Platform,
-        ));
+        return Ok((PathBuf::from(home).join("Library/Caches/memoshelve"), RootSource::Platform));
     }
     if cfg!(windows)
-        && let Some(local) = env("LOCALAPPDATA")
+        && let Some(local) = env_var("LOCALAPPDATA")
     {
-        return Ok(found(PathBuf::from(local).join("memoshelve"), RootSource::Platform));
+        return Ok((PathBuf::from(local).join("memoshelve"), RootSource::Platform));
     }
-    if let Some(home) = env("HOME") {
-        return Ok(found(
-            PathBuf::from(home).join(".cache").join("memoshelve"),
-            RootSource::HomeCache,
-        ));
+    if let Some(home) = env_var("HOME") {
+        return Ok((PathBuf::from(home).join(".cache").join("memoshelve"), RootSource::HomeCache));
     }
     Err("no cache directory: set MEMOSHELVE_DIR (or HOME / XDG_CACHE_HOME)".to_owned())
 }
