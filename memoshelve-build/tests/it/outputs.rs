@@ -299,11 +299,7 @@ fn restoring_never_writes_through_a_symbolic_link_in_the_output_dir() {
     let outside = dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     let memo = Memo::new("through-link").dir(&root).mem_capacity(0);
-    let step = |step: &mut Step| {
-        fs::create_dir_all(step.dir().join("gen")).unwrap();
-        fs::write(step.dir().join("gen/code.rs"), "pub const X: u8 = 1;\n").unwrap();
-    };
-    memo.outputs(&out).call(&(), step);
+    memo.outputs(&out).call(&(), generate_in_subdir);
     // The output dir is rebuilt with `gen` a link to a directory elsewhere.
     fs::remove_dir_all(&out).unwrap();
     fs::create_dir_all(&out).unwrap();
@@ -311,7 +307,7 @@ fn restoring_never_writes_through_a_symbolic_link_in_the_output_dir() {
     let (_, status) = memo.outputs(&out).call_with_status(&(), |step: &mut Step| {
         // This generator removes the link and writes a real directory.
         fs::remove_file(step.dir().join("gen")).unwrap();
-        step_body(step)
+        generate_in_subdir(step)
     });
     assert_eq!(status, Status::Miss, "a link in the way makes a miss, not a restore through it");
     assert!(
@@ -321,7 +317,8 @@ fn restoring_never_writes_through_a_symbolic_link_in_the_output_dir() {
     assert!(out.join("gen/code.rs").is_file());
 }
 
-fn step_body(step: &mut Step) {
+/// A step writing `gen/code.rs`.
+fn generate_in_subdir(step: &mut Step) {
     fs::create_dir_all(step.dir().join("gen")).unwrap();
     fs::write(step.dir().join("gen/code.rs"), "pub const X: u8 = 1;\n").unwrap();
 }
