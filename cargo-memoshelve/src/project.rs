@@ -68,33 +68,21 @@ fn cargo_project(args: &MemoshelveArgs) -> anyhow::Result<(Project, CargoSays)> 
             return Ok(Default::default());
         }
     };
-    let package_dir = match explicit {
+    // The package of the manifest, or the innermost one holding the current directory.
+    let package = match explicit {
         Some(manifest) => {
             let manifest = std::fs::canonicalize(manifest).unwrap_or_else(|_| manifest.to_owned());
-            metadata
-                .packages
-                .iter()
-                .map(|package| package.manifest_path.as_std_path())
-                .find(|path| *path == manifest)
-                .and_then(Path::parent)
-                .map(Path::to_owned)
+            metadata.packages.iter().find(|package| package.manifest_path.as_std_path() == manifest)
         }
         None => metadata
             .packages
             .iter()
-            .filter_map(|package| package.manifest_path.parent())
-            .map(|dir| dir.as_std_path())
-            .filter(|dir| cwd.starts_with(dir))
-            .max_by_key(|dir| dir.components().count())
-            .map(Path::to_owned),
+            .filter(|package| package_dir_of(package).is_some_and(|dir| cwd.starts_with(dir)))
+            .max_by_key(|package| package.manifest_path.components().count()),
     };
+    let package_dir = package.and_then(package_dir_of).map(Path::to_owned);
     let cargo_says = CargoSays {
-        package: package_dir.as_deref().and_then(|dir| {
-            let package = metadata.packages.iter().find(|package| {
-                package.manifest_path.parent().map(|p| p.as_std_path()) == Some(dir)
-            })?;
-            dir_setting(&package.metadata)
-        }),
+        package: package.and_then(|package| dir_setting(&package.metadata)),
         workspace: dir_setting(&metadata.workspace_metadata),
     };
     let project = Project {
@@ -157,4 +145,8 @@ fn cross_check(project: &Project, says: &CargoSays, root: &CacheRoot) -> Vec<Str
         }
     }
     warnings
+}
+
+fn package_dir_of(package: &cargo_metadata::Package) -> Option<&Path> {
+    package.manifest_path.parent().map(|dir| dir.as_std_path())
 }
