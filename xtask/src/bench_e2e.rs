@@ -182,6 +182,8 @@ pub(crate) fn python_peers(out: &Path) -> anyhow::Result<Value> {
                 "install",
                 "--quiet",
                 "memoshelve",
+                "dill",
+                "stablehash",
                 "joblib",
                 "diskcache",
             ]),
