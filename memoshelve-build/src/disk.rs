@@ -27,6 +27,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::hashing;
 use crate::key::{Key, KeyInput};
 
 /// The on-disk format version written into every record; records of another version are misses.
@@ -286,6 +287,7 @@ impl Disk {
     /// The encoded value of a record, checked against its size and blake3 hash.
     pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
         let name = &record.name;
+        let mut blob_hash = None;
         let bytes = match &record.inline {
             Some(inline) => base64::engine::general_purpose::STANDARD
                 .decode(inline)
@@ -294,8 +296,11 @@ impl Disk {
                 let path = self
                     .blob_path(&record.blake3)
                     .ok_or_else(|| self.corrupt(name, key, "malformed blob hash"))?;
-                match fs::read(&path) {
-                    Ok(bytes) => bytes,
+                match hashing::read_hashed(&path) {
+                    Ok((bytes, hash)) => {
+                        blob_hash = Some(hash);
+                        bytes
+                    }
                     Err(err) if err.kind() == ErrorKind::NotFound => {
                         return Err(self.corrupt(
                             name,
@@ -314,7 +319,8 @@ impl Disk {
                 format!("size is {} bytes, the record says {}", bytes.len(), record.size),
             ));
         }
-        if blake3::hash(&bytes).to_hex().as_str() != record.blake3 {
+        let hash = blob_hash.unwrap_or_else(|| blake3::hash(&bytes));
+        if hash.to_hex().as_str() != record.blake3 {
             return Err(self.corrupt(name, key, "blake3 mismatch"));
         }
         Ok(bytes)
@@ -359,19 +365,12 @@ impl Disk {
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;
         let tmp = tmp_dir.join(unique_name("file"));
-        let copied = (|| -> std::io::Result<(u64, blake3::Hash)> {
-            let mut source = fs::File::open(path)?;
-            let mut sink = HashingWriter {
-                file: fs::File::create(&tmp)?,
-                hasher: blake3::Hasher::new(),
-                written: 0,
-            };
-            std::io::copy(&mut source, &mut sink)?;
-            let mut perms = sink.file.metadata()?.permissions();
+        let copied = hashing::copy_hashed(path, &tmp).and_then(|copied| {
+            let mut perms = fs::metadata(&tmp)?.permissions();
             perms.set_readonly(true);
-            sink.file.set_permissions(perms)?;
-            Ok((sink.written, sink.hasher.finalize()))
-        })();
+            fs::set_permissions(&tmp, perms)?;
+            Ok(copied)
+        });
         let (size, hash) = match copied {
             Ok(done) => done,
             Err(err) => {
@@ -417,21 +416,12 @@ impl Disk {
         fs::create_dir_all(parent).map_err(|err| io_error("create", parent, err))?;
         let file_name = target.file_name().expect("restored files have a name").to_string_lossy();
         let tmp = parent.join(format!(".{}", unique_name(&file_name)));
-        let copied = (|| -> std::io::Result<(u64, blake3::Hash)> {
-            if reflink_copy::reflink(&blob, &tmp).is_ok() {
-                let mut hasher = blake3::Hasher::new();
-                hasher.update_reader(fs::File::open(&tmp)?)?;
-                return Ok((fs::metadata(&tmp)?.len(), hasher.finalize()));
-            }
-            let mut source = fs::File::open(&blob)?;
-            let mut sink = HashingWriter {
-                file: fs::File::create(&tmp)?,
-                hasher: blake3::Hasher::new(),
-                written: 0,
-            };
-            std::io::copy(&mut source, &mut sink)?;
-            Ok((sink.written, sink.hasher.finalize()))
-        })();
+        let copied = if reflink_copy::reflink(&blob, &tmp).is_ok() {
+            // Shared extents: what is checked is what the restored file holds.
+            hashing::hash_file(&tmp).and_then(|hash| Ok((fs::metadata(&tmp)?.len(), hash)))
+        } else {
+            hashing::copy_hashed(&blob, &tmp)
+        };
         let checked = match copied {
             Ok((written, hash)) if written == size && hash.to_hex().as_str() == blake3_hex => {
                 Ok(())
@@ -802,25 +792,6 @@ impl Disk {
 }
 
 /// Hashes what it writes, so a copy is verified without reading it twice.
-struct HashingWriter {
-    file: fs::File,
-    hasher: blake3::Hasher,
-    written: u64,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.file.write(buf)?;
-        self.hasher.update(&buf[..written]);
-        self.written += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
 /// The permission bits of a file (0o644 where there are none to read).
 pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {
     #[cfg(unix)]

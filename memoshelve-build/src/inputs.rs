@@ -49,10 +49,7 @@ pub(crate) fn key_path(path: &Path, base: &Path) -> String {
 
 /// The blake3 hex of a file's contents, read in parallel chunks for large files.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    let file = std::fs::File::open(path)?;
-    hasher.update_reader(file)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(crate::hashing::hash_file(path)?.to_hex().to_string())
 }
 
 pub(crate) fn file_input(path: &Path, base: &Path) -> KeyInput {

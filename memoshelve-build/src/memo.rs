@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cargo::{self, ContextScope};
+use crate::codec;
 use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
 use crate::error::{Error, Result};
 use crate::inputs::{self, Declared};
@@ -538,7 +539,7 @@ impl<H> Memo<H> {
 
     /// Reads the entry of `key` from disk, checked and decoded as `V`, with its record and
     /// encoded size. A damaged entry is reported once, removed, and read as `None`.
-    pub(crate) fn read_entry<V: DeserializeOwned>(
+    pub(crate) fn read_entry<V: DeserializeOwned + 'static>(
         &self,
         disk: &Disk,
         key: &Key,
@@ -552,14 +553,15 @@ impl<H> Memo<H> {
             }
         };
         let decoded = disk.load(&record, key).and_then(|bytes| {
-            let value: V = postcard::from_bytes(&bytes).map_err(|err| {
+            let size = bytes.len() as u64;
+            let value: V = codec::decode(bytes).map_err(|err| {
                 disk.corrupt(
                     &self.name,
                     key,
                     format!("cannot decode as {}: {err}", type_name::<V>()),
                 )
             })?;
-            Ok((value, bytes.len() as u64))
+            Ok((value, size))
         });
         match decoded {
             Ok((value, bytes)) => Some((record, value, bytes)),
@@ -600,7 +602,7 @@ impl<H> Memo<H> {
 
     /// Writes both tiers. Errors are returned; the memoizing calls turn them into a warning.
     fn store<T: Cacheable>(&self, key: Key, value: &T, args: String, took: Duration) -> Result<()> {
-        let bytes = postcard::to_allocvec(value).map_err(|source| Error::Encode {
+        let bytes = codec::encode(value).map_err(|source| Error::Encode {
             what: "value",
             name: self.name.clone(),
             source,

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::cargo;
+use crate::codec;
 use crate::disk::{Disk, mode_of};
 use crate::error::{Error, Result};
 use crate::inputs;
@@ -277,7 +278,7 @@ impl<H> Outputs<'_, H> {
     fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key) -> Option<R> {
         let memo = self.memo;
         let (record, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
-        let checked = postcard::from_bytes::<R>(&manifest.result)
+        let checked = codec::decode::<R>(manifest.result.clone())
             .map_err(|err| {
                 disk.corrupt(
                     memo.name(),
@@ -399,7 +400,7 @@ impl<H> Outputs<'_, H> {
             captured.step.discovered.iter().map(|path| inputs::file_input(path, &base)).collect();
         discovered.sort();
         discovered.dedup();
-        let result = postcard::to_allocvec(value).map_err(|source| Error::Encode {
+        let result = codec::encode(value).map_err(|source| Error::Encode {
             what: "value",
             name: self.memo.name().to_owned(),
             source,

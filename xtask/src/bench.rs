@@ -3,7 +3,8 @@
 //! timings (workload 8: the examples built cold and warm; workload 9: the build-dependency's
 //! compile cost), and writes `target/memoshelve-bench/results.json` and the table of
 //! `BENCHMARKS.md`. `--quick` is CI's variant: tiny sizes, short samples, one example, and the
-//! table goes to `target/memoshelve-bench/BENCHMARKS.quick.md` instead.
+//! table goes to `target/memoshelve-bench/BENCHMARKS.quick.md` instead (a filtered or
+//! `--skip-e2e` run's to `BENCHMARKS.partial.md` there).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -122,8 +123,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let results_path = out.join("results.json");
     fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
     let table = crate::bench_table::render(&results);
+    // Only a complete run replaces the published table.
     let markdown = if options.quick {
         out.join("BENCHMARKS.quick.md")
+    } else if options.filter.is_some() || options.skip_e2e {
+        out.join("BENCHMARKS.partial.md")
     } else {
         project_root().join("BENCHMARKS.md")
     };

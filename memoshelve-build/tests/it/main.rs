@@ -8,6 +8,7 @@ mod flight;
 mod fuzz;
 mod inputs;
 mod keys;
+mod large;
 mod memoize;
 mod outputs;
 mod roots;

@@ -1,0 +1,161 @@
+//! Reading and copying files while hashing them with blake3, at the speed of the copy.
+//!
+//! Large files go through a two-thread pipeline: a helper thread reads (or copies) the file
+//! chunk by chunk while this thread hashes the chunks already done, so the hash costs almost no
+//! time of its own and each chunk is hashed while it is still in the CPU cache. Files under
+//! [`PIPELINE_MIN`] are read and hashed in one go: a thread costs more than it saves there.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Files at least this large are pipelined.
+pub(crate) const PIPELINE_MIN: u64 = 4 << 20;
+/// The pipeline's chunk: small enough to be hashed from the cache it was just copied through.
+const CHUNK: usize = 1 << 20;
+
+/// The whole of `path` and its blake3 hash.
+pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash)> {
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len >= PIPELINE_MIN
+        && let Ok(len) = usize::try_from(len)
+    {
+        let mut bytes = vec![0u8; len];
+        let mut tail = Vec::new();
+        let hash = pipeline(&mut bytes, |chunk| file.read_exact(chunk))?;
+        // A file that grew since it was measured: not what was recorded; the caller's size check
+        // sees the difference.
+        if file.read_to_end(&mut tail)? > 0 {
+            bytes.extend_from_slice(&tail);
+            let hash = blake3::hash(&bytes);
+            return Ok((bytes, hash));
+        }
+        return Ok((bytes, hash));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let hash = blake3::hash(&bytes);
+    Ok((bytes, hash))
+}
+
+/// Copies `from` to the new file `to` and returns the number of bytes and their blake3 hash
+/// (of the bytes as they were read, which are the bytes written).
+pub(crate) fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(u64, blake3::Hash)> {
+    let source = fs::File::open(from)?;
+    let mut sink = fs::File::create(to)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    stream(source, |chunk| {
+        hasher.update(chunk);
+        written += chunk.len() as u64;
+        sink.write_all(chunk)
+    })?;
+    Ok((written, hasher.finalize()))
+}
+
+/// The blake3 hash of a file's content.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    stream(fs::File::open(path)?, |chunk| {
+        hasher.update(chunk);
+        Ok(())
+    })?;
+    Ok(hasher.finalize())
+}
+
+/// Feeds the content of `file` to `consume` chunk by chunk. For a large file a helper thread
+/// reads ahead: buffers travel in a ring of three, read there, consumed here, handed back.
+fn stream(
+    mut file: fs::File,
+    mut consume: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if file.metadata()?.len() < PIPELINE_MIN {
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let read = read_full(&mut file, &mut buffer)?;
+            if read == 0 {
+                return Ok(());
+            }
+            consume(&buffer[..read])?;
+        }
+    }
+    let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(3);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(Vec::new());
+    }
+    // `move`: the consumer's end of the ring is dropped when it stops, early or not, which
+    // stops the reader before the scope waits for it.
+    std::thread::scope(move |scope| {
+        let reader = std::thread::Builder::new().spawn_scoped(scope, move || {
+            while let Ok(mut buffer) = empty_rx.recv() {
+                buffer.resize(CHUNK, 0);
+                let read = read_full(&mut file, &mut buffer).map(|read| {
+                    buffer.truncate(read);
+                    buffer
+                });
+                let last = !matches!(&read, Ok(buffer) if !buffer.is_empty());
+                if full_tx.send(read).is_err() || last {
+                    return;
+                }
+            }
+        });
+        if reader.is_err() {
+            return Err(std::io::Error::other("cannot start a reading thread"));
+        }
+        for chunk in &full_rx {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                break;
+            }
+            consume(&chunk)?;
+            let _ = empty_tx.send(chunk);
+        }
+        Ok(())
+    })
+}
+
+/// Hashes `bytes` (a buffer the helper thread fills chunk by chunk with `fill`) as it fills.
+fn pipeline(
+    bytes: &mut [u8],
+    mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()> + Send,
+) -> std::io::Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let (sender, receiver) = mpsc::sync_channel::<std::io::Result<&[u8]>>(4);
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let chunks = bytes.chunks_mut(CHUNK);
+        let reader = std::thread::Builder::new().spawn_scoped(scope, move || {
+            for chunk in chunks {
+                let filled = fill(chunk).map(|()| &*chunk);
+                let failed = filled.is_err();
+                if sender.send(filled).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        if reader.is_err() {
+            return Err(std::io::Error::other("cannot start a reading thread"));
+        }
+        for chunk in receiver {
+            hasher.update(chunk?);
+        }
+        Ok(())
+    })?;
+    Ok(hasher.finalize())
+}
+
+/// Reads until `buffer` is full or the file ends; the count read.
+fn read_full(file: &mut fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
