@@ -78,7 +78,7 @@
 //! | variable | effect |
 //! | --- | --- |
 //! | `MEMOSHELVE_DIR` | the cache root; `target` means `<cargo target dir>/memoshelve` |
-//! | `MEMOSHELVE_DISABLE=1` | bypass both tiers everywhere |
+//! | `MEMOSHELVE_DISABLE=1` | bypass both tiers everywhere (read once per process) |
 //! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `hits`, `misses`, `all` (comma-separated) |
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |

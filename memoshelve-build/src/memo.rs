@@ -387,7 +387,9 @@ impl<H> Memo<H> {
     }
 
     pub(crate) fn disabled(&self) -> bool {
-        self.disable || env_flag("MEMOSHELVE_DISABLE")
+        // Read once per process, like the other settings: a hit must not pay for a lookup.
+        static DISABLED: OnceLock<bool> = OnceLock::new();
+        self.disable || *DISABLED.get_or_init(|| env_flag("MEMOSHELVE_DISABLE"))
     }
 
     pub(crate) fn disk(&self) -> Option<&Disk> {

@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::key::Key;
@@ -38,11 +39,31 @@ struct NameUsage {
     order: BTreeMap<u64, Key>,
 }
 
+/// Keys are blake3 hashes already: eight of their bytes are as good a hash as SipHash would
+/// make of all 32, at a fraction of the cost of a memory hit.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let take = bytes.len().min(8);
+        word[..take].copy_from_slice(&bytes[..take]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+}
+
 pub(crate) struct MemoryTier {
     capacity: u64,
     bytes: u64,
     next_tick: u64,
-    slots: HashMap<Key, Slot>,
+    slots: HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>,
     /// tick -> key over all names, oldest first.
     order: BTreeMap<u64, Key>,
     per_name: HashMap<String, NameUsage>,
@@ -54,7 +75,7 @@ impl MemoryTier {
             capacity,
             bytes: 0,
             next_tick: 0,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             order: BTreeMap::new(),
             per_name: HashMap::new(),
         }
@@ -82,8 +103,14 @@ impl MemoryTier {
 
     /// Returns the stored value and marks it most recently used.
     pub(crate) fn get(&mut self, key: &Key) -> Option<Shared> {
-        let tick = self.tick();
+        let latest = self.next_tick;
         let slot = self.slots.get_mut(key)?;
+        if slot.tick == latest {
+            // Already the most recently used (a loop over one key): nothing to reorder.
+            return Some(slot.value.clone());
+        }
+        self.next_tick += 1;
+        let tick = self.next_tick;
         let old = std::mem::replace(&mut slot.tick, tick);
         self.order.remove(&old);
         self.order.insert(tick, *key);
