@@ -186,6 +186,7 @@ mod location;
 mod memo;
 mod memory;
 mod outputs;
+pub mod remote;
 mod status;
 pub mod store;
 mod toml_reader;

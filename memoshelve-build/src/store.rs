@@ -15,7 +15,7 @@ use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
 
 /// The `type_name` prefix of file steps' entries.
-const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
 
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
@@ -194,6 +194,11 @@ impl Store {
             let _ = std::fs::File::open(&bucket).and_then(|file| file.set_modified(time));
         }
         Ok(entries.len())
+    }
+
+    /// The disk tier underneath (for the remote tier's push and pull).
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
     }
 
     /// The root directory.
