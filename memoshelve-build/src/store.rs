@@ -48,11 +48,13 @@ impl Entry {
     }
 }
 
-/// How many disk hits and misses the event log counts, per entry key.
+/// How many disk hits, remote hits and misses the event log counts, per entry key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     /// Disk hits.
     pub hits: u64,
+    /// Remote hits (fetched from the remote tier into this root).
+    pub remote_hits: u64,
     /// Misses (computations).
     pub misses: u64,
     /// The last event's time, in milliseconds since the Unix epoch.
@@ -425,7 +427,7 @@ impl Store {
         Ok(foreign)
     }
 
-    /// Disk hits and misses per key hex, from the event log.
+    /// Disk hits, remote hits and misses per key hex, from the event log.
     pub fn usage(&self) -> HashMap<String, Usage> {
         let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();
         let mut usage: HashMap<String, Usage> = HashMap::new();
@@ -433,6 +435,7 @@ impl Store {
             let counts = usage.entry(event.key.to_owned()).or_default();
             match event.tier {
                 "disk" => counts.hits += event.count,
+                "remote" => counts.remote_hits += event.count,
                 "miss" => counts.misses += event.count,
                 _ => continue,
             }

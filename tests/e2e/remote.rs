@@ -601,3 +601,129 @@ fn secrets_are_not_printed() {
     assert!(warned[0].contains("redis://***@127.0.0.1"), "{warned:?}");
     assert!(!lines.iter().any(|line| line.contains("hunter2secret")), "{lines:?}");
 }
+
+/// `cargo-memoshelve` with a machine's root and remote settings (and nothing inherited).
+fn cli(machine: &Machine, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(crate::cli_binary());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MEMOSHELVE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("memoshelve")
+        .arg("--dir")
+        .arg(machine.root())
+        .args(args)
+        .envs(machine.env.iter().map(|(name, value)| (name, value)))
+        .current_dir(machine.dir.path())
+        .output()
+        .unwrap()
+}
+
+fn cli_json(machine: &Machine, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend(args);
+    let output = cli(machine, &all);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `remote status`, `remote push` (refused read-only), `remote pull --name`, and `stats`
+/// counting remote hits apart.
+fn cli_status_push_pull_stats(kind: Kind) {
+    let Some(remote) = Remote::new(kind, "cli") else { return };
+    let local = Machine::new(&remote).with("MEMOSHELVE_REMOTE_MODE", "off");
+    assert_eq!(statuses(&local.values(1, 3)), ["miss"; 3]);
+    assert_eq!(statuses(&local.file_step()), ["miss"]);
+    assert_eq!(remote.objects(), Vec::<String>::new());
+
+    let a = Machine { dir: local.dir, env: Machine::new(&remote).env };
+    let status = cli_json(&a, &["remote", "status"]);
+    assert_eq!(status["reachable"], true, "{status}");
+    assert_eq!(status["url"], remote.url.as_str());
+    assert_eq!(status["mode"], "read-write");
+    let refused = cli(
+        &Machine { dir: tempfile::tempdir().unwrap(), env: a.env.clone() }
+            .with("MEMOSHELVE_REMOTE_MODE", "read-only"),
+        &["remote", "push"],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only"));
+    let pushed = cli_json(&a, &["remote", "push"]);
+    assert_eq!(
+        (pushed["uploaded"].as_u64(), pushed["present"].as_u64()),
+        (Some(4), Some(0)),
+        "{pushed}"
+    );
+    let objects = remote.objects();
+    assert_eq!(objects.iter().filter(|name| name.starts_with("ac/")).count(), 4, "{objects:?}");
+    let again = cli_json(&a, &["remote", "push", "--used-since", "1d"]);
+    assert_eq!((again["uploaded"].as_u64(), again["present"].as_u64()), (Some(0), Some(4)));
+    assert_eq!(remote.objects(), objects);
+
+    let b = Machine::new(&remote);
+    let other = cli_json(&b, &["remote", "pull", "--name", "another"]);
+    assert_eq!((other["fetched"].as_u64(), other["other_names"].as_u64()), (Some(0), Some(4)));
+    let pulled = cli_json(&b, &["remote", "pull", "--name", "probe"]);
+    assert_eq!(
+        (pulled["listed"].as_u64(), pulled["fetched"].as_u64()),
+        (Some(4), Some(4)),
+        "{pulled}"
+    );
+    let offline =
+        Machine { dir: b.dir, env: vec![("MEMOSHELVE_REMOTE_MODE".into(), "off".into())] };
+    assert_eq!(statuses(&offline.values(1, 3)), ["cached (disk)"; 3]);
+    assert_eq!(statuses(&offline.file_step()), ["cached (disk)"]);
+    assert_eq!(counted(&offline.counter()), 0);
+
+    let c = Machine::new(&remote);
+    assert_eq!(statuses(&c.values(1, 2)), ["cached (remote)"; 2]);
+    assert_eq!(statuses(&c.values(1, 2)), ["cached (disk)"; 2]);
+    let stats = cli_json(&c, &["stats"]);
+    assert_eq!(
+        (stats["remote_hits"].as_u64(), stats["hits"].as_u64()),
+        (Some(2), Some(2)),
+        "{stats}"
+    );
+    let text = cli(&c, &["stats"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("remote hits: 2"));
+}
+
+#[test]
+fn cli_status_push_pull_stats_redis() {
+    cli_status_push_pull_stats(Kind::Redis);
+}
+
+#[test]
+fn cli_status_push_pull_stats_http() {
+    cli_status_push_pull_stats(Kind::Http);
+}
+
+#[test]
+fn cli_status_push_pull_stats_s3() {
+    cli_status_push_pull_stats(Kind::S3);
+}
+
+/// s3s-fs checks signatures: a wrong secret is refused (so the passing S3 tests mean the
+/// client signs correctly), and the secret is not printed.
+#[test]
+fn s3_with_a_wrong_secret_is_refused() {
+    let Some(mut remote) = Remote::new(Kind::S3, "wrong-secret") else { return };
+    for (name, value) in &mut remote.env {
+        if name == "AWS_SECRET_ACCESS_KEY" {
+            *value = "not-the-secret-key".into();
+        }
+    }
+    let lines = Machine::new(&remote).values(1, 2);
+    assert_eq!(statuses(&lines), ["miss"; 2]);
+    let warned = remote_warnings(&lines);
+    assert!(warned.len() == 1 && warned[0].contains("SignatureDoesNotMatch"), "{lines:?}");
+    assert!(!lines.iter().any(|line| line.contains("not-the-secret-key")));
+    assert_eq!(remote.objects(), Vec::<String>::new());
+}
