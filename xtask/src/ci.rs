@@ -68,6 +68,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
     step("test examples", cargo().args(["test", "--manifest-path"]).arg(&examples))?;
     // The README's first command, so that it never rots.
     step("demo", cargo().args(["run", "--quiet", "--package", "xtask", "--", "demo"]))?;
+    // The speed suite in its quick variant, so that it cannot rot; it asserts nothing about time.
+    step(
+        "bench quick",
+        cargo().args(["run", "--quiet", "--package", "xtask", "--", "bench", "--quick"]),
+    )?;
     step(
         "doc",
         cargo()

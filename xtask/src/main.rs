@@ -2,6 +2,9 @@
 
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports to a terminal")]
 
+mod bench;
+mod bench_e2e;
+mod bench_table;
 mod ci;
 mod demo;
 mod tidy;
@@ -12,12 +15,15 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   demo    the README's demo: a LALRPOP codegen example built twice around `cargo clean`
+  bench   the speed suite: criterion benches (release and opt-level 0), examples cold vs warm,
+          compile cost; writes BENCHMARKS.md (`cargo xtask bench --help` for options)
   ci      everything CI checks: fmt, clippy -D warnings, tests (unit, integration, e2e, doc), the demo, docs, tidy
   tidy    repository hygiene: module docs, trailing whitespace, ARCHITECTURE.md names every crate";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
+        Some("bench") => bench::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ci") => ci::run(),
         Some("demo") => demo::run(),
         Some("tidy") => tidy::run(),

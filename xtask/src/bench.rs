@@ -1,0 +1,206 @@
+//! `cargo xtask bench`: the speed suite. Runs the criterion benches of `bench/` twice (release,
+//! and `--profile bench-opt0`: the library as a user's build script gets it), then the end-to-end
+//! timings (workload 8: the examples built cold and warm; workload 9: the build-dependency's
+//! compile cost), and writes `target/memoshelve-bench/results.json` and the table of
+//! `BENCHMARKS.md`. `--quick` is CI's variant: tiny sizes, short samples, one example, and the
+//! table goes to `target/memoshelve-bench/BENCHMARKS.quick.md` instead.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::ci::project_root;
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--skip-e2e] [--peers] [FILTER]
+
+  --quick      CI's variant: tiny sizes and samples, one example; asserts nothing about time
+               and writes the table to target/memoshelve-bench/BENCHMARKS.quick.md
+  --skip-e2e   only the in-process workloads (1-7, both builds); not workloads 8 and 9
+  --peers      also time Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
+               venv under target/memoshelve-bench/venv (needs python3 and PyPI)
+  FILTER       passed to criterion: run only the benchmarks whose id matches it";
+
+/// The two builds every in-process figure is taken in.
+const PROFILES: [(&str, &str); 2] = [("release", "bench"), ("opt0", "bench-opt0")];
+
+#[derive(Default)]
+struct Options {
+    quick: bool,
+    skip_e2e: bool,
+    peers: bool,
+    filter: Option<String>,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut options = Options::default();
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--skip-e2e" => options.skip_e2e = true,
+            "--peers" => options.peers = true,
+            "-h" | "--help" => bail!("{USAGE}"),
+            flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
+            filter => options.filter = Some(filter.to_owned()),
+        }
+    }
+    Ok(options)
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(project_root());
+    command
+}
+
+fn run_checked(what: &str, command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("==> {what}");
+    let status = command.status().with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+}
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let options = parse(args)?;
+    let out = target_dir().join("memoshelve-bench");
+    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let started = Instant::now();
+
+    run_checked(
+        "build the CLI (release, as `cargo install` builds it)",
+        cargo().args(["build", "--quiet", "--release", "--package", "cargo-memoshelve"]),
+    )?;
+    let cli = target_dir().join("release/cargo-memoshelve");
+
+    let mut profiles = serde_json::Map::new();
+    for (label, profile) in PROFILES {
+        let dir = out.join(label);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let mut command = cargo();
+        command
+            .args(["bench", "--package", "memoshelve-bench", "--profile", profile, "--"])
+            .args(options.filter.as_deref())
+            .env("CRITERION_HOME", dir.join("criterion"))
+            .env("MEMOSHELVE_BENCH_OUT", &dir)
+            .env("MEMOSHELVE_BENCH_QUICK", if options.quick { "1" } else { "0" })
+            .env_remove("MEMOSHELVE_DIR");
+        if label == "release" {
+            command.env("MEMOSHELVE_BENCH_CLI", &cli);
+        }
+        run_checked(&format!("benches, {label} build"), &mut command)?;
+        profiles.insert(label.to_owned(), collect(&dir)?);
+    }
+
+    let mut e2e = Value::Null;
+    let mut compile = Value::Null;
+    if !options.skip_e2e {
+        e2e = crate::bench_e2e::examples(&out, options.quick)?;
+        compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
+    }
+    let peers = if options.peers { crate::bench_e2e::python_peers(&out)? } else { Value::Null };
+
+    let results = json!({
+        "quick": options.quick,
+        "machine": machine(),
+        "profiles": profiles,
+        "examples": e2e,
+        "compile": compile,
+        "python_peers": peers,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    let results_path = out.join("results.json");
+    fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
+    let table = crate::bench_table::render(&results);
+    let markdown = if options.quick {
+        out.join("BENCHMARKS.quick.md")
+    } else {
+        project_root().join("BENCHMARKS.md")
+    };
+    crate::bench_table::write_into(&markdown, &table)?;
+    eprintln!(
+        "\nbench: results in {}, table in {} ({:.0} s)",
+        results_path.display(),
+        markdown.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// rustc's version and the CPU count: the context every figure needs.
+fn machine() -> Value {
+    let rustc = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    json!({ "rustc": rustc, "cpus": cpus, "os": std::env::consts::OS })
+}
+
+/// Every criterion estimate under `<dir>/criterion` (`<group>/<function>/new/`), as
+/// `{ "group/function": { "ns": median, "bytes": throughput } }`, and the extra figures.
+fn collect(dir: &Path) -> anyhow::Result<Value> {
+    let mut benches = serde_json::Map::new();
+    let criterion = dir.join("criterion");
+    for group in read_dirs(&criterion)? {
+        for function in read_dirs(&group)? {
+            let new = function.join("new");
+            let Ok(estimates) = fs::read_to_string(new.join("estimates.json")) else {
+                continue;
+            };
+            let estimates: Value = serde_json::from_str(&estimates)
+                .with_context(|| format!("unreadable estimates in {}", new.display()))?;
+            let benchmark: Value = fs::read_to_string(new.join("benchmark.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or(Value::Null);
+            let id = format!("{}/{}", file_name(&group), file_name(&function));
+            benches.insert(
+                id,
+                json!({
+                    "ns": estimates["median"]["point_estimate"],
+                    "bytes": benchmark["throughput"]["Bytes"],
+                }),
+            );
+        }
+    }
+    let mut extra = serde_json::Map::new();
+    if let Ok(lines) = fs::read_to_string(dir.join("extra.jsonl")) {
+        for line in lines.lines() {
+            let record: Value = serde_json::from_str(line).context("unreadable extra.jsonl")?;
+            let id = format!(
+                "{}/{}",
+                record["workload"].as_str().unwrap_or("?"),
+                record["what"].as_str().unwrap_or("?")
+            );
+            extra.insert(id, json!({ "value": record["value"], "unit": record["unit"] }));
+        }
+    }
+    Ok(json!({ "benches": benches, "extra": extra }))
+}
+
+fn read_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir() && file_name(path) != "report")
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+}

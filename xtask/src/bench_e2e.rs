@@ -1,0 +1,204 @@
+//! The speed suite's end-to-end parts: workload 8 (each crate of `examples/` built after
+//! `cargo clean`, with an empty cache and with a warm one), workload 9 (what adding
+//! memoshelve-build as a build-dependency costs a cold build) and, with `--peers`, workload 10's
+//! Python peers.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::ci::project_root;
+
+fn cargo_in(dir: &Path) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(dir).env_remove("MEMOSHELVE_DIR").env_remove("RUSTFLAGS");
+    command
+}
+
+fn timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
+    eprintln!("==> {what}");
+    let started = Instant::now();
+    let output = command.output().with_context(|| format!("cannot start {what}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!("{what} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    eprintln!("<== {what}: {seconds:.2} s");
+    Ok(seconds)
+}
+
+/// The duration cargo's `--timings` report gives the run of `package`'s build script (cargo
+/// rounds it to 10 ms).
+fn build_script_seconds(target: &Path, package: &str) -> anyhow::Result<f64> {
+    let report = target.join("cargo-timings/cargo-timing.html");
+    let html = fs::read_to_string(&report)
+        .with_context(|| format!("cargo wrote no timings report at {}", report.display()))?;
+    let start = html.find("UNIT_DATA = ").context("no UNIT_DATA in the timings report")?
+        + "UNIT_DATA = ".len();
+    let end = start + html[start..].find("];").context("unterminated UNIT_DATA")? + 1;
+    let units: Vec<Value> =
+        serde_json::from_str(&html[start..end]).context("unreadable UNIT_DATA")?;
+    units
+        .iter()
+        .find(|unit| unit["name"] == package && unit["mode"] == "run-custom-build")
+        .and_then(|unit| unit["duration"].as_f64())
+        .with_context(|| format!("no build-script run of {package} in {}", report.display()))
+}
+
+/// Workload 8: for each example, `cargo clean` + build with an empty cache (cold), then
+/// `cargo clean` + build with the cache it left (warm): the build script's run and the whole
+/// build. Quick mode builds `lookup-table` only.
+pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
+    let examples = project_root().join("examples");
+    let packages: &[&str] = if quick {
+        &["lookup-table"]
+    } else {
+        &["lookup-table", "assets", "grammar", "protos", "cbind"]
+    };
+    let work = out.join("examples");
+    let _ = fs::remove_dir_all(&work);
+    let target = work.join("target");
+    let mut results = serde_json::Map::new();
+    for package in packages {
+        let cache = work.join(format!("cache-{package}"));
+        let build = |state: &str| -> anyhow::Result<(f64, f64)> {
+            timed(
+                &format!("cargo clean ({package})"),
+                cargo_in(&examples).arg("clean").env("CARGO_TARGET_DIR", &target),
+            )?;
+            let whole = timed(
+                &format!("{package}: {state} build"),
+                cargo_in(&examples)
+                    .args(["build", "--quiet", "--timings", "--package", package])
+                    .env("CARGO_TARGET_DIR", &target)
+                    .env("MEMOSHELVE_DIR", &cache),
+            )?;
+            Ok((build_script_seconds(&target, package)?, whole))
+        };
+        let (cold_script, cold_build) = build("cold")?;
+        let (warm_script, warm_build) = build("warm")?;
+        results.insert(
+            (*package).to_owned(),
+            json!({
+                "cold_build_script_s": cold_script,
+                "warm_build_script_s": warm_script,
+                "cold_build_s": cold_build,
+                "warm_build_s": warm_build,
+            }),
+        );
+    }
+    Ok(Value::Object(results))
+}
+
+/// Workload 9: a cold `cargo build` of an empty crate whose build script uses
+/// memoshelve-build (default features; and with `macros`), beside the same crate using only
+/// the crates memoshelve-build is made of (`cacache`, `blake3`, `serde`, `postcard`). Each in a
+/// target dir of its own, with the workspace's lock file, so versions match.
+pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
+    let root = project_root();
+    let library = root.join("memoshelve-build");
+    let library = library.display();
+    let variants: Vec<(&str, String, &str)> = {
+        let mut variants = vec![
+            (
+                "bare",
+                "cacache = { version = \"=13.0.0\", default-features = false }\n\
+                 blake3 = { version = \"1.8\", default-features = false, features = [\"std\"] }\n\
+                 serde = { version = \"1.0.200\", features = [\"derive\"] }\n\
+                 postcard = { version = \"1.1\", default-features = false, features = [\"use-std\"] }\n"
+                    .to_owned(),
+                "let _ = (cacache::index::find(std::path::Path::new(\"x\"), \"k\"), \
+                 blake3::hash(b\"\"), postcard::to_allocvec(&1u8));",
+            ),
+            (
+                "memoshelve-build",
+                format!("memoshelve-build = {{ path = \"{library}\" }}\n"),
+                "let _ = memoshelve_build::Memo::new(\"x\");",
+            ),
+        ];
+        if !quick {
+            variants.push((
+                "memoshelve-build+macros",
+                format!("memoshelve-build = {{ path = \"{library}\", features = [\"macros\"] }}\n"),
+                "let _ = memoshelve_build::Memo::new(\"x\");",
+            ));
+        }
+        variants
+    };
+    let work = out.join("compile");
+    let _ = fs::remove_dir_all(&work);
+    let mut results = serde_json::Map::new();
+    for (label, dependencies, use_them) in variants {
+        let dir = work.join(label);
+        fs::create_dir_all(dir.join("src"))?;
+        fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"compile-{}\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+                 publish = false\n\n[workspace]\n\n[build-dependencies]\n{dependencies}",
+                label.replace('+', "-")
+            ),
+        )?;
+        fs::write(dir.join("build.rs"), format!("fn main() {{\n    {use_them}\n}}\n"))?;
+        fs::write(dir.join("src/lib.rs"), "")?;
+        fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
+        // Fetch first, so the timing is the compile alone.
+        timed(&format!("fetch ({label})"), cargo_in(&dir).arg("fetch"))?;
+        let seconds = timed(
+            &format!("cold build with {label} as build-dependency"),
+            cargo_in(&dir)
+                .args(["build", "--quiet", "--offline"])
+                .env("CARGO_TARGET_DIR", dir.join("target")),
+        )?;
+        let crates = fs::read_dir(dir.join("target/debug/deps"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.file_name().to_string_lossy().ends_with(".rlib"))
+                    .count()
+            })
+            .unwrap_or(0);
+        results.insert(label.to_owned(), json!({ "seconds": seconds, "rlibs": crates }));
+    }
+    Ok(Value::Object(results))
+}
+
+/// Workload 10's optional part: Python's memoshelve, joblib.Memory and diskcache on workloads
+/// 1-4, in a venv made here, timed by `bench/peers.py`.
+pub(crate) fn python_peers(out: &Path) -> anyhow::Result<Value> {
+    let venv = out.join("venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        timed("create the venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        timed(
+            "install memoshelve (with dill, stablehash), joblib, diskcache",
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "memoshelve",
+                "dill",
+                "stablehash",
+                "joblib",
+                "diskcache",
+            ]),
+        )?;
+    }
+    let scratch = out.join("python-scratch");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)?;
+    let output = Command::new(&python)
+        .arg(project_root().join("bench/peers.py"))
+        .arg(&scratch)
+        .output()
+        .context("cannot run bench/peers.py")?;
+    if !output.status.success() {
+        bail!("bench/peers.py failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    serde_json::from_slice(&output.stdout).context("bench/peers.py printed no JSON")
+}
