@@ -78,10 +78,12 @@ pub(crate) enum Command {
     },
     /// Summarize the cache: entries, bytes, per-name figures, hits and time saved.
     ///
-    /// Time saved is each entry's disk hits times the time its computation took.
+    /// Time saved is each entry's hits (disk and remote) times the time its computation took.
+    /// Remote hits (entries fetched from the remote tier into this root) are counted apart.
     ///
     /// With --json: {root, entries, bytes, blobs, blob_bytes, index_bytes, disk_bytes, hits,
-    /// saved_us, oldest_ms, newest_ms, names: {NAME: {entries, bytes, hits, misses, saved_us}}}.
+    /// remote_hits, saved_us, oldest_ms, newest_ms, names: {NAME: {entries, bytes, hits,
+    /// remote_hits, misses, saved_us}}}.
     Stats,
     /// Check every entry's integrity (value and output files, by blake3), in parallel.
     ///
@@ -151,6 +153,9 @@ pub(crate) enum Command {
     ///
     /// Example: cargo memoshelve warm -- build --release --workspace
     Warm {
+        /// Then push the entries it added to the remote tier (see `remote push`).
+        #[arg(long)]
+        push: bool,
         /// The cargo command line, after `--`.
         #[arg(last = true, required = true, value_name = "CARGO ARGS")]
         cargo_args: Vec<String>,
@@ -173,6 +178,10 @@ pub(crate) enum Command {
         #[arg(long)]
         merge: bool,
     },
+    /// The remote tier shared by CI runners and people (MEMOSHELVE_REMOTE, or `remote` in
+    /// [workspace.metadata.memoshelve]): check it, push local entries to it, pull from it.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Delete entries: all of them, or those of one cache name.
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.
@@ -183,6 +192,36 @@ pub(crate) enum Command {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `cargo memoshelve remote ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCommand {
+    /// Is the remote reachable, how fast does it answer, and what may this process do with it.
+    /// Exits with 1 when it is not reachable.
+    ///
+    /// With --json: {url, origin, mode, signing, reachable, latency_ms, error} (the URL
+    /// without credentials; url is null when no remote is configured).
+    Status,
+    /// Upload local entries the remote does not have (their blobs first, skipping blobs it has),
+    /// in parallel. Refused in read-only mode.
+    ///
+    /// With --json: {url, entries, uploaded, present, blobs, bytes, failed: [{name, key,
+    /// error}]}.
+    Push {
+        /// Only entries used (hit or written) this recently, e.g. 7d.
+        #[arg(long, value_parser = parse_age, value_name = "AGE")]
+        used_since: Option<std::time::Duration>,
+    },
+    /// Fetch the remote's entries into the local cache ahead of a build (every blob checked).
+    ///
+    /// With --json: {url, listed, fetched, present, other_names, missing, failed: [{key,
+    /// error}]}.
+    Pull {
+        /// Only entries of this cache name.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 

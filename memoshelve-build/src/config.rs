@@ -6,6 +6,8 @@
 //! # Cargo.toml of a package or of the workspace root
 //! [workspace.metadata.memoshelve]
 //! dir = ".memoshelve"   # relative to the directory of the file that says it
+//! remote = "redis://cache.internal:6379/0"   # the remote tier; see [`crate::remote::Settings`]
+//! remote-mode = "read-only"                  # MEMOSHELVE_REMOTE_MODE overrides it
 //! ```
 //!
 //! The first that sets a key wins: the package's `Cargo.toml`, the workspace root's `Cargo.toml`,
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::toml_reader::{self, Value};
 
 /// The settings memoshelve reads from configuration files.
-pub const KNOWN_KEYS: &[&str] = &["dir"];
+pub const KNOWN_KEYS: &[&str] = &["dir", "remote", "remote-mode", "remote-token", "remote-key"];
 
 /// Where a project is: what build scripts learn from cargo's environment and what
 /// `cargo memoshelve` learns from `cargo metadata`.

@@ -791,6 +791,16 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// A fresh path in the root's temporary area (created if needed), for a blob being
+    /// received; [`Disk::adopt_blob`] moves it into place once it is checked.
+    pub(crate) fn temporary_file(&self, stem: &str) -> Result<PathBuf> {
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;
+        Ok(tmp_dir.join(unique_name(stem)))
+    }
+}
+
 /// Hashes what it writes, so a copy is verified without reading it twice.
 /// The permission bits of a file (0o644 where there are none to read).
 pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {

@@ -79,9 +79,13 @@
 //! | --- | --- |
 //! | `MEMOSHELVE_DIR` | the cache root; `target` means `<cargo target dir>/memoshelve` |
 //! | `MEMOSHELVE_DISABLE=1` | bypass both tiers everywhere (read once per process) |
-//! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `hits`, `misses`, `all` (comma-separated) |
+//! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `remote`, `hits`, `misses`, `all` (comma-separated) |
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
 //! | `MEMOSHELVE_LOCK_TIMEOUT` | seconds to wait for another process computing the same key |
+//! | `MEMOSHELVE_REMOTE` | the remote tier (features `remote-redis`, `remote-http`, `remote-s3`): `redis://host:port/db`, `http(s)://host/path`, `s3://bucket/prefix`; see [`remote::Settings`] |
+//! | `MEMOSHELVE_REMOTE_MODE` | `read-write` (default), `read-only` (pull requests), `off` |
+//! | `MEMOSHELVE_REMOTE_TOKEN` | HTTP remotes: a bearer token |
+//! | `MEMOSHELVE_REMOTE_KEY` | an HMAC key: entries are signed with it, and only entries signed with it are used |
 //! | `MEMOSHELVE_AUDIT` | share of hits (`0.1`, `1`) to recompute and compare with the cache: a mismatch warns, naming the entry, and the fresh result is kept |
 //!
 //! Without `MEMOSHELVE_DIR`, a project may choose its root in its manifest (see [`config`]):
@@ -188,6 +192,7 @@ mod location;
 mod memo;
 mod memory;
 mod outputs;
+pub mod remote;
 mod status;
 pub mod store;
 mod toml_reader;

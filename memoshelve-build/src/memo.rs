@@ -483,6 +483,7 @@ impl<H> Memo<H> {
     pub(crate) fn record_event(&self, key: &Key, status: Status) {
         let tier = match status {
             Status::Disk => "disk",
+            Status::Remote => "remote",
             Status::Miss => "miss",
             _ => return,
         };
@@ -491,13 +492,20 @@ impl<H> Memo<H> {
         }
     }
 
-    /// Memory, then disk. A bad disk entry (corrupt, undecodable, invalid) is removed.
+    /// Memory, then disk, then remote. A bad disk entry (corrupt, undecodable, invalid) is
+    /// removed.
     pub(crate) fn lookup<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
         if let Some(value) = self.lookup_memory::<T>(key) {
             return Some((value, Status::Memory));
         }
-        let value = self.lookup_disk::<T>(key)?;
-        Some((value, Status::Disk))
+        if let Some(value) = self.lookup_disk::<T>(key) {
+            return Some((value, Status::Disk));
+        }
+        // A remote hit is written to disk, then read (and checked) from there.
+        let disk = self.disk()?;
+        crate::remote::fetch(disk, &self.name, key)
+            .then(|| self.lookup_disk::<T>(key))?
+            .map(|value| (value, Status::Remote))
     }
 
     /// The memory tier only: no I/O, so async calls ask it inline.
@@ -613,9 +621,13 @@ impl<H> Memo<H> {
         let Some(disk) = self.disk() else {
             return Ok(());
         };
-        let _guard = disk.write_guard();
-        let record = self.record_for(key, type_name::<T>(), args, took);
-        disk.store(record, &bytes)
+        {
+            let _guard = disk.write_guard();
+            let record = self.record_for(key, type_name::<T>(), args, took);
+            disk.store(record, &bytes)?;
+        }
+        crate::remote::write_through(disk, &self.name, &key);
+        Ok(())
     }
 
     pub(crate) fn store_or_warn<T: Cacheable>(

@@ -240,7 +240,16 @@ impl<H> Outputs<'_, H> {
         };
         let found = memo.memoize(
             key,
-            |_| self.restore::<R>(disk, &key).map(|value| ((value, None), Status::Disk)),
+            |disk_only| {
+                let found =
+                    self.restore::<R>(disk, &key).map(|value| ((value, None), Status::Disk));
+                // A remote hit is written to disk, then restored from there.
+                found.or_else(|| {
+                    let fetched = !disk_only && crate::remote::fetch(disk, memo.name(), &key);
+                    let value = fetched.then(|| self.restore::<R>(disk, &key))??;
+                    Some(((value, None), Status::Remote))
+                })
+            },
             || {
                 // Our own earlier outputs go first, so that a generator that skips rewriting
                 // unchanged files still writes every one of them, and all are captured.
@@ -264,10 +273,9 @@ impl<H> Outputs<'_, H> {
             },
             |(value, captured), took| {
                 let captured = captured.as_ref().expect("a computed step carries its capture");
-                if let Err(err) =
-                    self.store(disk, &key, value, captured, memo.render_args(args), took)
-                {
-                    memo.warn_store_failed(&err);
+                match self.store(disk, &key, value, captured, memo.render_args(args), took) {
+                    Ok(()) => crate::remote::write_through(disk, memo.name(), &key),
+                    Err(err) => memo.warn_store_failed(&err),
                 }
             },
         )?;

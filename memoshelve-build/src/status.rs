@@ -11,6 +11,8 @@ pub enum Status {
     Memory,
     /// The disk tier (the value was decoded and checked).
     Disk,
+    /// The remote tier: fetched, checked, and written to the disk tier on the way.
+    Remote,
     /// Not cached: the function ran.
     Miss,
 }
@@ -28,6 +30,7 @@ impl fmt::Display for Status {
         f.pad(match self {
             Status::Memory => "cached (mem)",
             Status::Disk => "cached (disk)",
+            Status::Remote => "cached (remote)",
             Status::Miss => "miss",
         })
     }
@@ -35,7 +38,7 @@ impl fmt::Display for Status {
 
 /// Which cache events to report: as `cargo:warning=` lines in a build script, through the `log`
 /// crate elsewhere. Combine with `|`. The environment variable `MEMOSHELVE_LOG` overrides it, with
-/// a comma-separated list of `none`, `mem`, `disk`, `hits`, `misses`, `all`.
+/// a comma-separated list of `none`, `mem`, `disk`, `remote`, `hits`, `misses`, `all`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Log(u8);
 
@@ -46,12 +49,14 @@ impl Log {
     pub const MEMORY_HITS: Log = Log(1);
     /// Hits from the disk tier.
     pub const DISK_HITS: Log = Log(2);
+    /// Hits from the remote tier.
+    pub const REMOTE_HITS: Log = Log(8);
     /// Hits from any tier.
-    pub const HITS: Log = Log(1 | 2);
+    pub const HITS: Log = Log(1 | 2 | 8);
     /// Misses (the function ran), with how long it took.
     pub const MISSES: Log = Log(4);
     /// Everything.
-    pub const ALL: Log = Log(1 | 2 | 4);
+    pub const ALL: Log = Log(1 | 2 | 4 | 8);
 
     /// Whether every event of `other` is reported.
     pub fn contains(self, other: Log) -> bool {
@@ -62,6 +67,7 @@ impl Log {
         match status {
             Status::Memory => self.contains(Log::MEMORY_HITS),
             Status::Disk => self.contains(Log::DISK_HITS),
+            Status::Remote => self.contains(Log::REMOTE_HITS),
             Status::Miss => self.contains(Log::MISSES),
         }
     }
@@ -75,6 +81,7 @@ impl Log {
                     "none" | "0" | "off" => Log::NONE,
                     "mem" | "memory" => Log::MEMORY_HITS,
                     "disk" => Log::DISK_HITS,
+                    "remote" => Log::REMOTE_HITS,
                     "hits" | "hit" => Log::HITS,
                     "misses" | "miss" => Log::MISSES,
                     "all" | "1" | "on" => Log::ALL,
@@ -94,12 +101,16 @@ impl BitOr for Log {
 
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let words: Vec<&str> =
-            [(Log::MEMORY_HITS, "mem"), (Log::DISK_HITS, "disk"), (Log::MISSES, "misses")]
-                .into_iter()
-                .filter(|(flag, _)| self.contains(*flag))
-                .map(|(_, word)| word)
-                .collect();
+        let words: Vec<&str> = [
+            (Log::MEMORY_HITS, "mem"),
+            (Log::DISK_HITS, "disk"),
+            (Log::REMOTE_HITS, "remote"),
+            (Log::MISSES, "misses"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| self.contains(*flag))
+        .map(|(_, word)| word)
+        .collect();
         write!(f, "Log({})", if words.is_empty() { "none".to_owned() } else { words.join(",") })
     }
 }

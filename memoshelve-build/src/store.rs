@@ -15,7 +15,7 @@ use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
 
 /// The `type_name` prefix of file steps' entries.
-const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
 
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
@@ -48,11 +48,13 @@ impl Entry {
     }
 }
 
-/// How many disk hits and misses the event log counts, per entry key.
+/// How many disk hits, remote hits and misses the event log counts, per entry key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     /// Disk hits.
     pub hits: u64,
+    /// Remote hits (fetched from the remote tier into this root).
+    pub remote_hits: u64,
     /// Misses (computations).
     pub misses: u64,
     /// The last event's time, in milliseconds since the Unix epoch.
@@ -194,6 +196,11 @@ impl Store {
             let _ = std::fs::File::open(&bucket).and_then(|file| file.set_modified(time));
         }
         Ok(entries.len())
+    }
+
+    /// The disk tier underneath (for the remote tier's push and pull).
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
     }
 
     /// The root directory.
@@ -420,7 +427,7 @@ impl Store {
         Ok(foreign)
     }
 
-    /// Disk hits and misses per key hex, from the event log.
+    /// Disk hits, remote hits and misses per key hex, from the event log.
     pub fn usage(&self) -> HashMap<String, Usage> {
         let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();
         let mut usage: HashMap<String, Usage> = HashMap::new();
@@ -428,6 +435,7 @@ impl Store {
             let counts = usage.entry(event.key.to_owned()).or_default();
             match event.tier {
                 "disk" => counts.hits += event.count,
+                "remote" => counts.remote_hits += event.count,
                 "miss" => counts.misses += event.count,
                 _ => continue,
             }

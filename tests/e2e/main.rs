@@ -8,6 +8,7 @@ mod examples;
 mod memoize;
 mod processes;
 mod reliability;
+mod remote;
 mod roots;
 
 use std::borrow::BorrowMut;

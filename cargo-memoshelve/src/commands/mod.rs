@@ -7,6 +7,7 @@ mod explain;
 mod list;
 mod path;
 mod prune;
+mod remote;
 mod restore;
 mod show;
 mod stats;
@@ -28,7 +29,8 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::Upgrade => upgrade::run(args),
         Command::Backup { file, used_since } => backup::run(args, file, *used_since),
         Command::Restore { file, merge } => restore::run(args, file, *merge),
-        Command::Warm { cargo_args } => warm::run(args, cargo_args),
+        Command::Warm { push, cargo_args } => warm::run(args, cargo_args, *push),
+        Command::Remote(command) => remote::run(args, command),
         Command::Verify { repair } => verify::run(args, *repair),
         Command::Clear { name, yes } => clear::run(args, name.as_deref(), *yes),
         Command::Explain { name, key } => explain::run(args, name, key.as_deref()),

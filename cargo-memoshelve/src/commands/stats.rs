@@ -13,8 +13,10 @@ struct PerName {
     entries: u64,
     bytes: u64,
     hits: u64,
+    remote_hits: u64,
     misses: u64,
     saved_us: u64,
+    remote_saved_us: u64,
 }
 
 pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
@@ -29,12 +31,16 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         row.entries += 1;
         row.bytes += entry.bytes;
         row.hits += counts.hits;
+        row.remote_hits += counts.remote_hits;
         row.misses += counts.misses;
-        row.saved_us += counts.hits * entry.record.compute_us;
+        row.saved_us += (counts.hits + counts.remote_hits) * entry.record.compute_us;
+        row.remote_saved_us += counts.remote_hits * entry.record.compute_us;
     }
     let logical: u64 = entries.iter().map(|entry| entry.bytes).sum();
     let hits: u64 = per_name.values().map(|row| row.hits).sum();
     let saved_us: u64 = per_name.values().map(|row| row.saved_us).sum();
+    let remote_hits: u64 = per_name.values().map(|row| row.remote_hits).sum();
+    let remote_saved_us: u64 = per_name.values().map(|row| row.remote_saved_us).sum();
     let oldest = entries.iter().map(|entry| entry.record.created_ms).min();
     let newest = entries.iter().map(|entry| entry.record.created_ms).max();
     if args.json {
@@ -43,7 +49,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
             .map(|(name, row)| {
                 let value = json!({
                     "entries": row.entries, "bytes": row.bytes, "hits": row.hits,
-                    "misses": row.misses, "saved_us": row.saved_us,
+                    "remote_hits": row.remote_hits, "misses": row.misses, "saved_us": row.saved_us,
                 });
                 (name.clone(), value)
             })
@@ -57,6 +63,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "index_bytes": footprint.index_bytes,
             "blobs": footprint.blobs,
             "hits": hits,
+            "remote_hits": remote_hits,
             "saved_us": saved_us,
             "oldest_ms": oldest,
             "newest_ms": newest,
@@ -77,8 +84,15 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "disk hits:   {hits}, saving about {} of computation",
-        output::duration(saved_us)
+        output::duration(saved_us - remote_saved_us)
     )?;
+    if remote_hits > 0 {
+        writeln!(
+            out,
+            "remote hits: {remote_hits}, saving about {} of computation",
+            output::duration(remote_saved_us)
+        )?;
+    }
     if let (Some(oldest), Some(newest)) = (oldest, newest) {
         writeln!(out, "oldest:      {}, newest: {}", output::age(oldest), output::age(newest))?;
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::MemoshelveArgs;
 use crate::output;
 
-pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String], push: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
     let before: HashSet<String> =
         store.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
@@ -27,13 +27,21 @@ pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String]) -> anyhow::Resul
         .collect();
     let bytes: u64 = added.iter().map(|entry| entry.bytes).sum();
     let compute_us: u64 = added.iter().map(|entry| entry.record.compute_us).sum();
+    // Entries written while a remote was configured read-write are there already: the remote
+    // skips them (one existence check each).
+    let pushed = if push && status.success() {
+        let remote = super::remote::open(args)?;
+        Some(super::remote::push(args, &store, &remote, &added)?)
+    } else {
+        None
+    };
     if args.json {
         let rows: Vec<serde_json::Value> = added
             .iter()
             .map(|entry| json!({ "name": entry.record.name, "key": entry.record.key, "bytes": entry.bytes, "compute_us": entry.record.compute_us }))
             .collect();
         super::print_json(
-            &json!({ "cargo_status": status.code(), "added": rows, "bytes": bytes, "compute_us": compute_us }),
+            &json!({ "cargo_status": status.code(), "added": rows, "bytes": bytes, "compute_us": compute_us, "pushed": pushed }),
         )?;
     } else {
         writeln!(
@@ -44,6 +52,12 @@ pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String]) -> anyhow::Resul
             output::size(bytes),
             output::duration(compute_us)
         )?;
+    }
+    if let Some(pushed) = &pushed {
+        if !args.json {
+            writeln!(std::io::stderr(), "memoshelve: {}", pushed.describe())?;
+        }
+        pushed.check()?;
     }
     if !status.success() {
         // The cargo command's own status is the result of `warm`.
