@@ -141,20 +141,6 @@ fn rustc_version() -> &'static str {
     })
 }
 
-/// Runs parallel work on a pool of cargo's `NUM_JOBS` threads inside a build script (its `-j`,
-/// so memoshelve does not oversubscribe a parallel build), on rayon's global pool elsewhere.
-pub(crate) fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    let pool = POOL.get_or_init(|| {
-        let jobs: usize = std::env::var("NUM_JOBS").ok()?.trim().parse().ok()?;
-        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().ok()
-    });
-    match pool {
-        Some(pool) => pool.install(work),
-        None => work(),
-    }
-}
-
 /// Runs `work` with this process's standard output redirected into a temporary file, then puts
 /// stdout back and forwards what was written (so cargo still sees it, once). Returns the text, or
 /// `None` where capturing is not possible (not Unix, or a descriptor call failed): then `work`

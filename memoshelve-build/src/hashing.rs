@@ -20,22 +20,21 @@ pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash
     let mut file = fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len >= PIPELINE_MIN
-        && let Ok(len) = usize::try_from(len)
+        && let Ok(size) = usize::try_from(len)
     {
-        let mut bytes = vec![0u8; len];
-        let mut tail = Vec::new();
-        let hash = pipeline(&mut bytes, |chunk| file.read_exact(chunk))?;
-        // A file that grew since it was measured: not what was recorded; the caller's size check
-        // sees the difference.
-        if file.read_to_end(&mut tail)? > 0 {
-            bytes.extend_from_slice(&tail);
-            let hash = blake3::hash(&bytes);
+        let mut bytes = vec![0u8; size];
+        let hash = match split_hash(&file, len, Some(&mut bytes))? {
+            Some(hash) => hash,
+            None => pipeline(&mut bytes, |chunk| file.read_exact(chunk))?,
+        };
+        // A file that changed length while it was read is not what was recorded: read it
+        // again as it is now, and let the caller's size check see the difference.
+        if file.metadata()?.len() == len {
             return Ok((bytes, hash));
         }
-        return Ok((bytes, hash));
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    fs::File::open(path)?.read_to_end(&mut bytes)?;
     let hash = blake3::hash(&bytes);
     Ok((bytes, hash))
 }
@@ -57,12 +56,114 @@ pub(crate) fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(u64, blake
 
 /// The blake3 hash of a file's content.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len >= PIPELINE_MIN
+        && let Some(hash) = split_hash(&file, len, None)?
+    {
+        return Ok(hash);
+    }
     let mut hasher = blake3::Hasher::new();
-    stream(fs::File::open(path)?, |chunk| {
+    stream(file, |chunk| {
         hasher.update(chunk);
         Ok(())
     })?;
     Ok(hasher.finalize())
+}
+
+/// The blake3 hash of the first `len` bytes of `file`, computed as blake3's own tree allows:
+/// split where the left subtree ends, each part read with positioned reads and hashed on a
+/// thread of its own (splitting again while there are threads), the parts' chaining values
+/// merged. `keep` receives the bytes. `None` where this cannot run (one thread, not Unix).
+fn split_hash(
+    file: &fs::File,
+    len: u64,
+    keep: Option<&mut [u8]>,
+) -> std::io::Result<Option<blake3::Hash>> {
+    split_hash_on(crate::parallel::threads(), file, len, keep)
+}
+
+/// [`split_hash`] as if `threads` threads were there to use.
+pub(crate) fn split_hash_on(
+    threads: usize,
+    file: &fs::File,
+    len: u64,
+    keep: Option<&mut [u8]>,
+) -> std::io::Result<Option<blake3::Hash>> {
+    use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_root};
+    if !cfg!(unix) || threads < 2 || len <= blake3::CHUNK_LEN as u64 {
+        return Ok(None);
+    }
+    let depth = usize::BITS - (threads - 1).leading_zeros(); // 2 threads: 1, 3-4: 2, ...
+    let left_len = left_subtree_len(len);
+    let (left_keep, right_keep) = match keep {
+        Some(bytes) => {
+            let (left, right) = bytes.split_at_mut(left_len as usize);
+            (Some(left), Some(right))
+        }
+        None => (None, None),
+    };
+    let (left, right) = crate::parallel::join(
+        || subtree(file, 0, left_len, left_keep, depth - 1),
+        || subtree(file, left_len, len - left_len, right_keep, depth - 1),
+    );
+    Ok(Some(merge_subtrees_root(&left?, &right?, Mode::Hash)))
+}
+
+/// The chaining value of the subtree of `len` bytes at `offset` (a valid blake3 subtree),
+/// split further on `depth` more levels of threads.
+fn subtree(
+    file: &fs::File,
+    offset: u64,
+    len: u64,
+    keep: Option<&mut [u8]>,
+    depth: u32,
+) -> std::io::Result<blake3::hazmat::ChainingValue> {
+    use blake3::hazmat::{HasherExt as _, Mode, left_subtree_len, merge_subtrees_non_root};
+    if depth > 0 && len > PIPELINE_MIN {
+        let left_len = left_subtree_len(len);
+        let (left_keep, right_keep) = match keep {
+            Some(bytes) => {
+                let (left, right) = bytes.split_at_mut(left_len as usize);
+                (Some(left), Some(right))
+            }
+            None => (None, None),
+        };
+        let (left, right) = crate::parallel::join(
+            || subtree(file, offset, left_len, left_keep, depth - 1),
+            || subtree(file, offset + left_len, len - left_len, right_keep, depth - 1),
+        );
+        return Ok(merge_subtrees_non_root(&left?, &right?, Mode::Hash));
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    let mut scratch = Vec::new();
+    let mut done = 0u64;
+    let mut keep = keep;
+    while done < len {
+        let take = (len - done).min(CHUNK as u64) as usize;
+        let buffer: &mut [u8] = match keep.as_deref_mut() {
+            Some(bytes) => &mut bytes[done as usize..done as usize + take],
+            None => {
+                scratch.resize(take, 0);
+                &mut scratch[..take]
+            }
+        };
+        read_exact_at(file, buffer, offset + done)?;
+        hasher.update(buffer);
+        done += take as u64;
+    }
+    Ok(hasher.finalize_non_root())
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(_: &fs::File, _: &mut [u8], _: u64) -> std::io::Result<()> {
+    unreachable!("split_hash runs on Unix only")
 }
 
 /// Feeds the content of `file` to `consume` chunk by chunk. For a large file a helper thread

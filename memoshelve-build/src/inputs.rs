@@ -98,7 +98,6 @@ fn expand_glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Resolves every declared input into key parts, sorted; emits cargo's rerun directives.
 pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
-    use rayon::prelude::*;
     let base = base_dir();
     // Gitignore-style exclusions: `!pattern` removes matching files from every glob.
     let excluded: Vec<glob::Pattern> = declared
@@ -180,7 +179,7 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
     files.dedup();
     // Hash declared files in parallel: large input sets (hundreds of headers) are common.
     let hashed: Vec<KeyInput> = if files.len() > 8 {
-        cargo::in_pool(|| files.par_iter().map(|path| file_input(path, &base)).collect())
+        crate::parallel::map(&files, |path| file_input(path, &base))
     } else {
         files.iter().map(|path| file_input(path, &base)).collect()
     };

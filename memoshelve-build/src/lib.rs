@@ -192,6 +192,7 @@ mod location;
 mod memo;
 mod memory;
 mod outputs;
+mod parallel;
 pub mod remote;
 mod status;
 pub mod store;

@@ -542,19 +542,19 @@ impl<H> Memo<H> {
             let _ = disk.remove(&self.name, key);
             return None;
         }
-        disk.touch(&self.name, key);
         self.remember(*key, &value, bytes);
         Some(value)
     }
 
     /// Reads the entry of `key` from disk, checked and decoded as `V`, with its record and
-    /// encoded size. A damaged entry is reported once, removed, and read as `None`.
+    /// encoded size, and refreshes its last use. A damaged entry is reported once, removed, and
+    /// read as `None`.
     pub(crate) fn read_entry<V: DeserializeOwned + 'static>(
         &self,
         disk: &Disk,
         key: &Key,
     ) -> Option<(EntryRecord, V, u64)> {
-        let record = match disk.find(&self.name, key) {
+        let record = match disk.find_and_touch(&self.name, key) {
             Ok(Some(record)) => record,
             Ok(None) => return None,
             Err(err) => {
@@ -1070,10 +1070,8 @@ impl<H: Sync> Memo<H> {
         F: Fn(&A) -> T + Send + Sync,
         H: ArgsEncoder<A>,
     {
-        use rayon::prelude::*;
         let items: Vec<A> = items.into_iter().collect();
-        let run = || items.par_iter().map(|item| self.call(item, || compute(item))).collect();
-        cargo::in_pool(run)
+        crate::parallel::map(&items, |item| self.call(item, || compute(item)))
     }
 }
 

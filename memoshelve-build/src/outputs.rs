@@ -359,7 +359,6 @@ impl<H> Outputs<'_, H> {
                 cargo::emit(&expand_dirs(directive, &self.dir, &base));
             }
         }
-        disk.touch(memo.name(), key);
         Some(value)
     }
 

@@ -383,3 +383,101 @@ proptest::proptest! {
         proptest::prop_assert_eq!(mine, theirs);
     }
 }
+
+/// `Disk::find` reads a bucket's last line itself when it can; whatever the bucket holds, it
+/// must answer as cacache's own reader does.
+#[test]
+fn the_fast_index_read_answers_as_cacaches_reader() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("unit-fast-find").dir(dir.path()).mem_capacity(0);
+    let disk = Disk::open(dir.path()).unwrap();
+    let key = memo.key_for::<u8, _>(&1u8).unwrap();
+    let bucket = disk.bucket_path("unit-fast-find", &key);
+    let append = |line: &str| {
+        use std::io::Write as _;
+        let mut file = std::fs::File::options().append(true).open(&bucket).unwrap();
+        file.write_all(line.as_bytes()).unwrap();
+    };
+    let hashed = |json: &str| {
+        let hash: String = sha2::Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!("\n{hash}\t{json}")
+    };
+    let both = |disk: &Disk| {
+        let ours = disk.find("unit-fast-find", &key).unwrap().map(|record| record.inline);
+        let theirs =
+            cacache::index::find(dir.path(), &crate::disk::index_key("unit-fast-find", &key))
+                .unwrap()
+                .and_then(|meta| serde_json::from_value::<crate::EntryRecord>(meta.metadata).ok())
+                .map(|record| record.inline);
+        assert_eq!(ours, theirs);
+        ours
+    };
+
+    memo.put(&1u8, &2u8).unwrap();
+    memo.put(&1u8, &3u8).unwrap();
+    let three = both(&disk).expect("an entry");
+    assert_eq!(memo.get_with_status::<u8, _>(&1u8), Some((3, Status::Disk)), "the last line wins");
+
+    // A torn line at the end (a writer killed mid-append): the line before it is in effect.
+    append("\n0123abcd\t{\"key\":\"memoshelve/v1/unit-fast");
+    assert_eq!(both(&disk), Some(three.clone()));
+    // A well-formed line of another key in the same bucket: this key's line is still in effect.
+    append(&hashed(r#"{"key":"other","integrity":null,"time":1,"size":0,"metadata":null}"#));
+    assert_eq!(both(&disk), Some(three));
+    // Its deletion: nothing.
+    memo.uncache::<u8, _>(&1u8).unwrap();
+    assert_eq!(both(&disk), None);
+    assert_eq!(memo.get_with_status::<u8, _>(&1u8), None);
+}
+
+/// Hashing a file in parallel subtrees gives blake3's hash of the whole, for lengths around the
+/// thresholds and the chunk sizes, with 2 to 8 threads' worth of splits, keeping the bytes or not.
+#[test]
+fn split_hashing_is_blake3_of_the_whole() {
+    use crate::hashing::{PIPELINE_MIN, hash_file, read_hashed, split_hash_on};
+    let dir = tempfile::tempdir().unwrap();
+    let min = PIPELINE_MIN as usize;
+    for len in [min - 1, min, min + 1, 3 * min + 1024, 5 * min - 777, 9 << 20] {
+        let bytes: Vec<u8> = (0..len).map(|index| (index * 31 % 253) as u8).collect();
+        let path = dir.path().join(format!("{len}.bin"));
+        std::fs::write(&path, &bytes).unwrap();
+        let expected = blake3::hash(&bytes);
+        assert_eq!(hash_file(&path).unwrap(), expected, "hash_file, {len} bytes");
+        let (read, hash) = read_hashed(&path).unwrap();
+        assert_eq!(hash, expected, "read_hashed, {len} bytes");
+        assert!(read == bytes, "read_hashed returns the bytes, {len} bytes");
+        let file = std::fs::File::open(&path).unwrap();
+        for threads in [2, 3, 4, 8] {
+            let mut kept = vec![0u8; len];
+            let split = split_hash_on(threads, &file, len as u64, Some(&mut kept)).unwrap();
+            assert_eq!(split, Some(expected), "{threads} threads, {len} bytes, kept");
+            assert!(kept == bytes, "{threads} threads, {len} bytes: the bytes kept");
+            let split = split_hash_on(threads, &file, len as u64, None).unwrap();
+            assert_eq!(split, Some(expected), "{threads} threads, {len} bytes");
+        }
+    }
+}
+
+#[test]
+fn parallel_map_keeps_order_and_runs_nested_work_on_its_own_thread() {
+    let items: Vec<u32> = (0..1000).collect();
+    let nested_threads = std::sync::Mutex::new(Vec::new());
+    let out = crate::parallel::map(&items, |item| {
+        nested_threads.lock().unwrap().push(crate::parallel::threads());
+        item * 2
+    });
+    assert_eq!(out, items.iter().map(|item| item * 2).collect::<Vec<_>>());
+    if crate::parallel::threads() > 1 {
+        assert!(nested_threads.into_inner().unwrap().iter().all(|&threads| threads == 1));
+    }
+    let (left, right) = crate::parallel::join(|| 1 + 1, || 2 + 2);
+    assert_eq!((left, right), (2, 4));
+    let panicked = std::panic::catch_unwind(|| {
+        crate::parallel::map(&items, |item| assert!(*item != 500, "item 500"));
+    });
+    assert!(panicked.is_err(), "a panic in the work reaches the caller");
+}
