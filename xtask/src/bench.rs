@@ -25,6 +25,10 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--skip-e2e] [--peers] [
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
 
+/// The servers the remote-hit bench runs against, by the variables `.ci/remote-servers` exports.
+const REMOTES: [(&str, &str); 2] =
+    [("redis", "MEMOSHELVE_TEST_REDIS"), ("http", "MEMOSHELVE_TEST_HTTP")];
+
 /// The two builds every in-process figure is taken in.
 const PROFILES: [(&str, &str); 2] = [("release", "bench"), ("opt0", "bench-opt0")];
 
@@ -100,6 +104,27 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             command.env("MEMOSHELVE_BENCH_CLI", &cli);
         }
         run_checked(&format!("benches, {label} build"), &mut command)?;
+        // The remote tier's hit, against each server `.ci/run` starts (when it is running).
+        for (backend, variable) in REMOTES {
+            let Some(url) = std::env::var_os(variable) else {
+                eprintln!("bench: {variable} unset: no remote hit figures for {backend}");
+                continue;
+            };
+            let mut command = cargo();
+            command
+                .args(["bench", "--package", "memoshelve-bench", "--bench", "remote"])
+                .args(["--profile", profile, "--"])
+                .args(options.filter.as_deref())
+                .env("CRITERION_HOME", dir.join("criterion"))
+                .env("MEMOSHELVE_BENCH_OUT", &dir)
+                .env("MEMOSHELVE_BENCH_QUICK", if options.quick { "1" } else { "0" })
+                .env("MEMOSHELVE_BENCH_REMOTE", backend)
+                .env("MEMOSHELVE_REMOTE", url)
+                .env("MEMOSHELVE_REMOTE_MODE", "read-write")
+                .env_remove("MEMOSHELVE_REMOTE_KEY")
+                .env_remove("MEMOSHELVE_DIR");
+            run_checked(&format!("remote hit ({backend}), {label} build"), &mut command)?;
+        }
         profiles.insert(label.to_owned(), collect(&dir)?);
     }
 
