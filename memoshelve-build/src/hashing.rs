@@ -23,7 +23,7 @@ pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash
         && let Ok(size) = usize::try_from(len)
     {
         let mut bytes = vec![0u8; size];
-        let hash = match split_hash(&file, len, Some(&mut bytes))? {
+        let hash = match split_hash(&file, len, Some(&mut bytes), None)? {
             Some(hash) => hash,
             None => pipeline(&mut bytes, |chunk| file.read_exact(chunk))?,
         };
@@ -44,6 +44,12 @@ pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash
 pub(crate) fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(u64, blake3::Hash)> {
     let source = fs::File::open(from)?;
     let mut sink = fs::File::create(to)?;
+    let len = source.metadata()?.len();
+    if len >= PIPELINE_MIN
+        && let Some(hash) = split_hash(&source, len, None, Some(&sink))?
+    {
+        return Ok((len, hash));
+    }
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     stream(source, |chunk| {
@@ -59,7 +65,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
     let file = fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len >= PIPELINE_MIN
-        && let Some(hash) = split_hash(&file, len, None)?
+        && let Some(hash) = split_hash(&file, len, None, None)?
     {
         return Ok(hash);
     }
@@ -79,8 +85,9 @@ fn split_hash(
     file: &fs::File,
     len: u64,
     keep: Option<&mut [u8]>,
+    sink: Option<&fs::File>,
 ) -> std::io::Result<Option<blake3::Hash>> {
-    split_hash_on(crate::parallel::threads(), file, len, keep)
+    split_hash_on(crate::parallel::threads(), file, len, keep, sink)
 }
 
 /// [`split_hash`] as if `threads` threads were there to use.
@@ -89,6 +96,7 @@ pub(crate) fn split_hash_on(
     file: &fs::File,
     len: u64,
     keep: Option<&mut [u8]>,
+    sink: Option<&fs::File>,
 ) -> std::io::Result<Option<blake3::Hash>> {
     use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_root};
     if !cfg!(unix) || threads < 2 || len <= blake3::CHUNK_LEN as u64 {
@@ -104,8 +112,8 @@ pub(crate) fn split_hash_on(
         None => (None, None),
     };
     let (left, right) = crate::parallel::join(
-        || subtree(file, 0, left_len, left_keep, depth - 1),
-        || subtree(file, left_len, len - left_len, right_keep, depth - 1),
+        || subtree(file, 0, left_len, left_keep, sink, depth - 1),
+        || subtree(file, left_len, len - left_len, right_keep, sink, depth - 1),
     );
     Ok(Some(merge_subtrees_root(&left?, &right?, Mode::Hash)))
 }
@@ -117,6 +125,7 @@ fn subtree(
     offset: u64,
     len: u64,
     keep: Option<&mut [u8]>,
+    sink: Option<&fs::File>,
     depth: u32,
 ) -> std::io::Result<blake3::hazmat::ChainingValue> {
     use blake3::hazmat::{HasherExt as _, Mode, left_subtree_len, merge_subtrees_non_root};
@@ -130,8 +139,8 @@ fn subtree(
             None => (None, None),
         };
         let (left, right) = crate::parallel::join(
-            || subtree(file, offset, left_len, left_keep, depth - 1),
-            || subtree(file, offset + left_len, len - left_len, right_keep, depth - 1),
+            || subtree(file, offset, left_len, left_keep, sink, depth - 1),
+            || subtree(file, offset + left_len, len - left_len, right_keep, sink, depth - 1),
         );
         return Ok(merge_subtrees_non_root(&left?, &right?, Mode::Hash));
     }
@@ -151,6 +160,9 @@ fn subtree(
         };
         read_exact_at(file, buffer, offset + done)?;
         hasher.update(buffer);
+        if let Some(sink) = sink {
+            write_all_at(sink, buffer, offset + done)?;
+        }
         done += take as u64;
     }
     Ok(hasher.finalize_non_root())
@@ -159,6 +171,16 @@ fn subtree(
 #[cfg(unix)]
 fn read_exact_at(file: &fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &fs::File, buffer: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buffer, offset)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(_: &fs::File, _: &[u8], _: u64) -> std::io::Result<()> {
+    unreachable!("split_hash runs on Unix only")
 }
 
 #[cfg(not(unix))]

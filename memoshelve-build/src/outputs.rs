@@ -331,26 +331,38 @@ impl<H> Outputs<'_, H> {
             return None;
         }
         let ours = read_marker(&marker_path(&self.dir, memo.name()));
-        let mut placed = Vec::new();
-        for file in &manifest.files {
-            let target = self.dir.join(safe_relative(&file.path).expect("checked above"));
-            if already_there(&target, file) {
-                if !file.if_missing || ours.iter().any(|(path, _)| *path == file.path) {
-                    placed.push(file);
-                }
-                continue;
-            }
-            let theirs = !ours.iter().any(|(path, _)| *path == file.path);
-            if file.if_missing && theirs && std::fs::symlink_metadata(&target).is_ok() {
-                continue; // never overwrite a file this step did not put there
-            }
-            if let Err(err) = disk.restore_file(&file.blake3, file.size, &target, file.mode) {
-                memo.discard(disk, key, Some(&record), &err);
-                return None;
-            }
-            placed.push(file);
+        // What to do with each file, in the manifest's order: keep it (`Some(None)`), restore it
+        // (`Some(Some(target))`), or leave it alone (`None`).
+        let plan: Vec<(&OutputFile, Option<Option<PathBuf>>)> = manifest
+            .files
+            .iter()
+            .map(|file| {
+                let target = self.dir.join(safe_relative(&file.path).expect("checked above"));
+                let ours = ours.iter().any(|(path, _)| *path == file.path);
+                let action = if already_there(&target, file) {
+                    (!file.if_missing || ours).then_some(None)
+                } else if file.if_missing && !ours && std::fs::symlink_metadata(&target).is_ok() {
+                    None // never overwrite a file this step did not put there
+                } else {
+                    Some(Some(target))
+                };
+                (file, action)
+            })
+            .collect();
+        let restores: Vec<(&OutputFile, &PathBuf)> = plan
+            .iter()
+            .filter_map(|(file, action)| Some((*file, action.as_ref()?.as_ref()?)))
+            .collect();
+        // Files are restored in parallel: a tree of generated sources is many small copies.
+        let restored = crate::parallel::map(&restores, |(file, target)| {
+            disk.restore_file(&file.blake3, file.size, target, file.mode)
+        });
+        if let Some(err) = restored.into_iter().find_map(Result::err) {
+            memo.discard(disk, key, Some(&record), &err);
+            return None;
         }
-        write_marker(&self.dir, memo.name(), placed.into_iter());
+        let placed = plan.iter().filter(|(_, action)| action.is_some()).map(|(file, _)| *file);
+        write_marker(&self.dir, memo.name(), placed);
         let discovered: Vec<PathBuf> =
             manifest.discovered.iter().map(|input| inputs::input_path(input, &base)).collect();
         announce_discovered(&discovered);

@@ -447,17 +447,24 @@ fn split_hashing_is_blake3_of_the_whole() {
         std::fs::write(&path, &bytes).unwrap();
         let expected = blake3::hash(&bytes);
         assert_eq!(hash_file(&path).unwrap(), expected, "hash_file, {len} bytes");
+        let copied = dir.path().join(format!("{len}.copied"));
+        let (written, hash) = crate::hashing::copy_hashed(&path, &copied).unwrap();
+        assert_eq!((written, hash), (len as u64, expected), "copy_hashed, {len} bytes");
+        assert!(std::fs::read(&copied).unwrap() == bytes, "copy_hashed copies, {len} bytes");
         let (read, hash) = read_hashed(&path).unwrap();
         assert_eq!(hash, expected, "read_hashed, {len} bytes");
         assert!(read == bytes, "read_hashed returns the bytes, {len} bytes");
         let file = std::fs::File::open(&path).unwrap();
         for threads in [2, 3, 4, 8] {
             let mut kept = vec![0u8; len];
-            let split = split_hash_on(threads, &file, len as u64, Some(&mut kept)).unwrap();
+            let split = split_hash_on(threads, &file, len as u64, Some(&mut kept), None).unwrap();
             assert_eq!(split, Some(expected), "{threads} threads, {len} bytes, kept");
             assert!(kept == bytes, "{threads} threads, {len} bytes: the bytes kept");
-            let split = split_hash_on(threads, &file, len as u64, None).unwrap();
+            let copy = dir.path().join(format!("{len}-{threads}.copy"));
+            let sink = std::fs::File::create(&copy).unwrap();
+            let split = split_hash_on(threads, &file, len as u64, None, Some(&sink)).unwrap();
             assert_eq!(split, Some(expected), "{threads} threads, {len} bytes");
+            assert!(std::fs::read(&copy).unwrap() == bytes, "{threads} threads, {len} bytes: copy");
         }
     }
 }
