@@ -121,7 +121,7 @@ impl<H> Memo<H> {
     }
 
     /// The async lookup-or-compute path: memory inline; then, as the one caller computing `key`
-    /// in this process, the disk (and the key's lock) on a helper thread; then `start` gives the
+    /// in this process, the disk and the remote (and the key's lock) on a helper thread; then `start` gives the
     /// args rendering and the computation, which is awaited here; its value is stored on a
     /// helper thread. Concurrent callers of the same key wait for that one computation.
     pub(crate) async fn memoize_async<T: Cacheable, E, F: Future<Output = Result<T, E>>>(
@@ -152,25 +152,26 @@ impl<H> Memo<H> {
             let memo = self.detached();
             let (found, lock) = unblock(move || {
                 let mut lock = None;
-                let mut found = memo.lookup_disk::<T>(&key);
+                let mut found = memo.lookup_stored::<T>(&key);
                 if found.is_none() {
                     lock = memo.compute_lock(&key);
-                    // Another process may have computed it while we waited for the lock.
+                    // Another process may have computed it while we waited for the lock (its
+                    // result is on this disk).
                     if lock.is_some() {
-                        found = memo.lookup_disk::<T>(&key);
+                        found = memo.lookup_disk::<T>(&key).map(|value| (value, Status::Disk));
                     }
                 }
-                if found.is_some() {
-                    memo.record_event(&key, Status::Disk);
+                if let Some((_, status)) = &found {
+                    memo.record_event(&key, *status);
                 }
                 (found, lock)
             })
             .await;
-            if let Some(value) = found {
+            if let Some((value, status)) = found {
                 drop(lock);
-                self.report(&key, Status::Disk, started.elapsed());
+                self.report(&key, status, started.elapsed());
                 leader.finish(&value);
-                return Ok((value, Status::Disk));
+                return Ok((value, status));
             }
             let (args, compute) = start.take().expect("one caller computes a key once")();
             let computing = Instant::now();

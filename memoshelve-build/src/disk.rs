@@ -576,16 +576,26 @@ impl Disk {
     /// Every live record (of one name, or of all), with its index key; unreadable records and
     /// records of other format versions are skipped.
     pub(crate) fn list(&self, name: Option<&str>) -> Result<Vec<EntryRecord>> {
+        Ok(self.list_used(name)?.into_iter().map(|(record, _)| record).collect())
+    }
+
+    /// [`Disk::list`], each record with its last use (its bucket's mtime).
+    pub(crate) fn list_used(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<(EntryRecord, Option<SystemTime>)>> {
         let prefix = match name {
             Some(name) => format!("{INDEX_PREFIX}{name}/"),
             None => INDEX_PREFIX.to_owned(),
         };
         Ok(self
-            .ls_live()?
+            .ls_live_used()?
             .into_iter()
-            .filter(|meta| meta.key.starts_with(&prefix))
-            .filter_map(|meta| serde_json::from_value::<EntryRecord>(meta.metadata).ok())
-            .filter(|record| {
+            .filter(|(meta, _)| meta.key.starts_with(&prefix))
+            .filter_map(|(meta, used)| {
+                Some((serde_json::from_value::<EntryRecord>(meta.metadata).ok()?, used))
+            })
+            .filter(|(record, _)| {
                 record.format == FORMAT_VERSION && name.is_none_or(|name| record.name == name)
             })
             .collect())
@@ -596,28 +606,38 @@ impl Disk {
     /// and lines whose integrity does not parse are skipped. (cacache's own `ls` panics on the
     /// latter.) None if there is no index yet.
     fn ls_live(&self) -> Result<Vec<cacache::index::Metadata>> {
-        let mut live = Vec::new();
-        for (path, _) in files_under(&self.root.join("index-v5")) {
-            let lines = read_bucket(&path).map_err(|err| io_error("read", &path, err))?;
+        Ok(self.ls_live_used()?.into_iter().map(|(meta, _)| meta).collect())
+    }
+
+    /// [`Disk::ls_live`], each entry with its bucket's mtime; buckets are read in parallel.
+    fn ls_live_used(&self) -> Result<Vec<(cacache::index::Metadata, Option<SystemTime>)>> {
+        let buckets = files_under(&self.root.join("index-v5"));
+        let read = crate::parallel::map(&buckets, |(path, meta)| {
+            let used = meta.modified().ok();
+            let lines = read_bucket(path).map_err(|err| io_error("read", path, err))?;
             let in_effect = lines_in_effect(&lines);
-            live.extend(
-                lines
-                    .into_iter()
-                    .filter(|(number, _)| in_effect.contains(number))
-                    .filter_map(|(_, parsed)| parsed.ok())
-                    .filter_map(|line| {
-                        // A deletion in effect: the key is gone.
-                        let integrity = line.integrity.as_deref()?.parse().ok()?;
-                        Some(cacache::index::Metadata {
-                            integrity,
-                            key: line.key,
-                            time: line.time,
-                            size: line.size,
-                            metadata: line.metadata,
-                            raw_metadata: line.raw_metadata,
-                        })
-                    }),
-            );
+            Ok(lines
+                .into_iter()
+                .filter(|(number, _)| in_effect.contains(number))
+                .filter_map(|(_, parsed)| parsed.ok())
+                .filter_map(|line| {
+                    // A deletion in effect: the key is gone.
+                    let integrity = line.integrity.as_deref()?.parse().ok()?;
+                    Some(cacache::index::Metadata {
+                        integrity,
+                        key: line.key,
+                        time: line.time,
+                        size: line.size,
+                        metadata: line.metadata,
+                        raw_metadata: line.raw_metadata,
+                    })
+                })
+                .map(|meta| (meta, used))
+                .collect::<Vec<_>>())
+        });
+        let mut live = Vec::new();
+        for bucket in read {
+            live.extend(bucket?);
         }
         Ok(live)
     }

@@ -498,6 +498,11 @@ impl<H> Memo<H> {
         if let Some(value) = self.lookup_memory::<T>(key) {
             return Some((value, Status::Memory));
         }
+        self.lookup_stored::<T>(key)
+    }
+
+    /// The tiers that need I/O: disk, then remote (the async path asks them on a helper thread).
+    pub(crate) fn lookup_stored<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
         if let Some(value) = self.lookup_disk::<T>(key) {
             return Some((value, Status::Disk));
         }

@@ -218,26 +218,23 @@ impl Store {
     /// # Errors
     /// When the index cannot be listed.
     pub fn entries(&self, name: Option<&str>) -> Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = self
-            .disk
-            .list(name)?
-            .into_iter()
-            .filter_map(|record| {
-                let key = Key::from_hex(&record.key)?;
-                let last_used_ms = std::fs::metadata(self.disk.bucket_path(&record.name, &key))
-                    .and_then(|meta| meta.modified())
-                    .ok()
-                    .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-                    .map_or(record.created_ms, |since| since.as_millis() as u64);
-                let files = if record.type_name.starts_with(FILE_STEP_TYPE) {
-                    self.manifest(&record, &key).map(|manifest| manifest.files).unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                let bytes = record.size + files.iter().map(|file| file.size).sum::<u64>();
-                Some(Entry { record, last_used_ms, files, bytes })
-            })
-            .collect();
+        let listed = self.disk.list_used(name)?;
+        let mut entries: Vec<Entry> = crate::parallel::map(&listed, |(record, used)| {
+            let key = Key::from_hex(&record.key)?;
+            let last_used_ms = used
+                .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+                .map_or(record.created_ms, |since| since.as_millis() as u64);
+            let files = if record.type_name.starts_with(FILE_STEP_TYPE) {
+                self.manifest(record, &key).map(|manifest| manifest.files).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let bytes = record.size + files.iter().map(|file| file.size).sum::<u64>();
+            Some(Entry { record: record.clone(), last_used_ms, files, bytes })
+        })
+        .into_iter()
+        .flatten()
+        .collect();
         entries
             .sort_by(|a, b| (&a.record.name, &a.record.key).cmp(&(&b.record.name, &b.record.key)));
         Ok(entries)

@@ -280,6 +280,12 @@ fn two_roots_share_one_remote(kind: Kind) {
     assert_eq!(checksums(&first), checksums(&a.values(1, 3)));
     assert_eq!(statuses(&b.run(&["call", "--arg", "9"])), ["cached (remote)"]);
     assert_eq!(statuses(&b.file_step()), ["cached (remote)"]);
+    // The async path reads through the remote too (a third machine, so nothing is local).
+    let c = Machine::new(&remote);
+    let asynchronous = c.run(&["call", "--arg", "1", "--count", "3", "--size", "5000", "--async"]);
+    assert_eq!(statuses(&asynchronous), ["cached (remote)"; 3]);
+    assert_eq!(checksums(&asynchronous), checksums(&first));
+    assert_eq!(counted(&c.counter()), 0, "machine C computed something");
     assert_eq!(counted(&b.counter()), 0, "machine B computed something");
     assert_eq!(
         std::fs::read(b.out().join("generated.rs")).unwrap(),

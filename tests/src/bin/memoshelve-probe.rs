@@ -3,9 +3,9 @@
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
 //! [--count C | --args N,M,..] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
 //! [--input-glob PATTERN] [--env NAME] [--target-independent] [--profile-independent]
-//! [--features-independent]`.
+//! [--features-independent] [--async]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
-//! call: `<arg> <checksum> <status>`; `key` prints the hex key of argument `N`; `inputs` prints
+//! call: `<arg> <checksum> <status>` (`--async`: through `Memo::call_async_with_status`); `key` prints the hex key of argument `N`; `inputs` prints
 //! the key inputs, one `kind<TAB>name<TAB>value` line each; `outputs --out DIR` runs a file step
 //! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe` (with `--print`, also prints
 //! `cargo:rustc-link-lib=printed` itself), and prints its status.
@@ -101,9 +101,16 @@ fn main() -> ExitCode {
             let all: Vec<u64> = listed.unwrap_or_else(|| (arg..arg + count).collect());
             for _ in 0..times {
                 for &arg in &all {
-                    let (value, status) = memo.call_with_status(&(arg, size as u64), || {
-                        with_undeclared(compute(arg, size))
-                    });
+                    let (value, status) = if flag("--async") {
+                        let compute = async { with_undeclared(compute(arg, size)) };
+                        futures::executor::block_on(
+                            memo.call_async_with_status(&(arg, size as u64), compute),
+                        )
+                    } else {
+                        memo.call_with_status(&(arg, size as u64), || {
+                            with_undeclared(compute(arg, size))
+                        })
+                    };
                     if undeclared.is_none() {
                         assert_eq!(value, expected(arg, size), "the probe got a wrong value");
                     }
