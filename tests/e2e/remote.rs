@@ -733,3 +733,39 @@ fn s3_with_a_wrong_secret_is_refused() {
     assert!(!lines.iter().any(|line| line.contains("not-the-secret-key")));
     assert_eq!(remote.objects(), Vec::<String>::new());
 }
+
+/// `warm --push`: warm runs the build command (a script standing in for cargo that runs the
+/// probe with the remote off, so nothing reaches the remote but through warm), then pushes the
+/// entries that command added, and a second machine hits them.
+#[test]
+fn warm_push_uploads_what_the_command_added() {
+    let Some(remote) = Remote::new(Kind::Redis, "warm-push") else { return };
+    let machine = Machine::new(&remote);
+    let fake_cargo = machine.dir.path().join("fake-cargo");
+    std::fs::write(
+        &fake_cargo,
+        format!(
+            "#!/bin/sh\nMEMOSHELVE_REMOTE_MODE=off exec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_memoshelve-probe")
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&fake_cargo).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake_cargo, perms).unwrap();
+    let machine = machine.with("CARGO", fake_cargo.to_str().unwrap());
+    let args = ["warm", "--push", "--", "call", "--arg", "1", "--count", "2", "--size", "5000"];
+    let output = cli(&machine, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("2 entries added"), "{stderr}");
+    let objects = remote.objects();
+    assert_eq!(objects.iter().filter(|name| name.starts_with("ac/")).count(), 2, "{objects:?}");
+
+    // Outside a build script, as warm ran it (a build script's key also has its target).
+    let other = Machine::new(&remote);
+    let hits =
+        crate::lines(other.command(&["call", "--arg", "1", "--count", "2", "--size", "5000"]));
+    assert_eq!(statuses(&hits), ["cached (remote)"; 2]);
+    assert_eq!(counted(&other.counter()), 0, "the other machine computed something");
+}
