@@ -198,6 +198,26 @@ fn killing_writers_at_random_moments_never_leaves_a_wrong_value() {
     let mut rng = Rng(0xC0FFEE);
     let runs = 100;
     let mut killed_mid_run = 0;
+    // Kills are spread over the time an unkilled run takes on this machine (measured, not
+    // assumed: faster writes must not make the kills land after the end).
+    let calibration = dir.path().join("calibration");
+    let started = std::time::Instant::now();
+    let finished = probe(&[
+        "call",
+        "--dir",
+        calibration.to_str().unwrap(),
+        "--arg",
+        "0",
+        "--count",
+        "3",
+        "--size",
+        "3145728",
+    ])
+    .stdout(std::process::Stdio::null())
+    .status()
+    .unwrap();
+    assert!(finished.success());
+    let window_ms = (started.elapsed().as_millis() as u64).max(10);
     for run in 0..runs {
         // Three 3 MiB values per run, keys reused across runs: kills hit fresh writes and
         // overwrites of existing entries alike.
@@ -217,7 +237,7 @@ fn killing_writers_at_random_moments_never_leaves_a_wrong_value() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.next() % 300));
+        std::thread::sleep(std::time::Duration::from_millis(rng.next() % window_ms));
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;
         }
