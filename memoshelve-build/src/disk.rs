@@ -256,25 +256,24 @@ impl Disk {
 
     /// The live record of `name`/`key`, if any. A record that does not parse is an error.
     pub(crate) fn find(&self, name: &str, key: &Key) -> Result<Option<EntryRecord>> {
-        let index_key = index_key(name, key);
-        let record = match read_last_line(&bucket_of(&self.root, &index_key), &index_key, false) {
-            Some(found) => found,
-            None => self.find_by_cacache(&index_key, name, key)?,
-        };
-        record.map(|record| self.checked(record, name, key)).transpose()
+        self.find_touching(name, key, false)
     }
 
     /// [`Disk::find`] for a hit: also refreshes the entry's last use (the bucket's mtime),
     /// through the same open file.
     pub(crate) fn find_and_touch(&self, name: &str, key: &Key) -> Result<Option<EntryRecord>> {
+        self.find_touching(name, key, true)
+    }
+
+    fn find_touching(&self, name: &str, key: &Key, touch: bool) -> Result<Option<EntryRecord>> {
         let index_key = index_key(name, key);
         let bucket = bucket_of(&self.root, &index_key);
-        let record = match read_last_line(&bucket, &index_key, true) {
+        let record = match read_last_line(&bucket, &index_key, touch) {
             Some(found) => found,
             None => {
                 let found = self.find_by_cacache(&index_key, name, key)?;
-                if found.is_some() {
-                    self.touch(name, key);
+                if touch && found.is_some() {
+                    touch_bucket(&bucket);
                 }
                 found
             }
@@ -818,15 +817,6 @@ impl Disk {
         Ok((before, after))
     }
 
-    /// Marks an entry as used now (its bucket's mtime), for least-recently-used pruning.
-    /// Best effort: a read-only cache still serves hits.
-    pub(crate) fn touch(&self, name: &str, key: &Key) {
-        let bucket = self.bucket_path(name, key);
-        if let Ok(file) = fs::File::options().append(true).open(bucket) {
-            let _ = file.set_modified(SystemTime::now());
-        }
-    }
-
     /// Takes the per-key compute lock, waiting at most `timeout`. `None` means it timed out
     /// or could not be taken; the caller then computes anyway.
     pub(crate) fn lock_key(&self, key: &Key, timeout: Duration) -> Result<Option<fs::File>> {
@@ -934,6 +924,14 @@ fn bucket_of(root: &Path, index_key: &str) -> PathBuf {
     use sha1::Digest as _;
     let hex = hex_lower(&sha1::Sha1::digest(index_key.as_bytes()));
     root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
+}
+
+/// Marks an entry as used now (its bucket's mtime), for least-recently-used pruning. Best
+/// effort: a read-only cache still serves hits.
+fn touch_bucket(bucket: &Path) {
+    if let Ok(file) = fs::File::options().append(true).open(bucket) {
+        let _ = file.set_modified(SystemTime::now());
+    }
 }
 
 /// The index line of one key in cacache's JSON, with memoshelve's record typed.

@@ -98,12 +98,27 @@ pub(crate) fn split_hash_on(
     keep: Option<&mut [u8]>,
     sink: Option<&fs::File>,
 ) -> std::io::Result<Option<blake3::Hash>> {
-    use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_root};
+    use blake3::hazmat::{Mode, merge_subtrees_root};
     if !cfg!(unix) || threads < 2 || len <= blake3::CHUNK_LEN as u64 {
         return Ok(None);
     }
     let depth = usize::BITS - (threads - 1).leading_zeros(); // 2 threads: 1, 3-4: 2, ...
-    let left_len = left_subtree_len(len);
+    let (left, right) = halves(file, 0, len, keep, sink, depth - 1);
+    Ok(Some(merge_subtrees_root(&left?, &right?, Mode::Hash)))
+}
+
+/// The chaining values of the two halves of the subtree of `len` bytes at `offset` (split
+/// where blake3's left subtree ends), each hashed on a thread of its own.
+fn halves(
+    file: &fs::File,
+    offset: u64,
+    len: u64,
+    keep: Option<&mut [u8]>,
+    sink: Option<&fs::File>,
+    depth: u32,
+) -> (std::io::Result<blake3::hazmat::ChainingValue>, std::io::Result<blake3::hazmat::ChainingValue>)
+{
+    let left_len = blake3::hazmat::left_subtree_len(len);
     let (left_keep, right_keep) = match keep {
         Some(bytes) => {
             let (left, right) = bytes.split_at_mut(left_len as usize);
@@ -111,11 +126,10 @@ pub(crate) fn split_hash_on(
         }
         None => (None, None),
     };
-    let (left, right) = crate::parallel::join(
-        || subtree(file, 0, left_len, left_keep, sink, depth - 1),
-        || subtree(file, left_len, len - left_len, right_keep, sink, depth - 1),
-    );
-    Ok(Some(merge_subtrees_root(&left?, &right?, Mode::Hash)))
+    crate::parallel::join(
+        || subtree(file, offset, left_len, left_keep, sink, depth),
+        || subtree(file, offset + left_len, len - left_len, right_keep, sink, depth),
+    )
 }
 
 /// The chaining value of the subtree of `len` bytes at `offset` (a valid blake3 subtree),
@@ -128,20 +142,9 @@ fn subtree(
     sink: Option<&fs::File>,
     depth: u32,
 ) -> std::io::Result<blake3::hazmat::ChainingValue> {
-    use blake3::hazmat::{HasherExt as _, Mode, left_subtree_len, merge_subtrees_non_root};
+    use blake3::hazmat::{HasherExt as _, Mode, merge_subtrees_non_root};
     if depth > 0 && len > PIPELINE_MIN {
-        let left_len = left_subtree_len(len);
-        let (left_keep, right_keep) = match keep {
-            Some(bytes) => {
-                let (left, right) = bytes.split_at_mut(left_len as usize);
-                (Some(left), Some(right))
-            }
-            None => (None, None),
-        };
-        let (left, right) = crate::parallel::join(
-            || subtree(file, offset, left_len, left_keep, sink, depth - 1),
-            || subtree(file, offset + left_len, len - left_len, right_keep, sink, depth - 1),
-        );
+        let (left, right) = halves(file, offset, len, keep, sink, depth - 1);
         return Ok(merge_subtrees_non_root(&left?, &right?, Mode::Hash));
     }
     let mut hasher = blake3::Hasher::new();

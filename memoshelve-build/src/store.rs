@@ -219,22 +219,28 @@ impl Store {
     /// When the index cannot be listed.
     pub fn entries(&self, name: Option<&str>) -> Result<Vec<Entry>> {
         let listed = self.disk.list_used(name)?;
-        let mut entries: Vec<Entry> = crate::parallel::map(&listed, |(record, used)| {
+        // The per-entry work (a file step's manifest is read from disk) runs in parallel; the
+        // records then move into their entries.
+        let files = crate::parallel::map(&listed, |(record, _)| {
             let key = Key::from_hex(&record.key)?;
-            let last_used_ms = used
-                .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-                .map_or(record.created_ms, |since| since.as_millis() as u64);
-            let files = if record.type_name.starts_with(FILE_STEP_TYPE) {
+            Some(if record.type_name.starts_with(FILE_STEP_TYPE) {
                 self.manifest(record, &key).map(|manifest| manifest.files).unwrap_or_default()
             } else {
                 Vec::new()
-            };
-            let bytes = record.size + files.iter().map(|file| file.size).sum::<u64>();
-            Some(Entry { record: record.clone(), last_used_ms, files, bytes })
-        })
-        .into_iter()
-        .flatten()
-        .collect();
+            })
+        });
+        let mut entries: Vec<Entry> = listed
+            .into_iter()
+            .zip(files)
+            .filter_map(|((record, used), files)| {
+                let files = files?;
+                let last_used_ms = used
+                    .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+                    .map_or(record.created_ms, |since| since.as_millis() as u64);
+                let bytes = record.size + files.iter().map(|file| file.size).sum::<u64>();
+                Some(Entry { record, last_used_ms, files, bytes })
+            })
+            .collect();
         entries
             .sort_by(|a, b| (&a.record.name, &a.record.key).cmp(&(&b.record.name, &b.record.key)));
         Ok(entries)

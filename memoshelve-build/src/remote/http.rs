@@ -35,8 +35,7 @@ impl Http {
         request: ureq::http::request::Builder,
         body: impl ureq::AsSendBody,
     ) -> io::Result<ureq::http::Response<ureq::Body>> {
-        let request = request.body(body).map_err(io::Error::other)?;
-        self.agent.run(request).map_err(super::ureq_error)
+        super::send(&self.agent, request, body)
     }
 }
 

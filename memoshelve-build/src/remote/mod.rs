@@ -756,6 +756,17 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
+/// Sends a request with ureq (the HTTP and S3 backends' one way out).
+#[cfg(any(feature = "remote-http", feature = "remote-s3"))]
+fn send(
+    agent: &ureq::Agent,
+    request: ureq::http::request::Builder,
+    body: impl ureq::AsSendBody,
+) -> io::Result<ureq::http::Response<ureq::Body>> {
+    let request = request.body(body).map_err(io::Error::other)?;
+    agent.run(request).map_err(ureq_error)
+}
+
 #[cfg(any(feature = "remote-http", feature = "remote-s3"))]
 fn ureq_error(err: ureq::Error) -> io::Error {
     match err {

@@ -148,8 +148,7 @@ impl S3 {
         request: ureq::http::request::Builder,
         body: impl ureq::AsSendBody,
     ) -> io::Result<ureq::http::Response<ureq::Body>> {
-        let request = request.body(body).map_err(io::Error::other)?;
-        self.agent.run(request).map_err(super::ureq_error)
+        super::send(&self.agent, request, body)
     }
 
     /// An error naming what S3 said (its `<Code>`), never the credentials.
