@@ -75,43 +75,35 @@ def bench_memoshelve():
     return results
 
 
-def bench_joblib():
-    # joblib.Memory has no memory tier: every hit reads the disk.
-    memory = joblib.Memory(os.path.join(SCRATCH, "joblib"), verbose=0)
-    cached = memory.cache(small)
+def bench_decorator(memoize, hits, misses):
+    """Workloads 1-4 for a peer whose only tier is the disk: `memoize(f)` is its decorator;
+    `hits` and `misses` are the calls timed per round (fewer for slower peers)."""
+    cached = memoize(small)
     for i in range(KEYS):
         cached(i, i * 7, "short")
     results = {
-        "w1_memory_hit": per_call(lambda i: cached(1, 7, "short"), 200),
-        "w2_disk_hit_small": per_call(lambda i: cached(i % KEYS, (i % KEYS) * 7, "short"), 200),
+        "w1_memory_hit": per_call(lambda i: cached(1, 7, "short"), hits),
+        "w2_disk_hit_small": per_call(lambda i: cached(i % KEYS, (i % KEYS) * 7, "short"), hits),
     }
     fresh = iter(range(10**9, 2 * 10**9))
-    results["w3_miss_store"] = per_call(lambda i: cached(next(fresh), 0, "miss"), 50)
-    cached_large = memory.cache(large)
+    results["w3_miss_store"] = per_call(lambda i: cached(next(fresh), 0, "miss"), misses)
+    cached_large = memoize(large)
     for label, size in [("1MiB", 1 << 20), ("64MiB", 64 << 20)]:
         cached_large(label, size)
         results[f"w4_disk_hit_{label}"] = per_call(
             lambda i: cached_large(label, size), 5 if size > 1 << 20 else 50)
     return results
+
+
+def bench_joblib():
+    # joblib.Memory has no memory tier: every hit reads the disk.
+    memory = joblib.Memory(os.path.join(SCRATCH, "joblib"), verbose=0)
+    return bench_decorator(memory.cache, hits=200, misses=50)
 
 
 def bench_diskcache():
     cache = diskcache.Cache(os.path.join(SCRATCH, "diskcache"))
-    cached = cache.memoize()(small)
-    for i in range(KEYS):
-        cached(i, i * 7, "short")
-    results = {
-        "w1_memory_hit": per_call(lambda i: cached(1, 7, "short"), 2000),
-        "w2_disk_hit_small": per_call(lambda i: cached(i % KEYS, (i % KEYS) * 7, "short"), 2000),
-    }
-    fresh = iter(range(10**9, 2 * 10**9))
-    results["w3_miss_store"] = per_call(lambda i: cached(next(fresh), 0, "miss"), 200)
-    cached_large = cache.memoize()(large)
-    for label, size in [("1MiB", 1 << 20), ("64MiB", 64 << 20)]:
-        cached_large(label, size)
-        results[f"w4_disk_hit_{label}"] = per_call(
-            lambda i: cached_large(label, size), 5 if size > 1 << 20 else 50)
-    return results
+    return bench_decorator(cache.memoize(), hits=2000, misses=200)
 
 
 if __name__ == "__main__":

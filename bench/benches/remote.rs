@@ -6,10 +6,8 @@
 
 #![expect(clippy::print_stderr, reason = "a bench harness reports to the terminal")]
 
-use std::time::Duration;
-
 use criterion::{BatchSize, Criterion, Throughput};
-use memoshelve_bench::{bytes, quick, scratch, size};
+use memoshelve_bench::{bytes, scratch, size};
 use memoshelve_build::{Memo, Status};
 
 fn remote_hits(c: &mut Criterion, backend: &str) {
@@ -63,18 +61,7 @@ fn main() {
         eprintln!("w11: no remote (MEMOSHELVE_BENCH_REMOTE unset): nothing measured");
         return;
     };
-    let mut criterion = if quick() {
-        Criterion::default()
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(10))
-            .measurement_time(Duration::from_millis(50))
-            .nresamples(1000)
-    } else {
-        Criterion::default()
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-    }
-    .configure_from_args();
+    let mut criterion = memoshelve_bench::criterion().configure_from_args();
     remote_hits(&mut criterion, &backend);
     criterion.final_summary();
 }

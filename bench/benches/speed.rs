@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use cached::ConcurrentCached;
 use cached::stores::{RedbCache, RedbCacheBuilder};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use memoshelve_bench::{bytes, copy_tree, link_tree, quick, record, scratch, size, write_tree};
+use memoshelve_bench::{bytes, copy_tree, link_tree, record, scratch, size, write_tree};
 use memoshelve_build::{Memo, Status};
 
 /// The small value of workloads 1–3: about 100 bytes.
@@ -288,22 +287,9 @@ fn key_derivation(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    let criterion = Criterion::default();
-    if quick() {
-        criterion
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(10))
-            .measurement_time(Duration::from_millis(50))
-            .nresamples(1000)
-    } else {
-        criterion.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
-    }
-}
-
 criterion_group! {
     name = speed;
-    config = config();
+    config = memoshelve_bench::criterion();
     targets = memory_hit, disk_hit_small, miss_and_store, disk_hit_large, outputs_restore,
         key_derivation
 }

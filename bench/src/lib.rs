@@ -7,10 +7,27 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::Criterion;
 
 /// Whether to run the tiny CI variant (`MEMOSHELVE_BENCH_QUICK=1`): same code, small sizes.
 pub fn quick() -> bool {
     std::env::var_os("MEMOSHELVE_BENCH_QUICK").is_some_and(|value| value != "0")
+}
+
+/// Criterion's settings for every bench of the suite: short samples in quick mode.
+pub fn criterion() -> Criterion {
+    let criterion = Criterion::default();
+    if quick() {
+        criterion
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(10))
+            .measurement_time(Duration::from_millis(50))
+            .nresamples(1000)
+    } else {
+        criterion.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+    }
 }
 
 /// `full` normally, `small` in quick mode.
@@ -51,21 +68,25 @@ pub fn write_tree(dir: &Path, files: u64, total: u64) -> Vec<PathBuf> {
 
 /// Copies a tree file by file with `std::fs::copy` (the restore floor).
 pub fn copy_tree(from: &Path, to: &Path, files: &[PathBuf]) {
-    for relative in files {
-        let target = to.join(relative);
-        fs::create_dir_all(target.parent().expect("tree files are in a folder"))
-            .expect("create copy folder");
-        fs::copy(from.join(relative), target).expect("copy tree file");
-    }
+    place_tree(from, to, files, |from, to| fs::copy(from, to).map(drop));
 }
 
 /// Hard-links a tree file by file (what a link-based restore would cost).
 pub fn link_tree(from: &Path, to: &Path, files: &[PathBuf]) {
+    place_tree(from, to, files, |from, to| fs::hard_link(from, to));
+}
+
+fn place_tree(
+    from: &Path,
+    to: &Path,
+    files: &[PathBuf],
+    place: impl Fn(&Path, &Path) -> std::io::Result<()>,
+) {
     for relative in files {
         let target = to.join(relative);
         fs::create_dir_all(target.parent().expect("tree files are in a folder"))
-            .expect("create link folder");
-        fs::hard_link(from.join(relative), target).expect("link tree file");
+            .expect("create tree folder");
+        place(&from.join(relative), &target).expect("place tree file");
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::ci::project_root;
+use crate::ci::{cargo, project_root, step};
 
 const USAGE: &str = "usage: cargo xtask bench [--quick] [--skip-e2e] [--peers] [FILTER]
 
@@ -55,21 +55,6 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(options)
 }
 
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.current_dir(project_root());
-    command
-}
-
-fn run_checked(what: &str, command: &mut Command) -> anyhow::Result<()> {
-    eprintln!("==> {what}");
-    let status = command.status().with_context(|| format!("cannot start {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| project_root().join("target"), PathBuf::from)
@@ -81,7 +66,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let started = Instant::now();
 
-    run_checked(
+    step(
         "build the CLI (release, as `cargo install` builds it)",
         cargo().args(["build", "--quiet", "--release", "--package", "cargo-memoshelve"]),
     )?;
@@ -92,38 +77,39 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         let dir = out.join(label);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
-        let mut command = cargo();
-        command
-            .args(["bench", "--package", "memoshelve-bench", "--profile", profile, "--"])
-            .args(options.filter.as_deref())
-            .env("CRITERION_HOME", dir.join("criterion"))
-            .env("MEMOSHELVE_BENCH_OUT", &dir)
-            .env("MEMOSHELVE_BENCH_QUICK", if options.quick { "1" } else { "0" })
-            .env_remove("MEMOSHELVE_DIR");
+        // `cargo bench` of the suite in this build, with the environment every bench reads.
+        let bench = |only: &[&str]| {
+            let mut command = cargo();
+            command
+                .args(["bench", "--package", "memoshelve-bench"])
+                .args(only)
+                .args(["--profile", profile, "--"])
+                .args(options.filter.as_deref())
+                .env("CRITERION_HOME", dir.join("criterion"))
+                .env("MEMOSHELVE_BENCH_OUT", &dir)
+                .env("MEMOSHELVE_BENCH_QUICK", if options.quick { "1" } else { "0" })
+                .env_remove("MEMOSHELVE_DIR");
+            command
+        };
+        let mut command = bench(&[]);
         if label == "release" {
             command.env("MEMOSHELVE_BENCH_CLI", &cli);
         }
-        run_checked(&format!("benches, {label} build"), &mut command)?;
+        step(&format!("benches, {label} build"), &mut command)?;
         // The remote tier's hit, against each server `.ci/run` starts (when it is running).
         for (backend, variable) in REMOTES {
             let Some(url) = std::env::var_os(variable) else {
                 eprintln!("bench: {variable} unset: no remote hit figures for {backend}");
                 continue;
             };
-            let mut command = cargo();
-            command
-                .args(["bench", "--package", "memoshelve-bench", "--bench", "remote"])
-                .args(["--profile", profile, "--"])
-                .args(options.filter.as_deref())
-                .env("CRITERION_HOME", dir.join("criterion"))
-                .env("MEMOSHELVE_BENCH_OUT", &dir)
-                .env("MEMOSHELVE_BENCH_QUICK", if options.quick { "1" } else { "0" })
-                .env("MEMOSHELVE_BENCH_REMOTE", backend)
-                .env("MEMOSHELVE_REMOTE", url)
-                .env("MEMOSHELVE_REMOTE_MODE", "read-write")
-                .env_remove("MEMOSHELVE_REMOTE_KEY")
-                .env_remove("MEMOSHELVE_DIR");
-            run_checked(&format!("remote hit ({backend}), {label} build"), &mut command)?;
+            step(
+                &format!("remote hit ({backend}), {label} build"),
+                bench(&["--bench", "remote"])
+                    .env("MEMOSHELVE_BENCH_REMOTE", backend)
+                    .env("MEMOSHELVE_REMOTE", url)
+                    .env("MEMOSHELVE_REMOTE_MODE", "read-write")
+                    .env_remove("MEMOSHELVE_REMOTE_KEY"),
+            )?;
         }
         profiles.insert(label.to_owned(), collect(&dir)?);
     }

@@ -11,13 +11,13 @@ pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
     command
 }
 
-fn step(name: &str, command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn step(name: &str, command: &mut Command) -> anyhow::Result<()> {
     eprintln!("\n==> {name}: {command:?}");
     let started = Instant::now();
     let status = command.status().with_context(|| format!("cannot start {name}"))?;
