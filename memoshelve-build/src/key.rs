@@ -1,14 +1,19 @@
 //! Key derivation: every part that determines a cached result, hashed in one place with blake3.
 //!
-//! The recipe (also in the crate docs, and pinned by a test): the blake3 hash of a sequence of
-//! parts, each written as its length (u64, little endian) followed by its bytes, in this order:
-//! the format tag [`KEY_FORMAT_TAG`], the cache name, the version salt, the type name of the value,
-//! the encoded arguments, then each declared input as a (kind, name, value) triple.
+//! The recipe (also in the crate docs, and pinned by a test), in two steps:
+//! 1. the *prefix*: the blake3 hash of the parts that are the same for every call of one `Memo`
+//!    and value type, each written as its length (LEB128 varint) followed by its bytes, in this
+//!    order: the format tag [`KEY_FORMAT_TAG`], the cache name, the version salt, the type name of
+//!    the value, the number of declared inputs, then each input as a (kind, name, value) triple;
+//! 2. the key: blake3 in keyed mode, keyed by the prefix, over the encoded arguments.
+//!
+//! A `Memo` computes the prefix once, so a call hashes only its arguments: one blake3 block for
+//! arguments up to 64 bytes, however many inputs a build script declares.
 
 use std::fmt;
 
 /// Bumped whenever the recipe below changes, so old keys can never collide with new ones.
-pub const KEY_FORMAT_TAG: &str = "memoshelve/key/v1";
+pub const KEY_FORMAT_TAG: &str = "memoshelve/key/v2";
 
 /// A 32-byte blake3 cache key. `Display` gives the full hex; [`Key::short`] the 12-digit prefix.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,37 +66,56 @@ pub struct KeyInput {
     pub value: String,
 }
 
-/// Everything a key is derived from, borrowed from the caller.
+/// The parts of a key that are the same for every call of one `Memo` and value type.
 #[derive(Debug)]
-pub(crate) struct KeyParts<'a> {
+pub(crate) struct KeyPrefix<'a> {
     pub(crate) name: &'a str,
     pub(crate) version: &'a str,
     pub(crate) type_name: &'a str,
-    pub(crate) args: &'a [u8],
     pub(crate) inputs: &'a [KeyInput],
 }
 
-impl KeyParts<'_> {
-    pub(crate) fn key(&self) -> Key {
-        // The parts are laid end to end and hashed in one call: the same bytes as one
-        // `update` per part, without blake3's per-call cost (a memory hit is mostly this).
-        let mut preimage = Vec::with_capacity(
-            128 + self.name.len() + self.type_name.len() + self.args.len() + 64 * self.inputs.len(),
-        );
-        let mut part = |bytes: &[u8]| {
-            preimage.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            preimage.extend_from_slice(bytes);
-        };
-        part(KEY_FORMAT_TAG.as_bytes());
-        part(self.name.as_bytes());
-        part(self.version.as_bytes());
-        part(self.type_name.as_bytes());
-        part(self.args);
-        for input in self.inputs {
-            part(input.kind.as_bytes());
-            part(input.name.as_bytes());
-            part(input.value.as_bytes());
+impl KeyPrefix<'_> {
+    /// The blake3 of the parts, each framed by its length.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        for part in [KEY_FORMAT_TAG, self.name, self.version, self.type_name] {
+            framed(&mut hasher, part);
         }
-        Key(*blake3::hash(&preimage).as_bytes())
+        write_varint(&mut hasher, self.inputs.len() as u64);
+        for input in self.inputs {
+            framed(&mut hasher, &input.kind);
+            framed(&mut hasher, &input.name);
+            framed(&mut hasher, &input.value);
+        }
+        *hasher.finalize().as_bytes()
     }
+}
+
+fn framed(hasher: &mut blake3::Hasher, part: &str) {
+    write_varint(hasher, part.len() as u64);
+    hasher.update(part.as_bytes());
+}
+
+/// The key of one call: the encoded arguments hashed in blake3's keyed mode under the prefix.
+pub(crate) fn key_from(prefix: &[u8; 32], args: &[u8]) -> Key {
+    Key(*blake3::keyed_hash(prefix, args).as_bytes())
+}
+
+/// LEB128: seven bits per byte, low first, the high bit set on every byte but the last.
+fn write_varint(hasher: &mut blake3::Hasher, mut value: u64) {
+    let mut buf = [0u8; 10];
+    let mut len = 0;
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            buf[len] = low;
+            len += 1;
+            break;
+        }
+        buf[len] = low | 0x80;
+        len += 1;
+    }
+    hasher.update(&buf[..len]);
 }

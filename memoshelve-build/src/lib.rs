@@ -32,16 +32,17 @@
 //!
 //! # The key
 //!
-//! A key is the blake3 hash of these parts, each written as its length (u64, little endian)
-//! followed by its bytes, in this order:
+//! A key is computed in two steps. First the *prefix*: the blake3 hash of the parts that stay
+//! the same across calls of one [`Memo`], each written as its length (LEB128 varint) followed by
+//! its bytes, in this order:
 //!
-//! 1. the format tag `memoshelve/key/v1` ([`KEY_FORMAT_TAG`]);
+//! 1. the format tag `memoshelve/key/v2` ([`KEY_FORMAT_TAG`]);
 //! 2. the cache name;
 //! 3. the version salt ([`Memo::version`], empty by default; [`#[memoize]`](#the-decorator-form-memoize)
 //!    appends the hash of the function's tokens to it);
 //! 4. [`std::any::type_name`] of the value type `T`;
-//! 5. the arguments encoded with [postcard] (or the bytes of [`Memo::hash_args_with`]);
-//! 6. each key input, as a (kind, name, value) triple, sorted ([`Memo::key_inputs`] lists them):
+//! 5. the number of key inputs (a varint), then each, as a (kind, name, value) triple, sorted
+//!    ([`Memo::key_inputs`] lists them):
 //!    - declared files (`input_file`, `input_files`, `input_glob`): the path, relative to
 //!      `CARGO_MANIFEST_DIR` when inside it, and the blake3 of the contents;
 //!    - declared environment variables (`env`): the name and the value, or an "unset" marker;
@@ -51,6 +52,11 @@
 //!      `DEBUG`, every `CARGO_FEATURE_*` and `CARGO_CFG_*`, and `$RUSTC -vV`. Opt out of a group
 //!      with [`Memo::target_independent`], [`Memo::profile_independent`] or
 //!      [`Memo::features_independent`] when the step does not depend on it.
+//!
+//! Then the key: blake3 in keyed mode (`blake3::keyed_hash`), keyed by the prefix, over the
+//! arguments encoded with [postcard] (or the bytes of [`Memo::hash_args_with`]). A `Memo` computes
+//! its prefix once, so a call hashes only its arguments (one blake3 block up to 64 bytes), however
+//! much build context the prefix holds.
 //!
 //! The same program on the same inputs gives the same key in every process and on every
 //! machine. **Footgun:** postcard encodes a `HashMap` or `HashSet` in its random iteration order,

@@ -14,7 +14,7 @@ use crate::codec;
 use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
 use crate::error::{Error, Result};
 use crate::inputs::{self, Declared};
-use crate::key::{Key, KeyInput, KeyParts};
+use crate::key::{self, Key, KeyInput, KeyPrefix};
 use crate::location::resolve_root;
 use crate::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
 use crate::status::{Log, Status};
@@ -51,7 +51,9 @@ pub struct PostcardArgs;
 
 impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
     fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(args)
+        // Room for typical arguments up front: `to_allocvec` grows from empty, and the regrowth
+        // was a tenth of a memory hit.
+        postcard::to_io(args, Vec::with_capacity(64))
     }
 
     fn render(&self, args: &A) -> String {
@@ -127,11 +129,20 @@ pub struct Memo<H = PostcardArgs> {
     validators: Vec<(TypeId, Validator)>,
     declared: Vec<Declared>,
     scope: ContextScope,
-    /// The declared inputs and build context, resolved once per `Memo` (files hashed once).
-    inputs: Arc<OnceLock<Vec<KeyInput>>>,
+    /// The declared inputs and build context, resolved once per `Memo` (files hashed once),
+    /// and the key prefix they give; replaced whenever a builder changes a part of the prefix.
+    resolved: Arc<Resolved>,
     args_encoder: H,
     namespace: Arc<Namespace>,
     disk: Arc<OnceLock<Option<Disk>>>,
+}
+
+/// What a `Memo` works out once: its key inputs and its key prefix.
+#[derive(Default)]
+struct Resolved {
+    inputs: OnceLock<Vec<KeyInput>>,
+    /// The value type the prefix was computed for, and the prefix.
+    prefix: OnceLock<(TypeId, [u8; 32])>,
 }
 
 impl<H> fmt::Debug for Memo<H> {
@@ -181,7 +192,7 @@ impl Memo {
             validators: Vec::new(),
             declared: Vec::new(),
             scope: ContextScope::default(),
-            inputs: Arc::default(),
+            resolved: Arc::default(),
             args_encoder: PostcardArgs,
             disk: Arc::default(),
         }
@@ -217,7 +228,7 @@ impl Memo {
             validators: self.validators,
             declared: self.declared,
             scope: self.scope,
-            inputs: self.inputs,
+            resolved: self.resolved,
             args_encoder: CustomArgs(hasher),
             namespace: self.namespace,
             disk: self.disk,
@@ -238,6 +249,7 @@ impl<H> Memo<H> {
         self.version = version.into();
         self.namespace =
             Arc::new(Namespace { name: self.name.clone(), version: self.version.clone() });
+        self.resolved = Arc::default();
         self
     }
 
@@ -288,7 +300,7 @@ impl<H> Memo<H> {
 
     fn declare(mut self, declared: Declared) -> Self {
         self.declared.push(declared);
-        self.inputs = Arc::default();
+        self.resolved = Arc::default();
         self
     }
 
@@ -340,7 +352,7 @@ impl<H> Memo<H> {
     /// `CARGO_CFG_*` values leave the key, so builds for different targets share the entry.
     pub fn target_independent(mut self) -> Self {
         self.scope.target = false;
-        self.inputs = Arc::default();
+        self.resolved = Arc::default();
         self
     }
 
@@ -349,7 +361,7 @@ impl<H> Memo<H> {
     /// `cargo check`, debug and release builds share the entry.
     pub fn profile_independent(mut self) -> Self {
         self.scope.profile = false;
-        self.inputs = Arc::default();
+        self.resolved = Arc::default();
         self
     }
 
@@ -357,7 +369,7 @@ impl<H> Memo<H> {
     /// `CARGO_FEATURE_*` and `CARGO_CFG_FEATURE` leave the key.
     pub fn features_independent(mut self) -> Self {
         self.scope.features = false;
-        self.inputs = Arc::default();
+        self.resolved = Arc::default();
         self
     }
 
@@ -367,7 +379,7 @@ impl<H> Memo<H> {
     /// opted out: `TARGET`, `HOST`, `PROFILE`, `OPT_LEVEL`, `DEBUG`, every `CARGO_FEATURE_*` and
     /// `CARGO_CFG_*`, and the output of `$RUSTC -vV`. They are resolved once per `Memo`.
     pub fn key_inputs(&self) -> &[KeyInput] {
-        self.inputs.get_or_init(|| {
+        self.resolved.inputs.get_or_init(|| {
             let mut parts = inputs::collect(&self.declared);
             parts.extend(cargo::context(self.scope));
             parts.sort();
@@ -441,14 +453,23 @@ impl<H> Memo<H> {
             name: self.name.clone(),
             source,
         })?;
-        let parts = KeyParts {
-            name: &self.name,
-            version: &self.version,
-            type_name: type_name::<T>(),
-            args: &bytes,
-            inputs: self.key_inputs(),
+        Ok(key::key_from(&self.key_prefix::<T>(), &bytes))
+    }
+
+    /// The digest of the key's parts other than the arguments, computed once for the first value
+    /// type asked for (nearly every `Memo` has one) and again on each call for any other.
+    fn key_prefix<T: 'static>(&self) -> [u8; 32] {
+        let digest = || {
+            KeyPrefix {
+                name: &self.name,
+                version: &self.version,
+                type_name: type_name::<T>(),
+                inputs: self.key_inputs(),
+            }
+            .digest()
         };
-        Ok(parts.key())
+        let (type_id, prefix) = self.resolved.prefix.get_or_init(|| (TypeId::of::<T>(), digest()));
+        if *type_id == TypeId::of::<T>() { *prefix } else { digest() }
     }
 
     /// [`Memo::try_key`] for the calls that never fail: an unencodable argument is warned about
@@ -770,7 +791,8 @@ impl<H> Memo<H> {
         compute: impl FnOnce() -> Result<R, E>,
         store: impl FnOnce(&R, Duration),
     ) -> Result<(R, Status), E> {
-        let started = Instant::now();
+        // A hit reads the clock only when it is to be reported.
+        let started = (self.log != Log::NONE).then(Instant::now);
         // Threads of this process asking for the same missing key compute it once.
         let _leader = loop {
             if let Some((value, status)) = lookup(false) {
@@ -778,7 +800,9 @@ impl<H> Memo<H> {
                     return self.audit(disk, key, value, status, compute, store);
                 }
                 self.record_event(&key, status);
-                self.report(&key, status, started.elapsed());
+                if let Some(started) = started {
+                    self.report(&key, status, started.elapsed());
+                }
                 return Ok((value, status));
             }
             if let Some(leader) = crate::flight::lead_or_wait(&key) {
@@ -792,7 +816,9 @@ impl<H> Memo<H> {
             && let Some((value, status)) = lookup(true)
         {
             self.record_event(&key, status);
-            self.report(&key, status, started.elapsed());
+            if let Some(started) = started {
+                self.report(&key, status, started.elapsed());
+            }
             return Ok((value, status));
         }
         let started = Instant::now();
@@ -893,7 +919,7 @@ impl<H> Memo<H> {
             validators: self.validators.clone(),
             declared: self.declared.clone(),
             scope: self.scope,
-            inputs: self.inputs.clone(),
+            resolved: self.resolved.clone(),
             args_encoder: PostcardArgs,
             namespace: self.namespace.clone(),
             disk: self.disk.clone(),
@@ -903,7 +929,7 @@ impl<H> Memo<H> {
     /// Whether the declared inputs and build context are resolved (resolving them may hash files
     /// and run `rustc -vV`, so async calls do it off the executor's thread).
     pub(crate) fn inputs_resolved(&self) -> bool {
-        self.inputs.get().is_some()
+        self.resolved.inputs.get().is_some()
     }
 
     /// The key a call with these arguments and value type `T` uses, or `None` when the

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use crate::disk::Disk;
-use crate::key::KeyParts;
+use crate::key::{self, KeyPrefix};
 use crate::memory::{MemoryTier, Namespace};
 use crate::{Key, Log, Memo, Status};
 
 fn key(n: u32) -> Key {
     let args = n.to_le_bytes();
-    KeyParts { name: "unit", version: "", type_name: "u32", args: &args, inputs: &[] }.key()
+    let prefix = KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
+    key::key_from(&prefix, &args)
 }
 
 fn namespace(name: &str) -> Arc<Namespace> {

@@ -2,16 +2,31 @@
 
 use memoshelve_build::{KEY_FORMAT_TAG, Memo};
 
+/// LEB128, written out independently of the library.
+fn varint(mut value: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte + 128);
+    }
+}
+
 /// The recipe of the crate docs, written out independently of the library.
 fn documented_recipe(name: &str, version: &str, type_name: &str, args: &[u8]) -> String {
-    let mut hasher = blake3::Hasher::new();
-    for part in
-        [KEY_FORMAT_TAG.as_bytes(), name.as_bytes(), version.as_bytes(), type_name.as_bytes(), args]
-    {
-        hasher.update(&(part.len() as u64).to_le_bytes());
-        hasher.update(part);
+    let mut prefix = blake3::Hasher::new();
+    for part in [KEY_FORMAT_TAG, name, version, type_name] {
+        prefix.update(&varint(part.len()));
+        prefix.update(part.as_bytes());
     }
-    hasher.finalize().to_hex().to_string()
+    // No declared inputs outside a build script.
+    prefix.update(&varint(0));
+    let prefix = prefix.finalize();
+    blake3::keyed_hash(prefix.as_bytes(), args).to_hex().to_string()
 }
 
 #[test]
@@ -20,7 +35,7 @@ fn pinned_key_for_known_input() {
     // KEY_FORMAT_TAG deliberately, note it in the changelog, then update the pin.
     let memo = Memo::new("pinned").version("1");
     let key = memo.key_for::<u32, _>(&(7u32, "seven")).unwrap();
-    assert_eq!(key.to_hex(), "5dfd1b1a1555dda74a52eaadffca127da3f3f66ed5382ca003a714fb01d09454");
+    assert_eq!(key.to_hex(), "aec26e0e5241550b30e3d039992ed7fc9ca7ec94636f3182bc0328e5cf3fa5ee");
     assert_eq!(key.short(), &key.to_hex()[..12]);
 }
 
@@ -49,6 +64,29 @@ fn every_part_changes_the_key() {
         Memo::new("ab").key_for::<u32, _>(&()).unwrap(),
         Memo::new("a").version("b").key_for::<u32, _>(&()).unwrap()
     );
+}
+
+#[test]
+fn the_cached_prefix_follows_the_memo_and_the_value_type() {
+    // A `Memo` keeps the digest of its constant parts for the first value type it is asked
+    // about; another type, or a builder call that changes a part, must not reuse it.
+    let memo = Memo::new("prefix").version("1");
+    let first = memo.key_for::<u32, _>(&5u8).unwrap();
+    assert_eq!(
+        memo.key_for::<u64, _>(&5u8),
+        Memo::new("prefix").version("1").key_for::<u64, _>(&5u8)
+    );
+    assert_ne!(memo.key_for::<u64, _>(&5u8).unwrap(), first);
+    assert_eq!(memo.key_for::<u32, _>(&5u8).unwrap(), first);
+    let bumped = memo.clone().version("2");
+    assert_eq!(
+        bumped.key_for::<u32, _>(&5u8),
+        Memo::new("prefix").version("2").key_for::<u32, _>(&5u8)
+    );
+    assert_ne!(bumped.key_for::<u32, _>(&5u8).unwrap(), first);
+    let with_input = memo.clone().env("MEMOSHELVE_KEYS_TEST_UNSET_VARIABLE");
+    assert_ne!(with_input.key_for::<u32, _>(&5u8).unwrap(), first);
+    assert_eq!(memo.key_for::<u32, _>(&5u8).unwrap(), first);
 }
 
 #[test]
