@@ -110,15 +110,23 @@ struct IndexLine {
 fn read_bucket(
     path: &Path,
 ) -> std::io::Result<Vec<(usize, std::result::Result<IndexLine, String>)>> {
+    Ok(parse_bucket(&read_or_empty(path)?))
+}
+
+/// A file's bytes; none if it does not exist.
+fn read_or_empty(path: &Path) -> std::io::Result<Vec<u8>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err),
+    }
+}
+
+/// [`read_bucket`] of bytes already read.
+fn parse_bucket(bytes: &[u8]) -> Vec<(usize, std::result::Result<IndexLine, String>)> {
     use sha2::Digest as _;
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text
-        .split('\n')
+    let text = String::from_utf8_lossy(bytes);
+    text.split('\n')
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
         .map(|(number, line)| {
@@ -134,7 +142,61 @@ fn read_bucket(
             };
             (number + 1, parsed)
         })
-        .collect())
+        .collect()
+}
+
+/// The live entries of a bucket's lines, by cacache's rules (see [`lines_in_effect`]).
+fn live_lines(
+    lines: Vec<(usize, std::result::Result<IndexLine, String>)>,
+) -> Vec<cacache::index::Metadata> {
+    let in_effect = lines_in_effect(&lines);
+    lines
+        .into_iter()
+        .filter(|(number, _)| in_effect.contains(number))
+        .filter_map(|(_, parsed)| parsed.ok())
+        .filter_map(|line| {
+            // A deletion in effect: the key is gone.
+            let integrity = line.integrity.as_deref()?.parse().ok()?;
+            Some(cacache::index::Metadata {
+                integrity,
+                key: line.key,
+                time: line.time,
+                size: line.size,
+                metadata: line.metadata,
+                raw_metadata: line.raw_metadata,
+            })
+        })
+        .collect()
+}
+
+/// The fast read of a bucket for listing: when every line is of one memoshelve key and the
+/// last line is well-formed, that line's index key and record (`Some(None)`: the key was deleted). Like a
+/// hit's [`read_last_line`], it skips cacache's sha256 of each line and parses the record
+/// typed, not through a JSON tree: that was most of a 100k-entry `list`. `None`: anything
+/// unusual (a torn last line, several keys, another format); the caller reads the bucket by
+/// cacache's rules. `verify` always does, so a line whose hash does not match is still found.
+fn sole_record(bytes: &[u8]) -> Option<Option<(String, EntryRecord)>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split('\n').filter(|line| !line.is_empty());
+    let last = lines.next_back()?;
+    let (_, json) = last.split_once('\t')?;
+    if json.contains('\t') {
+        return None;
+    }
+    let line: HitLine = serde_json::from_str(json).ok()?;
+    if !line.key.starts_with(INDEX_PREFIX) {
+        return None;
+    }
+    // cacache writes the key first: every earlier line must be a line of the same key.
+    let head = format!("{{\"key\":{}", serde_json::to_string(&line.key).ok()?);
+    if !lines.all(|other| other.split_once('\t').is_some_and(|(_, json)| json.starts_with(&head))) {
+        return None;
+    }
+    match (line.integrity.as_deref(), line.metadata) {
+        (None, _) => Some(None),
+        (Some(NO_CACACHE_CONTENT), Some(record)) => Some(Some((line.key, record))),
+        _ => None,
+    }
 }
 
 /// The numbers of a bucket's lines in effect, by cacache's reading rules (those of its `find`):
@@ -578,7 +640,8 @@ impl Disk {
         Ok(self.list_used(name)?.into_iter().map(|(record, _)| record).collect())
     }
 
-    /// [`Disk::list`], each record with its last use (its bucket's mtime).
+    /// [`Disk::list`], each record with its last use (its bucket's mtime). Buckets are read in
+    /// parallel, each by [`sole_record`] when it can, else by cacache's rules.
     pub(crate) fn list_used(
         &self,
         name: Option<&str>,
@@ -587,16 +650,62 @@ impl Disk {
             Some(name) => format!("{INDEX_PREFIX}{name}/"),
             None => INDEX_PREFIX.to_owned(),
         };
-        Ok(self
-            .ls_live_used()?
+        // The walk itself is split: each thread takes the index's top-level directories in turn,
+        // lists them by entry type (no stat per file) and reads each bucket with one fstat.
+        let tops: Vec<PathBuf> = match fs::read_dir(self.root.join("index-v5")) {
+            Ok(listing) => listing.flatten().map(|item| item.path()).collect(),
+            Err(err) if err.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(io_error("list", &self.root.join("index-v5"), err)),
+        };
+        let read = crate::parallel::map(&tops, |top| {
+            let mut live = Vec::new();
+            for path in paths_under(top) {
+                live.extend(self.bucket_records(&path, &prefix, name)?);
+            }
+            Ok(live)
+        });
+        let mut live = Vec::new();
+        for bucket in read {
+            live.extend(bucket?);
+        }
+        Ok(live)
+    }
+
+    /// The live records of one bucket with its mtime, of names under `prefix` (and `name`).
+    fn bucket_records(
+        &self,
+        path: &Path,
+        prefix: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<(EntryRecord, Option<SystemTime>)>> {
+        use std::io::Read as _;
+        let mut file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(io_error("read", path, err)),
+        };
+        let meta = file.metadata().map_err(|err| io_error("read", path, err))?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        file.read_to_end(&mut bytes).map_err(|err| io_error("read", path, err))?;
+        let records = match sole_record(&bytes) {
+            Some(record) => record.into_iter().collect(),
+            None => live_lines(parse_bucket(&bytes))
+                .into_iter()
+                .filter(|meta| meta.key.starts_with(prefix))
+                .filter_map(|meta| {
+                    Some((meta.key, serde_json::from_value::<EntryRecord>(meta.metadata).ok()?))
+                })
+                .collect::<Vec<_>>(),
+        };
+        let used = meta.modified().ok();
+        Ok(records
             .into_iter()
-            .filter(|(meta, _)| meta.key.starts_with(&prefix))
-            .filter_map(|(meta, used)| {
-                Some((serde_json::from_value::<EntryRecord>(meta.metadata).ok()?, used))
+            .filter(|(index_key, record)| {
+                index_key.starts_with(prefix)
+                    && record.format == FORMAT_VERSION
+                    && name.is_none_or(|name| record.name == name)
             })
-            .filter(|(record, _)| {
-                record.format == FORMAT_VERSION && name.is_none_or(|name| record.name == name)
-            })
+            .map(|(_, record)| (record, used))
             .collect())
     }
 
@@ -614,25 +723,7 @@ impl Disk {
         let read = crate::parallel::map(&buckets, |(path, meta)| {
             let used = meta.modified().ok();
             let lines = read_bucket(path).map_err(|err| io_error("read", path, err))?;
-            let in_effect = lines_in_effect(&lines);
-            Ok(lines
-                .into_iter()
-                .filter(|(number, _)| in_effect.contains(number))
-                .filter_map(|(_, parsed)| parsed.ok())
-                .filter_map(|line| {
-                    // A deletion in effect: the key is gone.
-                    let integrity = line.integrity.as_deref()?.parse().ok()?;
-                    Some(cacache::index::Metadata {
-                        integrity,
-                        key: line.key,
-                        time: line.time,
-                        size: line.size,
-                        metadata: line.metadata,
-                        raw_metadata: line.raw_metadata,
-                    })
-                })
-                .map(|meta| (meta, used))
-                .collect::<Vec<_>>())
+            Ok(live_lines(lines).into_iter().map(|meta| (meta, used)).collect::<Vec<_>>())
         });
         let mut live = Vec::new();
         for bucket in read {
@@ -902,6 +993,31 @@ pub(crate) fn check_file(
 
 /// Every regular file under `dir`, recursively, with its metadata. Parts that cannot be read
 /// are skipped: the callers (listings, garbage collection, compaction) then leave them alone.
+/// The files under `path` (or `path` itself if it is one), by directory entry types: no stat
+/// per file where the filesystem reports types.
+fn paths_under(path: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![path.to_owned()];
+    while let Some(path) = pending.pop() {
+        let Ok(listing) = fs::read_dir(&path) else {
+            if path.is_file() {
+                files.push(path);
+            }
+            continue;
+        };
+        for item in listing.flatten() {
+            match item.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(item.path()),
+                Ok(kind) if kind.is_file() => files.push(item.path()),
+                // A symlink or an unknown type: follow it as `files_under` would.
+                _ if item.path().is_dir() => pending.push(item.path()),
+                _ => files.push(item.path()),
+            }
+        }
+    }
+    files
+}
+
 pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];

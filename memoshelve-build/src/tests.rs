@@ -385,8 +385,8 @@ proptest::proptest! {
     }
 }
 
-/// `Disk::find` reads a bucket's last line itself when it can; whatever the bucket holds, it
-/// must answer as cacache's own reader does.
+/// `Disk::find` and `Disk::list` read a bucket's last line themselves when they can; whatever
+/// the bucket holds, they must answer as cacache's own reader does.
 #[test]
 fn the_fast_index_read_answers_as_cacaches_reader() {
     use sha2::Digest as _;
@@ -415,6 +415,11 @@ fn the_fast_index_read_answers_as_cacaches_reader() {
                 .and_then(|meta| serde_json::from_value::<crate::EntryRecord>(meta.metadata).ok())
                 .map(|record| record.inline);
         assert_eq!(ours, theirs);
+        let listed = disk.list(Some("unit-fast-find")).unwrap();
+        assert_eq!(
+            listed.into_iter().map(|record| record.inline).collect::<Vec<_>>(),
+            Vec::from_iter(theirs)
+        );
         ours
     };
 
@@ -428,7 +433,11 @@ fn the_fast_index_read_answers_as_cacaches_reader() {
     assert_eq!(both(&disk), Some(three.clone()));
     // A well-formed line of another key in the same bucket: this key's line is still in effect.
     append(&hashed(r#"{"key":"other","integrity":null,"time":1,"size":0,"metadata":null}"#));
-    assert_eq!(both(&disk), Some(three));
+    assert_eq!(both(&disk), Some(three.clone()));
+    // This key's line after it: the last line is ours, but not every line is.
+    memo.put(&1u8, &4u8).unwrap();
+    let four = both(&disk).expect("an entry");
+    assert_ne!(four, three);
     // Its deletion: nothing.
     memo.uncache::<u8, _>(&1u8).unwrap();
     assert_eq!(both(&disk), None);

@@ -40,9 +40,11 @@ pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, sort: Sort) -> anyh
             .collect();
         return super::print_json(&serde_json::Value::Array(rows));
     }
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: a listing can be 100k lines, and stdout alone writes each line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if entries.is_empty() {
         writeln!(stdout, "no entries in {}", store.root().display())?;
+        stdout.flush()?;
         return Ok(());
     }
     let mut rows = vec![
@@ -64,5 +66,6 @@ pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, sort: Sort) -> anyh
         ]);
     }
     output::table(&mut stdout, &rows)?;
+    stdout.flush()?;
     Ok(())
 }

@@ -51,8 +51,10 @@ pub(crate) fn store(args: &MemoshelveArgs) -> anyhow::Result<Store> {
 /// Writes a JSON value and a newline to stdout.
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: pretty JSON has a line per field, and stdout alone writes each line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut stdout, value)?;
     writeln!(stdout)?;
+    stdout.flush()?;
     Ok(())
 }
