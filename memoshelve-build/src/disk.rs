@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hashing;
-use crate::key::{Key, KeyInput};
+use crate::key::{Key, KeyInput, hex_lower};
 
 /// The on-disk format version written into every record; records of another version are misses.
 pub const FORMAT_VERSION: u32 = 1;
@@ -239,16 +239,6 @@ fn record_problem(line: &IndexLine) -> Option<String> {
             _ => Some(format!("the record of {key} names another entry")),
         },
     }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(2 * bytes.len());
-    for byte in bytes {
-        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
-    hex
 }
 
 /// One cache root on disk.
@@ -823,15 +813,17 @@ impl Disk {
     /// `None` (no lock) where it cannot be taken: writing goes on, as before there were locks.
     pub(crate) fn write_guard(&self) -> Option<fs::File> {
         let dir = self.root.join(LOCK_DIR);
-        let file = fs::create_dir_all(&dir)
-            .and_then(|()| {
-                fs::File::options()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(dir.join(ROOT_LOCK))
-            })
-            .ok()?;
+        let open = || {
+            fs::File::options().create(true).truncate(false).write(true).open(dir.join(ROOT_LOCK))
+        };
+        // The directory nearly always exists: make it only when the open says it does not
+        // (a disk hit logs its event under this lock, and the mkdir was two system calls).
+        let file = match open() {
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).and_then(|()| open()).ok()?
+            }
+            opened => opened.ok()?,
+        };
         file.lock_shared().ok()?;
         Some(file)
     }
@@ -1067,7 +1059,6 @@ struct HitLine {
 /// the slow way (cacache's rules: a torn last line, another key's line, anything unusual).
 /// `touch` also refreshes the bucket's mtime (the entry's last use) through the open file.
 fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<EntryRecord>> {
-    use std::io::Read as _;
     let open = |touch: bool| fs::File::options().read(true).append(touch).open(bucket);
     let (mut file, touch) = match open(touch) {
         Ok(file) => (file, touch),
@@ -1076,8 +1067,7 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
         Err(_) if touch => (open(false).ok()?, false),
         Err(_) => return None,
     };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
+    let bytes = read_small(&mut file).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let last = text.trim_end_matches('\n').rsplit('\n').next()?;
     let (_, json) = last.split_once('\t')?;
@@ -1098,6 +1088,27 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
         }
         _ => None,
     }
+}
+
+/// The rest of a small file, read until `read` says it is done: unlike `read_to_end`, no fstat
+/// and lseek first to size the buffer (two of a disk hit's dozen system calls).
+fn read_small(file: &mut fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = vec![0; 2048];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(2 * len, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(read) => len += read,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 fn unique_name(stem: &str) -> String {

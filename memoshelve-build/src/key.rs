@@ -27,7 +27,7 @@ impl Key {
 
     /// Full lowercase hex, 64 digits.
     pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+        hex_lower(&self.0)
     }
 
     /// The first 12 hex digits, as shown in tables.
@@ -41,6 +41,29 @@ impl Key {
     pub fn from_hex(hex: &str) -> Option<Key> {
         blake3::Hash::from_hex(hex).ok().map(|hash| Key(*hash.as_bytes()))
     }
+}
+
+/// Lowercase hex of `bytes`. (blake3's `to_hex` goes through a char-by-char `ArrayString`: at
+/// opt-level 0, where build scripts run, that was a tenth of a disk hit, which makes a key's hex
+/// three times.)
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    // Indexing arrays and slices is built in, even unoptimized; iterator adapters are calls.
+    for chunk in bytes.chunks(32) {
+        let mut digits = [0u8; 64];
+        let mut index = 0;
+        while index < chunk.len() {
+            let byte = chunk[index];
+            digits[2 * index] = DIGITS[usize::from(byte >> 4)];
+            digits[2 * index + 1] = DIGITS[usize::from(byte & 0xf)];
+            index += 1;
+        }
+        hex.push_str(
+            std::str::from_utf8(&digits[..2 * chunk.len()]).expect("hex digits are ASCII"),
+        );
+    }
+    hex
 }
 
 impl fmt::Display for Key {
