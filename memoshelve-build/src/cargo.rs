@@ -4,6 +4,7 @@
 //! packages whose `rust-version` is older than 1.77, and this crate must not break such a build.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// Whether this process is a build script run by cargo (cargo sets both for build scripts only).
@@ -98,7 +99,8 @@ enum Group {
 
 /// What can change a build script's output, as key parts: the target, profile, features and
 /// target cfgs cargo passes in, and the compiler's version. Empty outside a build script.
-pub(crate) fn context(scope: ContextScope) -> Vec<crate::key::KeyInput> {
+/// `root`, the cache root if there is one, keeps the compiler's version between runs.
+pub(crate) fn context(scope: ContextScope, root: Option<&Path>) -> Vec<crate::key::KeyInput> {
     if !in_build_script() {
         return Vec::new();
     }
@@ -115,30 +117,98 @@ pub(crate) fn context(scope: ContextScope) -> Vec<crate::key::KeyInput> {
     parts.push(crate::key::KeyInput {
         kind: "context".to_owned(),
         name: "rustc -vV".to_owned(),
-        value: rustc_version().to_owned(),
+        value: rustc_version(root).to_owned(),
     });
     parts.sort();
     parts
 }
 
 /// `$RUSTC -vV`, once per process.
-fn rustc_version() -> &'static str {
+fn rustc_version(root: Option<&Path>) -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
     VERSION.get_or_init(|| {
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        match std::process::Command::new(&rustc).arg("-vV").output() {
-            Ok(output) if output.status.success() => {
-                String::from_utf8_lossy(&output.stdout).trim().to_owned()
-            }
-            _ => {
-                warn_once(
-                    "rustc",
-                    "cannot run `$RUSTC -vV`: the compiler version is not part of the cache key",
-                );
-                "\u{0}unknown".to_owned()
-            }
-        }
+        rustc_version_of(Path::new(&rustc), root).unwrap_or_else(|| {
+            warn_once(
+                "rustc",
+                "cannot run `$RUSTC -vV`: the compiler version is not part of the cache key",
+            );
+            "\u{0}unknown".to_owned()
+        })
     })
+}
+
+/// `rustc -vV` of `rustc`, kept under `root` between runs when `rustc` is a toolchain's own
+/// binary: running it takes ~11 ms, as long as a warm build script's whole run. The copy is
+/// used while the binary and its toolchain's `lib/librustc_driver-*` files keep their path,
+/// size and modification time (what cargo's own `.rustc_info.json` cache checks, and more:
+/// rustup installs every release as new files). A proxy (rustup's `~/.cargo/bin/rustc`, a
+/// wrapper script) has no such `lib/` beside it: it is run every time.
+pub(crate) fn rustc_version_of(rustc: &Path, root: Option<&Path>) -> Option<String> {
+    let kept = root.zip(toolchain_fingerprint(rustc)).map(|(root, fingerprint)| {
+        root.join(RUSTC_VERSIONS).join(crate::key::hex_lower(&fingerprint[..16]))
+    });
+    if let Some(text) = kept.as_ref().and_then(|path| std::fs::read_to_string(path).ok())
+        && let Some(version) = text.strip_prefix(RUSTC_VERSION_HEADER)
+    {
+        return Some(version.to_owned());
+    }
+    let output = std::process::Command::new(rustc).arg("-vV").output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if let Some(path) = kept {
+        // Best effort, atomically: a reader sees the whole file or none.
+        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            std::fs::write(&temp, format!("{RUSTC_VERSION_HEADER}{version}"))
+                .and_then(|()| std::fs::rename(&temp, &path))
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+    Some(version)
+}
+
+/// Where [`rustc_version_of`] keeps versions, under the cache root (outside cacache's dirs).
+pub(crate) const RUSTC_VERSIONS: &str = "rustc-versions";
+/// The first line of a kept version: a file without it (torn, foreign) is not used.
+const RUSTC_VERSION_HEADER: &str = "memoshelve rustc -vV 1\n";
+
+/// The blake3 of the compiler binary's path, size and mtime and of every
+/// `<toolchain>/lib/librustc_driver-*` file's name, size and mtime; `None` if `rustc` is not a
+/// toolchain's `bin/rustc`.
+fn toolchain_fingerprint(rustc: &Path) -> Option<[u8; 32]> {
+    let rustc = std::fs::canonicalize(rustc).ok()?;
+    let lib = rustc.parent().filter(|bin| bin.ends_with("bin"))?.parent()?.join("lib");
+    let mut hasher = blake3::Hasher::new();
+    let mut stamp = |path: &Path| -> Option<()> {
+        let meta = std::fs::metadata(path).ok()?;
+        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let path = path.to_string_lossy();
+        hasher.update(&(path.len() as u64).to_le_bytes());
+        hasher.update(path.as_bytes());
+        hasher.update(&meta.len().to_le_bytes());
+        hasher.update(&mtime.as_nanos().to_le_bytes());
+        Some(())
+    };
+    stamp(&rustc)?;
+    let mut drivers: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .ok()?
+        .flatten()
+        .filter(|item| item.file_name().to_string_lossy().starts_with("librustc_driver-"))
+        .map(|item| item.path())
+        .collect();
+    if drivers.is_empty() {
+        return None;
+    }
+    drivers.sort();
+    for driver in &drivers {
+        stamp(driver)?;
+    }
+    Some(*hasher.finalize().as_bytes())
 }
 
 /// Runs `work` with this process's standard output redirected into a temporary file, then puts

@@ -381,7 +381,8 @@ impl<H> Memo<H> {
     pub fn key_inputs(&self) -> &[KeyInput] {
         self.resolved.inputs.get_or_init(|| {
             let mut parts = inputs::collect(&self.declared);
-            parts.extend(cargo::context(self.scope));
+            let root = self.disk().map(Disk::root);
+            parts.extend(cargo::context(self.scope, root));
             parts.sort();
             parts
         })
