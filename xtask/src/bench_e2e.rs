@@ -49,9 +49,88 @@ fn build_script_seconds(target: &Path, package: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no build-script run of {package} in {}", report.display()))
 }
 
+/// The command line cargo ran `package`'s build script with, from a `-vv` build's output
+/// ("Running `ENV=value ... /path/build-script-build`", shell-quoted): its variables and program.
+fn build_script_command(
+    stderr: &str,
+    package: &str,
+) -> anyhow::Result<(Vec<(String, String)>, String)> {
+    let wanted = format!("CARGO_PKG_NAME={package} ");
+    let line = stderr
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("Running `")?.strip_suffix('`'))
+        .find(|command| command.contains(&wanted) && command.ends_with("/build-script-build"))
+        .with_context(|| format!("no build-script run of {package} in cargo's -vv output"))?;
+    let mut words = shell_words(line);
+    let program = words.pop().context("an empty command line")?;
+    let env = words
+        .into_iter()
+        .map(|word| {
+            let (name, value) = word.split_once('=').context("not a variable")?;
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((env, program))
+}
+
+/// Splits a command line the way a POSIX shell does for cargo's quoting: whitespace separates
+/// words, `'...'` is literal, `\x` is `x`.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            ' ' | '\t' => words.extend(word.take()),
+            '\'' => {
+                let word = word.get_or_insert_with(String::new);
+                word.extend(chars.by_ref().take_while(|&ch| ch != '\''));
+            }
+            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
+            _ => word.get_or_insert_with(String::new).push(ch),
+        }
+    }
+    words.extend(word);
+    words
+}
+
+/// The median wall time of `runs` runs of a build script as cargo ran it, each with
+/// `MEMOSHELVE_DIR` from `cache_dir(run)`.
+fn time_build_script(
+    (env, program): &(Vec<(String, String)>, String),
+    runs: usize,
+    cache_dir: impl Fn(usize) -> std::path::PathBuf,
+) -> anyhow::Result<f64> {
+    let manifest_dir = env
+        .iter()
+        .find(|(name, _)| name == "CARGO_MANIFEST_DIR")
+        .map(|(_, value)| value.clone())
+        .context("no CARGO_MANIFEST_DIR in the build script's environment")?;
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let mut command = Command::new(program);
+        command
+            .current_dir(&manifest_dir)
+            .env_remove("RUSTFLAGS")
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .env("MEMOSHELVE_DIR", cache_dir(run));
+        let started = Instant::now();
+        let output = command.output().with_context(|| format!("cannot run {program}"))?;
+        times.push(started.elapsed().as_secs_f64());
+        if !output.status.success() {
+            bail!("{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 /// Workload 8: for each example, `cargo clean` + build with an empty cache (cold), then
 /// `cargo clean` + build with the cache it left (warm): the build script's run and the whole
-/// build. Quick mode builds `lookup-table` only.
+/// build. Quick mode builds `lookup-table` only. The build script's run is also timed
+/// directly (cargo's `--timings` rounds to 10 ms, longer than a warm run): the binary cargo
+/// built, with the environment cargo gave it, run again with a fresh cache dir each time
+/// (cold) and with the warm cache, the median of several runs each.
 pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
     let examples = project_root().join("examples");
     let packages: &[&str] = if quick {
@@ -81,11 +160,36 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
         };
         let (cold_script, cold_build) = build("cold")?;
         let (warm_script, warm_build) = build("warm")?;
+        // Once more, verbosely, to learn how cargo runs the build script.
+        let touched = examples.join(package).join("build.rs");
+        fs::File::options()
+            .write(true)
+            .open(&touched)?
+            .set_modified(std::time::SystemTime::now())?;
+        let verbose = cargo_in(&examples)
+            .args(["build", "-vv", "--package", package])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("MEMOSHELVE_DIR", &cache)
+            .output()?;
+        if !verbose.status.success() {
+            bail!(
+                "cargo build -vv -p {package} failed:\n{}",
+                String::from_utf8_lossy(&verbose.stderr)
+            );
+        }
+        let script = build_script_command(&String::from_utf8_lossy(&verbose.stderr), package)?;
+        let runs = if quick { 3 } else { 9 };
+        let cold_run =
+            time_build_script(&script, runs, |run| work.join(format!("cold-{package}-{run}")))?;
+        let warm_run = time_build_script(&script, runs, |_| cache.clone())?;
+        eprintln!("<== {package}: build script run {cold_run:.4} s cold, {warm_run:.4} s warm");
         results.insert(
             (*package).to_owned(),
             json!({
                 "cold_build_script_s": cold_script,
                 "warm_build_script_s": warm_script,
+                "cold_build_script_run_s": cold_run,
+                "warm_build_script_run_s": warm_run,
                 "cold_build_s": cold_build,
                 "warm_build_s": warm_build,
             }),
