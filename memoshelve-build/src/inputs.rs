@@ -38,6 +38,12 @@ pub(crate) fn base_dir() -> PathBuf {
 /// How a path is named in the key: relative to `base` when inside it, `/`-separated.
 pub(crate) fn key_path(path: &Path, base: &Path) -> String {
     let relative = path.strip_prefix(base).unwrap_or(path);
+    // A path already in normal form is its own name (the common case: a thousand headers).
+    if let Some(text) = relative.to_str()
+        && is_normal(text)
+    {
+        return text.to_owned();
+    }
     let parts: Vec<String> = relative
         .components()
         .filter(|component| !matches!(component, Component::CurDir))
@@ -47,9 +53,21 @@ pub(crate) fn key_path(path: &Path, base: &Path) -> String {
     if relative.is_absolute() { format!("/{}", joined.trim_start_matches('/')) } else { joined }
 }
 
+/// Whether `text` is what joining its components with `/` gives: no empty or `.` component, no
+/// trailing separator.
+fn is_normal(text: &str) -> bool {
+    !text.contains("//")
+        && !text.contains("/./")
+        && !text.starts_with("./")
+        && !text.ends_with('/')
+        && !text.ends_with("/.")
+        && text != "."
+        && !text.contains('\\')
+}
+
 /// The blake3 hex of a file's contents, read in parallel chunks for large files.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
-    Ok(crate::hashing::hash_file(path)?.to_hex().to_string())
+    Ok(crate::key::hex_lower(crate::hashing::hash_file(path)?.as_bytes()))
 }
 
 pub(crate) fn file_input(path: &Path, base: &Path) -> KeyInput {
@@ -175,8 +193,10 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
             }
         }
     }
-    files.sort();
-    files.dedup();
+    // By bytes, not by `Path`'s component-wise order (a tenth of the work for 1,000 files);
+    // the inputs are sorted by their names below anyway.
+    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    files.dedup_by(|a, b| a.as_os_str() == b.as_os_str());
     // Hash declared files in parallel: large input sets (hundreds of headers) are common.
     let hashed: Vec<KeyInput> = if files.len() > 8 {
         crate::parallel::map(&files, |path| file_input(path, &base))
@@ -184,7 +204,7 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
         files.iter().map(|path| file_input(path, &base)).collect()
     };
     inputs.extend(hashed);
-    inputs.sort();
+    inputs.sort_unstable();
     inputs.dedup();
     inputs
 }

@@ -381,7 +381,8 @@ impl<H> Memo<H> {
     pub fn key_inputs(&self) -> &[KeyInput] {
         self.resolved.inputs.get_or_init(|| {
             let mut parts = inputs::collect(&self.declared);
-            let root = self.disk().map(Disk::root);
+            // The root keeps `rustc -vV` between build-script runs; elsewhere it is not needed.
+            let root = if cargo::in_build_script() { self.disk().map(Disk::root) } else { None };
             parts.extend(cargo::context(self.scope, root));
             parts.sort();
             parts

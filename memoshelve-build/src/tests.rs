@@ -450,6 +450,13 @@ fn the_fast_index_read_answers_as_cacaches_reader() {
 fn split_hashing_is_blake3_of_the_whole() {
     use crate::hashing::{PIPELINE_MIN, hash_file, read_hashed, split_hash_on};
     let dir = tempfile::tempdir().unwrap();
+    // Small files are hashed from one buffer of their size.
+    for len in [0, 1, 10 << 10, (256 << 10) - 1, 256 << 10, (256 << 10) + 1, 1 << 20] {
+        let bytes: Vec<u8> = (0..len).map(|index| (index * 7 % 251) as u8).collect();
+        let path = dir.path().join(format!("small-{len}.bin"));
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(hash_file(&path).unwrap(), blake3::hash(&bytes), "hash_file, {len} bytes");
+    }
     let min = PIPELINE_MIN as usize;
     for len in [min - 1, min, min + 1, 3 * min + 1024, 5 * min - 777, 9 << 20] {
         let bytes: Vec<u8> = (0..len).map(|index| (index * 31 % 253) as u8).collect();
@@ -551,4 +558,51 @@ fn the_compiler_version_is_kept_until_its_toolchain_changes() {
     assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
     assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
     assert_eq!(count(), 7);
+}
+
+/// A path already in normal form is named by its text; any other by its components joined with
+/// `/`: both ways give the same name.
+#[test]
+fn key_paths_are_the_components_joined() {
+    use std::path::{Component, Path};
+    let by_components = |path: &Path, base: &Path| {
+        let relative = path.strip_prefix(base).unwrap_or(path);
+        let parts: Vec<String> = relative
+            .components()
+            .filter(|component| !matches!(component, Component::CurDir))
+            .map(|component| component.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let joined = parts.join("/");
+        if relative.is_absolute() { format!("/{}", joined.trim_start_matches('/')) } else { joined }
+    };
+    let base = Path::new("/work/pkg");
+    for path in [
+        "/work/pkg/src/a.rs",
+        "/work/pkg//src/a.rs",
+        "/work/pkg/./src/./a.rs",
+        "/work/pkg/src/",
+        "/work/pkg/src/.",
+        "/work/pkg/../other/b.h",
+        "/elsewhere/c.h",
+        "//elsewhere//c.h",
+        "/",
+        "relative/d.proto",
+        "./relative/d.proto",
+        "relative//d.proto/",
+        ".",
+        "",
+        "x/./y",
+        "x/..",
+        "a b/ü.txt",
+        "back\\slash",
+        "/work/pkg",
+    ] {
+        let path = Path::new(path);
+        assert_eq!(
+            crate::inputs::key_path(path, base),
+            by_components(path, base),
+            "{}",
+            path.display()
+        );
+    }
 }
