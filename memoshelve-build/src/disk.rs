@@ -183,7 +183,7 @@ fn sole_record(bytes: &[u8]) -> Option<Option<(String, EntryRecord)>> {
     if json.contains('\t') {
         return None;
     }
-    let line: HitLine = serde_json::from_str(json).ok()?;
+    let line = hit_line(json)?;
     if !line.key.starts_with(INDEX_PREFIX) {
         return None;
     }
@@ -1044,11 +1044,22 @@ fn touch_bucket(bucket: &Path) {
 
 /// The index line of one key in cacache's JSON, with memoshelve's record typed.
 #[derive(Deserialize)]
-struct HitLine {
-    key: String,
-    integrity: Option<String>,
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub(crate) struct HitLine {
+    pub(crate) key: String,
+    pub(crate) integrity: Option<String>,
     #[serde(default)]
-    metadata: Option<EntryRecord>,
+    pub(crate) metadata: Option<EntryRecord>,
+}
+
+/// A bucket line's JSON as a [`HitLine`]: by [`crate::index_line::parse`] when the line has the
+/// exact shape memoshelve writes (serde_json's read was ~45% of a hit's instructions at opt-level
+/// 0, the strict reader's is under a third of that), else by serde_json.
+fn hit_line(json: &str) -> Option<HitLine> {
+    match crate::index_line::parse(json) {
+        Some(line) => Some(line),
+        None => serde_json::from_str(json).ok(),
+    }
 }
 
 /// The fast read of a hit: when the bucket's last line is a well-formed memoshelve line for
@@ -1074,7 +1085,7 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
     if json.contains('\t') {
         return None;
     }
-    let line: HitLine = serde_json::from_str(json).ok()?;
+    let line = hit_line(json)?;
     if line.key != index_key {
         return None;
     }

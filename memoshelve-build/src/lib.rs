@@ -192,6 +192,7 @@ mod disk;
 mod error;
 mod flight;
 mod hashing;
+mod index_line;
 mod inputs;
 mod key;
 mod location;

@@ -444,6 +444,299 @@ fn the_fast_index_read_answers_as_cacaches_reader() {
     assert_eq!(memo.get_with_status::<u8, _>(&1u8), None);
 }
 
+/// A string with what a JSON reader can get wrong: quotes, backslashes, the short escapes,
+/// other control characters (written `\u00XX`), non-ASCII and astral characters (written raw),
+/// in runs long enough to cross the index line reader's eight-byte steps at every offset.
+fn awkward_string() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let chars = prop_oneof![
+        6 => proptest::char::range('a', 'z'),
+        2 => proptest::sample::select(vec![
+            '"', '\\', '/', '\n', '\t', '\r', '\u{8}', '\u{c}', '\0', '\u{1}', '\u{1f}', ' ',
+            '\u{7f}', 'é', '€', '😀', '\u{fffd}', '\u{2028}', '\u{ffff}',
+        ]),
+        1 => proptest::char::any(),
+    ];
+    proptest::collection::vec(chars, 0..40).prop_map(|chars| chars.into_iter().collect())
+}
+
+/// A number, often at the edges of u64.
+fn awkward_number() -> impl proptest::strategy::Strategy<Value = u64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(0),
+        Just(u64::MAX),
+        Just(u64::MAX / 10),
+        Just(10_000_000_000_000_000_000),
+        0u64..1000,
+        proptest::num::u64::ANY,
+    ]
+}
+
+/// A random record, every field drawn from the awkward strings and numbers.
+fn awkward_record() -> impl proptest::strategy::Strategy<Value = crate::EntryRecord> {
+    use proptest::prelude::*;
+    let input = (awkward_string(), awkward_string(), awkward_string())
+        .prop_map(|(kind, name, value)| crate::KeyInput { kind, name, value });
+    (
+        (proptest::num::u32::ANY, awkward_string(), awkward_string(), awkward_string()),
+        (awkward_string(), awkward_number(), awkward_number(), awkward_number()),
+        (awkward_string(), awkward_string(), proptest::collection::vec(input, 0..4)),
+        proptest::option::of(awkward_string()),
+    )
+        .prop_map(
+            |(
+                (format, name, version, key),
+                (type_name, created_ms, compute_us, size),
+                rest,
+                inline,
+            )| {
+                let (blake3, args, inputs) = rest;
+                crate::EntryRecord {
+                    format,
+                    name,
+                    version,
+                    key,
+                    type_name,
+                    created_ms,
+                    compute_us,
+                    size,
+                    blake3,
+                    args,
+                    inputs,
+                    inline,
+                }
+            },
+        )
+}
+
+/// The JSON of an index line as cacache 13 writes it (its `SerializableMetadata`, fields in
+/// this order), around `metadata` already in JSON.
+fn index_line_json(
+    key: &str,
+    integrity: Option<&str>,
+    time: u64,
+    size: u64,
+    metadata: &str,
+) -> String {
+    let key = serde_json::to_string(key).unwrap();
+    let integrity = serde_json::to_string(&integrity).unwrap();
+    let head = format!(r#"{{"key":{key},"integrity":{integrity},"time":{time},"size":{size}"#);
+    format!(r#"{head},"metadata":{metadata},"raw_metadata":null}}"#)
+}
+
+/// The index line reader's one rule: whatever it answers, serde_json answers the same (and
+/// when serde_json fails, it answers nothing).
+fn assert_line_read_as_serde_json(json: &str) -> Option<crate::disk::HitLine> {
+    let fast = crate::index_line::parse(json);
+    if let Some(fast) = &fast {
+        let serde = serde_json::from_str::<crate::disk::HitLine>(json);
+        assert_eq!(Some(fast), serde.as_ref().ok(), "{json}");
+    }
+    fast
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+    /// Random records, written as the library writes them (the metadata a `serde_json::Value`,
+    /// so its fields sorted) and as serde_json's `preserve_order` would (declaration order): the
+    /// index line reader reads each, and reads it as serde_json does.
+    #[test]
+    fn the_index_line_reader_reads_every_record_as_serde_json(
+        record in awkward_record(),
+        index_key in awkward_string(),
+        integrity in proptest::option::of(awkward_string()),
+        deleted in proptest::bool::ANY,
+        time in awkward_number(),
+        size in awkward_number(),
+    ) {
+        let sorted = serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
+        let declared = serde_json::to_string(&record).unwrap();
+        for metadata in [sorted.as_str(), declared.as_str(), "null"] {
+            let json = index_line_json(&index_key, integrity.as_deref(), time, size, metadata);
+            let serde = serde_json::from_str::<crate::disk::HitLine>(&json).unwrap();
+            let fast = crate::index_line::parse(&json);
+            proptest::prop_assert_eq!(fast.as_ref(), Some(&serde));
+            let expected = (metadata != "null").then(|| record.clone());
+            proptest::prop_assert_eq!(&serde.metadata, &expected);
+        }
+        // A deletion as cacache writes it: no integrity, no metadata.
+        if deleted {
+            let json = index_line_json(&index_key, None, time, 0, "null");
+            let fast = crate::index_line::parse(&json).unwrap();
+            let fast = (fast.key, fast.integrity, fast.metadata);
+            proptest::prop_assert_eq!(fast, (index_key, None, None));
+        }
+    }
+
+    /// A valid line cut, with a byte changed, inserted or removed, anywhere: the index line
+    /// reader answers as serde_json does, or not at all.
+    #[test]
+    fn the_index_line_reader_never_disagrees_on_a_damaged_line(
+        record in awkward_record(),
+        at in proptest::num::usize::ANY,
+        byte in proptest::sample::select(b"\"\\,:{}[]n0915-.eEu /\x01\x7fa".to_vec()),
+        how in 0u8..4,
+    ) {
+        let metadata = serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
+        let mut bytes = index_line_json("k", Some("sha1-x"), 1, 2, &metadata).into_bytes();
+        let at = at % (bytes.len() + 1);
+        match how {
+            0 => bytes.truncate(at),
+            1 if at < bytes.len() => bytes[at] = byte,
+            2 => bytes.insert(at, byte),
+            _ if at < bytes.len() => {
+                bytes.remove(at);
+            }
+            _ => {}
+        }
+        if let Ok(json) = std::str::from_utf8(&bytes) {
+            assert_line_read_as_serde_json(json);
+        }
+    }
+}
+
+/// Lines the library itself writes (through `Disk::insert_record`, into a real bucket) are read
+/// by the index line reader, not left to serde_json, and read as the record written; every
+/// damaged version of them (cut, a byte changed, inserted or removed at every position) is read
+/// as serde_json reads it, or not at all.
+#[test]
+fn the_index_line_reader_reads_the_librarys_lines_and_no_damaged_line_differently() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::open(dir.path()).unwrap();
+    let input = |kind: &str, name: &str, value: &str| crate::KeyInput {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        value: value.to_owned(),
+    };
+    let plain = crate::EntryRecord {
+        format: crate::FORMAT_VERSION,
+        name: "unit-line".to_owned(),
+        version: String::new(),
+        key: key(1).to_string(),
+        type_name: "alloc::string::String".to_owned(),
+        created_ms: 1_795_611_840_024,
+        compute_us: 0,
+        size: 101,
+        blake3: blake3::hash(b"x").to_hex().to_string(),
+        args: "[844,844,\"short\"]".to_owned(),
+        inputs: Vec::new(),
+        inline: Some("ZHh4eHh4eHh4eA==".to_owned()),
+    };
+    let awkward = crate::EntryRecord {
+        key: key(2).to_string(),
+        version: "v\u{1}\u{1f}\"\\/\u{8}\u{c}\n\r\t".to_owned(),
+        type_name: "Vec<(u8, &'static str)>".to_owned(),
+        size: u64::MAX,
+        compute_us: u64::MAX,
+        args: "[\"é€😀\\u{2028}\",\"\u{2028}\u{ffff}\"]".to_owned(),
+        inputs: vec![
+            input("file", "src/a \"b\".txt", "0123"),
+            input("env", "PATH\\x", "unset\u{0}"),
+            input("tool", "rustc -vV", "rustc 1.95.0\nhost: x86_64"),
+        ],
+        inline: None,
+        ..plain.clone()
+    };
+    for (n, record) in [plain, awkward].into_iter().enumerate() {
+        disk.insert_record(&record).unwrap();
+        let bucket = disk.bucket_path(&record.name, &key(n as u32 + 1));
+        let text = std::fs::read_to_string(&bucket).unwrap();
+        let (_, json) = text.trim_end().rsplit('\n').next().unwrap().split_once('\t').unwrap();
+        let read = assert_line_read_as_serde_json(json).expect("the reader reads it");
+        assert_eq!(read.metadata.as_ref(), Some(&record));
+        assert_eq!(read.integrity.as_deref(), Some(crate::disk::NO_CACACHE_CONTENT));
+        let mut read_fast = 0;
+        for at in 0..=json.len() {
+            if let Some(cut) = json.get(..at) {
+                assert_eq!(assert_line_read_as_serde_json(cut).is_some(), at == json.len());
+            }
+            for byte in *b"\"\\,:{}[]n0915-.eu /\x01a" {
+                let mut changed = json.as_bytes().to_vec();
+                let mut inserted = changed.clone();
+                inserted.insert(at, byte);
+                let mut removed = changed.clone();
+                if at < json.len() {
+                    changed[at] = byte;
+                    removed.remove(at);
+                }
+                for bytes in [changed, inserted, removed] {
+                    if let Ok(json) = std::str::from_utf8(&bytes) {
+                        read_fast += usize::from(assert_line_read_as_serde_json(json).is_some());
+                    }
+                }
+            }
+        }
+        assert!(read_fast > 0, "some changes keep a line the reader reads");
+    }
+}
+
+/// Hand-picked lines at the edges of the index line reader's shape: what it must read, and what
+/// it must leave to serde_json (which may read it, or not).
+#[test]
+fn the_index_line_reader_takes_only_its_own_shape() {
+    let record = |fields: &str| {
+        let head = r#"{"key":"k","integrity":"sha1-x","time":1,"size":2,"metadata":{"#;
+        format!("{head}{fields}}},\"raw_metadata\":null}}")
+    };
+    let base = concat!(
+        r#""args":"a","blake3":"b","compute_us":3,"created_ms":4,"format":1,"inputs":[],"#,
+        r#""key":"c","name":"n","size":5,"type_name":"t","version":"""#,
+    );
+    let read = [
+        record(base),
+        // `inputs` and `inline` have serde defaults; `inline` may be null.
+        record(&base.replace("\"inputs\":[],", "")),
+        record(&format!("{base},\"inline\":null")),
+        record(&format!("{base},\"inline\":\"aGk=\"")),
+        // Escapes: surrogate pairs (decoded by serde_json), the short ones (decoded here).
+        record(&base.replace("\"a\"", r#""\ud83d\ude00\u00e9\"\\\/\b\f\n\r\t""#)),
+        // The largest numbers that fit.
+        record(&base.replace("\"size\":5", "\"size\":18446744073709551615")),
+        record(&base.replace("\"format\":1", "\"format\":4294967295")),
+        record(&base.replace("\"size\":5", "\"size\":0")),
+        r#"{"key":"k","integrity":null,"time":1,"size":0,"metadata":null,"raw_metadata":null}"#
+            .to_owned(),
+    ];
+    for json in &read {
+        assert!(assert_line_read_as_serde_json(json).is_some(), "{json}");
+    }
+    let refused = [
+        // Past u64::MAX or u32::MAX; leading zeros; a sign, a fraction, an exponent.
+        record(&base.replace("\"size\":5", "\"size\":18446744073709551616")),
+        record(&base.replace("\"size\":5", "\"size\":99999999999999999999")),
+        record(&base.replace("\"size\":5", "\"size\":100000000000000000000")),
+        record(&base.replace("\"format\":1", "\"format\":4294967296")),
+        record(&base.replace("\"size\":5", "\"size\":05")),
+        record(&base.replace("\"size\":5", "\"size\":-5")),
+        record(&base.replace("\"size\":5", "\"size\":5.0")),
+        record(&base.replace("\"size\":5", "\"size\":5e0")),
+        // A duplicate, an unknown, a missing or a mistyped field; an escaped name.
+        record(&format!("{base},\"name\":\"m\"")),
+        record(&format!("{base},\"inline\":null,\"inline\":null")),
+        record(&format!("{base},\"extra\":1")),
+        record(&base.replace("\"name\":\"n\",", "")),
+        record(&base.replace("\"inputs\":[]", "\"inputs\":null")),
+        record(&base.replace("\"inputs\":[]", "\"inputs\":[{\"kind\":\"k\",\"name\":\"n\"}]")),
+        record(&base.replace("\"args\"", "\"\\u0061rgs\"")),
+        record(""),
+        // Bad strings: a lone surrogate, an unknown escape, a raw control character.
+        record(&base.replace("\"a\"", r#""\ud800""#)),
+        record(&base.replace("\"a\"", r#""\x""#)),
+        record(&base.replace("\"a\"", "\"\u{1}\"")),
+        record(&base.replace("\"a\"", "\"0123456789abcdef\u{1f}\"")),
+        // Whitespace, trailing bytes, raw metadata.
+        record(&base.replace(",\"blake3\"", ", \"blake3\"")),
+        format!("{} ", record(base)),
+        format!("{}}}", record(base)),
+        record(base).replace("\"raw_metadata\":null", "\"raw_metadata\":[1]"),
+    ];
+    for json in &refused {
+        assert!(assert_line_read_as_serde_json(json).is_none(), "{json}");
+    }
+}
+
 /// Hashing a file in parallel subtrees gives blake3's hash of the whole, for lengths around the
 /// thresholds and the chunk sizes, with 2 to 8 threads' worth of splits, keeping the bytes or not.
 #[test]
