@@ -42,6 +42,47 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     postcard::from_bytes(&bytes)
 }
 
+/// How many bytes to read apart from a stored value of `encoded_len` bytes so that the rest is
+/// a `Vec<u8>`'s bytes: its length prefix (0 for any other `T`, or when no prefix fits).
+pub(crate) fn prefix_len<T: 'static>(encoded_len: u64) -> usize {
+    if TypeId::of::<T>() != TypeId::of::<Vec<u8>>() {
+        return 0;
+    }
+    (1..=10u64)
+        .find(|&prefix| encoded_len >= prefix && varint_len(encoded_len - prefix) == prefix)
+        .map_or(0, |prefix| prefix as usize)
+}
+
+fn varint_len(mut value: u64) -> u64 {
+    let mut len = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// [`decode`] of a value read as `head` (its first [`prefix_len`] bytes) and `rest`: a
+/// `Vec<u8>` whose prefix is exactly `head` is `rest` itself, not copied; anything else is
+/// decoded from the bytes put back together.
+pub(crate) fn decode_parts<T: DeserializeOwned + 'static>(
+    mut head: Vec<u8>,
+    mut rest: Vec<u8>,
+) -> Result<T, postcard::Error> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>()
+        && !head.is_empty()
+        && let Ok((len, prefix)) = varint(&head)
+        && prefix == head.len()
+        && len <= rest.len()
+    {
+        rest.truncate(len);
+        let boxed: Box<dyn Any> = Box::new(rest);
+        return Ok(*boxed.downcast::<T>().expect("T is Vec<u8>"));
+    }
+    head.append(&mut rest);
+    decode(head)
+}
+
 /// A postcard `usize` varint at the start of `bytes`: (value, bytes it took).
 fn varint(bytes: &[u8]) -> Result<(usize, usize), postcard::Error> {
     let mut value: u64 = 0;

@@ -381,21 +381,33 @@ impl Disk {
 
     /// The encoded value of a record, checked against its size and blake3 hash.
     pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
+        self.load_parts(record, key, 0).map(|(_, bytes)| bytes)
+    }
+
+    /// [`Disk::load`], the first `skip` bytes apart from the rest (see
+    /// [`hashing::read_hashed_parts`]); checked the same way, as a whole.
+    pub(crate) fn load_parts(
+        &self,
+        record: &EntryRecord,
+        key: &Key,
+        skip: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let name = &record.name;
-        let mut blob_hash = None;
-        let bytes = match &record.inline {
-            Some(inline) => base64::engine::general_purpose::STANDARD
-                .decode(inline)
-                .map_err(|err| self.corrupt(name, key, format!("inline value: {err}")))?,
+        let (head, rest, hash) = match &record.inline {
+            Some(inline) => {
+                let mut bytes = base64::engine::general_purpose::STANDARD
+                    .decode(inline)
+                    .map_err(|err| self.corrupt(name, key, format!("inline value: {err}")))?;
+                let hash = blake3::hash(&bytes);
+                let rest = bytes.split_off(skip.min(bytes.len()));
+                (bytes, rest, hash)
+            }
             None => {
                 let path = self
                     .blob_path(&record.blake3)
                     .ok_or_else(|| self.corrupt(name, key, "malformed blob hash"))?;
-                match hashing::read_hashed(&path) {
-                    Ok((bytes, hash)) => {
-                        blob_hash = Some(hash);
-                        bytes
-                    }
+                match hashing::read_hashed_parts(&path, skip) {
+                    Ok(parts) => parts,
                     Err(err) if err.kind() == ErrorKind::NotFound => {
                         return Err(self.corrupt(
                             name,
@@ -407,18 +419,18 @@ impl Disk {
                 }
             }
         };
-        if bytes.len() as u64 != record.size {
+        let len = (head.len() + rest.len()) as u64;
+        if len != record.size {
             return Err(self.corrupt(
                 name,
                 key,
-                format!("size is {} bytes, the record says {}", bytes.len(), record.size),
+                format!("size is {len} bytes, the record says {}", record.size),
             ));
         }
-        let hash = blob_hash.unwrap_or_else(|| blake3::hash(&bytes));
         if hash.to_hex().as_str() != record.blake3 {
             return Err(self.corrupt(name, key, "blake3 mismatch"));
         }
-        Ok(bytes)
+        Ok((head, rest))
     }
 
     /// Stores a value: the blob first (if not inline), then the index record, so a crash in

@@ -41,6 +41,40 @@ pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash
     Ok((bytes, hash))
 }
 
+/// [`read_hashed`], the first `skip` bytes apart from the rest (a `Vec<u8>` value's length
+/// prefix and its bytes): a large file's rest is read straight into its own buffer, where
+/// splitting afterwards would move every byte once more (a 64 MiB memmove). The whole file is
+/// hashed either way.
+pub(crate) fn read_hashed_parts(
+    path: &Path,
+    skip: usize,
+) -> std::io::Result<(Vec<u8>, Vec<u8>, blake3::Hash)> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len >= PIPELINE_MIN
+        && (skip as u64) < len
+        && let Ok(size) = usize::try_from(len)
+    {
+        let mut rest = vec![0u8; size - skip];
+        let threads = crate::parallel::threads();
+        if let Some(hash) = split_hash_skipping(threads, &file, len, Some((&mut rest, skip)), None)?
+        {
+            let mut head = vec![0u8; skip];
+            std::io::Read::read_exact(&mut &file, &mut head)?;
+            // As in `read_hashed`: a file that changed length meanwhile is read again below.
+            if file.metadata()?.len() == len {
+                return Ok((head, rest, hash));
+            }
+        }
+    }
+    let (mut head, hash) = read_hashed(path)?;
+    if skip == 0 {
+        return Ok((Vec::new(), head, hash));
+    }
+    let rest = head.split_off(skip.min(head.len()));
+    Ok((head, rest, hash))
+}
+
 /// Copies `from` to the new file `to` and returns the number of bytes and their blake3 hash
 /// (of the bytes as they were read, which are the bytes written).
 pub(crate) fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(u64, blake3::Hash)> {
@@ -119,8 +153,21 @@ pub(crate) fn split_hash_on(
     keep: Option<&mut [u8]>,
     sink: Option<&fs::File>,
 ) -> std::io::Result<Option<blake3::Hash>> {
+    split_hash_skipping(threads, file, len, keep.map(|bytes| (bytes, 0)), sink)
+}
+
+/// [`split_hash_on`] keeping the bytes after the first `skip` (`keep` is `len - skip` long):
+/// all of the file is hashed, and nothing has to be moved down afterwards.
+pub(crate) fn split_hash_skipping(
+    threads: usize,
+    file: &fs::File,
+    len: u64,
+    keep: Option<(&mut [u8], usize)>,
+    sink: Option<&fs::File>,
+) -> std::io::Result<Option<blake3::Hash>> {
     use blake3::hazmat::{Mode, merge_subtrees_root};
-    if !cfg!(unix) || threads < 2 || len <= blake3::CHUNK_LEN as u64 {
+    let skip = keep.as_ref().map_or(0, |(_, skip)| *skip);
+    if !cfg!(unix) || threads < 2 || len <= blake3::CHUNK_LEN as u64 || skip >= CHUNK {
         return Ok(None);
     }
     let depth = usize::BITS - (threads - 1).leading_zeros(); // 2 threads: 1, 3-4: 2, ...
@@ -134,16 +181,18 @@ fn halves(
     file: &fs::File,
     offset: u64,
     len: u64,
-    keep: Option<&mut [u8]>,
+    keep: Option<(&mut [u8], usize)>,
     sink: Option<&fs::File>,
     depth: u32,
 ) -> (std::io::Result<blake3::hazmat::ChainingValue>, std::io::Result<blake3::hazmat::ChainingValue>)
 {
     let left_len = blake3::hazmat::left_subtree_len(len);
+    // `keep` holds this subtree's bytes after its first `skip` (less than a chunk, so only
+    // ever of the leftmost subtree).
     let (left_keep, right_keep) = match keep {
-        Some(bytes) => {
-            let (left, right) = bytes.split_at_mut(left_len as usize);
-            (Some(left), Some(right))
+        Some((bytes, skip)) => {
+            let (left, right) = bytes.split_at_mut(left_len as usize - skip);
+            (Some((left, skip)), Some((right, 0)))
         }
         None => (None, None),
     };
@@ -159,7 +208,7 @@ fn subtree(
     file: &fs::File,
     offset: u64,
     len: u64,
-    keep: Option<&mut [u8]>,
+    keep: Option<(&mut [u8], usize)>,
     sink: Option<&fs::File>,
     depth: u32,
 ) -> std::io::Result<blake3::hazmat::ChainingValue> {
@@ -172,13 +221,24 @@ fn subtree(
     hasher.set_input_offset(offset);
     let mut scratch = Vec::new();
     let mut done = 0u64;
-    let mut keep = keep;
+    let (mut keep, skip) = match keep {
+        Some((bytes, skip)) => (Some(bytes), skip as u64),
+        None => (None, 0),
+    };
     while done < len {
         let take = (len - done).min(CHUNK as u64) as usize;
         let buffer: &mut [u8] = match keep.as_deref_mut() {
-            Some(bytes) => &mut bytes[done as usize..done as usize + take],
-            None => {
-                scratch.resize(take, 0);
+            // Whole chunks past the skipped bytes go straight where they are kept.
+            Some(bytes) if done >= skip => {
+                let at = (done - skip) as usize;
+                &mut bytes[at..at + take]
+            }
+            _ => {
+                if scratch.len() < take {
+                    // `vec!` of zeros is one calloc; `resize` writes each byte, which at
+                    // opt-level 0 is a loop of calls over the whole chunk.
+                    scratch = vec![0u8; CHUNK];
+                }
                 &mut scratch[..take]
             }
         };
@@ -186,6 +246,13 @@ fn subtree(
         hasher.update(buffer);
         if let Some(sink) = sink {
             write_all_at(sink, buffer, offset + done)?;
+        }
+        if done < skip
+            && let Some(bytes) = keep.as_deref_mut()
+        {
+            // The first chunk, read whole for the hash: keep what follows the skipped bytes.
+            let kept = take - skip as usize;
+            bytes[..kept].copy_from_slice(&scratch[skip as usize..take]);
         }
         done += take as u64;
     }
@@ -231,7 +298,9 @@ fn stream(
     let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(3);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(3);
     for _ in 0..3 {
-        let _ = empty_tx.send(Vec::new());
+        // Zeroed by calloc once: `resize` below then only changes the length (at opt-level 0
+        // growing by `resize` writes byte by byte).
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
     }
     // `move`: the consumer's end of the ring is dropped when it stops, early or not, which
     // stops the reader before the scope waits for it.

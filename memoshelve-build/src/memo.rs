@@ -612,9 +612,11 @@ impl<H> Memo<H> {
                 return None;
             }
         };
-        let decoded = disk.load(&record, key).and_then(|bytes| {
-            let size = bytes.len() as u64;
-            let value: V = codec::decode(bytes).map_err(|err| {
+        // A `Vec<u8>`'s length prefix is read apart, so its bytes need no moving afterwards.
+        let skip = codec::prefix_len::<V>(record.size);
+        let decoded = disk.load_parts(&record, key, skip).and_then(|(head, rest)| {
+            let size = (head.len() + rest.len()) as u64;
+            let value: V = codec::decode_parts(head, rest).map_err(|err| {
                 disk.corrupt(
                     &self.name,
                     key,

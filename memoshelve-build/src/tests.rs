@@ -362,6 +362,14 @@ proptest::proptest! {
             with_trailing.extend_from_slice(&trailing);
             let decoded: Vec<u8> = crate::codec::decode(with_trailing).unwrap();
             proptest::prop_assert_eq!(&decoded, value);
+            // Read in two parts: the prefix apart, or cut anywhere, the same value.
+            let skip = crate::codec::prefix_len::<Vec<u8>>(ours.len() as u64);
+            proptest::prop_assert!(skip > 0);
+            for at in [skip, cut.min(ours.len())] {
+                let parts: Vec<u8> =
+                    crate::codec::decode_parts(ours[..at].to_vec(), ours[at..].to_vec()).unwrap();
+                proptest::prop_assert_eq!(&parts, value);
+            }
             let cut = cut.min(ours.len());
             let theirs = postcard::from_bytes::<Vec<u8>>(&ours[..cut]);
             let mine = crate::codec::decode::<Vec<u8>>(ours[..cut].to_vec());
@@ -775,6 +783,24 @@ fn split_hashing_is_blake3_of_the_whole() {
             let split = split_hash_on(threads, &file, len as u64, None, Some(&sink)).unwrap();
             assert_eq!(split, Some(expected), "{threads} threads, {len} bytes");
             assert!(std::fs::read(&copy).unwrap() == bytes, "{threads} threads, {len} bytes: copy");
+            for skip in [1, 3, 10] {
+                let mut rest = vec![0u8; len - skip];
+                let split = crate::hashing::split_hash_skipping(
+                    threads,
+                    &file,
+                    len as u64,
+                    Some((&mut rest, skip)),
+                    None,
+                )
+                .unwrap();
+                assert_eq!(split, Some(expected), "{threads} threads, {len} bytes, skip {skip}");
+                assert!(rest == bytes[skip..], "{threads} threads, {len} bytes: kept after {skip}");
+            }
+        }
+        for skip in [0, 1, 9] {
+            let (head, rest, hash) = crate::hashing::read_hashed_parts(&path, skip).unwrap();
+            assert_eq!(hash, expected, "read_hashed_parts, {len} bytes, skip {skip}");
+            assert!(head == bytes[..skip] && rest == bytes[skip..], "parts, {len} bytes, {skip}");
         }
     }
 }
@@ -897,5 +923,39 @@ fn key_paths_are_the_components_joined() {
             "{}",
             path.display()
         );
+    }
+}
+
+/// A large `Vec<u8>` is read from its blob in two parts (prefix apart) and still checked as a
+/// whole: the same bytes come back, and a changed byte anywhere, the prefix included, is a miss.
+#[test]
+fn a_large_byte_vector_is_read_in_parts_and_checked_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("unit-large").dir(dir.path()).mem_capacity(0);
+    let value: Vec<u8> = (0..(5usize << 20) + 77).map(|index| (index % 251) as u8).collect();
+    let stored = value.clone();
+    memo.call(&1u8, move || stored);
+    assert_eq!(
+        memo.call_with_status::<_, Vec<u8>>(&1u8, || unreachable!()),
+        (value.clone(), Status::Disk)
+    );
+    let blobs = crate::disk::files_under(&dir.path().join("blobs-b3"));
+    assert_eq!(blobs.len(), 1, "one blob");
+    let blob = &blobs[0].0;
+    for at in [0, 1, 3 << 20] {
+        let mut bytes = std::fs::read(blob).unwrap();
+        let original = bytes[at];
+        bytes[at] ^= 0x40;
+        let mut perms = std::fs::metadata(blob).unwrap().permissions();
+        #[expect(clippy::permissions_set_readonly_false, reason = "a test damages the blob")]
+        perms.set_readonly(false);
+        std::fs::set_permissions(blob, perms).unwrap();
+        std::fs::write(blob, &bytes).unwrap();
+        let (fresh, status) = memo.call_with_status::<_, Vec<u8>>(&1u8, || vec![9]);
+        assert_eq!((fresh, status), (vec![9], Status::Miss), "a changed byte at {at} is a miss");
+        // Put the value back for the next round.
+        bytes[at] = original;
+        memo.put(&1u8, &value).unwrap();
+        assert_eq!(memo.call_with_status::<_, Vec<u8>>(&1u8, || unreachable!()).1, Status::Disk);
     }
 }
