@@ -110,13 +110,8 @@ struct IndexLine {
 fn read_bucket(
     path: &Path,
 ) -> std::io::Result<Vec<(usize, std::result::Result<IndexLine, String>)>> {
-    Ok(parse_bucket(&read_or_empty(path)?))
-}
-
-/// A file's bytes; none if it does not exist.
-fn read_or_empty(path: &Path) -> std::io::Result<Vec<u8>> {
     match fs::read(path) {
-        Ok(bytes) => Ok(bytes),
+        Ok(bytes) => Ok(parse_bucket(&bytes)),
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(err),
     }
@@ -178,12 +173,7 @@ fn live_lines(
 fn sole_record(bytes: &[u8]) -> Option<Option<(String, EntryRecord)>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut lines = text.split('\n').filter(|line| !line.is_empty());
-    let last = lines.next_back()?;
-    let (_, json) = last.split_once('\t')?;
-    if json.contains('\t') {
-        return None;
-    }
-    let line = hit_line(json)?;
+    let line = hit_line(lines.next_back()?)?;
     if !line.key.starts_with(INDEX_PREFIX) {
         return None;
     }
@@ -652,63 +642,61 @@ impl Disk {
             Some(name) => format!("{INDEX_PREFIX}{name}/"),
             None => INDEX_PREFIX.to_owned(),
         };
-        // The walk itself is split: each thread takes the index's top-level directories in turn,
-        // lists them by entry type (no stat per file) and reads each bucket with one fstat.
-        let tops: Vec<PathBuf> = match fs::read_dir(self.root.join("index-v5")) {
-            Ok(listing) => listing.flatten().map(|item| item.path()).collect(),
-            Err(err) if err.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(err) => return Err(io_error("list", &self.root.join("index-v5"), err)),
-        };
-        let read = crate::parallel::map(&tops, |top| {
-            let mut live = Vec::new();
-            for path in paths_under(top) {
-                live.extend(self.bucket_records(&path, &prefix, name)?);
-            }
-            Ok(live)
-        });
-        let mut live = Vec::new();
-        for bucket in read {
-            live.extend(bucket?);
-        }
-        Ok(live)
+        self.map_buckets(|bytes, used| {
+            let records = match sole_record(bytes) {
+                Some(record) => record.into_iter().collect(),
+                None => live_lines(parse_bucket(bytes))
+                    .into_iter()
+                    .filter(|meta| meta.key.starts_with(&prefix))
+                    .filter_map(|meta| {
+                        Some((meta.key, serde_json::from_value::<EntryRecord>(meta.metadata).ok()?))
+                    })
+                    .collect::<Vec<_>>(),
+            };
+            records
+                .into_iter()
+                .filter(|(index_key, record)| {
+                    index_key.starts_with(&prefix)
+                        && record.format == FORMAT_VERSION
+                        && name.is_none_or(|name| record.name == name)
+                })
+                .map(|(_, record)| (record, used))
+                .collect()
+        })
     }
 
-    /// The live records of one bucket with its mtime, of names under `prefix` (and `name`).
-    fn bucket_records(
+    /// `read(bytes, mtime)` of every index bucket, in parallel: each thread takes the index's
+    /// top-level directories in turn, lists them by entry type (no stat per file) and reads each
+    /// bucket with one open and one fstat. None if there is no index yet.
+    fn map_buckets<T: Send>(
         &self,
-        path: &Path,
-        prefix: &str,
-        name: Option<&str>,
-    ) -> Result<Vec<(EntryRecord, Option<SystemTime>)>> {
-        use std::io::Read as _;
-        let mut file = match fs::File::open(path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(io_error("read", path, err)),
+        read: impl Fn(&[u8], Option<SystemTime>) -> Vec<T> + Sync,
+    ) -> Result<Vec<T>> {
+        let index = self.root.join("index-v5");
+        let tops: Vec<PathBuf> = match fs::read_dir(&index) {
+            Ok(listing) => listing.flatten().map(|item| item.path()).collect(),
+            Err(err) if err.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(io_error("list", &index, err)),
         };
-        let meta = file.metadata().map_err(|err| io_error("read", path, err))?;
-        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-        file.read_to_end(&mut bytes).map_err(|err| io_error("read", path, err))?;
-        let records = match sole_record(&bytes) {
-            Some(record) => record.into_iter().collect(),
-            None => live_lines(parse_bucket(&bytes))
-                .into_iter()
-                .filter(|meta| meta.key.starts_with(prefix))
-                .filter_map(|meta| {
-                    Some((meta.key, serde_json::from_value::<EntryRecord>(meta.metadata).ok()?))
-                })
-                .collect::<Vec<_>>(),
-        };
-        let used = meta.modified().ok();
-        Ok(records
-            .into_iter()
-            .filter(|(index_key, record)| {
-                index_key.starts_with(prefix)
-                    && record.format == FORMAT_VERSION
-                    && name.is_none_or(|name| record.name == name)
-            })
-            .map(|(_, record)| (record, used))
-            .collect())
+        let found = crate::parallel::map(&tops, |top| {
+            let mut found = Vec::new();
+            for path in paths_under(top) {
+                let mut file = match fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io_error("read", &path, err)),
+                };
+                let used = file.metadata().map_err(|err| io_error("read", &path, err))?.modified();
+                let bytes = read_small(&mut file).map_err(|err| io_error("read", &path, err))?;
+                found.extend(read(&bytes, used.ok()));
+            }
+            Ok(found)
+        });
+        let mut all = Vec::new();
+        for part in found {
+            all.extend(part?);
+        }
+        Ok(all)
     }
 
     /// Every live index entry (memoshelve's and any other), with cacache's reading rules: in
@@ -716,22 +704,7 @@ impl Disk {
     /// and lines whose integrity does not parse are skipped. (cacache's own `ls` panics on the
     /// latter.) None if there is no index yet.
     fn ls_live(&self) -> Result<Vec<cacache::index::Metadata>> {
-        Ok(self.ls_live_used()?.into_iter().map(|(meta, _)| meta).collect())
-    }
-
-    /// [`Disk::ls_live`], each entry with its bucket's mtime; buckets are read in parallel.
-    fn ls_live_used(&self) -> Result<Vec<(cacache::index::Metadata, Option<SystemTime>)>> {
-        let buckets = files_under(&self.root.join("index-v5"));
-        let read = crate::parallel::map(&buckets, |(path, meta)| {
-            let used = meta.modified().ok();
-            let lines = read_bucket(path).map_err(|err| io_error("read", path, err))?;
-            Ok(live_lines(lines).into_iter().map(|meta| (meta, used)).collect::<Vec<_>>())
-        });
-        let mut live = Vec::new();
-        for bucket in read {
-            live.extend(bucket?);
-        }
-        Ok(live)
+        self.map_buckets(|bytes, _| live_lines(parse_bucket(bytes)))
     }
 
     /// Index keys of memoshelve entries that this version cannot read: another `memoshelve/vN/`
@@ -1064,10 +1037,14 @@ pub(crate) struct HitLine {
     pub(crate) metadata: Option<EntryRecord>,
 }
 
-/// A bucket line's JSON as a [`HitLine`]: by [`crate::index_line::parse`] when the line has the
-/// exact shape memoshelve writes (serde_json's read was ~45% of a hit's instructions at opt-level
+/// A bucket line (`<hash>\t<JSON>`, the hash not checked) as a [`HitLine`]: its JSON read by
+/// [`crate::index_line::parse`] when the line has the exact shape memoshelve writes (serde_json's read was ~45% of a hit's instructions at opt-level
 /// 0, the strict reader's is under a third of that), else by serde_json.
-fn hit_line(json: &str) -> Option<HitLine> {
+fn hit_line(line: &str) -> Option<HitLine> {
+    let (_, json) = line.split_once('\t')?;
+    if json.contains('\t') {
+        return None;
+    }
     match crate::index_line::parse(json) {
         Some(line) => Some(line),
         None => serde_json::from_str(json).ok(),
@@ -1092,12 +1069,7 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
     };
     let bytes = read_small(&mut file).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
-    let last = text.trim_end_matches('\n').rsplit('\n').next()?;
-    let (_, json) = last.split_once('\t')?;
-    if json.contains('\t') {
-        return None;
-    }
-    let line = hit_line(json)?;
+    let line = hit_line(text.trim_end_matches('\n').rsplit('\n').next()?)?;
     if line.key != index_key {
         return None;
     }
