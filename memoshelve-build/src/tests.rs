@@ -805,6 +805,57 @@ fn split_hashing_is_blake3_of_the_whole() {
     }
 }
 
+/// The part of a buffer advised to take huge pages is exactly its whole 2 MiB pages.
+#[test]
+fn huge_range_is_the_whole_huge_pages_inside() {
+    use crate::hashing::huge_range;
+    const HUGE: usize = 2 << 20;
+    assert_eq!(huge_range(HUGE, 3 * HUGE), Some((0, 3 * HUGE)));
+    assert_eq!(huge_range(HUGE + 16, 3 * HUGE), Some((HUGE - 16, 2 * HUGE)));
+    assert_eq!(huge_range(HUGE - 1, HUGE + 1), Some((1, HUGE)));
+    assert_eq!(huge_range(HUGE - 1, HUGE), None);
+    assert_eq!(huge_range(HUGE + 1, HUGE), None);
+    assert_eq!(huge_range(16, 100), None);
+    assert_eq!(huge_range(usize::MAX - 10, 5), None);
+    assert_eq!(huge_range(HUGE, usize::MAX), None);
+}
+
+/// Where Linux gives huge pages on request, a buffer advised by `huge_pages` gets them (the
+/// 64 MiB hit's page faults), and its content is whatever is written to it.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+))]
+#[test]
+fn advised_buffers_are_backed_by_huge_pages() {
+    let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+    let mut buffer = vec![0u8; 8 << 20];
+    crate::hashing::huge_pages(&mut buffer);
+    for (index, byte) in buffer.iter_mut().enumerate() {
+        *byte = (index % 251) as u8;
+    }
+    assert!(buffer.iter().enumerate().all(|(index, byte)| *byte == (index % 251) as u8));
+    if !enabled.is_ok_and(|modes| modes.contains("[madvise]") || modes.contains("[always]")) {
+        return; // huge pages off on this machine: the advice is refused, nothing to see
+    }
+    let address = buffer.as_ptr() as usize + (2 << 20);
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    let mut huge_kib = None;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((from, to)) = range.split_once('-')
+            && let (Ok(from), Ok(to)) =
+                (usize::from_str_radix(from, 16), usize::from_str_radix(to, 16))
+        {
+            inside = (from..to).contains(&address);
+        } else if inside && let Some(kib) = line.strip_prefix("AnonHugePages:") {
+            huge_kib = kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok();
+        }
+    }
+    assert!(huge_kib.is_some_and(|kib| kib >= 2048), "AnonHugePages: {huge_kib:?}");
+}
+
 #[test]
 fn parallel_map_keeps_order_and_runs_nested_work_on_its_own_thread() {
     let items: Vec<u32> = (0..1000).collect();
