@@ -134,7 +134,8 @@ pub(crate) enum Command {
     /// and holds new ones off while it works.
     ///
     /// The event log (hits and misses, read by `stats`) is folded to one line per entry and
-    /// kind of event.
+    /// kind of event; the event files of processes still running stay as they are until a
+    /// later compaction. events_before and events_after count the lines folded.
     ///
     /// With --json: {index_before, index_after, freed_files, freed_bytes, events_before,
     /// events_after, backup}, where backup

@@ -44,8 +44,6 @@ const TMP_DIR: &str = "tmp-b3";
 const LOCK_DIR: &str = "locks";
 /// The root-wide lock: shared by writers, exclusive for compaction.
 const ROOT_LOCK: &str = "root.lock";
-/// The append-only log of disk hits and misses, one tab-separated line each.
-pub(crate) const EVENT_LOG: &str = "events.log";
 
 /// What the index records about one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -775,17 +773,12 @@ impl Disk {
         check_file(&path, blake3_hex, size)
     }
 
-    /// Appends one line to the root's event log (`events.log`), which `cargo memoshelve stats`
-    /// reads. One `write` per line on a file opened for appending: lines from concurrent
-    /// processes do not interleave. Best effort, like every cache write.
+    /// Records one event (a disk hit, remote hit or miss) in the root's event log
+    /// ([`crate::events`]), which `cargo memoshelve stats` reads. Best effort, like every cache
+    /// write.
     pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
         let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
-        let path = self.root.join(EVENT_LOG);
-        // Under the shared lock: a compaction folds the log under the exclusive one.
-        let _guard = self.write_guard();
-        if let Ok(mut file) = fs::File::options().create(true).append(true).open(path) {
-            let _ = file.write_all(line.as_bytes());
-        }
+        crate::events::append(self, &line);
     }
 
     /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).

@@ -190,6 +190,7 @@ mod codec;
 pub mod config;
 mod disk;
 mod error;
+mod events;
 mod flight;
 mod hashing;
 mod index_line;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::disk::IndexDamage;
-use crate::disk::{Disk, EVENT_LOG, EntryRecord, check_file, files_under};
+use crate::disk::{Disk, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
@@ -376,44 +376,9 @@ impl Store {
         })
     }
 
-    /// Rewrites the event log as one line per live entry and kind of event
-    /// (`time<TAB>tier<TAB>name<TAB>key<TAB>count`, the time being the last event's), so it stops
-    /// growing with every hit; events of removed entries go. Call it under the exclusive lock
-    /// (writers append under the shared one). Returns the line counts before and after.
+    /// Folds the event log ([`crate::events::fold`]). Call it under the exclusive lock.
     fn fold_events(&self, live: &std::collections::HashSet<String>) -> Result<(u64, u64)> {
-        let path = self.root().join(EVENT_LOG);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-            Err(source) => return Err(Error::Io { action: "read", path, source }),
-        };
-        let mut folded: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-        let mut before = 0;
-        for event in text.lines().filter_map(parse_event) {
-            before += 1;
-            if live.contains(event.key) {
-                let totals = folded
-                    .entry((event.key.to_owned(), event.tier.to_owned(), event.name.to_owned()))
-                    .or_default();
-                totals.0 += event.count;
-                totals.1 = totals.1.max(event.time);
-            }
-        }
-        let out: String = folded
-            .iter()
-            .map(|((key, tier, name), (count, time))| {
-                format!("{time}\t{tier}\t{name}\t{key}\t{count}\n")
-            })
-            .collect();
-        let fresh = self.root().join("tmp-b3").join(format!("events-{}.log", std::process::id()));
-        let written = std::fs::create_dir_all(self.root().join("tmp-b3"))
-            .and_then(|()| std::fs::write(&fresh, &out))
-            .and_then(|()| std::fs::rename(&fresh, &path));
-        if let Err(source) = written {
-            let _ = std::fs::remove_file(&fresh);
-            return Err(Error::Io { action: "rewrite", path, source });
-        }
-        Ok((before, folded.len() as u64))
+        crate::events::fold(self.root(), live)
     }
 
     /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by
@@ -432,9 +397,9 @@ impl Store {
 
     /// Disk hits, remote hits and misses per key hex, from the event log.
     pub fn usage(&self) -> HashMap<String, Usage> {
-        let text = std::fs::read_to_string(self.root().join(EVENT_LOG)).unwrap_or_default();
+        let text = crate::events::read_all(self.root());
         let mut usage: HashMap<String, Usage> = HashMap::new();
-        for event in text.lines().filter_map(parse_event) {
+        for event in crate::events::parse(&text) {
             let counts = usage.entry(event.key.to_owned()).or_default();
             match event.tier {
                 "disk" => counts.hits += event.count,
@@ -469,23 +434,4 @@ impl Store {
         footprint.blob_bytes = by_area.get(Path::new("blobs-b3")).copied().unwrap_or(0);
         footprint
     }
-}
-
-/// One line of the event log: `time<TAB>tier<TAB>name<TAB>key`, and `<TAB>count` once folded.
-struct Event<'a> {
-    time: u64,
-    tier: &'a str,
-    name: &'a str,
-    key: &'a str,
-    count: u64,
-}
-
-fn parse_event(line: &str) -> Option<Event<'_>> {
-    let fields: Vec<&str> = line.split('\t').collect();
-    let (time, tier, name, key, count) = match fields[..] {
-        [time, tier, name, key] => (time, tier, name, key, 1),
-        [time, tier, name, key, count] => (time, tier, name, key, count.parse().ok()?),
-        _ => return None,
-    };
-    Some(Event { time: time.parse().ok()?, tier, name, key, count })
 }

@@ -174,6 +174,70 @@ fn stats_counts_the_hits_of_concurrent_processes_exactly() {
     assert_eq!(stats["names"]["probe"]["misses"], 5, "{stats}");
 }
 
+/// `compact` folds the event files of processes that have ended into `events.log` (same counts,
+/// one line per entry and kind) and leaves a running process's file, which it still writes to.
+#[test]
+fn compaction_folds_the_events_of_ended_processes_and_not_of_a_running_one() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    let call = ["call", "--dir", root_arg, "--arg", "1", "--count", "5", "--size", "3000"];
+    lines(probe(&call)); // 5 misses
+    for _ in 0..3 {
+        lines(probe(&call)); // 5 disk hits each
+    }
+    let mut running = probe(&[&call[..], &["--hold"]].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(running.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "holding" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the probe ended before holding");
+    }
+    let events = || std::fs::read_dir(root.join("events")).unwrap().count();
+    assert_eq!(events(), 5, "one event file per process that had an event");
+    let stats = |args: &[&str]| -> serde_json::Value {
+        let output = std::process::Command::new(cli_binary())
+            .args([&["memoshelve", "--dir", root_arg][..], args, &["--json"]].concat())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    assert_eq!(stats(&["stats"])["hits"], 20);
+    let done = stats(&["compact"]);
+    assert_eq!(done["events_before"], 20, "the ended processes' lines: {done}");
+    assert_eq!(done["events_after"], 10, "5 entries, each with misses and disk hits: {done}");
+    assert_eq!(events(), 1, "the running process keeps its file");
+    let after = stats(&["stats"]);
+    assert_eq!(
+        (after["hits"].clone(), after["names"]["probe"]["misses"].clone()),
+        (20.into(), 5.into()),
+        "{after}"
+    );
+    drop(running.stdin.take());
+    assert!(running.wait().unwrap().success());
+    // Once it has ended, its events are folded too, and counted once.
+    let done = stats(&["compact"]);
+    assert_eq!(
+        (done["events_before"].clone(), done["events_after"].clone()),
+        (15.into(), 10.into())
+    );
+    assert_eq!(events(), 0);
+    let after = stats(&["stats"]);
+    assert_eq!(
+        (after["hits"].clone(), after["names"]["probe"]["misses"].clone()),
+        (20.into(), 5.into()),
+        "{after}"
+    );
+    let log = std::fs::read_to_string(root.join("events.log")).unwrap();
+    assert_eq!(log.lines().filter(|line| !line.starts_with('#')).count(), 10, "{log}");
+}
+
 #[test]
 fn explain_names_the_env_var_that_changed() {
     let dir = tempfile::tempdir().unwrap();

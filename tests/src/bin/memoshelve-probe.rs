@@ -3,10 +3,11 @@
 //! Usage: `memoshelve-probe call|key [--dir DIR] [--name NAME] [--version V] [--arg N]
 //! [--count C | --args N,M,..] [--times K] [--size BYTES] [--disable] [--no-race] [--input-file PATH]
 //! [--input-glob PATTERN] [--env NAME] [--target-independent] [--profile-independent]
-//! [--features-independent] [--async]`.
+//! [--features-independent] [--async] [--hold]`.
 //! `call` calls each of the `C` arguments `N..N+C`, `K` times over, and prints one line per
-//! call: `<arg> <checksum> <status>` (`--async`: through `Memo::call_async_with_status`); `key` prints the hex key of argument `N`; `inputs` prints
-//! the key inputs, one `kind<TAB>name<TAB>value` line each; `outputs --out DIR` runs a file step
+//! call: `<arg> <checksum> <status>` (`--async`: through `Memo::call_async_with_status`;
+//! `--hold`: then prints `holding` and waits for its stdin to close); `key` prints the hex key
+//! of argument `N`; `inputs` prints the key inputs, one `kind<TAB>name<TAB>value` line each; `outputs --out DIR` runs a file step
 //! that writes `generated.rs` and emits `cargo:rustc-link-lib=probe` (with `--print`, also prints
 //! `cargo:rustc-link-lib=printed` itself), and prints its status.
 //! Each computation also appends a line to `$PROBE_COUNTER` when that is set, so tests can count
@@ -116,6 +117,12 @@ fn main() -> ExitCode {
                     }
                     writeln!(stdout, "{arg} {} {status}", checksum(&value)).expect("stdout");
                 }
+            }
+            if flag("--hold") {
+                // Still running, its event file open, until the test closes our stdin.
+                writeln!(stdout, "holding").expect("stdout");
+                stdout.flush().expect("stdout");
+                std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).expect("stdin");
             }
         }
         "key" => {

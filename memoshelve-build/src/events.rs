@@ -1,0 +1,243 @@
+//! The event log: disk hits, remote hits and misses, which `cargo memoshelve stats`, `list` and
+//! `show` count.
+//!
+//! ```text
+//! <root>/events/<pid>.<n>.<ns>.log  one process's lines: `time TAB tier TAB name TAB key`
+//! <root>/events.log         what `compact` folded: `time TAB tier TAB name TAB key TAB count`,
+//!                           plus a `#folded TAB <file>` line per file of events/ it took in
+//! ```
+//!
+//! A process appends to a file of its own, created on its first event and kept open, under a
+//! shared lock, for as long as it lives: an event is one `write`. A shared log took five more
+//! system calls per event (open and lock the root's lock, open the log, two closes), which were
+//! a third of a small disk hit. `compact`, under the root's exclusive lock, folds only the files
+//! it can lock exclusively, whose writer has gone; a live writer's file stays as it is. A file is
+//! created under the root's shared lock, so a compaction never sees one before it is locked.
+//!
+//! A compaction stopped between writing `events.log` and deleting the files it folded leaves
+//! them behind: `events.log` names them (`#folded`), so they are never counted twice, and the
+//! next compaction deletes them. Lines written straight into `events.log` by memoshelve 0.1's
+//! first releases are read as before.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+
+/// What `compact` folded, and the lines memoshelve's first releases appended.
+pub(crate) const EVENT_LOG: &str = "events.log";
+/// The per-process files.
+pub(crate) const EVENTS_DIR: &str = "events";
+/// Roots a process keeps a file open for; the oldest is closed beyond this (a test process
+/// opens hundreds of temporary roots). A closed file is folded by the next compaction.
+const OPEN_ROOTS: usize = 16;
+/// `events.log`'s mark for a file of `events/` already folded into it.
+const FOLDED: &str = "#folded\t";
+
+/// Event files kept open, by root (most recently opened last).
+pub(crate) type Appenders = Mutex<Vec<(PathBuf, Option<fs::File>)>>;
+
+/// This process's open event files.
+static APPENDERS: Appenders = Mutex::new(Vec::new());
+
+/// Appends `line` (ending in a newline) to this process's event file under `disk`'s root,
+/// opening it on the first event. Best effort, like every cache write: a root where it cannot
+/// be created gets no events from this process.
+pub(crate) fn append(disk: &Disk, line: &str) {
+    append_with(&APPENDERS, disk, line);
+}
+
+/// [`append`] with the open files kept in `appenders`.
+pub(crate) fn append_with(appenders: &Appenders, disk: &Disk, line: &str) {
+    let mut appenders = appenders.lock().unwrap_or_else(PoisonError::into_inner);
+    let root = disk.root();
+    let index = match appenders.iter().position(|(open, _)| open == root) {
+        Some(index) => index,
+        None => {
+            if appenders.len() >= OPEN_ROOTS {
+                appenders.remove(0);
+            }
+            appenders.push((root.to_owned(), open_appender(disk)));
+            appenders.len() - 1
+        }
+    };
+    if let Some(file) = &mut appenders[index].1 {
+        // One `write` on a file opened for appending: a reader sees whole lines, or a last
+        // one without its newline, which it skips.
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// Creates a new event file under the root's shared lock and locks it (shared) before the
+/// root's lock is let go, so a compaction can tell it from the file of a writer that has gone.
+fn open_appender(disk: &Disk) -> Option<fs::File> {
+    let _guard = disk.write_guard();
+    let dir = disk.root().join(EVENTS_DIR);
+    let name = file_name();
+    let create = || fs::File::options().append(true).create_new(true).open(dir.join(&name));
+    let file = match create() {
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(&dir).and_then(|()| create()).ok()?
+        }
+        created => created.ok()?,
+    };
+    file.lock_shared().ok()?;
+    Some(file)
+}
+
+/// A new event file's name: `<pid>.<n>.<nanoseconds>.log`, unique among this process's and
+/// (with the clock) those of an earlier process of the same id.
+fn file_name() -> String {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_nanos());
+    let opened = OPENED.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{opened}.{nanos}.log", std::process::id())
+}
+
+/// The event lines of a root: `events.log` and every file of `events/` it has not folded. A
+/// last line still being written (no newline yet) is left out.
+pub(crate) fn read_all(root: &Path) -> String {
+    let mut text = fs::read_to_string(root.join(EVENT_LOG)).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let folded: HashSet<String> = folded_names(&text).into_iter().map(str::to_owned).collect();
+    for (name, path) in event_files(root) {
+        if folded.contains(&name) {
+            continue;
+        }
+        if let Ok(lines) = fs::read_to_string(&path) {
+            text.push_str(whole_lines(&lines));
+        }
+    }
+    text
+}
+
+/// The files of `events/`, by name.
+fn event_files(root: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(root.join(EVENTS_DIR)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(std::result::Result::ok)
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+        .filter(|(name, _)| name.ends_with(".log"))
+        .collect();
+    files.sort_unstable();
+    files
+}
+
+/// The files `events.log` says it has folded.
+fn folded_names(text: &str) -> HashSet<&str> {
+    text.lines().filter_map(|line| line.strip_prefix(FOLDED)).collect()
+}
+
+/// `text` up to and including its last newline.
+fn whole_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |end| &text[..=end])
+}
+
+/// One event line: `time<TAB>tier<TAB>name<TAB>key`, and `<TAB>count` once folded.
+pub(crate) struct Event<'a> {
+    pub(crate) time: u64,
+    pub(crate) tier: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) count: u64,
+}
+
+/// The events of `text`'s lines; anything else (a `#folded` line, a damaged line) is skipped.
+pub(crate) fn parse(text: &str) -> impl Iterator<Item = Event<'_>> {
+    text.lines().filter_map(parse_line)
+}
+
+fn parse_line(line: &str) -> Option<Event<'_>> {
+    let mut fields = line.split('\t');
+    let (time, tier, name, key) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+    let count = match fields.next() {
+        Some(count) => count.parse().ok()?,
+        None => 1,
+    };
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(Event { time: time.parse().ok()?, tier, name, key, count })
+}
+
+/// Rewrites `events.log` as one line per live entry and kind of event (the time being the last
+/// event's), taking in the files of `events/` whose writers have gone, which are then deleted;
+/// events of entries not in `live` go. Call it under the root's exclusive lock. Returns the
+/// event lines before and after (a live writer's file, left alone, is in neither).
+pub(crate) fn fold(root: &Path, live: &HashSet<String>) -> Result<(u64, u64)> {
+    let path = root.join(EVENT_LOG);
+    let mut text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(Error::Io { action: "read", path, source }),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let already: HashSet<String> = folded_names(&text).into_iter().map(str::to_owned).collect();
+    // Files to delete once the new log is in place, each named in it until it is gone.
+    let mut taken: Vec<(String, PathBuf)> = Vec::new();
+    // Held until the files are deleted: their exclusive locks.
+    let mut held = Vec::new();
+    for (name, file_path) in event_files(root) {
+        if already.contains(&name) {
+            taken.push((name, file_path));
+            continue;
+        }
+        let Ok(file) = fs::File::open(&file_path) else { continue };
+        if file.try_lock().is_err() {
+            continue; // its writer is alive (or the lock cannot be had): next time
+        }
+        let Ok(lines) = fs::read_to_string(&file_path) else { continue };
+        text.push_str(whole_lines(&lines));
+        held.push(file);
+        taken.push((name, file_path));
+    }
+    if text.is_empty() && taken.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut folded: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
+    let mut before = 0;
+    for event in parse(&text) {
+        before += 1;
+        if live.contains(event.key) {
+            let totals = folded.entry((event.key, event.tier, event.name)).or_default();
+            totals.0 += event.count;
+            totals.1 = totals.1.max(event.time);
+        }
+    }
+    let mut out: String = folded
+        .iter()
+        .map(|((key, tier, name), (count, time))| {
+            format!("{time}\t{tier}\t{name}\t{key}\t{count}\n")
+        })
+        .collect();
+    for (name, _) in &taken {
+        out.push_str(FOLDED);
+        out.push_str(name);
+        out.push('\n');
+    }
+    let scratch = root.join("tmp-b3").join(format!("events-{}.log", std::process::id()));
+    let written = fs::create_dir_all(root.join("tmp-b3"))
+        .and_then(|()| fs::write(&scratch, &out))
+        .and_then(|()| fs::rename(&scratch, &path));
+    if let Err(source) = written {
+        let _ = fs::remove_file(&scratch);
+        return Err(Error::Io { action: "rewrite", path, source });
+    }
+    for (_, file_path) in &taken {
+        let _ = fs::remove_file(file_path);
+    }
+    drop(held);
+    Ok((before, folded.len() as u64))
+}
