@@ -57,6 +57,11 @@ impl Hasher for KeyHasher {
     }
 
     fn write_usize(&mut self, _length_prefix: usize) {}
+
+    /// `Key`'s own `Hash`: its first eight bytes.
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
 }
 
 pub(crate) struct MemoryTier {

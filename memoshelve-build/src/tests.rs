@@ -1113,3 +1113,38 @@ fn a_process_keeps_one_locked_event_file_per_root() {
     assert_eq!(crate::events::fold(dirs[0].path(), &live).unwrap(), (2, 2));
     assert_eq!(crate::events::fold(dirs[16].path(), &live).unwrap(), (0, 0));
 }
+
+/// The arguments' bytes are postcard's, byte for byte, whichever way a run of bytes is copied
+/// (pushed one by one up to 16, extended beyond): keys must not depend on that.
+#[test]
+fn argument_bytes_are_postcards_for_every_length() {
+    use crate::ArgsEncoder as _;
+    for len in 0..80usize {
+        let text: String = (0..len).map(|index| char::from(b'a' + (index % 26) as u8)).collect();
+        let bytes: Vec<u8> = (0..len).map(|index| (index * 37) as u8).collect();
+        let args = (len as u64, u64::MAX - len as u64, -(len as i64), text, bytes, [len as u8; 20]);
+        assert_eq!(
+            crate::PostcardArgs.encode(&args).unwrap(),
+            postcard::to_allocvec(&args).unwrap(),
+            "{len}"
+        );
+    }
+}
+
+/// Equal keys hash equally, and keys differing anywhere in their first eight bytes hash apart
+/// (the memory tier's map uses those eight bytes).
+#[test]
+fn a_keys_hash_is_its_first_eight_bytes() {
+    use std::hash::BuildHasher as _;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let base = [0x5au8; 32];
+    let key = crate::key::Key::from_hex(&crate::key::hex_lower(&base)).unwrap();
+    let same = crate::key::Key::from_hex(&crate::key::hex_lower(&base)).unwrap();
+    assert_eq!(hasher.hash_one(key), hasher.hash_one(same));
+    for index in 0..8 {
+        let mut bytes = base;
+        bytes[index] ^= 1;
+        let other = crate::key::Key::from_hex(&crate::key::hex_lower(&bytes)).unwrap();
+        assert_ne!(hasher.hash_one(key), hasher.hash_one(other), "byte {index}");
+    }
+}
