@@ -18,39 +18,23 @@ const SMALL_FILE: u64 = 256 << 10;
 const CHUNK: usize = 1 << 20;
 
 /// The whole of `path` and its blake3 hash.
+#[cfg(test)]
 pub(crate) fn read_hashed(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash)> {
-    let mut file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len >= PIPELINE_MIN
-        && let Ok(size) = usize::try_from(len)
-    {
-        let mut bytes = vec![0u8; size];
-        huge_pages(&mut bytes);
-        let hash = match split_hash(&file, len, Some(&mut bytes), None)? {
-            Some(hash) => hash,
-            None => pipeline(&mut bytes, |chunk| file.read_exact(chunk))?,
-        };
-        // A file that changed length while it was read is not what was recorded: read it
-        // again as it is now, and let the caller's size check see the difference.
-        if file.metadata()?.len() == len {
-            return Ok((bytes, hash));
-        }
-    }
-    let mut bytes = Vec::new();
-    fs::File::open(path)?.read_to_end(&mut bytes)?;
-    let hash = blake3::hash(&bytes);
-    Ok((bytes, hash))
+    let (head, rest, hash) = read_hashed_parts(path, 0)?;
+    debug_assert!(head.is_empty());
+    Ok((rest, hash))
 }
 
 /// [`read_hashed`], the first `skip` bytes apart from the rest (a `Vec<u8>` value's length
-/// prefix and its bytes): a large file's rest is read straight into its own buffer, where
-/// splitting afterwards would move every byte once more (a 64 MiB memmove). The whole file is
-/// hashed either way.
+/// prefix and its bytes): the rest is read straight into its own buffer, where splitting
+/// afterwards would move every byte once more (for 64 MiB, a memmove as long as the read). The
+/// whole file is hashed either way, and it is opened once (a disk hit of a 1 KiB value opened
+/// its blob three times).
 pub(crate) fn read_hashed_parts(
     path: &Path,
     skip: usize,
 ) -> std::io::Result<(Vec<u8>, Vec<u8>, blake3::Hash)> {
-    let file = fs::File::open(path)?;
+    let mut file = fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len >= PIPELINE_MIN
         && (skip as u64) < len
@@ -59,22 +43,56 @@ pub(crate) fn read_hashed_parts(
         let mut rest = vec![0u8; size - skip];
         huge_pages(&mut rest);
         let threads = crate::parallel::threads();
-        if let Some(hash) = split_hash_skipping(threads, &file, len, Some((&mut rest, skip)), None)?
-        {
-            let mut head = vec![0u8; skip];
-            std::io::Read::read_exact(&mut &file, &mut head)?;
-            // As in `read_hashed`: a file that changed length meanwhile is read again below.
-            if file.metadata()?.len() == len {
-                return Ok((head, rest, hash));
+        let mut head = vec![0u8; skip];
+        let hash = match split_hash_skipping(threads, &file, len, Some((&mut rest, skip)), None)? {
+            Some(hash) => {
+                // The split read by position: this reads from the start.
+                file.read_exact(&mut head)?;
+                hash
             }
+            None => {
+                file.read_exact(&mut head)?;
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&head);
+                pipeline(hasher, &mut rest, |chunk| (&file).read_exact(chunk))?
+            }
+        };
+        // A file that changed length while it was read is not what was recorded: read it
+        // again as it is now, below, and let the caller's size check see the difference.
+        if file.metadata()?.len() == len {
+            return Ok((head, rest, hash));
         }
+        file.rewind()?;
     }
-    let (mut head, hash) = read_hashed(path)?;
-    if skip == 0 {
-        return Ok((Vec::new(), head, hash));
+    let mut head = Vec::new();
+    if (skip as u64) <= len {
+        head = vec![0u8; skip];
+        file.read_exact(&mut head)?;
     }
-    let rest = head.split_off(skip.min(head.len()));
+    let rest = read_rest(&mut file, len.saturating_sub(head.len() as u64))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&head);
+    hasher.update(&rest);
+    let hash = hasher.finalize();
+    if head.len() < skip {
+        // Shorter than its own prefix: split what there is, as the caller expects.
+        let mut all = rest;
+        let rest = all.split_off(skip.min(all.len()));
+        return Ok((all, rest, hash));
+    }
     Ok((head, rest, hash))
+}
+
+/// The rest of `file`, expected to be `len` bytes: read into a buffer of that size, nothing
+/// zeroed first, with one more read to see the end (`File::read_to_end` adds an fstat and an
+/// lseek for its size hint). A file longer than expected is read to its end all the same.
+fn read_rest(file: &mut fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    (&mut *file).take(len.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > len {
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 /// Copies `from` to the new file `to` and returns the number of bytes and their blake3 hash
@@ -335,12 +353,13 @@ fn stream(
     })
 }
 
-/// Hashes `bytes` (a buffer the helper thread fills chunk by chunk with `fill`) as it fills.
+/// Hashes `bytes` (a buffer the helper thread fills chunk by chunk with `fill`) as it fills,
+/// after what `hasher` has had already.
 fn pipeline(
+    mut hasher: blake3::Hasher,
     bytes: &mut [u8],
     mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()> + Send,
 ) -> std::io::Result<blake3::Hash> {
-    let mut hasher = blake3::Hasher::new();
     let (sender, receiver) = mpsc::sync_channel::<std::io::Result<&[u8]>>(4);
     std::thread::scope(|scope| -> std::io::Result<()> {
         let chunks = bytes.chunks_mut(CHUNK);

@@ -801,6 +801,28 @@ fn split_hashing_is_blake3_of_the_whole() {
             let (head, rest, hash) = crate::hashing::read_hashed_parts(&path, skip).unwrap();
             assert_eq!(hash, expected, "read_hashed_parts, {len} bytes, skip {skip}");
             assert!(head == bytes[..skip] && rest == bytes[skip..], "parts, {len} bytes, {skip}");
+            // On the threads of a parallel map there is one thread each: the pipeline instead.
+            for (head, rest, hash) in crate::parallel::map(&[(); 2], |()| {
+                crate::hashing::read_hashed_parts(&path, skip).unwrap()
+            }) {
+                assert_eq!(hash, expected, "one thread, {len} bytes, skip {skip}");
+                assert!(
+                    head == bytes[..skip] && rest == bytes[skip..],
+                    "one thread, {len}, {skip}"
+                );
+            }
+        }
+    }
+    // Small files, read whole in one go, the prefix apart; a file shorter than its prefix.
+    for len in [0usize, 1, 5, 1024, 1025, 300_000] {
+        let bytes: Vec<u8> = (0..len).map(|index| (index * 13 % 241) as u8).collect();
+        let path = dir.path().join(format!("parts-{len}.bin"));
+        std::fs::write(&path, &bytes).unwrap();
+        for skip in [0, 1, 3, 9] {
+            let (head, rest, hash) = crate::hashing::read_hashed_parts(&path, skip).unwrap();
+            assert_eq!(hash, blake3::hash(&bytes), "{len} bytes, skip {skip}");
+            let cut = skip.min(len);
+            assert!(head == bytes[..cut] && rest == bytes[cut..], "{len} bytes, skip {skip}");
         }
     }
 }
