@@ -125,6 +125,29 @@ fn time_build_script(
     Ok(times[times.len() / 2])
 }
 
+/// Builds a crate whose build script is `fn main() {}` and returns that binary: workload 8's
+/// floor, the cost of starting a build script at all (loading a debug binary with the library
+/// path cargo sets, the runtime's start), run with each example's environment.
+fn empty_build_script(work: &Path) -> anyhow::Result<String> {
+    let dir = work.join("empty-build-script");
+    fs::create_dir_all(dir.join("src"))?;
+    fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"empty-build-script\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+         publish = false\n\n[workspace]\n",
+    )?;
+    fs::write(dir.join("build.rs"), "fn main() {}\n")?;
+    fs::write(dir.join("src/lib.rs"), "")?;
+    let output = cargo_in(&dir)
+        .args(["build", "-vv", "--offline"])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()?;
+    if !output.status.success() {
+        bail!("cannot build an empty build script:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(build_script_command(&String::from_utf8_lossy(&output.stderr), "empty-build-script")?.1)
+}
+
 /// Workload 8: for each example, `cargo clean` + build with an empty cache (cold), then
 /// `cargo clean` + build with the cache it left (warm): the build script's run and the whole
 /// build. Quick mode builds `lookup-table` only. The build script's run is also timed
@@ -141,6 +164,8 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
     let work = out.join("examples");
     let _ = fs::remove_dir_all(&work);
     let target = work.join("target");
+    let empty = empty_build_script(&work)?;
+    let runs = if quick { 3 } else { 9 };
     let mut results = serde_json::Map::new();
     for package in packages {
         let cache = work.join(format!("cache-{package}"));
@@ -178,11 +203,16 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
             );
         }
         let script = build_script_command(&String::from_utf8_lossy(&verbose.stderr), package)?;
-        let runs = if quick { 3 } else { 9 };
         let cold_run =
             time_build_script(&script, runs, |run| work.join(format!("cold-{package}-{run}")))?;
         let warm_run = time_build_script(&script, runs, |_| cache.clone())?;
-        eprintln!("<== {package}: build script run {cold_run:.4} s cold, {warm_run:.4} s warm");
+        // The floor: a build script that does nothing, started the same way.
+        let empty_run =
+            time_build_script(&(script.0.clone(), empty.clone()), runs, |_| cache.clone())?;
+        eprintln!(
+            "<== {package}: build script run {cold_run:.4} s cold, {warm_run:.4} s warm, \
+             {empty_run:.4} s for an empty one"
+        );
         results.insert(
             (*package).to_owned(),
             json!({
@@ -190,6 +220,8 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
                 "warm_build_script_s": warm_script,
                 "cold_build_script_run_s": cold_run,
                 "warm_build_script_run_s": warm_run,
+                "empty_build_script_run_s": empty_run,
+                "runs": runs,
                 "cold_build_s": cold_build,
                 "warm_build_s": warm_build,
             }),
