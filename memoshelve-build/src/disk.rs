@@ -444,15 +444,20 @@ impl Disk {
             reason: "malformed key".to_owned(),
         })?;
         let index_key = index_key(&record.name, &key);
-        let metadata = serde_json::to_value(record).expect("a record always serializes");
-        let opts = cacache::WriteOpts::new()
-            .integrity(NO_CACACHE_CONTENT.parse().expect("the marker is a valid integrity string"))
-            .size(record.size as usize)
-            .time(u128::from(record.created_ms))
-            .metadata(metadata);
-        cacache::index::insert(&self.root, &index_key, opts)
-            .map_err(|err| self.index_error(&index_key, err))?;
-        Ok(())
+        // The line cacache's `index::insert` would append, written here (see `index_line::line`):
+        // one `write` on the bucket opened for appending, its directories made only when absent.
+        let line = crate::index_line::line(&index_key, NO_CACACHE_CONTENT, record);
+        let bucket = bucket_of(&self.root, &index_key);
+        let open = || fs::File::options().create(true).append(true).open(&bucket);
+        let mut file = match open() {
+            Err(err) if err.kind() == ErrorKind::NotFound => bucket
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| open())
+                .map_err(|err| io_error("write index", &bucket, err))?,
+            opened => opened.map_err(|err| io_error("write index", &bucket, err))?,
+        };
+        file.write_all(line.as_bytes()).map_err(|err| io_error("write index", &bucket, err))
     }
 
     /// Stores a file as a blob, streamed and hashed in one pass; returns its size and blake3 hex.

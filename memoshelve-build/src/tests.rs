@@ -1170,3 +1170,88 @@ fn a_keys_hash_is_its_first_eight_bytes() {
         assert_ne!(hasher.hash_one(key), hasher.hash_one(other), "byte {index}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// The index line the library writes itself is, byte for byte, the one
+    /// `cacache::index::insert` writes for the same record: any text in any field (quotes,
+    /// backslashes, every control character, non-ASCII), with or without an inline value and
+    /// inputs, at any time and size. And the strict reader reads it back as the same record.
+    #[test]
+    fn index_lines_are_cacaches_byte_for_byte(
+        texts in proptest::collection::vec("(\\PC|[\\x00-\\x1f\"\\\\\\x7f])*", 8),
+        inputs in proptest::collection::vec(("[a-z]{0,6}", "\\PC*", "(\\PC|[\\x00-\\x1f])*"), 0..4),
+        numbers in (proptest::num::u64::ANY, proptest::num::u64::ANY, 0u64..1 << 53, proptest::num::u32::ANY),
+        inline in proptest::option::of("[A-Za-z0-9+/=]{0,40}"),
+    ) {
+        let key = crate::key::Key::from_hex(&"ab".repeat(32)).unwrap();
+        let record = crate::disk::EntryRecord {
+            format: numbers.3,
+            name: texts[0].clone(),
+            version: texts[1].clone(),
+            key: key.to_hex(),
+            type_name: texts[2].clone(),
+            created_ms: numbers.2,
+            compute_us: numbers.0,
+            size: numbers.1 % (1 << 40),
+            blake3: texts[3].clone(),
+            args: texts[4].clone(),
+            inputs: inputs
+                .into_iter()
+                .map(|(kind, name, value)| crate::key::KeyInput { kind, name, value })
+                .collect(),
+            inline,
+        };
+        let index_key = crate::disk::index_key(&record.name, &key);
+        let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, &record);
+        let dir = tempfile::tempdir().unwrap();
+        let opts = cacache::WriteOpts::new()
+            .integrity(crate::disk::NO_CACACHE_CONTENT.parse().unwrap())
+            .size(record.size as usize)
+            .time(u128::from(record.created_ms))
+            .metadata(serde_json::to_value(&record).unwrap());
+        cacache::index::insert(dir.path(), &index_key, opts).unwrap();
+        let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, &key);
+        let theirs = std::fs::read_to_string(bucket).unwrap();
+        proptest::prop_assert_eq!(&ours, &theirs);
+        let json = ours.split_once('\t').unwrap().1;
+        let read = crate::index_line::parse(json);
+        if let Some(read) = read {
+            proptest::prop_assert_eq!(read.metadata, Some(record));
+        }
+    }
+}
+
+/// Every ASCII character (the control ones, quote, backslash, DEL) and some beyond, in every
+/// string field of an index line: the same bytes as cacache's.
+#[test]
+fn index_lines_escape_every_character_as_cacache_does() {
+    let all: String = (0u8..0x80).map(char::from).chain("é€😀\u{2028}".chars()).collect();
+    let key = crate::key::Key::from_hex(&"cd".repeat(32)).unwrap();
+    let record = crate::disk::EntryRecord {
+        format: 1,
+        name: all.clone(),
+        version: all.clone(),
+        key: key.to_hex(),
+        type_name: all.clone(),
+        created_ms: 1_700_000_000_000,
+        compute_us: 12,
+        size: 3,
+        blake3: all.clone(),
+        args: all.clone(),
+        inputs: vec![crate::key::KeyInput { kind: all.clone(), name: all.clone(), value: all }],
+        inline: Some("AAAA".to_owned()),
+    };
+    let index_key = crate::disk::index_key(&record.name, &key);
+    let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, &record);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = cacache::WriteOpts::new()
+        .integrity(crate::disk::NO_CACACHE_CONTENT.parse().unwrap())
+        .size(record.size as usize)
+        .time(u128::from(record.created_ms))
+        .metadata(serde_json::to_value(&record).unwrap());
+    cacache::index::insert(dir.path(), &index_key, opts).unwrap();
+    let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, &key);
+    assert_eq!(ours, std::fs::read_to_string(bucket).unwrap());
+}
