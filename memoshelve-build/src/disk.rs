@@ -78,6 +78,7 @@ pub struct EntryRecord {
 
 /// A damaged line of an index bucket (see `cargo memoshelve verify`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg(feature = "maintenance")]
 pub struct IndexDamage {
     /// The bucket file.
     pub file: PathBuf,
@@ -105,6 +106,7 @@ struct IndexLine {
 
 /// The lines of a bucket, numbered from 1: well-formed ones (hash and JSON good), or what is
 /// wrong with them (cacache skips such lines). Missing bucket: none.
+#[cfg(feature = "maintenance")]
 fn read_bucket(
     path: &Path,
 ) -> std::io::Result<Vec<(usize, std::result::Result<IndexLine, String>)>> {
@@ -207,6 +209,7 @@ fn lines_in_effect(
 /// What is wrong with a well-formed index line, if anything: an integrity cacache cannot parse,
 /// or a memoshelve record of this format that does not parse or names another entry.
 /// (Deletions and other formats' records are fine here; `upgrade` drops the latter.)
+#[cfg(feature = "maintenance")]
 fn record_problem(line: &IndexLine) -> Option<String> {
     let key = &line.key;
     let Some(integrity) = &line.integrity else { return None };
@@ -278,6 +281,7 @@ impl Disk {
     }
 
     /// A root as it is, created or not (for inspection: nothing is written by opening).
+    #[cfg(feature = "maintenance")]
     pub(crate) fn at(root: &Path) -> Disk {
         Disk { root: root.to_owned() }
     }
@@ -706,12 +710,14 @@ impl Disk {
     /// each bucket the last well-formed line of a key wins, a deletion removes it, torn lines
     /// and lines whose integrity does not parse are skipped. (cacache's own `ls` panics on the
     /// latter.) None if there is no index yet.
+    #[cfg(feature = "maintenance")]
     fn ls_live(&self) -> Result<Vec<cacache::index::Metadata>> {
         self.map_buckets(|bytes, _| live_lines(parse_bucket(bytes)))
     }
 
     /// Index keys of memoshelve entries that this version cannot read: another `memoshelve/vN/`
     /// prefix, another record format, or a record that does not parse.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn foreign_keys(&self) -> Result<Vec<String>> {
         Ok(self
             .ls_live()?
@@ -729,6 +735,7 @@ impl Disk {
     /// Every index line cacache would skip (torn by a crash, or garbage) and every memoshelve
     /// record that does not parse, bucket by bucket. A bucket that cannot be read at all is one
     /// problem.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn check_index(&self) -> Vec<IndexDamage> {
         let mut damage = Vec::new();
         for (path, _) in files_under(&self.root.join("index-v5")) {
@@ -760,6 +767,7 @@ impl Disk {
     }
 
     /// Removes an index entry by its raw key.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn remove_index_key(&self, index_key: &str) -> Result<()> {
         let _guard = self.write_guard();
         cacache::index::delete(&self.root, index_key)
@@ -767,6 +775,7 @@ impl Disk {
     }
 
     /// Checks that a blob exists with this size and blake3 hash.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn check_blob(
         &self,
         blake3_hex: &str,
@@ -787,6 +796,7 @@ impl Disk {
     }
 
     /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).
+    #[cfg(feature = "maintenance")]
     pub(crate) fn bucket_path(&self, name: &str, key: &Key) -> PathBuf {
         bucket_of(&self.root, &index_key(name, key))
     }
@@ -812,6 +822,7 @@ impl Disk {
     }
 
     /// Takes the root-wide lock exclusively: no write is in progress while it is held.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn exclusive_guard(&self) -> Result<fs::File> {
         let dir = self.root.join(LOCK_DIR);
         let path = dir.join(ROOT_LOCK);
@@ -827,6 +838,7 @@ impl Disk {
     /// bucket is written by cacache itself into a scratch root, given the old bucket's mtime
     /// (the entry's last use), and renamed over the old one. Call it under
     /// [`Disk::exclusive_guard`]. Returns the index's bytes before and after.
+    #[cfg(feature = "maintenance")]
     pub(crate) fn compact_index(&self) -> Result<(u64, u64)> {
         let index = self.root.join("index-v5");
         if !index.is_dir() {
@@ -948,6 +960,7 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// Checks that the file at `path` has this size and blake3 hash; says what is wrong otherwise.
+#[cfg(feature = "maintenance")]
 pub(crate) fn check_file(
     path: &Path,
     blake3_hex: &str,
@@ -993,6 +1006,7 @@ fn paths_under(path: &Path) -> Vec<PathBuf> {
     files
 }
 
+#[cfg(feature = "maintenance")]
 pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];

@@ -17,20 +17,26 @@
 //! A compaction stopped between writing `events.log` and deleting the files it folded leaves
 //! them behind: `events.log` names them (`#folded`), so they are never counted twice, and the
 //! next compaction deletes them. Lines written straight into `events.log` by memoshelve 0.1's
-//! first releases are read as before.
+//! first releases are read as before. Reading and folding are for the maintenance API (feature
+//! `maintenance`); a build only appends.
 
+#[cfg(feature = "maintenance")]
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+#[cfg(feature = "maintenance")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::disk::Disk;
+#[cfg(feature = "maintenance")]
 use crate::error::{Error, Result};
 
 /// What `compact` folded, and the lines memoshelve's first releases appended.
+#[cfg(feature = "maintenance")]
 pub(crate) const EVENT_LOG: &str = "events.log";
 /// The per-process files.
 pub(crate) const EVENTS_DIR: &str = "events";
@@ -38,6 +44,7 @@ pub(crate) const EVENTS_DIR: &str = "events";
 /// opens hundreds of temporary roots). A closed file is folded by the next compaction.
 const OPEN_ROOTS: usize = 16;
 /// `events.log`'s mark for a file of `events/` already folded into it.
+#[cfg(feature = "maintenance")]
 const FOLDED: &str = "#folded\t";
 
 /// Event files kept open, by root (most recently opened last).
@@ -102,6 +109,7 @@ fn file_name() -> String {
 
 /// The event lines of a root: `events.log` and every file of `events/` it has not folded. A
 /// last line still being written (no newline yet) is left out.
+#[cfg(feature = "maintenance")]
 pub(crate) fn read_all(root: &Path) -> String {
     let mut text = fs::read_to_string(root.join(EVENT_LOG)).unwrap_or_default();
     if !text.is_empty() && !text.ends_with('\n') {
@@ -120,6 +128,7 @@ pub(crate) fn read_all(root: &Path) -> String {
 }
 
 /// The files of `events/`, by name.
+#[cfg(feature = "maintenance")]
 fn event_files(root: &Path) -> Vec<(String, PathBuf)> {
     let Ok(entries) = fs::read_dir(root.join(EVENTS_DIR)) else {
         return Vec::new();
@@ -134,16 +143,19 @@ fn event_files(root: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// The files `events.log` says it has folded.
+#[cfg(feature = "maintenance")]
 fn folded_names(text: &str) -> HashSet<&str> {
     text.lines().filter_map(|line| line.strip_prefix(FOLDED)).collect()
 }
 
 /// `text` up to and including its last newline.
+#[cfg(feature = "maintenance")]
 fn whole_lines(text: &str) -> &str {
     text.rfind('\n').map_or("", |end| &text[..=end])
 }
 
 /// One event line: `time<TAB>tier<TAB>name<TAB>key`, and `<TAB>count` once folded.
+#[cfg(feature = "maintenance")]
 pub(crate) struct Event<'a> {
     pub(crate) time: u64,
     pub(crate) tier: &'a str,
@@ -153,10 +165,12 @@ pub(crate) struct Event<'a> {
 }
 
 /// The events of `text`'s lines; anything else (a `#folded` line, a damaged line) is skipped.
+#[cfg(feature = "maintenance")]
 pub(crate) fn parse(text: &str) -> impl Iterator<Item = Event<'_>> {
     text.lines().filter_map(parse_line)
 }
 
+#[cfg(feature = "maintenance")]
 fn parse_line(line: &str) -> Option<Event<'_>> {
     let mut fields = line.split('\t');
     let (time, tier, name, key) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
@@ -174,6 +188,7 @@ fn parse_line(line: &str) -> Option<Event<'_>> {
 /// event's), taking in the files of `events/` whose writers have gone, which are then deleted;
 /// events of entries not in `live` go. Call it under the root's exclusive lock. Returns the
 /// event lines before and after (a live writer's file, left alone, is in neither).
+#[cfg(feature = "maintenance")]
 pub(crate) fn fold(root: &Path, live: &HashSet<String>) -> Result<(u64, u64)> {
     let path = root.join(EVENT_LOG);
     let mut text = match fs::read_to_string(&path) {

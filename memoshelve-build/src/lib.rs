@@ -203,6 +203,7 @@ mod outputs;
 mod parallel;
 pub mod remote;
 mod status;
+#[cfg(feature = "maintenance")]
 pub mod store;
 mod toml_reader;
 

@@ -55,6 +55,9 @@ pub struct OutputFile {
     pub if_missing: bool,
 }
 
+/// The `type_name` prefix of file steps' entries (`FilesOf<R>` below).
+pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+
 /// Marks file-step keys, so they never collide with a plain value of the same type.
 struct FilesOf<R>(PhantomData<R>);
 

@@ -14,8 +14,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::outputs::{OutputFile, OutputManifest};
 
-/// The `type_name` prefix of file steps' entries.
-pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+use crate::outputs::FILE_STEP_TYPE;
 
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]

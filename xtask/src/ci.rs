@@ -45,8 +45,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "clippy default features",
         cargo().args(["clippy", "--package", "memoshelve-build", "--lib", "--", "-D", "warnings"]),
     )?;
-    // Each remote backend alone (the workspace build has them all, through cargo-memoshelve).
-    for feature in ["remote-redis", "remote-http", "remote-s3"] {
+    // Each remote backend alone, and the maintenance API alone (the workspace build has them
+    // all, through cargo-memoshelve).
+    for feature in ["remote-redis", "remote-http", "remote-s3", "maintenance"] {
         step(
             &format!("clippy {feature}"),
             cargo()
@@ -76,7 +77,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
     step(
         "doc",
         cargo()
-            .args(["doc", "--no-deps", "--package", "memoshelve-build", "--features", "macros"])
+            .args(["doc", "--no-deps", "--package", "memoshelve-build"])
+            .args(["--features", "macros,maintenance"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     eprintln!("\nci: all steps passed");

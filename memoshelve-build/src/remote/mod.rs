@@ -31,8 +31,10 @@ use crate::cargo;
 use crate::config::{Config, Project};
 use crate::disk::{Disk, EntryRecord, FORMAT_VERSION};
 use crate::key::Key;
+use crate::outputs::FILE_STEP_TYPE;
 use crate::outputs::OutputManifest;
-use crate::store::{Entry, FILE_STEP_TYPE, Store};
+#[cfg(feature = "maintenance")]
+use crate::store::{Entry, Store};
 
 #[cfg(feature = "remote-http")]
 mod http;
@@ -305,7 +307,8 @@ fn rejected(reason: impl Into<String>) -> Problem {
     Problem::Rejected { trust: false, reason: reason.into() }
 }
 
-/// What [`Remote::push`] did with one entry.
+/// What pushing one entry did (`Remote::push`, with the `maintenance` feature; the
+/// write-through of a miss too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pushed {
@@ -321,6 +324,7 @@ pub enum Pushed {
 }
 
 /// What [`Remote::pull`] did with one remote entry.
+#[cfg(feature = "maintenance")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pulled {
@@ -397,6 +401,7 @@ impl Remote {
     ///
     /// # Errors
     /// The remote failed, or the local entry is damaged (`cargo memoshelve verify`).
+    #[cfg(feature = "maintenance")]
     pub fn push(&self, store: &Store, entry: &Entry) -> Result<Pushed, String> {
         self.push_record(store.disk(), &entry.record).map_err(|problem| self.describe(&problem))
     }
@@ -415,6 +420,7 @@ impl Remote {
     ///
     /// # Errors
     /// The remote failed, its entry or a blob was rejected, or the local root cannot be written.
+    #[cfg(feature = "maintenance")]
     pub fn pull(&self, store: &Store, key: &Key, name: Option<&str>) -> Result<Pulled, String> {
         let disk = store.disk();
         let Some(payload) = self.entry(key).map_err(|problem| self.describe(&problem))? else {
