@@ -452,16 +452,9 @@ impl Disk {
         // one `write` on the bucket opened for appending, its directories made only when absent.
         let line = crate::index_line::line(&index_key, NO_CACACHE_CONTENT, record);
         let bucket = bucket_of(&self.root, &index_key);
-        let open = || fs::File::options().create(true).append(true).open(&bucket);
-        let mut file = match open() {
-            Err(err) if err.kind() == ErrorKind::NotFound => bucket
-                .parent()
-                .map_or(Ok(()), fs::create_dir_all)
-                .and_then(|()| open())
-                .map_err(|err| io_error("write index", &bucket, err))?,
-            opened => opened.map_err(|err| io_error("write index", &bucket, err))?,
-        };
-        file.write_all(line.as_bytes()).map_err(|err| io_error("write index", &bucket, err))
+        open_in_dir(fs::File::options().create(true).append(true), &bucket)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .map_err(|err| io_error("write index", &bucket, err))
     }
 
     /// Stores a file as a blob, streamed and hashed in one pass; returns its size and blake3 hex.
@@ -805,18 +798,9 @@ impl Disk {
     /// refers to them), so that a compaction, which takes it exclusively, never sees half of one.
     /// `None` (no lock) where it cannot be taken: writing goes on, as before there were locks.
     pub(crate) fn write_guard(&self) -> Option<fs::File> {
-        let dir = self.root.join(LOCK_DIR);
-        let open = || {
-            fs::File::options().create(true).truncate(false).write(true).open(dir.join(ROOT_LOCK))
-        };
-        // The directory nearly always exists: make it only when the open says it does not
-        // (a disk hit logs its event under this lock, and the mkdir was two system calls).
-        let file = match open() {
-            Err(err) if err.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).and_then(|()| open()).ok()?
-            }
-            opened => opened.ok()?,
-        };
+        let path = self.root.join(LOCK_DIR).join(ROOT_LOCK);
+        let file = open_in_dir(fs::File::options().create(true).truncate(false).write(true), &path)
+            .ok()?;
         file.lock_shared().ok()?;
         Some(file)
     }
@@ -933,7 +917,18 @@ impl Disk {
     }
 }
 
-/// Hashes what it writes, so a copy is verified without reading it twice.
+/// Opens `path` with `options`, making its directory only when the open says it is absent: it
+/// nearly always exists, and making it first is a system call or two on every open.
+pub(crate) fn open_in_dir(options: &fs::OpenOptions, path: &Path) -> std::io::Result<fs::File> {
+    match options.open(path) {
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            path.parent().map_or(Ok(()), fs::create_dir_all)?;
+            options.open(path)
+        }
+        opened => opened,
+    }
+}
+
 /// The permission bits of a file (0o644 where there are none to read).
 pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {
     #[cfg(unix)]

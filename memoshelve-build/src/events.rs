@@ -23,7 +23,7 @@
 #[cfg(feature = "maintenance")]
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 #[cfg(feature = "maintenance")]
 use std::path::Path;
 use std::path::PathBuf;
@@ -85,15 +85,9 @@ pub(crate) fn append_with(appenders: &Appenders, disk: &Disk, line: &str) {
 /// root's lock is let go, so a compaction can tell it from the file of a writer that has gone.
 fn open_appender(disk: &Disk) -> Option<fs::File> {
     let _guard = disk.write_guard();
-    let dir = disk.root().join(EVENTS_DIR);
-    let name = file_name();
-    let create = || fs::File::options().append(true).create_new(true).open(dir.join(&name));
-    let file = match create() {
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            fs::create_dir_all(&dir).and_then(|()| create()).ok()?
-        }
-        created => created.ok()?,
-    };
+    let path = disk.root().join(EVENTS_DIR).join(file_name());
+    let file =
+        crate::disk::open_in_dir(fs::File::options().append(true).create_new(true), &path).ok()?;
     file.lock_shared().ok()?;
     Some(file)
 }
@@ -193,7 +187,7 @@ pub(crate) fn fold(root: &Path, live: &HashSet<String>) -> Result<(u64, u64)> {
     let path = root.join(EVENT_LOG);
     let mut text = match fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == ErrorKind::NotFound => String::new(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => return Err(Error::Io { action: "read", path, source }),
     };
     if !text.is_empty() && !text.ends_with('\n') {

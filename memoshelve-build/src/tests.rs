@@ -1203,17 +1203,7 @@ proptest::proptest! {
                 .collect(),
             inline,
         };
-        let index_key = crate::disk::index_key(&record.name, &key);
-        let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, &record);
-        let dir = tempfile::tempdir().unwrap();
-        let opts = cacache::WriteOpts::new()
-            .integrity(crate::disk::NO_CACACHE_CONTENT.parse().unwrap())
-            .size(record.size as usize)
-            .time(u128::from(record.created_ms))
-            .metadata(serde_json::to_value(&record).unwrap());
-        cacache::index::insert(dir.path(), &index_key, opts).unwrap();
-        let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, &key);
-        let theirs = std::fs::read_to_string(bucket).unwrap();
+        let (ours, theirs) = index_lines_of(&record, &key);
         proptest::prop_assert_eq!(&ours, &theirs);
         let json = ours.split_once('\t').unwrap().1;
         let read = crate::index_line::parse(json);
@@ -1243,15 +1233,22 @@ fn index_lines_escape_every_character_as_cacache_does() {
         inputs: vec![crate::key::KeyInput { kind: all.clone(), name: all.clone(), value: all }],
         inline: Some("AAAA".to_owned()),
     };
-    let index_key = crate::disk::index_key(&record.name, &key);
-    let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, &record);
+    let (ours, theirs) = index_lines_of(&record, &key);
+    assert_eq!(ours, theirs);
+}
+
+/// The index line of `record` as the library writes it, and as `cacache::index::insert` writes
+/// it (read back from a bucket of a fresh root).
+fn index_lines_of(record: &crate::disk::EntryRecord, key: &crate::key::Key) -> (String, String) {
+    let index_key = crate::disk::index_key(&record.name, key);
+    let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, record);
     let dir = tempfile::tempdir().unwrap();
     let opts = cacache::WriteOpts::new()
         .integrity(crate::disk::NO_CACACHE_CONTENT.parse().unwrap())
         .size(record.size as usize)
         .time(u128::from(record.created_ms))
-        .metadata(serde_json::to_value(&record).unwrap());
+        .metadata(serde_json::to_value(record).unwrap());
     cacache::index::insert(dir.path(), &index_key, opts).unwrap();
-    let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, &key);
-    assert_eq!(ours, std::fs::read_to_string(bucket).unwrap());
+    let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, key);
+    (ours, std::fs::read_to_string(bucket).unwrap())
 }
