@@ -808,10 +808,8 @@ impl Disk {
     /// Takes the root-wide lock exclusively: no write is in progress while it is held.
     #[cfg(feature = "maintenance")]
     pub(crate) fn exclusive_guard(&self) -> Result<fs::File> {
-        let dir = self.root.join(LOCK_DIR);
-        let path = dir.join(ROOT_LOCK);
-        let file = fs::create_dir_all(&dir)
-            .and_then(|()| fs::File::options().create(true).truncate(false).write(true).open(&path))
+        let path = self.root.join(LOCK_DIR).join(ROOT_LOCK);
+        let file = open_in_dir(fs::File::options().create(true).truncate(false).write(true), &path)
             .map_err(|err| io_error("open", &path, err))?;
         file.lock().map_err(|err| io_error("lock", &path, err))?;
         Ok(file)

@@ -105,10 +105,7 @@ fn file_name() -> String {
 /// last line still being written (no newline yet) is left out.
 #[cfg(feature = "maintenance")]
 pub(crate) fn read_all(root: &Path) -> String {
-    let mut text = fs::read_to_string(root.join(EVENT_LOG)).unwrap_or_default();
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
+    let mut text = read_log(&root.join(EVENT_LOG)).unwrap_or_default();
     let folded: HashSet<String> = folded_names(&text).into_iter().map(str::to_owned).collect();
     for (name, path) in event_files(root) {
         if folded.contains(&name) {
@@ -119,6 +116,19 @@ pub(crate) fn read_all(root: &Path) -> String {
         }
     }
     text
+}
+
+/// `events.log` (empty if there is none), ending in a newline so more lines can follow.
+#[cfg(feature = "maintenance")]
+fn read_log(path: &Path) -> std::io::Result<String> {
+    let mut text = match fs::read_to_string(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        read => read?,
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// The files of `events/`, by name.
@@ -185,14 +195,10 @@ fn parse_line(line: &str) -> Option<Event<'_>> {
 #[cfg(feature = "maintenance")]
 pub(crate) fn fold(root: &Path, live: &HashSet<String>) -> Result<(u64, u64)> {
     let path = root.join(EVENT_LOG);
-    let mut text = match fs::read_to_string(&path) {
+    let mut text = match read_log(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => return Err(Error::Io { action: "read", path, source }),
     };
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
     let already: HashSet<String> = folded_names(&text).into_iter().map(str::to_owned).collect();
     // Files to delete once the new log is in place, each named in it until it is gone.
     let mut taken: Vec<(String, PathBuf)> = Vec::new();

@@ -44,14 +44,11 @@ pub(crate) fn read_hashed_parts(
         huge_pages(&mut rest);
         let threads = crate::parallel::threads();
         let mut head = vec![0u8; skip];
+        file.read_exact(&mut head)?;
+        // The split reads by position; the pipeline goes on from after the head.
         let hash = match split_hash_skipping(threads, &file, len, Some((&mut rest, skip)), None)? {
-            Some(hash) => {
-                // The split read by position: this reads from the start.
-                file.read_exact(&mut head)?;
-                hash
-            }
+            Some(hash) => hash,
             None => {
-                file.read_exact(&mut head)?;
                 let mut hasher = blake3::Hasher::new();
                 hasher.update(&head);
                 pipeline(hasher, &mut rest, |chunk| (&file).read_exact(chunk))?
@@ -129,20 +126,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
         // One read into a buffer of the file's size (and one more to see the end): a declared
         // input set is often a thousand small files, where a 64 KiB buffer to zero, a second
         // fstat and a streaming loop per file were a third of the work.
-        // `take(..).read_to_end` reads into the spare capacity: nothing zeroed first.
-        let mut bytes = Vec::with_capacity(len as usize + 1);
-        (&mut file).take(len + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 <= len {
-            return Ok(blake3::hash(&bytes));
-        }
-        // The file grew since its size was read: hash all of it, from the start.
-        let mut hasher = blake3::Hasher::new();
-        file.rewind()?;
-        stream(file, |chunk| {
-            hasher.update(chunk);
-            Ok(())
-        })?;
-        return Ok(hasher.finalize());
+        return Ok(blake3::hash(&read_rest(&mut file, len)?));
     }
     let mut hasher = blake3::Hasher::new();
     stream(file, |chunk| {

@@ -44,6 +44,12 @@ pub(crate) fn key_path(path: &Path, base: &Path) -> String {
     {
         return text.to_owned();
     }
+    components_joined(relative)
+}
+
+/// `relative`'s components joined with `/` (`.` left out): the name of any path, and what a
+/// normal path's own text already is.
+pub(crate) fn components_joined(relative: &Path) -> String {
     let parts: Vec<String> = relative
         .components()
         .filter(|component| !matches!(component, Component::CurDir))

@@ -364,7 +364,7 @@ impl Store {
         let (freed_files, freed_bytes) = self.collect_garbage(Duration::ZERO)?;
         let live: std::collections::HashSet<String> =
             self.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
-        let (events_before, events_after) = self.fold_events(&live)?;
+        let (events_before, events_after) = crate::events::fold(self.root(), &live)?;
         Ok(Compaction {
             index_before,
             index_after,
@@ -373,11 +373,6 @@ impl Store {
             events_before,
             events_after,
         })
-    }
-
-    /// Folds the event log ([`crate::events::fold`]). Call it under the exclusive lock.
-    fn fold_events(&self, live: &std::collections::HashSet<String>) -> Result<(u64, u64)> {
-        crate::events::fold(self.root(), live)
     }
 
     /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by

@@ -956,16 +956,9 @@ fn the_compiler_version_is_kept_until_its_toolchain_changes() {
 /// `/`: both ways give the same name.
 #[test]
 fn key_paths_are_the_components_joined() {
-    use std::path::{Component, Path};
+    use std::path::Path;
     let by_components = |path: &Path, base: &Path| {
-        let relative = path.strip_prefix(base).unwrap_or(path);
-        let parts: Vec<String> = relative
-            .components()
-            .filter(|component| !matches!(component, Component::CurDir))
-            .map(|component| component.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        let joined = parts.join("/");
-        if relative.is_absolute() { format!("/{}", joined.trim_start_matches('/')) } else { joined }
+        crate::inputs::components_joined(path.strip_prefix(base).unwrap_or(path))
     };
     let base = Path::new("/work/pkg");
     for path in [
