@@ -372,6 +372,12 @@ impl Disk {
     }
 
     /// The encoded value of a record, checked against its size and blake3 hash.
+    #[cfg(any(
+        feature = "remote-redis",
+        feature = "remote-http",
+        feature = "remote-s3",
+        feature = "maintenance"
+    ))]
     pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
         self.load_parts(record, key, 0).map(|(_, bytes)| bytes)
     }
@@ -579,11 +585,23 @@ impl Disk {
     }
 
     /// The path of an existing blob, if there is one.
+    #[cfg(any(
+        feature = "remote-redis",
+        feature = "remote-http",
+        feature = "remote-s3",
+        feature = "maintenance"
+    ))]
     pub(crate) fn existing_blob(&self, blake3_hex: &str) -> Option<PathBuf> {
         self.blob_path(blake3_hex).filter(|path| path.is_file())
     }
 
     /// Moves a verified file into the blob area under its hash (kept if already there).
+    #[cfg(any(
+        feature = "remote-redis",
+        feature = "remote-http",
+        feature = "remote-s3",
+        feature = "maintenance"
+    ))]
     pub(crate) fn adopt_blob(&self, file: &Path, blake3_hex: &str) -> Result<()> {
         let path = self.blob_path(blake3_hex).ok_or_else(|| Error::Corrupt {
             root: self.root.clone(),
@@ -908,6 +926,12 @@ impl Disk {
 impl Disk {
     /// A fresh path in the root's temporary area (created if needed), for a blob being
     /// received; [`Disk::adopt_blob`] moves it into place once it is checked.
+    #[cfg(any(
+        feature = "remote-redis",
+        feature = "remote-http",
+        feature = "remote-s3",
+        feature = "maintenance"
+    ))]
     pub(crate) fn temporary_file(&self, stem: &str) -> Result<PathBuf> {
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;

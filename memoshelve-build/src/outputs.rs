@@ -56,6 +56,12 @@ pub struct OutputFile {
 }
 
 /// The `type_name` prefix of file steps' entries (`FilesOf<R>` below).
+#[cfg(any(
+    feature = "remote-redis",
+    feature = "remote-http",
+    feature = "remote-s3",
+    feature = "maintenance"
+))]
 pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
 
 /// Marks file-step keys, so they never collide with a plain value of the same type.

@@ -460,3 +460,41 @@ fn warm_runs_cargo_against_the_cache_and_reports_what_it_added() {
     let failed = warm(&["build", "-p", "no-such-package"]);
     assert_eq!(failed.status.code(), Some(101), "{}", String::from_utf8_lossy(&failed.stderr));
 }
+
+/// The examples build memoshelve-build without a `remote-*` feature, so its remote client is not
+/// compiled: a remote configured anyway is one warning naming the feature, and the build goes on
+/// with the local tiers; with `MEMOSHELVE_REMOTE_MODE=off` it is not mentioned.
+#[test]
+fn a_remote_without_its_feature_is_one_warning_and_the_build_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = copy_of_example("lookup-table", "noremote", dir.path());
+    let manifest = crate_dir.join("Cargo.toml");
+    let build = |cache: &Path, env: &[(&str, &str)]| {
+        let _ = cargo_output_with_env(
+            &manifest,
+            &["clean", "-p", "lookup-table-noremote"],
+            cache,
+            &examples_target(),
+            &[],
+        );
+        let output = cargo_output_with_env(&manifest, &["build"], cache, &examples_target(), env);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let remote = [("MEMOSHELVE_REMOTE", "redis://127.0.0.1:1/0")];
+    let cache = dir.path().join("cache");
+    let stderr = build(&cache, &remote);
+    let warning = "remote redis://127.0.0.1:1/0: this build of memoshelve-build has no \
+                   `remote-redis` feature (add `features = [\"remote-redis\"]` to its \
+                   dependency); not using the remote";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert!(stderr.contains(": miss"), "{stderr}");
+    // The entry was stored locally all the same.
+    let stderr = build(&cache, &remote);
+    assert!(stderr.contains(": cached (disk)"), "{stderr}");
+
+    let off = [remote[0], ("MEMOSHELVE_REMOTE_MODE", "off")];
+    let stderr = build(&dir.path().join("cache-off"), &off);
+    assert!(stderr.contains(": miss") && !stderr.contains("remote-redis"), "{stderr}");
+}
