@@ -8,7 +8,9 @@
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+
+use crate::parallel::Queue;
 
 /// Files at least this large are pipelined.
 pub(crate) const PIPELINE_MIN: u64 = 4 << 20;
@@ -285,7 +287,7 @@ fn read_exact_at(_: &fs::File, _: &mut [u8], _: u64) -> std::io::Result<()> {
 
 /// Feeds the content of `file` to `consume` chunk by chunk. For a large file a helper thread
 /// reads ahead: buffers travel in a ring of three, read there, consumed here, handed back.
-fn stream(
+pub(crate) fn stream(
     mut file: fs::File,
     mut consume: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -299,42 +301,53 @@ fn stream(
             consume(&buffer[..read])?;
         }
     }
-    let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(3);
-    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(3);
+    // The ring: empty buffers go to the reader, full ones (or the error) come back; an empty
+    // buffer is the end of the file.
+    let full: Queue<std::io::Result<Vec<u8>>> = Queue::new();
+    let empty: Queue<Vec<u8>> = Queue::new();
     for _ in 0..3 {
         // Zeroed by calloc once: `resize` below then only changes the length (at opt-level 0
         // growing by `resize` writes byte by byte).
-        let _ = empty_tx.send(vec![0u8; CHUNK]);
+        empty.push(vec![0u8; CHUNK]);
     }
-    // `move`: the consumer's end of the ring is dropped when it stops, early or not, which
-    // stops the reader before the scope waits for it.
-    std::thread::scope(move |scope| {
-        let reader = std::thread::Builder::new().spawn_scoped(scope, move || {
-            while let Ok(mut buffer) = empty_rx.recv() {
-                buffer.resize(CHUNK, 0);
-                let read = read_full(&mut file, &mut buffer).map(|read| {
-                    buffer.truncate(read);
-                    buffer
-                });
-                let last = !matches!(&read, Ok(buffer) if !buffer.is_empty());
-                if full_tx.send(read).is_err() || last {
-                    return;
+    let file = Mutex::new(file);
+    let reader = || {
+        let _closer = full.closer();
+        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(mut buffer) = empty.pop() {
+            buffer.resize(CHUNK, 0);
+            let read = read_full(&mut file, &mut buffer).map(|read| {
+                buffer.truncate(read);
+                buffer
+            });
+            let last = !matches!(&read, Ok(buffer) if !buffer.is_empty());
+            if !full.push(read) || last {
+                return;
+            }
+        }
+    };
+    let mut outcome = Ok(());
+    crate::parallel::run_threads(1, &reader, &mut |started| {
+        // However this side stops, early or not, the reader stops too before the threads are
+        // waited for.
+        let (_closes_full, _closes_empty) = (full.closer(), empty.closer());
+        if started == 0 {
+            outcome = Err(std::io::Error::other("cannot start a reading thread"));
+            return;
+        }
+        outcome = (|| {
+            while let Some(chunk) = full.pop() {
+                let chunk = chunk?;
+                if chunk.is_empty() {
+                    break;
                 }
+                consume(&chunk)?;
+                empty.push(chunk);
             }
-        });
-        if reader.is_err() {
-            return Err(std::io::Error::other("cannot start a reading thread"));
-        }
-        for chunk in &full_rx {
-            let chunk = chunk?;
-            if chunk.is_empty() {
-                break;
-            }
-            consume(&chunk)?;
-            let _ = empty_tx.send(chunk);
-        }
-        Ok(())
-    })
+            Ok(())
+        })();
+    });
+    outcome
 }
 
 /// Hashes `bytes` (a buffer the helper thread fills chunk by chunk with `fill`) as it fills,
@@ -342,29 +355,40 @@ fn stream(
 fn pipeline(
     mut hasher: blake3::Hasher,
     bytes: &mut [u8],
-    mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()> + Send,
+    fill: impl FnMut(&mut [u8]) -> std::io::Result<()> + Send,
 ) -> std::io::Result<blake3::Hash> {
-    let (sender, receiver) = mpsc::sync_channel::<std::io::Result<&[u8]>>(4);
-    std::thread::scope(|scope| -> std::io::Result<()> {
-        let chunks = bytes.chunks_mut(CHUNK);
-        let reader = std::thread::Builder::new().spawn_scoped(scope, move || {
-            for chunk in chunks {
-                let filled = fill(chunk).map(|()| &*chunk);
-                let failed = filled.is_err();
-                if sender.send(filled).is_err() || failed {
+    let filled: Queue<std::io::Result<&[u8]>> = Queue::new();
+    let work = Mutex::new((bytes.chunks_mut(CHUNK), fill));
+    let reader = || {
+        let _closer = filled.closer();
+        let mut work = work.lock().unwrap_or_else(PoisonError::into_inner);
+        let (chunks, fill) = &mut *work;
+        for chunk in chunks {
+            let result = fill(chunk).map(|()| &*chunk);
+            let failed = result.is_err();
+            if !filled.push(result) || failed {
+                return;
+            }
+        }
+    };
+    let mut outcome = Ok(());
+    crate::parallel::run_threads(1, &reader, &mut |started| {
+        let _closer = filled.closer();
+        if started == 0 {
+            outcome = Err(std::io::Error::other("cannot start a reading thread"));
+            return;
+        }
+        while let Some(chunk) = filled.pop() {
+            match chunk {
+                Ok(chunk) => hasher.update(chunk),
+                Err(err) => {
+                    outcome = Err(err);
                     return;
                 }
-            }
-        });
-        if reader.is_err() {
-            return Err(std::io::Error::other("cannot start a reading thread"));
+            };
         }
-        for chunk in receiver {
-            hasher.update(chunk?);
-        }
-        Ok(())
-    })?;
-    Ok(hasher.finalize())
+    });
+    outcome.map(|()| hasher.finalize())
 }
 
 /// Reads until `buffer` is full or the file ends; the count read.

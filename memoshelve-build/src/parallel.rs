@@ -3,9 +3,10 @@
 //! build-dependency's every dependency is compiled on every clean build of its users.
 
 use std::cell::Cell;
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 thread_local! {
     /// Set on the threads of a [`map`]: work started there runs on that thread, so nested
@@ -40,26 +41,26 @@ pub(crate) fn map<A: Sync, T: Send>(items: &[A], work: impl Fn(&A) -> T + Sync) 
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, T)>> = Mutex::new(Vec::with_capacity(items.len()));
     let worker = || {
-        let was_inside = INSIDE.with(|inside| inside.replace(true));
         let mut mine = Vec::new();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = items.get(index) else { break };
             mine.push((index, work(item)));
         }
-        INSIDE.with(|inside| inside.set(was_inside));
-        done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(mine);
+        done.lock().unwrap_or_else(PoisonError::into_inner).extend(mine);
     };
-    std::thread::scope(|scope| {
-        for _ in 0..helpers {
-            // A thread that cannot start leaves its share to the others.
-            let _ = std::thread::Builder::new().spawn_scoped(scope, worker);
-        }
+    // A thread that cannot start leaves its share to the others.
+    run_threads(helpers, &worker, &mut |_| {
+        let was_inside = INSIDE.with(|inside| inside.replace(true));
         worker();
+        INSIDE.with(|inside| inside.set(was_inside));
     });
-    let mut done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-    done.sort_unstable_by_key(|(index, _)| *index);
-    done.into_iter().map(|(_, value)| value).collect()
+    // Back in order by index, without a sort (each element type would be a copy of one).
+    let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    for (index, value) in done.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        slots[index] = Some(value);
+    }
+    slots.into_iter().map(|value| value.expect("every item was done")).collect()
 }
 
 /// Runs `left` on a new thread and `right` on this one, when there are threads to spare (else,
@@ -71,23 +72,100 @@ pub(crate) fn join<L: Send, R>(
     if threads() < 2 {
         return (left(), right());
     }
-    let left = Mutex::new(Some(left));
+    let left = Mutex::new((Some(left), None));
     let run_left = || {
-        let work = left.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        work.expect("the left half runs once")()
-    };
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new().spawn_scoped(scope, || {
-            INSIDE.with(|inside| inside.set(true));
-            run_left()
-        });
-        match spawned {
-            Ok(handle) => {
-                let right = right();
-                let left = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (left, right)
-            }
-            Err(_) => (run_left(), right()),
+        let work = left.lock().unwrap_or_else(PoisonError::into_inner).0.take();
+        if let Some(work) = work {
+            let value = work();
+            left.lock().unwrap_or_else(PoisonError::into_inner).1 = Some(value);
         }
-    })
+    };
+    let mut right = Some(right);
+    let mut right_value = None;
+    run_threads(1, &run_left, &mut |started| {
+        if started == 0 {
+            run_left();
+        }
+        right_value = right.take().map(|right| right());
+    });
+    let left = left.into_inner().unwrap_or_else(PoisonError::into_inner).1;
+    (left.expect("the left half ran"), right_value.expect("the right half ran"))
+}
+
+/// Starts `count` scoped threads that each run `helper` (inside parallel work: see [`threads`]),
+/// runs `here` on this thread with the number that started, and returns once all have stopped;
+/// a panic on any of them is raised here then. Not generic, so that the code of threads and
+/// scopes is compiled once, not once per caller.
+pub(crate) fn run_threads(count: usize, helper: &(dyn Fn() + Sync), here: &mut dyn FnMut(usize)) {
+    std::thread::scope(|scope| {
+        let started = (0..count)
+            .filter(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || {
+                        INSIDE.with(|inside| inside.set(true));
+                        helper();
+                    })
+                    .is_ok()
+            })
+            .count();
+        here(started);
+    });
+}
+
+/// An unbounded queue between threads, closed by either side (std's channels were a tenth of
+/// this library's compile: their code is compiled again for each element type).
+pub(crate) struct Queue<T> {
+    state: Mutex<(VecDeque<T>, bool)>,
+    changed: Condvar,
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new() -> Queue<T> {
+        Queue { state: Mutex::new((VecDeque::new(), false)), changed: Condvar::new() }
+    }
+
+    /// Appends `item`; `false` (and `item` dropped) once the queue is closed.
+    pub(crate) fn push(&self, item: T) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.1 {
+            return false;
+        }
+        state.0.push_back(item);
+        self.changed.notify_all();
+        true
+    }
+
+    /// The next item, waiting for one; `None` once the queue is closed and empty.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(item) = state.0.pop_front() {
+                return Some(item);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// No more pushes; waiting pops return what is left, then `None`.
+    pub(crate) fn close(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        self.changed.notify_all();
+    }
+
+    /// A guard that closes the queue when dropped (a thread's every way out, panics included).
+    pub(crate) fn closer(&self) -> Closer<'_, T> {
+        Closer(self)
+    }
+}
+
+/// Closes its [`Queue`] when dropped.
+pub(crate) struct Closer<'a, T>(&'a Queue<T>);
+
+impl<T> Drop for Closer<'_, T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }

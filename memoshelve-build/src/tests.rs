@@ -827,6 +827,46 @@ fn split_hashing_is_blake3_of_the_whole() {
     }
 }
 
+/// A large file streamed through the reading thread comes whole and in order; a consumer that
+/// stops early gets its error back and the reader stops (with it left running, this hangs).
+/// The same on the threads of a parallel map, where `hash_file` and `copy_hashed` stream.
+#[test]
+fn a_streamed_read_is_whole_and_one_that_stops_early_stops_its_reader() {
+    use crate::hashing::{PIPELINE_MIN, stream};
+    let dir = tempfile::tempdir().unwrap();
+    let len = 3 * PIPELINE_MIN as usize + 12_345;
+    let bytes: Vec<u8> = (0..len).map(|index| (index * 17 % 239) as u8).collect();
+    let path = dir.path().join("large.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut read = Vec::new();
+    stream(std::fs::File::open(&path).unwrap(), |chunk| {
+        read.extend_from_slice(chunk);
+        Ok(())
+    })
+    .unwrap();
+    assert!(read == bytes, "streamed bytes differ");
+    let mut calls = 0;
+    let stopped = stream(std::fs::File::open(&path).unwrap(), |_| {
+        calls += 1;
+        if calls == 2 { Err(std::io::Error::other("enough")) } else { Ok(()) }
+    });
+    assert_eq!(stopped.unwrap_err().to_string(), "enough");
+    assert_eq!(calls, 2);
+    let expected = blake3::hash(&bytes);
+    for (index, (hash, copied)) in crate::parallel::map(&[0, 1], |index| {
+        let copy = dir.path().join(format!("copy-{index}"));
+        let hash = crate::hashing::hash_file(&path).unwrap();
+        (hash, crate::hashing::copy_hashed(&path, &copy).unwrap())
+    })
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!((hash, copied), (expected, (len as u64, expected)), "thread {index}");
+        let copy = std::fs::read(dir.path().join(format!("copy-{index}"))).unwrap();
+        assert!(copy == bytes, "copy {index} differs");
+    }
+}
+
 /// The part of a buffer advised to take huge pages is exactly its whole 2 MiB pages.
 #[test]
 fn huge_range_is_the_whole_huge_pages_inside() {
