@@ -233,7 +233,9 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
 /// Workload 9: a cold `cargo build` of an empty crate whose build script uses
 /// memoshelve-build (default features; and with `macros`), beside the same crate using only
 /// the crates memoshelve-build is made of (`cacache`, `blake3`, `serde`, `postcard`). Each in a
-/// target dir of its own, with the workspace's lock file, so versions match.
+/// target dir of its own, with the workspace's lock file, so versions match. The variants are
+/// built in alternation, round after round (3, or 1 with `--quick`), so that a slow moment of
+/// the machine falls on all of them; each ratio is of the medians.
 pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
     let root = project_root();
     let library = root.join("memoshelve-build");
@@ -267,8 +269,7 @@ pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
     };
     let work = out.join("compile");
     let _ = fs::remove_dir_all(&work);
-    let mut results = serde_json::Map::new();
-    for (label, dependencies, use_them) in variants {
+    for (label, dependencies, use_them) in &variants {
         let dir = work.join(label);
         fs::create_dir_all(dir.join("src"))?;
         fs::write(
@@ -284,12 +285,24 @@ pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
         fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
         // Fetch first, so the timing is the compile alone.
         timed(&format!("fetch ({label})"), cargo_in(&dir).arg("fetch"))?;
-        let seconds = timed(
-            &format!("cold build with {label} as build-dependency"),
-            cargo_in(&dir)
-                .args(["build", "--quiet", "--offline"])
-                .env("CARGO_TARGET_DIR", dir.join("target")),
-        )?;
+    }
+    let rounds = if quick { 1 } else { 3 };
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 1..=rounds {
+        for ((label, _, _), samples) in variants.iter().zip(&mut samples) {
+            let dir = work.join(label);
+            let _ = fs::remove_dir_all(dir.join("target"));
+            samples.push(timed(
+                &format!("cold build with {label} as build-dependency (round {round} of {rounds})"),
+                cargo_in(&dir)
+                    .args(["build", "--quiet", "--offline"])
+                    .env("CARGO_TARGET_DIR", dir.join("target")),
+            )?);
+        }
+    }
+    let mut results = serde_json::Map::new();
+    for ((label, _, _), mut samples) in variants.into_iter().zip(samples) {
+        let dir = work.join(label);
         let crates = fs::read_dir(dir.join("target/debug/deps"))
             .map(|entries| {
                 entries
@@ -298,7 +311,13 @@ pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
                     .count()
             })
             .unwrap_or(0);
-        results.insert(label.to_owned(), json!({ "seconds": seconds, "rlibs": crates }));
+        let rounds = samples.clone();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        results.insert(
+            label.to_owned(),
+            json!({ "seconds": median, "rounds": rounds, "rlibs": crates }),
+        );
     }
     Ok(Value::Object(results))
 }
