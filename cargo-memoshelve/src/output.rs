@@ -95,23 +95,24 @@ pub(crate) fn duration(micros: u64) -> String {
 
 /// Writes rows as columns aligned to their widest cell; the first row is the header.
 pub(crate) fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    // Each cell's width is counted once; a listing can be 100k rows of 8 cells.
+    let counts: Vec<Vec<usize>> =
+        rows.iter().map(|row| row.iter().map(|cell| cell.chars().count()).collect()).collect();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .filter_map(|row| row.get(column))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            let pad = widths[column] - cell.chars().count();
+    let mut widths = vec![0; columns];
+    for row in &counts {
+        for (width, count) in widths.iter_mut().zip(row) {
+            *width = (*width).max(*count);
+        }
+    }
+    let mut line = String::new();
+    for (row, counts) in rows.iter().zip(&counts) {
+        line.clear();
+        for (column, (cell, count)) in row.iter().zip(counts).enumerate() {
             line.push_str(cell);
             if column + 1 < row.len() {
-                line.push_str(&" ".repeat(pad + 2));
+                let pad = widths[column] - count + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         writeln!(out, "{}", line.trim_end())?;

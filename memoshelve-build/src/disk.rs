@@ -704,9 +704,10 @@ impl Disk {
                     Err(err) if err.kind() == ErrorKind::NotFound => continue,
                     Err(err) => return Err(io_error("read", &path, err)),
                 };
-                let used = file.metadata().map_err(|err| io_error("read", &path, err))?.modified();
-                let bytes = read_small(&mut file).map_err(|err| io_error("read", &path, err))?;
-                found.extend(read(&bytes, used.ok()));
+                let meta = file.metadata().map_err(|err| io_error("read", &path, err))?;
+                let bytes = read_small(&mut file, Some(meta.len()))
+                    .map_err(|err| io_error("read", &path, err))?;
+                found.extend(read(&bytes, meta.modified().ok()));
             }
             Ok(found)
         });
@@ -1042,10 +1043,22 @@ pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
 }
 
 /// The cacache bucket file of an index key (cacache 13: `index-v5/` + sha1 hex split 2/2/rest).
+/// A miss asks twice for the same key (its lookup, then its store), and sha1 at opt-level 0 is
+/// ~50k instructions a key, a tenth of a miss: the last key's hex is kept per thread.
 fn bucket_of(root: &Path, index_key: &str) -> PathBuf {
-    use sha1::Digest as _;
-    let hex = hex_lower(&sha1::Sha1::digest(index_key.as_bytes()));
-    root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, String)> =
+            const { std::cell::RefCell::new((String::new(), String::new())) };
+    }
+    LAST.with_borrow_mut(|(key, hex)| {
+        if key.is_empty() || key != index_key {
+            use sha1::Digest as _;
+            *hex = hex_lower(&sha1::Sha1::digest(index_key.as_bytes()));
+            key.clear();
+            key.push_str(index_key);
+        }
+        root.join("index-v5").join(&hex[..2]).join(&hex[2..4]).join(&hex[4..])
+    })
 }
 
 /// Marks an entry as used now (its bucket's mtime), for least-recently-used pruning. Best
@@ -1096,7 +1109,7 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
         Err(_) if touch => (open(false).ok()?, false),
         Err(_) => return None,
     };
-    let bytes = read_small(&mut file).ok()?;
+    let bytes = read_small(&mut file, None).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let line = hit_line(text.trim_end_matches('\n').rsplit('\n').next()?)?;
     if line.key != index_key {
@@ -1115,10 +1128,13 @@ fn read_last_line(bucket: &Path, index_key: &str, touch: bool) -> Option<Option<
 }
 
 /// The rest of a small file, read until `read` says it is done: unlike `read_to_end`, no fstat
-/// and lseek first to size the buffer (two of a disk hit's dozen system calls).
-fn read_small(file: &mut fs::File) -> std::io::Result<Vec<u8>> {
+/// and lseek first to size the buffer (two of a disk hit's dozen system calls). With `size`
+/// (the caller's fstat), it stops once it has that many bytes, sparing the read that returns
+/// nothing (100k of a 100k-entry listing's 760k system calls); a file that grew since is read
+/// on to its end.
+pub(crate) fn read_small(file: &mut fs::File, size: Option<u64>) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut bytes = vec![0; 2048];
+    let mut bytes = vec![0; size.map_or(2048, |size| size as usize + 1).max(2048)];
     let mut len = 0;
     loop {
         if len == bytes.len() {
@@ -1129,6 +1145,9 @@ fn read_small(file: &mut fs::File) -> std::io::Result<Vec<u8>> {
             Ok(read) => len += read,
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
+        }
+        if size == Some(len as u64) {
+            break;
         }
     }
     bytes.truncate(len);
