@@ -371,17 +371,6 @@ impl Disk {
         )
     }
 
-    /// The encoded value of a record, checked against its size and blake3 hash.
-    #[cfg(any(
-        feature = "remote-redis",
-        feature = "remote-http",
-        feature = "remote-s3",
-        feature = "maintenance"
-    ))]
-    pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
-        self.load_parts(record, key, 0).map(|(_, bytes)| bytes)
-    }
-
     /// [`Disk::load`], the first `skip` bytes apart from the rest (see
     /// [`hashing::read_hashed_parts`]); checked the same way, as a whole.
     pub(crate) fn load_parts(
@@ -582,44 +571,6 @@ impl Disk {
             return Err(io_error("move blob into", &path, err));
         }
         Ok(())
-    }
-
-    /// The path of an existing blob, if there is one.
-    #[cfg(any(
-        feature = "remote-redis",
-        feature = "remote-http",
-        feature = "remote-s3",
-        feature = "maintenance"
-    ))]
-    pub(crate) fn existing_blob(&self, blake3_hex: &str) -> Option<PathBuf> {
-        self.blob_path(blake3_hex).filter(|path| path.is_file())
-    }
-
-    /// Moves a verified file into the blob area under its hash (kept if already there).
-    #[cfg(any(
-        feature = "remote-redis",
-        feature = "remote-http",
-        feature = "remote-s3",
-        feature = "maintenance"
-    ))]
-    pub(crate) fn adopt_blob(&self, file: &Path, blake3_hex: &str) -> Result<()> {
-        let path = self.blob_path(blake3_hex).ok_or_else(|| Error::Corrupt {
-            root: self.root.clone(),
-            key: blake3_hex.to_owned(),
-            reason: "malformed blob hash".to_owned(),
-        })?;
-        if path.is_file() {
-            return Ok(());
-        }
-        let parent = path.parent().expect("blob paths have a parent");
-        fs::create_dir_all(parent)
-            .and_then(|()| {
-                let mut perms = fs::metadata(file)?.permissions();
-                perms.set_readonly(true);
-                fs::set_permissions(file, perms)?;
-                fs::rename(file, &path)
-            })
-            .map_err(|err| io_error("move blob into", &path, err))
     }
 
     /// Deletes a blob whose content failed its check (it cannot be right for any entry).
@@ -924,15 +875,48 @@ impl Disk {
     }
 }
 
+/// What the remote tier's client and the maintenance API need besides the build's own paths:
+/// whole values, and blobs received from elsewhere.
+#[cfg(any(
+    feature = "remote-redis",
+    feature = "remote-http",
+    feature = "remote-s3",
+    feature = "maintenance"
+))]
 impl Disk {
+    /// The encoded value of a record, checked against its size and blake3 hash.
+    pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {
+        self.load_parts(record, key, 0).map(|(_, bytes)| bytes)
+    }
+
+    /// The path of an existing blob, if there is one.
+    pub(crate) fn existing_blob(&self, blake3_hex: &str) -> Option<PathBuf> {
+        self.blob_path(blake3_hex).filter(|path| path.is_file())
+    }
+
+    /// Moves a verified file into the blob area under its hash (kept if already there).
+    pub(crate) fn adopt_blob(&self, file: &Path, blake3_hex: &str) -> Result<()> {
+        let path = self.blob_path(blake3_hex).ok_or_else(|| Error::Corrupt {
+            root: self.root.clone(),
+            key: blake3_hex.to_owned(),
+            reason: "malformed blob hash".to_owned(),
+        })?;
+        if path.is_file() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("blob paths have a parent");
+        fs::create_dir_all(parent)
+            .and_then(|()| {
+                let mut perms = fs::metadata(file)?.permissions();
+                perms.set_readonly(true);
+                fs::set_permissions(file, perms)?;
+                fs::rename(file, &path)
+            })
+            .map_err(|err| io_error("move blob into", &path, err))
+    }
+
     /// A fresh path in the root's temporary area (created if needed), for a blob being
     /// received; [`Disk::adopt_blob`] moves it into place once it is checked.
-    #[cfg(any(
-        feature = "remote-redis",
-        feature = "remote-http",
-        feature = "remote-s3",
-        feature = "maintenance"
-    ))]
     pub(crate) fn temporary_file(&self, stem: &str) -> Result<PathBuf> {
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;

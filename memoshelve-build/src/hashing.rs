@@ -326,28 +326,20 @@ pub(crate) fn stream(
             }
         }
     };
-    let mut outcome = Ok(());
-    crate::parallel::run_threads(1, &reader, &mut |started| {
+    beside_reader(&reader, &mut || {
         // However this side stops, early or not, the reader stops too before the threads are
         // waited for.
         let (_closes_full, _closes_empty) = (full.closer(), empty.closer());
-        if started == 0 {
-            outcome = Err(std::io::Error::other("cannot start a reading thread"));
-            return;
-        }
-        outcome = (|| {
-            while let Some(chunk) = full.pop() {
-                let chunk = chunk?;
-                if chunk.is_empty() {
-                    break;
-                }
-                consume(&chunk)?;
-                empty.push(chunk);
+        while let Some(chunk) = full.pop() {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                break;
             }
-            Ok(())
-        })();
-    });
-    outcome
+            consume(&chunk)?;
+            empty.push(chunk);
+        }
+        Ok(())
+    })
 }
 
 /// Hashes `bytes` (a buffer the helper thread fills chunk by chunk with `fill`) as it fills,
@@ -371,24 +363,31 @@ fn pipeline(
             }
         }
     };
-    let mut outcome = Ok(());
-    crate::parallel::run_threads(1, &reader, &mut |started| {
+    beside_reader(&reader, &mut || {
         let _closer = filled.closer();
-        if started == 0 {
-            outcome = Err(std::io::Error::other("cannot start a reading thread"));
-            return;
-        }
         while let Some(chunk) = filled.pop() {
-            match chunk {
-                Ok(chunk) => hasher.update(chunk),
-                Err(err) => {
-                    outcome = Err(err);
-                    return;
-                }
-            };
+            hasher.update(chunk?);
         }
+        Ok(())
+    })?;
+    Ok(hasher.finalize())
+}
+
+/// Runs `reader` on a thread of its own and `consume` on this one (which must close the queues
+/// between them on its way out, so that the reader stops); `consume`'s outcome.
+fn beside_reader(
+    reader: &(dyn Fn() + Sync),
+    consume: &mut dyn FnMut() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut outcome = Ok(());
+    crate::parallel::run_threads(1, reader, &mut |started| {
+        outcome = if started == 0 {
+            Err(std::io::Error::other("cannot start a reading thread"))
+        } else {
+            consume()
+        };
     });
-    outcome.map(|()| hasher.finalize())
+    outcome
 }
 
 /// Reads until `buffer` is full or the file ends; the count read.

@@ -51,8 +51,22 @@ struct Order {
 }
 
 impl Order {
-    fn push(&mut self, tick: u64, key: Key) {
+    /// A new slot, used at `tick`.
+    fn add(&mut self, tick: u64, key: Key) {
         self.pairs.push_back((tick, key));
+        self.live += 1;
+    }
+
+    /// A slot used again at `tick` (its slot has that tick already).
+    fn touch(&mut self, tick: u64, key: Key, slots: &Slots) {
+        self.pairs.push_back((tick, key));
+        self.trim(slots);
+    }
+
+    /// A slot gone from `slots`: its pairs are stale now, skipped and trimmed in time.
+    fn forget(&mut self, slots: &Slots) {
+        self.live -= 1;
+        self.trim(slots);
     }
 
     /// The oldest live key.
@@ -160,10 +174,8 @@ impl MemoryTier {
         slot.tick = tick;
         let value = slot.value.clone();
         let usage = self.per_name.get_mut(&slot.namespace.name).expect("every slot has a usage");
-        usage.order.push(tick, *key);
-        usage.order.trim(&self.slots);
-        self.order.push(tick, *key);
-        self.order.trim(&self.slots);
+        usage.order.touch(tick, *key, &self.slots);
+        self.order.touch(tick, *key, &self.slots);
         Some(value)
     }
 
@@ -201,11 +213,9 @@ impl MemoryTier {
         let tick = self.tick();
         let usage = self.per_name.entry(namespace.name.clone()).or_default();
         usage.bytes += bytes;
-        usage.order.push(tick, key);
-        usage.order.live += 1;
+        usage.order.add(tick, key);
         self.bytes += bytes;
-        self.order.push(tick, key);
-        self.order.live += 1;
+        self.order.add(tick, key);
         self.slots.insert(key, Slot { namespace, value, bytes, tick });
     }
 
@@ -214,14 +224,11 @@ impl MemoryTier {
         let Some(slot) = self.slots.remove(key) else {
             return false;
         };
-        // Its pairs are stale now (the slot is gone): skipped, and trimmed in time.
-        self.order.live -= 1;
-        self.order.trim(&self.slots);
+        self.order.forget(&self.slots);
         self.bytes -= slot.bytes;
         if let Some(usage) = self.per_name.get_mut(&slot.namespace.name) {
             usage.bytes -= slot.bytes;
-            usage.order.live -= 1;
-            usage.order.trim(&self.slots);
+            usage.order.forget(&self.slots);
         }
         true
     }
