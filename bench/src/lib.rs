@@ -7,9 +7,9 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{Bencher, Criterion};
 
 /// Whether to run the tiny CI variant (`MEMOSHELVE_BENCH_QUICK=1`): same code, small sizes.
 pub fn quick() -> bool {
@@ -28,6 +28,29 @@ pub fn criterion() -> Criterion {
     } else {
         criterion.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
     }
+}
+
+/// Times `routine` like `Bencher::iter`, but writes every dirty page to disk (`sync`) before each
+/// sample, outside the timed part. For benchmarks that create files: the kernel writes them
+/// back while later samples run, so without it a sample (or the next function of the group,
+/// in practice the floor) pays for the writeback of the files made before it, and the ratio
+/// of two writers depends on which ran first.
+pub fn iter_settled<O>(b: &mut Bencher<'_>, mut routine: impl FnMut() -> O) {
+    b.iter_custom(|iters| {
+        settle();
+        let start = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(routine());
+        }
+        start.elapsed()
+    });
+}
+
+/// Writes back every dirty page (`sync(1)`), for the untimed setup of a benchmark that writes
+/// files.
+pub fn settle() {
+    let status = std::process::Command::new("sync").status().expect("run sync(1)");
+    assert!(status.success(), "sync(1) failed: {status}");
 }
 
 /// `full` normally, `small` in quick mode.
