@@ -148,7 +148,7 @@ fn memory_tier_matches_a_simple_lru_model() {
 fn small_files_are_read_whole_with_or_without_their_size() {
     use crate::disk::read_small;
     let dir = tempfile::tempdir().unwrap();
-    for len in [0usize, 1, 600, 2047, 2048, 2049, 10_000] {
+    for len in [0usize, 1, 600, 2047, 2048, 2049, 4095, 4096, 4097, 10_000, 40_000] {
         let bytes: Vec<u8> = (0..len).map(|index| (index % 251) as u8).collect();
         let path = dir.path().join(format!("{len}.bin"));
         std::fs::write(&path, &bytes).unwrap();
