@@ -122,23 +122,26 @@ pub(crate) struct KeyPrefix<'a> {
 impl KeyPrefix<'_> {
     /// The blake3 of the parts, each framed by its length.
     pub(crate) fn digest(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        // The framed bytes are gathered first and hashed by one `update`: six `update` calls
+        // per input cost ~6k instructions at opt-level 0, serially, after the inputs were hashed
+        // in parallel (6 of the 75 million instructions of a key over 1,000 declared files).
+        let mut bytes = Vec::with_capacity(256);
         for part in [KEY_FORMAT_TAG, self.name, self.version, self.type_name] {
-            framed(&mut hasher, part);
+            framed(&mut bytes, part);
         }
-        write_varint(&mut hasher, self.inputs.len() as u64);
+        write_varint(&mut bytes, self.inputs.len() as u64);
         for input in self.inputs {
-            framed(&mut hasher, &input.kind);
-            framed(&mut hasher, &input.name);
-            framed(&mut hasher, &input.value);
+            framed(&mut bytes, &input.kind);
+            framed(&mut bytes, &input.name);
+            framed(&mut bytes, &input.value);
         }
-        *hasher.finalize().as_bytes()
+        *blake3::hash(&bytes).as_bytes()
     }
 }
 
-fn framed(hasher: &mut blake3::Hasher, part: &str) {
-    write_varint(hasher, part.len() as u64);
-    hasher.update(part.as_bytes());
+fn framed(bytes: &mut Vec<u8>, part: &str) {
+    write_varint(bytes, part.len() as u64);
+    bytes.extend_from_slice(part.as_bytes());
 }
 
 /// The key of one call: the encoded arguments hashed in blake3's keyed mode under the prefix.
@@ -147,19 +150,14 @@ pub(crate) fn key_from(prefix: &[u8; 32], args: &[u8]) -> Key {
 }
 
 /// LEB128: seven bits per byte, low first, the high bit set on every byte but the last.
-fn write_varint(hasher: &mut blake3::Hasher, mut value: u64) {
-    let mut buf = [0u8; 10];
-    let mut len = 0;
+fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
     loop {
         let low = (value & 0x7f) as u8;
         value >>= 7;
         if value == 0 {
-            buf[len] = low;
-            len += 1;
-            break;
+            bytes.push(low);
+            return;
         }
-        buf[len] = low | 0x80;
-        len += 1;
+        bytes.push(low | 0x80);
     }
-    hasher.update(&buf[..len]);
 }

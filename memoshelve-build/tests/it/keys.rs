@@ -50,6 +50,40 @@ fn key_follows_the_documented_recipe() {
 }
 
 #[test]
+fn declared_inputs_join_the_key_as_the_recipe_frames_them() {
+    // Each input's kind, name and value, length-prefixed, in `key_inputs` order; a name of
+    // over 127 bytes takes a two-byte length.
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join(format!("{}.txt", "n".repeat(150)));
+    let short = dir.path().join("a.txt");
+    std::fs::write(&long, "long").unwrap();
+    std::fs::write(&short, "short").unwrap();
+    let memo = Memo::new("recipe")
+        .version("2")
+        .input_files([&long, &short])
+        .env("MEMOSHELVE_KEYS_TEST_UNSET_VARIABLE");
+    let inputs = memo.key_inputs();
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    assert!(inputs.iter().any(|input| input.name.len() > 127), "{inputs:?}");
+
+    let mut prefix = blake3::Hasher::new();
+    for part in [KEY_FORMAT_TAG, "recipe", "2", std::any::type_name::<u32>()] {
+        prefix.update(&varint(part.len()));
+        prefix.update(part.as_bytes());
+    }
+    prefix.update(&varint(inputs.len()));
+    for input in inputs {
+        for part in [&input.kind, &input.name, &input.value] {
+            prefix.update(&varint(part.len()));
+            prefix.update(part.as_bytes());
+        }
+    }
+    let args = postcard::to_allocvec(&9u8).unwrap();
+    let expected = blake3::keyed_hash(prefix.finalize().as_bytes(), &args).to_hex().to_string();
+    assert_eq!(memo.key_for::<u32, _>(&9u8).unwrap().to_hex(), expected);
+}
+
+#[test]
 fn every_part_changes_the_key() {
     let base = Memo::new("parts").version("1");
     let key = base.key_for::<u32, _>(&(1u8, "a")).unwrap();
