@@ -1123,7 +1123,7 @@ pub(crate) fn read_small(file: &mut fs::File, size: Option<u64>) -> std::io::Res
     loop {
         if len == bytes.len() {
             // Not `resize`: at opt-level 0 its zeroing is a byte loop (~70k instructions for
-            // 2 KiB, a sixth of a hit); a zeroed allocation and a copy are libc's.
+            // 2 KiB); a zeroed allocation and a copy are libc's memset and memcpy.
             let mut bigger = vec![0; 2 * len];
             bigger[..len].copy_from_slice(&bytes);
             bytes = bigger;
