@@ -12,9 +12,7 @@ pub use crate::disk::IndexDamage;
 use crate::disk::{Disk, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::outputs::{OutputFile, OutputManifest};
-
-use crate::outputs::FILE_STEP_TYPE;
+use crate::outputs::{FILE_STEP_TYPE, OutputFile, OutputManifest};
 
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
