@@ -211,17 +211,80 @@ fn toolchain_fingerprint(rustc: &Path) -> Option<[u8; 32]> {
     Some(*hasher.finalize().as_bytes())
 }
 
-/// Runs `work` with this process's standard output redirected into a temporary file, then puts
-/// stdout back and forwards what was written (so cargo still sees it, once). Returns the text, or
-/// `None` where capturing is not possible (not Unix, or a descriptor call failed): then `work`
-/// simply runs. A panic inside `work` restores stdout and forwards the text on the way out.
-pub(crate) fn capture_stdout<R>(work: impl FnOnce() -> R) -> (R, Option<String>) {
+/// Prints one line exactly as given (a recorded directive being replayed). Inside a build
+/// script only.
+#[expect(clippy::print_stdout, reason = "stdout is cargo's control channel in a build script")]
+pub(crate) fn print_line(line: &str) {
+    println!("{line}");
+}
+
+/// Runs `work` with this process's standard output (descriptor 1, so child processes' output
+/// too) going into a pipe, and returns what was written there. A thread forwards the pipe to
+/// the real stdout as it comes (unless `forward` is false: an audit's rerun, whose directives
+/// cargo already has), so cargo sees every line once, in order, even when `work` panics or
+/// calls `std::process::exit`. Nothing goes through a file, so `TMPDIR` plays no part.
+///
+/// Descriptor 1 belongs to the whole process, so captures are serialized: one thread captures
+/// at a time (a capture nested on the same thread is fine), and what other threads print while
+/// it lasts is forwarded and also recorded with it. A thread that waits longer than `wait` for
+/// another's capture, or a failed descriptor call, gets `None`: `work` then runs uncaptured.
+pub(crate) fn capture_stdout<R>(
+    forward: bool,
+    wait: std::time::Duration,
+    work: impl FnOnce() -> R,
+) -> (R, Option<Vec<u8>>) {
     #[cfg(unix)]
-    if let Some(capture) = unix::Capture::start() {
+    if let Some(turn) = CaptureTurn::take(wait)
+        && let Some(capture) = unix::Capture::start(forward)
+    {
         let value = work();
-        return (value, Some(capture.finish()));
+        let text = capture.finish();
+        drop(turn);
+        return (value, Some(text));
     }
+    #[cfg(not(unix))]
+    let _ = (forward, wait);
     (work(), None)
+}
+
+/// The right to redirect descriptor 1: held by one thread at a time, any number of times over.
+#[cfg(unix)]
+struct CaptureTurn;
+
+#[cfg(unix)]
+static CAPTURING: Mutex<Option<(std::thread::ThreadId, usize)>> = Mutex::new(None);
+#[cfg(unix)]
+static CAPTURE_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
+#[cfg(unix)]
+impl CaptureTurn {
+    fn take(wait: std::time::Duration) -> Option<CaptureTurn> {
+        let me = std::thread::current().id();
+        let owner = CAPTURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mut owner, _) = CAPTURE_DONE
+            .wait_timeout_while(owner, wait, |owner| owner.is_some_and(|(thread, _)| thread != me))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match owner.as_mut() {
+            Some((thread, depth)) if *thread == me => *depth += 1,
+            Some(_) => return None,
+            None => *owner = Some((me, 1)),
+        }
+        Some(CaptureTurn)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for CaptureTurn {
+    fn drop(&mut self) {
+        let mut owner = CAPTURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, depth)) = owner.as_mut() {
+            *depth -= 1;
+            if *depth == 0 {
+                *owner = None;
+                CAPTURE_DONE.notify_all();
+            }
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -229,80 +292,236 @@ mod unix {
     //! The descriptor juggling behind [`super::capture_stdout`].
 
     use std::fs::File;
-    use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
+    use std::io::{PipeReader, PipeWriter, Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::sync::{Arc, Condvar, Mutex, Once};
 
     const STDOUT: i32 = 1;
 
-    // std links the C library on every Unix; these three calls are all that is needed.
+    // std links the C library on every Unix; these calls are all that is needed.
     unsafe extern "C" {
         fn dup(fd: i32) -> i32;
         fn dup2(old: i32, new: i32) -> i32;
         fn close(fd: i32) -> i32;
+        fn atexit(callback: extern "C" fn()) -> i32;
     }
 
-    /// Stdout is redirected into `file` while this lives; `saved` is the original stdout.
-    pub(super) struct Capture {
-        file: File,
+    /// Captures in progress, innermost last: `std::process::exit` inside a step ends them all
+    /// (see [`finish_at_exit`]) so that what the step printed still reaches cargo.
+    static ACTIVE: Mutex<Vec<Redirect>> = Mutex::new(Vec::new());
+
+    /// What the forwarding thread hands back when it reaches the end mark.
+    type Handoff = Arc<(Mutex<Option<Vec<u8>>>, Condvar)>;
+
+    /// One redirection of descriptor 1 into a pipe.
+    struct Redirect {
+        /// The descriptor 1 of before, to put back.
         saved: i32,
-        done: bool,
+        /// This side's write end, for the end mark.
+        writer: PipeWriter,
+        /// Written last into the pipe: everything before it was printed during the capture.
+        mark: Vec<u8>,
+        handoff: Handoff,
+    }
+
+    /// A capture in progress; [`Capture::finish`] (or dropping it, when the work panics) ends it.
+    pub(super) struct Capture {
+        depth: usize,
     }
 
     impl Capture {
-        pub(super) fn start() -> Option<Capture> {
-            let path = std::env::temp_dir().join(format!(
-                "memoshelve-stdout-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .ok()?;
-            let _ = std::fs::remove_file(&path); // anonymous from here on: nothing to clean up
+        pub(super) fn start(forward: bool) -> Option<Capture> {
+            static AT_EXIT: Once = Once::new();
+            AT_EXIT.call_once(|| {
+                // SAFETY: registers a plain `extern "C"` function with no captured state.
+                unsafe { atexit(finish_at_exit) };
+            });
+            let (reader, writer) = std::io::pipe().ok()?;
             let _ = std::io::stdout().flush();
             // SAFETY: plain descriptor calls on descriptors this process owns; failures are checked.
             let saved = unsafe { dup(STDOUT) };
             if saved < 0 {
                 return None;
             }
-            // SAFETY: as above; `file` stays open for as long as the redirection lasts.
-            if unsafe { dup2(file.as_raw_fd(), STDOUT) } < 0 {
+            // The forwarder's own copy of the real stdout, closed when it ends.
+            // SAFETY: as above.
+            let out = unsafe { dup(saved) };
+            if out < 0 {
                 // SAFETY: `saved` came from `dup` above and is closed once.
                 unsafe { close(saved) };
                 return None;
             }
-            Some(Capture { file, saved, done: false })
-        }
-
-        /// Puts stdout back and returns (and forwards) what was captured.
-        pub(super) fn finish(mut self) -> String {
-            self.restore()
-        }
-
-        fn restore(&mut self) -> String {
-            self.done = true;
-            let _ = std::io::stdout().flush();
-            // SAFETY: `saved` is the original stdout, duplicated in `start`; closed exactly once.
-            unsafe {
-                dup2(self.saved, STDOUT);
-                close(self.saved);
+            // SAFETY: `out` is a fresh descriptor that nothing else owns.
+            let out = unsafe { File::from_raw_fd(out) };
+            let mark = end_mark();
+            let handoff: Handoff = Arc::default();
+            let forwarder = {
+                let (mark, handoff) = (mark.clone(), handoff.clone());
+                std::thread::Builder::new()
+                    .name("memoshelve-stdout".to_owned())
+                    .spawn(move || forward_until_mark(reader, out, forward, &mark, &handoff))
+            };
+            // SAFETY: `writer` stays open for as long as the redirection lasts.
+            if forwarder.is_err() || unsafe { dup2(writer.as_raw_fd(), STDOUT) } < 0 {
+                // SAFETY: `saved` came from `dup` above and is closed once.
+                unsafe { close(saved) };
+                return None; // dropping `writer` ends a started forwarder
             }
-            let mut bytes = Vec::new();
-            let _ = self.file.rewind().and_then(|()| self.file.read_to_end(&mut bytes));
-            let _ = std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush());
-            String::from_utf8_lossy(&bytes).into_owned()
+            let mut active = ACTIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            active.push(Redirect { saved, writer, mark, handoff });
+            Some(Capture { depth: active.len() })
+        }
+
+        /// Puts stdout back and returns what was printed meanwhile (already forwarded).
+        pub(super) fn finish(self) -> Vec<u8> {
+            let text = self.end();
+            std::mem::forget(self);
+            text
+        }
+
+        fn end(&self) -> Vec<u8> {
+            let mut active = ACTIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Ended already (the process is exiting), or by an inner capture's unwinding.
+            if active.len() < self.depth {
+                return Vec::new();
+            }
+            let mut text = Vec::new();
+            while active.len() >= self.depth {
+                text = active.pop().expect("checked above").end();
+            }
+            text
         }
     }
 
     impl Drop for Capture {
         fn drop(&mut self) {
-            if !self.done {
-                self.restore();
+            self.end();
+        }
+    }
+
+    impl Redirect {
+        fn end(mut self) -> Vec<u8> {
+            let _ = std::io::stdout().flush();
+            let marked = self.writer.write_all(&self.mark);
+            // SAFETY: `saved` is the descriptor 1 of before, duplicated in `start`; closed once.
+            unsafe {
+                dup2(self.saved, STDOUT);
+                close(self.saved);
+            }
+            drop(self.writer);
+            if marked.is_err() {
+                return Vec::new();
+            }
+            let (text, done) = &*self.handoff;
+            let mut text = text.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            loop {
+                if let Some(text) = text.take() {
+                    return text;
+                }
+                text = done.wait(text).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         }
+    }
+
+    /// Ends every capture still in progress when the process exits (`std::process::exit` runs
+    /// the C library's exit handlers after flushing Rust's stdout), so their output is
+    /// forwarded before the process is gone.
+    extern "C" fn finish_at_exit() {
+        let mut active = ACTIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(redirect) = active.pop() {
+            redirect.end();
+        }
+    }
+
+    /// A byte string no program prints: a NUL, a tag, and this process's id and a counter.
+    fn end_mark() -> Vec<u8> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nonce = blake3::hash(
+            format!(
+                "{}.{}.{:?}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed),
+                std::time::SystemTime::now()
+            )
+            .as_bytes(),
+        );
+        format!("\0memoshelve-capture-end-{}\0", &nonce.to_hex()[..32]).into_bytes()
+    }
+
+    /// The forwarding thread: copies the pipe to the real stdout as it comes and records it, up
+    /// to the end mark, then hands the record over. What a straggler (a child process that
+    /// outlived the capture and kept its stdout) writes afterwards is still forwarded, not
+    /// recorded, until the pipe closes.
+    fn forward_until_mark(
+        mut reader: PipeReader,
+        mut out: File,
+        forward: bool,
+        mark: &[u8],
+        handoff: &Handoff,
+    ) {
+        let mut recorded = Vec::new();
+        let mut pending = Vec::new();
+        let mut buffer = [0u8; 8192];
+        let mut marked = false;
+        loop {
+            let read = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            pending.extend_from_slice(&buffer[..read]);
+            let (ready, found) = if marked {
+                (pending.len(), None)
+            } else if let Some(at) = find(&pending, mark) {
+                (at, Some(at))
+            } else {
+                (pending.len() - partial_mark_len(&pending, mark), None)
+            };
+            if forward {
+                let _ = out.write_all(&pending[..ready]);
+            }
+            if !marked {
+                recorded.extend_from_slice(&pending[..ready]);
+            }
+            match found {
+                Some(at) => {
+                    pending.drain(..at + mark.len());
+                    if forward {
+                        let _ = out.write_all(&pending);
+                    }
+                    pending.clear();
+                    marked = true;
+                    hand_over(handoff, std::mem::take(&mut recorded));
+                }
+                None => {
+                    pending.drain(..ready);
+                }
+            }
+        }
+        if !marked {
+            // The write end closed without a mark: the capture could not write it.
+            hand_over(handoff, recorded);
+        }
+    }
+
+    fn hand_over(handoff: &Handoff, recorded: Vec<u8>) {
+        let (text, done) = &**handoff;
+        *text.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(recorded);
+        done.notify_all();
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|window| window == needle)
+    }
+
+    /// The length of the longest end of `text` that begins `mark`: bytes to hold back, since
+    /// the mark may be arriving in parts.
+    fn partial_mark_len(text: &[u8], mark: &[u8]) -> usize {
+        (1..mark.len().min(text.len() + 1))
+            .rev()
+            .find(|&len| text.ends_with(&mark[..len]))
+            .unwrap_or(0)
     }
 }

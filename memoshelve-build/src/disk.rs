@@ -31,7 +31,7 @@ use crate::hashing;
 use crate::key::{Key, KeyInput, hex_lower};
 
 /// The on-disk format version written into every record; records of another version are misses.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Prefix of every index key memoshelve writes.
 pub(crate) const INDEX_PREFIX: &str = "memoshelve/v1/";
 /// Values up to this many encoded bytes are stored inside the index record: one file per hit.
@@ -267,7 +267,9 @@ impl Disk {
                 builder.recursive(true);
                 #[cfg(unix)]
                 std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-                builder.create(root).map_err(root_error)?;
+                builder
+                    .create(root)
+                    .map_err(|err| root_error(dangling_link(root).unwrap_or(err)))?;
                 // Tells backup tools (and `cargo clean`-like sweepers) that this is a cache.
                 let _ = fs::write(
                     root.join("CACHEDIR.TAG"),
@@ -322,6 +324,9 @@ impl Disk {
                 found
             }
         };
+        // A record of another format version is a miss (never misread): the fresh entry
+        // replaces it, and `upgrade` drops those that are never asked for again.
+        let record = record.filter(|record| record.format == FORMAT_VERSION);
         record.map(|record| self.checked(record, name, key)).transpose()
     }
 
@@ -506,8 +511,8 @@ impl Disk {
         };
         let parent = target.parent().expect("restored files are inside the output dir");
         fs::create_dir_all(parent).map_err(|err| io_error("create", parent, err))?;
-        let file_name = target.file_name().expect("restored files have a name").to_string_lossy();
-        let tmp = parent.join(format!(".{}", unique_name(&file_name)));
+        // A short name of its own: the file's name may already be as long as names can be.
+        let tmp = parent.join(short_temp_name());
         let copied = if reflink_copy::reflink(&blob, &tmp).is_ok() {
             // Shared extents: what is checked is what the restored file holds.
             hashing::hash_file(&tmp).and_then(|hash| Ok((fs::metadata(&tmp)?.len(), hash)))
@@ -1140,6 +1145,28 @@ pub(crate) fn read_small(file: &mut fs::File, size: Option<u64>) -> std::io::Res
     }
     bytes.truncate(len);
     Ok(bytes)
+}
+
+/// What is wrong when `path` cannot be created because it, or a directory above it, is a
+/// symbolic link to nothing (`mkdir` then says only "File exists").
+fn dangling_link(path: &Path) -> Option<std::io::Error> {
+    let link = path.ancestors().find(|dir| {
+        fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_symlink()) && fs::metadata(dir).is_err()
+    })?;
+    let target = fs::read_link(link).ok()?;
+    Some(std::io::Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "{} is a symbolic link to {}, which does not exist (create {1}, or remove the link)",
+            link.display(),
+            target.display()
+        ),
+    ))
+}
+
+/// A fresh, short name for a temporary file beside a restored one (`.ms.<pid>.<n>.<ns>.tmp`).
+pub(crate) fn short_temp_name() -> String {
+    unique_name(".ms")
 }
 
 fn unique_name(stem: &str) -> String {

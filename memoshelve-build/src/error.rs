@@ -57,6 +57,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A file step ran well but what it did cannot be replayed from a cache entry (a symbolic
+    /// link leaving its directory, a file name that cannot be stored, output that could not be
+    /// captured): it is not cached, and runs again next time.
+    #[error("{name}: not cached: {reason}")]
+    Uncacheable {
+        /// The cache name.
+        name: String,
+        /// Why, with the file concerned.
+        reason: String,
+    },
     /// The arguments or the value could not be encoded with postcard.
     #[error("cannot encode the {what} of cache {name:?}: {source}")]
     Encode {

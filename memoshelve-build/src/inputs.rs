@@ -78,12 +78,93 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
 
 pub(crate) fn file_input(path: &Path, base: &Path) -> KeyInput {
     let absolute = if path.is_absolute() { path.to_owned() } else { base.join(path) };
-    let value = match hash_file(&absolute) {
+    let value = file_value(&absolute);
+    KeyInput { kind: "file".to_owned(), name: key_path(&absolute, base), value }
+}
+
+/// A file's blake3 hex, or the missing or unreadable marker.
+fn file_value(path: &Path) -> String {
+    match hash_file(path) {
         Ok(hash) => hash,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => MISSING.to_owned(),
         Err(err) => format!("\u{0}unreadable: {}", err.kind()),
+    }
+}
+
+/// A path a step reported with `rerun-if-changed`, named `name`, as a key part: a file's
+/// contents, a directory's whole tree (the names, kinds and contents of everything below it,
+/// symbolic links by their targets), or the missing marker (also for a directory with nothing
+/// in it). `skip` leaves parts of a tree out, by their path relative to `path`.
+pub(crate) fn path_input(name: String, path: &Path, skip: &dyn Fn(&Path) -> bool) -> KeyInput {
+    let value = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => tree_value(path, skip),
+        _ => file_value(path),
     };
-    KeyInput { kind: "file".to_owned(), name: key_path(&absolute, base), value }
+    KeyInput { kind: "file".to_owned(), name, value }
+}
+
+/// An environment variable as a key part: its value, or the unset marker.
+pub(crate) fn env_input(name: &str) -> KeyInput {
+    let value = std::env::var(name).unwrap_or_else(|_| UNSET.to_owned());
+    KeyInput { kind: "env".to_owned(), name: name.to_owned(), value }
+}
+
+/// The blake3 of a directory tree: every entry's relative path, kind, and contents (files) or
+/// target (links), in byte order of the paths.
+fn tree_value(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
+    let mut parts: Vec<(Vec<u8>, u8, Vec<u8>)> = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let listing = match std::fs::read_dir(dir.join(&relative)) {
+            Ok(listing) => listing,
+            Err(err) => {
+                parts.push((path_bytes(&relative), b'?', err.kind().to_string().into_bytes()));
+                continue;
+            }
+        };
+        for item in listing.flatten() {
+            let path = relative.join(item.file_name());
+            if skip(&path) {
+                continue;
+            }
+            let Ok(kind) = item.file_type() else { continue };
+            let name = path_bytes(&path);
+            if kind.is_dir() {
+                parts.push((name, b'd', Vec::new()));
+                pending.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(item.path()).unwrap_or_default();
+                parts.push((name, b'l', path_bytes(&target)));
+            } else {
+                parts.push((name, b'f', file_value(&item.path()).into_bytes()));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return MISSING.to_owned();
+    }
+    parts.sort();
+    let mut hasher = blake3::Hasher::new();
+    for (name, kind, contents) in &parts {
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name);
+        hasher.update(&[*kind]);
+        hasher.update(&(contents.len() as u64).to_le_bytes());
+        hasher.update(contents);
+    }
+    format!("tree:{}", hasher.finalize().to_hex())
+}
+
+/// A path's bytes: exact on Unix, its lossy text elsewhere.
+pub(crate) fn path_bytes(path: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_string_lossy().replace('\\', "/").into_bytes()
+    }
 }
 
 /// The directory before the first wildcard of a glob pattern: what cargo must watch so that a
@@ -183,8 +264,7 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
                 if in_build_script {
                     cargo::rerun_if_env_changed(name);
                 }
-                let value = std::env::var(name).unwrap_or_else(|_| UNSET.to_owned());
-                inputs.push(KeyInput { kind: "env".to_owned(), name: name.clone(), value });
+                inputs.push(env_input(name));
             }
             Declared::Tool { command, args } => inputs.push(tool_input(command, args)),
             Declared::BuildScript => {
@@ -239,15 +319,4 @@ fn tool_input(command: &str, args: &[String]) -> KeyInput {
         }
     };
     KeyInput { kind: "tool".to_owned(), name, value }
-}
-
-/// Where a recorded file input lives now: its key name taken from `base` unless absolute.
-pub(crate) fn input_path(input: &KeyInput, base: &Path) -> PathBuf {
-    let path = Path::new(&input.name);
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
-}
-
-/// A recorded file input hashed again, to compare with the recording.
-pub(crate) fn rehash(recorded: &KeyInput, base: &Path) -> KeyInput {
-    file_input(&input_path(recorded, base), base)
 }

@@ -83,7 +83,7 @@
 //!
 //! | variable | effect |
 //! | --- | --- |
-//! | `MEMOSHELVE_DIR` | the cache root; `target` means `<cargo target dir>/memoshelve` |
+//! | `MEMOSHELVE_DIR` | the cache root; `target` means `<cargo target dir>/memoshelve`; an absolute path (a relative one is ignored in build scripts, with a warning: each runs in its own package directory) |
 //! | `MEMOSHELVE_DISABLE=1` | bypass both tiers everywhere (read once per process) |
 //! | `MEMOSHELVE_LOG` | report events: `none`, `mem`, `disk`, `remote`, `hits`, `misses`, `all` (comma-separated) |
 //! | `MEMOSHELVE_MEM_CAPACITY` | bytes the memory tier may hold in this process |
@@ -188,6 +188,7 @@ mod audit;
 mod cargo;
 mod codec;
 pub mod config;
+mod directive;
 mod disk;
 mod error;
 mod events;
@@ -216,7 +217,7 @@ pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
 pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
-pub use crate::outputs::{OutputFile, OutputManifest, Outputs, Step};
+pub use crate::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Step};
 pub use crate::status::{Log, Status};
 #[cfg(feature = "macros")]
 pub use memoshelve_macros::memoize;

@@ -87,9 +87,22 @@ fn resolve(
     if let Some(path) = explicit {
         return Ok(found(path.to_owned(), RootSource::Explicit));
     }
-    let env_dir = env_var("MEMOSHELVE_DIR");
+    let mut env_dir = env_var("MEMOSHELVE_DIR");
+    let mut warnings = Vec::new();
     if let Some(dir) = env_dir.as_ref().filter(|dir| *dir != "target") {
-        return Ok(found(PathBuf::from(dir), RootSource::EnvDir));
+        let path = PathBuf::from(dir);
+        // Cargo runs each build script in its own package's directory: a relative root would
+        // be one cache per package, inside its sources. It is not used there.
+        if path.is_absolute() || !crate::cargo::in_build_script() {
+            return Ok(found(path, RootSource::EnvDir));
+        }
+        warnings.push(format!(
+            "MEMOSHELVE_DIR={} is a relative path, and build scripts run in their own packages' \
+             directories, so it is ignored here; set an absolute path (or `dir = ...` in \
+             [workspace.metadata.memoshelve], which is taken from the workspace root)",
+            path.display()
+        ));
+        env_dir = None;
     }
     let project = project();
     let in_target = |what: &str| {
@@ -111,10 +124,12 @@ fn resolve(
             setting.path_value()
         };
         let source = RootSource::Config(setting.clone());
-        return Ok(CacheRoot { path, source, warnings: config.warnings });
+        warnings.extend(config.warnings);
+        return Ok(CacheRoot { path, source, warnings });
     }
     let (path, source) = default_root()?;
-    Ok(CacheRoot { path, source, warnings: config.warnings })
+    warnings.extend(config.warnings);
+    Ok(CacheRoot { path, source, warnings })
 }
 
 /// A set, non-empty environment variable.

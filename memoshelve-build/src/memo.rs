@@ -433,6 +433,11 @@ impl<H> Memo<H> {
         self.disk().map(|disk| disk.root().to_owned())
     }
 
+    /// How long to wait for another process's or thread's work on a key (`MEMOSHELVE_LOCK_TIMEOUT`).
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
     pub(crate) fn disabled(&self) -> bool {
         // Read once per process, like the other settings: a hit must not pay for a lookup.
         static DISABLED: OnceLock<bool> = OnceLock::new();
@@ -740,6 +745,9 @@ impl<H> Memo<H> {
     /// One warning per problem when a computed result could not be stored.
     pub(crate) fn warn_store_failed(&self, err: &Error) {
         let topic = match err {
+            Error::Uncacheable { .. } => {
+                return cargo::warn_once(&format!("uncacheable {}", self.name), &err.to_string());
+            }
             Error::Encode { .. } => format!("encode {}", self.name),
             _ => format!("write {}", self.root().unwrap_or_default().display()),
         };

@@ -1,15 +1,36 @@
 //! Steps that produce files: `Memo::outputs(dir)`.
 //!
-//! On a miss the step runs and writes into `dir`; every regular file it created or changed there
-//! is stored as a blob, and a manifest (relative path, mode, size, blake3) becomes the entry's
-//! value, with the inputs the step discovered and the cargo directives it emitted. On a hit the
-//! discovered inputs are re-hashed first (any difference is a miss, like ccache's manifest mode),
-//! then the files are restored byte-identical with their modes, files already present and
-//! identical are left untouched (their mtimes do not trigger recompiles), and the directives are
-//! replayed, all without running the step.
+//! On a miss the step runs and writes into `dir`; inside a build script what it prints on
+//! stdout (its own `println!`s and its child processes') is captured as it goes to cargo. The
+//! entry keeps exactly what a clean run of the step produces: every file and in-tree symbolic
+//! link it created or changed in `dir` (a blob per file, and a manifest), the directive lines it
+//! printed (stored by [`crate::directive`]'s rules, this build's directories as placeholders),
+//! and the inputs those lines declared: `rerun-if-changed` paths by content (a directory by its
+//! whole tree) and `rerun-if-env-changed` values. On a hit those inputs are checked first (any
+//! difference is a miss, like ccache's manifest mode), then the files are restored (files
+//! already present and identical are left untouched, so their mtimes do not trigger
+//! recompiles), the step's own files of another key are removed, and the lines are replayed
+//! byte for byte with this build's directories, all without running the step.
+//!
+//! Which files are the step's: those that did not exist before it ran, or that it rewrote (size,
+//! modification and change times, inode; and, for a file changed in the last two seconds before
+//! the step, where a coarse clock could hide a rewrite, its contents). A marker
+//! (`dir/.memoshelve/<name>.files`) lists what the step wrote, and which of those it *created*:
+//! only created files are ever deleted (when the step runs again, or a hit of another key
+//! replaces them, and only while their contents are unchanged), so a file of the user's that the
+//! step merely rewrote stays. Before a miss runs, the step's created files go, so it writes all it
+//! produces; the files a failed or panicking run created are marked too, so they go next time.
+//!
+//! A file that was there before and that the step left alone is not its output, except one that
+//! no marker claims: a generator that skips rewriting identical files (prost-build) in a
+//! directory filled before the cache was on (or while `MEMOSHELVE_DISABLE` was set) leaves its
+//! outputs alone, and an entry without them would break the build after `cargo clean`. Such files
+//! are stored "if missing": restored only where nothing is, or where the step itself wrote what
+//! is there. Files that another step's marker claims are never stored.
 
 use std::any::type_name;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,9 +39,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cargo;
 use crate::codec;
+use crate::directive::{self, Roots};
 use crate::disk::{Disk, mode_of};
 use crate::error::{Error, Result};
-use crate::inputs;
+use crate::inputs::{self, path_bytes};
 use crate::key::{Key, KeyInput};
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
 use crate::status::Status;
@@ -28,11 +50,15 @@ use crate::status::Status;
 /// The manifest of a file step, stored as the entry's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputManifest {
-    /// Every file the step produced, sorted by path.
+    /// Every regular file the step produced, sorted by path.
     pub files: Vec<OutputFile>,
-    /// Inputs the step reported while it ran, with their hashes when it ran.
+    /// Every symbolic link the step produced (relative, staying inside the directory).
+    pub links: Vec<OutputLink>,
+    /// Inputs the step declared while it ran (`rerun-if-changed`, `rerun-if-env-changed`), with
+    /// their hashes or values when it ran.
     pub discovered: Vec<KeyInput>,
-    /// Cargo directives the step emitted (without the `cargo:` prefix), replayed on a hit.
+    /// The directive lines the step printed, whole (`cargo:` or `cargo::` as printed), this
+    /// build's directories as placeholders; replayed on a hit.
     pub directives: Vec<String>,
     /// The step's own return value, postcard-encoded.
     pub result: Vec<u8>,
@@ -41,18 +67,61 @@ pub struct OutputManifest {
 /// One produced file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputFile {
-    /// Path relative to the output directory, `/`-separated.
-    pub path: String,
+    /// Path relative to the output directory, `/`-separated, as bytes (names need not be UTF-8;
+    /// in JSON it is a string, lossy where they are not).
+    #[serde(with = "text_or_bytes")]
+    pub path: Vec<u8>,
     /// Unix permission bits.
     pub mode: u32,
     /// Size in bytes.
     pub size: u64,
     /// blake3 of the contents, hex: the blob it is restored from.
     pub blake3: String,
-    /// The file was already in the directory, unchanged, when the step ran (a generator that
-    /// skips rewriting identical files, or a file of the build script's own). It is restored
-    /// only where it is missing, or where this step put the file that is there now.
+    /// The file was in the directory before the step ran, unclaimed, and the step left it alone
+    /// (a generator that skips rewriting identical files). It is restored only where it is
+    /// missing, or where this step wrote the file that is there now.
     pub if_missing: bool,
+}
+
+impl OutputFile {
+    /// The path for people (lossy where it is not UTF-8).
+    pub fn display_path(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
+    }
+}
+
+/// One produced symbolic link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLink {
+    /// Path relative to the output directory, `/`-separated, as bytes.
+    #[serde(with = "text_or_bytes")]
+    pub path: Vec<u8>,
+    /// What the link points to: a relative path that stays inside the directory.
+    #[serde(with = "text_or_bytes")]
+    pub target: Vec<u8>,
+}
+
+/// Path bytes in a manifest: bytes for postcard, a (lossy) string for people's formats (JSON).
+mod text_or_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&String::from_utf8_lossy(bytes))
+        } else {
+            serializer.serialize_bytes(bytes)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        if deserializer.is_human_readable() {
+            String::deserialize(deserializer).map(String::into_bytes)
+        } else {
+            Vec::<u8>::deserialize(deserializer)
+        }
+    }
 }
 
 /// The `type_name` prefix of file steps' entries (`FilesOf<R>` below).
@@ -67,10 +136,19 @@ pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
 /// Marks file-step keys, so they never collide with a plain value of the same type.
 struct FilesOf<R>(PhantomData<R>);
 
-/// What a miss leaves to store: the step's reports, and the directory as it was before it ran.
+/// How a file step's result was had.
+enum Run {
+    /// Restored from an entry; these lines (this build's paths) are for cargo.
+    Restored(Vec<String>),
+    /// Computed; what to store, or `None` when the step's output could not be captured.
+    Computed(Option<Captured>),
+}
+
+/// What a miss leaves to store: the directive lines it printed, and the directory as it was
+/// before it ran.
 struct Captured {
-    step: Step,
-    before: HashMap<PathBuf, (u64, SystemTime)>,
+    lines: Vec<String>,
+    before: Snapshot,
 }
 
 /// What a file step gets: the directory to write into, and ways to report what it read and what
@@ -78,8 +156,8 @@ struct Captured {
 #[derive(Debug)]
 pub struct Step {
     dir: PathBuf,
-    discovered: Vec<PathBuf>,
-    directives: Vec<String>,
+    /// The lines reported outside a build script (inside one they go to stdout, captured).
+    lines: Vec<String>,
 }
 
 impl Step {
@@ -89,10 +167,12 @@ impl Step {
     }
 
     /// Reports an input the step found while running (a header an included header includes,
-    /// an imported `.proto`). It is hashed when the step ends; on a later hit it is hashed again,
+    /// an imported `.proto`): the same as printing `cargo:rerun-if-changed=PATH`. It is hashed
+    /// when the step ends (a directory as its whole tree); on a later hit it is hashed again,
     /// and a difference makes the hit a miss.
     pub fn input_file(&mut self, path: impl AsRef<Path>) {
-        self.discovered.push(path.as_ref().to_owned());
+        let path = inputs::base_dir().join(path);
+        self.report(format!("cargo:rerun-if-changed={}", path.display()));
     }
 
     /// [`Step::input_file`] for each of these paths.
@@ -103,53 +183,29 @@ impl Step {
     }
 
     /// Emits a cargo directive now (inside a build script) and stores it with the entry, so a
-    /// hit replays it: `step.directive("rustc-link-lib=z")`. A `cargo:` or `cargo::` prefix is
-    /// accepted. `rerun-if-changed=PATH` is taken as a discovered input.
+    /// hit replays it: `step.directive("rustc-link-lib=z")` prints `cargo:rustc-link-lib=z`. A
+    /// `cargo:` or `cargo::` prefix is kept as given. A directive is one line: a line break
+    /// inside becomes a space. `rerun-if-changed` and `rerun-if-env-changed` also join the
+    /// entry's inputs, as when the step prints them itself.
     pub fn directive(&mut self, directive: &str) {
-        let directive = directive.trim();
-        let directive = directive
-            .strip_prefix("cargo::")
-            .or_else(|| directive.strip_prefix("cargo:"))
-            .unwrap_or(directive);
-        if let Some(path) = directive.strip_prefix("rerun-if-changed=") {
-            self.input_file(path);
-            return;
-        }
-        if cargo::in_build_script() {
-            cargo::emit(directive);
-        }
-        self.directives.push(directive.to_owned());
+        let line = directive.trim().replace(['\n', '\r'], " ");
+        let line = if line.starts_with("cargo:") { line } else { format!("cargo:{line}") };
+        self.report(line);
     }
 
-    /// Records the `cargo:` lines the step printed itself (captured from stdout, already
-    /// forwarded to cargo): those it did not also report through [`Step::directive`], and never
-    /// memoshelve's own warnings.
-    fn record_printed(&mut self, printed: &str) {
-        let mut reported = self.directives.clone();
-        for line in printed.lines().map(str::trim) {
-            let Some(directive) =
-                line.strip_prefix("cargo::").or_else(|| line.strip_prefix("cargo:"))
-            else {
-                continue;
-            };
-            if directive.starts_with("warning=memoshelve:") {
-                continue;
-            }
-            if let Some(path) = directive.strip_prefix("rerun-if-changed=") {
-                self.input_file(path);
-            } else if let Some(index) = reported.iter().position(|seen| seen == directive) {
-                reported.swap_remove(index);
-            } else {
-                self.directives.push(directive.to_owned());
-            }
+    fn report(&mut self, line: String) {
+        if cargo::in_build_script() {
+            cargo::print_line(&line);
+        } else {
+            self.lines.push(line);
         }
     }
 
     /// Feeds the output of a generator that speaks cargo's protocol (bindgen's
-    /// `CargoCallbacks`, a build tool's stdout): every `cargo:` line in `text` is taken as by
-    /// [`Step::directive`]; other lines are ignored.
+    /// `CargoCallbacks`, a build tool's stdout): every line of `text` that cargo would read as a
+    /// directive is taken as by [`Step::directive`]; other lines are ignored.
     pub fn cargo_output(&mut self, text: &str) {
-        for line in text.lines().map(str::trim).filter(|line| line.starts_with("cargo:")) {
+        for line in text.lines().filter(|line| directive::parse(line).is_some()) {
             self.directive(line);
         }
     }
@@ -212,8 +268,9 @@ impl<H> Outputs<'_, H> {
         }
     }
 
-    /// Like [`Outputs::call`] for a fallible step: an `Err` is returned and nothing is stored
-    /// (files it wrote stay where they are, but no entry refers to them).
+    /// Like [`Outputs::call`] for a fallible step: an `Err` is returned and nothing is stored.
+    /// The files it created stay where they are, listed as the step's own, so that its next run
+    /// removes them first.
     ///
     /// # Errors
     /// Only the errors of `step`.
@@ -237,253 +294,407 @@ impl<H> Outputs<'_, H> {
         H: ArgsEncoder<A>,
     {
         let memo = self.memo;
-        let fresh_step =
-            || Step { dir: self.dir.clone(), discovered: Vec::new(), directives: Vec::new() };
         let key = if memo.disabled() { None } else { memo.key_of::<A, FilesOf<R>>(args) };
         let (Some(key), Some(disk)) = (key, memo.disk()) else {
+            // Exactly as with the cache on, minus the cache: the same inputs resolved (their
+            // rerun directives), the directory made before the step runs.
             memo.key_inputs();
-            let mut state = fresh_step();
-            let value = step(&mut state)?;
-            announce_discovered(&state.discovered);
+            let _ = std::fs::create_dir_all(&self.dir);
+            let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
             return Ok((value, Status::Miss));
         };
+        let roots = self.roots();
         let found = memo.memoize(
             key,
             |disk_only| {
                 let found =
-                    self.restore::<R>(disk, &key).map(|value| ((value, None), Status::Disk));
+                    self.restore::<R>(disk, &key, &roots).map(|found| (found, Status::Disk));
                 // A remote hit is written to disk, then restored from there.
                 found.or_else(|| {
                     let fetched = !disk_only && crate::remote::fetch(disk, memo.name(), &key);
-                    let value = fetched.then(|| self.restore::<R>(disk, &key))??;
-                    Some(((value, None), Status::Remote))
+                    let found = fetched.then(|| self.restore::<R>(disk, &key, &roots))??;
+                    Some((found, Status::Remote))
                 })
             },
-            || {
-                // Our own earlier outputs go first, so that a generator that skips rewriting
-                // unchanged files still writes every one of them, and all are captured.
-                remove_own_outputs(&self.dir, memo.name());
-                let before = snapshot(&self.dir);
-                let _ = std::fs::create_dir_all(&self.dir);
-                let mut state = fresh_step();
-                // Inside a build script, what the step prints on stdout is captured too: a
-                // generator that prints `cargo:rustc-link-lib=..` itself still links on a hit.
-                let value = if cargo::in_build_script() {
-                    let (value, printed) = cargo::capture_stdout(|| step(&mut state));
-                    if let Some(printed) = printed {
-                        state.record_printed(&printed);
-                    }
-                    value
-                } else {
-                    step(&mut state)
-                }?;
-                announce_discovered(&state.discovered);
-                Ok((value, Some(Captured { step: state, before })))
-            },
-            |(value, captured), took| {
-                let captured = captured.as_ref().expect("a computed step carries its capture");
-                match self.store(disk, &key, value, captured, memo.render_args(args), took) {
+            || self.compute(step),
+            |(value, run), took| {
+                let Run::Computed(Some(captured)) = run else { return };
+                let args = memo.render_args(args);
+                match self.store(disk, &key, value, captured, &roots, args, took) {
                     Ok(()) => crate::remote::write_through(disk, memo.name(), &key),
                     Err(err) => memo.warn_store_failed(&err),
                 }
             },
         )?;
-        let ((value, _), status) = found;
+        let ((value, run), status) = found;
+        // Replayed only now: an audit that recomputes a hit has printed the fresh lines itself.
+        if let Run::Restored(lines) = run
+            && cargo::in_build_script()
+        {
+            for line in &lines {
+                cargo::print_line(line);
+            }
+        }
         Ok((value, status))
     }
 
-    fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key) -> Option<R> {
+    /// The directories that stored lines and inputs name by placeholder: the step's directory,
+    /// `OUT_DIR` and the package's directory.
+    fn roots(&self) -> Roots {
+        let base = inputs::base_dir();
+        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let out = std::env::var_os("OUT_DIR").map(PathBuf::from);
+        let mut roots = vec![("dir", dir.as_path()), ("manifest", base.as_path())];
+        roots.extend(out.as_deref().map(|out| ("out", out)));
+        Roots::new(roots)
+    }
+
+    /// A miss: runs the step, with its stdout captured inside a build script.
+    fn compute<R, E>(&self, step: impl FnOnce(&mut Step) -> Result<R, E>) -> Result<(R, Run), E> {
+        let name = self.memo.name();
+        // The step's own files of an earlier run go first, so that a generator that skips
+        // rewriting unchanged files still writes every one of them, and all are seen.
+        remove_own_outputs(&self.dir, name);
+        let before = snapshot(&self.dir, Some(SystemTime::now()));
+        let _ = std::fs::create_dir_all(&self.dir);
+        let mut state = Step { dir: self.dir.clone(), lines: Vec::new() };
+        // Until the step has returned `Ok`, the files it creates are listed as its own: a
+        // failed or panicking run leaves nothing that a later run could take for another's.
+        let pending = MarkCreated { dir: &self.dir, name, before: &before };
+        let (value, printed) = if cargo::in_build_script() {
+            let wait = self.memo.lock_timeout();
+            let (value, printed) = cargo::capture_stdout(true, wait, || step(&mut state));
+            (value, Some(printed))
+        } else {
+            (step(&mut state), None)
+        };
+        let value = value?;
+        std::mem::forget(pending);
+        let lines = match printed {
+            None => state.lines,
+            Some(Some(bytes)) => directive_lines(&bytes),
+            Some(None) => {
+                cargo::warn_once(
+                    &format!("capture {name}"),
+                    &format!(
+                        "{name}: the step's stdout could not be captured (another thread's step \
+                         held it longer than MEMOSHELVE_LOCK_TIMEOUT, or a descriptor call \
+                         failed): it ran, and is not cached"
+                    ),
+                );
+                return Ok((value, Run::Computed(None)));
+            }
+        };
+        Ok((value, Run::Computed(Some(Captured { lines, before }))))
+    }
+
+    fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key, roots: &Roots) -> Option<(R, Run)> {
         let memo = self.memo;
         let (record, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
+        let unsafe_path = manifest
+            .files
+            .iter()
+            .map(|file| &file.path)
+            .chain(manifest.links.iter().map(|link| &link.path))
+            .find(|path| safe_relative(path).is_none());
+        let bad_link = manifest.links.iter().find(|link| {
+            let (path, target) = (path_from_bytes(&link.path), path_from_bytes(&link.target));
+            !path.zip(target).is_some_and(|(path, target)| stays_inside(&path, &target))
+        });
         let checked = codec::decode::<R>(manifest.result.clone())
-            .map_err(|err| {
-                disk.corrupt(
-                    memo.name(),
-                    key,
-                    format!("cannot decode as {}: {err}", type_name::<R>()),
-                )
-            })
-            .and_then(|value| {
-                match manifest.files.iter().find(|file| safe_relative(&file.path).is_none()) {
-                    Some(file) => Err(disk.corrupt(
-                        memo.name(),
-                        key,
-                        format!("unsafe path {:?} in manifest", file.path),
-                    )),
-                    None => Ok(value),
+            .map_err(|err| format!("cannot decode as {}: {err}", type_name::<R>()))
+            .and_then(|value| match (unsafe_path, bad_link) {
+                (Some(path), _) => {
+                    Err(format!("unsafe path {:?} in manifest", String::from_utf8_lossy(path)))
                 }
+                (None, Some(link)) => Err(format!(
+                    "link {:?} in manifest leaves the directory",
+                    String::from_utf8_lossy(&link.path)
+                )),
+                (None, None) => Ok(value),
             });
         let value = match checked {
             Ok(value) => value,
-            Err(err) => {
-                memo.discard(disk, key, Some(&record), &err);
+            Err(reason) => {
+                memo.discard(disk, key, Some(&record), &disk.corrupt(memo.name(), key, reason));
                 return None;
             }
         };
-        // The second level of the key: inputs the step discovered must be unchanged.
-        let base = inputs::base_dir();
-        if manifest.discovered.iter().any(|recorded| inputs::rehash(recorded, &base) != *recorded) {
+        // The second level of the key: the inputs the step declared must be unchanged.
+        let produced = produced_paths(&manifest);
+        let changed = manifest.discovered.iter().any(|recorded| {
+            let current = match recorded.kind.as_str() {
+                "env" => Some(inputs::env_input(&recorded.name)),
+                _ => {
+                    let path = PathBuf::from(roots.expand(&recorded.name));
+                    self.discovered_input(recorded.name.clone(), &path, &produced)
+                }
+            };
+            current.is_some_and(|current| current != *recorded)
+        });
+        if changed {
             return None;
         }
         // Never write through a symbolic link: a link inside the output directory could point
         // anywhere. (Such a directory is a miss; the step runs and writes as it always would.)
-        if let Some(file) = manifest.files.iter().find(|file| through_link(&self.dir, &file.path)) {
+        if let Some(path) = produced.iter().find(|path| through_link(&self.dir, path)) {
             cargo::warn_once(
                 &format!("link {}", self.dir.display()),
                 &format!(
                     "{}: not restoring {:?} into {}: a symbolic link is in the way; running the step",
                     memo.name(),
-                    file.path,
+                    String::from_utf8_lossy(path),
                     self.dir.display()
                 ),
             );
             return None;
         }
-        let ours = read_marker(&marker_path(&self.dir, memo.name()));
-        // What to do with each file, in the manifest's order: keep it (`Some(None)`), restore it
-        // (`Some(Some(target))`), or leave it alone (`None`).
-        let plan: Vec<(&OutputFile, Option<Option<PathBuf>>)> = manifest
+        let target_of = |path: &[u8]| self.dir.join(safe_relative(path).expect("checked above"));
+        let ours: HashMap<Vec<u8>, Record> = read_marker(&marker_path(&self.dir, memo.name()))
+            .into_iter()
+            .map(|record| (record.path.clone(), record))
+            .collect();
+        // An "if missing" file is left alone where something is that this step did not write.
+        let mut left_alone = HashSet::new();
+        let mut placed = Vec::new();
+        for (mut record, if_missing) in owned_records(&manifest) {
+            let present = std::fs::symlink_metadata(target_of(&record.path)).is_ok();
+            let old = ours.get(&record.path);
+            if if_missing && present && old.is_none() {
+                left_alone.insert(record.path);
+                continue;
+            }
+            record.created = if present { old.is_some_and(|old| old.created) } else { !if_missing };
+            placed.push(record);
+        }
+        let restores: Vec<(&OutputFile, PathBuf)> = manifest
             .files
             .iter()
-            .map(|file| {
-                let target = self.dir.join(safe_relative(&file.path).expect("checked above"));
-                let ours = ours.iter().any(|(path, _)| *path == file.path);
-                let action = if already_there(&target, file) {
-                    (!file.if_missing || ours).then_some(None)
-                } else if file.if_missing && !ours && std::fs::symlink_metadata(&target).is_ok() {
-                    None // never overwrite a file this step did not put there
-                } else {
-                    Some(Some(target))
-                };
-                (file, action)
-            })
-            .collect();
-        let restores: Vec<(&OutputFile, &PathBuf)> = plan
-            .iter()
-            .filter_map(|(file, action)| Some((*file, action.as_ref()?.as_ref()?)))
+            .filter(|file| !left_alone.contains(&file.path))
+            .map(|file| (file, target_of(&file.path)))
+            .filter(|(file, target)| !already_there(target, file))
             .collect();
         // Files are restored in parallel: a tree of generated sources is many small copies.
         let restored = crate::parallel::map(&restores, |(file, target)| {
             disk.restore_file(&file.blake3, file.size, target, file.mode)
         });
-        if let Some(err) = restored.into_iter().find_map(Result::err) {
+        let linked = manifest.links.iter().map(|link| restore_link(&target_of(&link.path), link));
+        if let Some(err) = restored.into_iter().chain(linked).find_map(Result::err) {
             memo.discard(disk, key, Some(&record), &err);
             return None;
         }
-        let placed = plan.iter().filter(|(_, action)| action.is_some()).map(|(file, _)| *file);
-        write_marker(&self.dir, memo.name(), placed);
-        let discovered: Vec<PathBuf> =
-            manifest.discovered.iter().map(|input| inputs::input_path(input, &base)).collect();
-        announce_discovered(&discovered);
-        if cargo::in_build_script() {
-            for directive in &manifest.directives {
-                cargo::emit(&expand_dirs(directive, &self.dir, &base));
+        // What the step created here for another key goes.
+        for old in ours.values() {
+            if old.created
+                && !produced.contains(old.path.as_slice())
+                && let Some(relative) = safe_relative(&old.path)
+                && old.what.matches(&self.dir.join(&relative))
+            {
+                let _ = std::fs::remove_file(self.dir.join(relative));
             }
         }
-        Some(value)
+        write_marker(&self.dir, memo.name(), &placed);
+        let lines = manifest.directives.iter().map(|line| roots.expand(line)).collect();
+        Some((value, Run::Restored(lines)))
     }
 
+    /// A path the step declared, as a key part, or `None` for one of the step's own outputs
+    /// (restored with the entry: after `cargo clean` it would be missing and never hit). A
+    /// directory inside the step's directory is hashed without the step's outputs in it.
+    fn discovered_input(
+        &self,
+        name: String,
+        path: &Path,
+        produced: &HashSet<&[u8]>,
+    ) -> Option<KeyInput> {
+        let own = |path: &Path| {
+            path.strip_prefix(&self.dir).is_ok_and(|relative| {
+                relative == Path::new(MARKER_DIR)
+                    || produced.contains(path_bytes(relative).as_slice())
+            })
+        };
+        if own(path) {
+            return None;
+        }
+        Some(inputs::path_input(name, path, &|below| own(&path.join(below))))
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site, each part distinct")]
     fn store<R: Cacheable>(
         &self,
         disk: &Disk,
         key: &Key,
         value: &R,
         captured: &Captured,
+        roots: &Roots,
         args: String,
         took: Duration,
     ) -> Result<()> {
-        let mut files = Vec::new();
+        let name = self.memo.name();
+        let uncacheable = |reason: String| Error::Uncacheable { name: name.to_owned(), reason };
+        let (mut files, mut links, mut created) = (Vec::new(), Vec::new(), Vec::new());
         // Every blob and then the manifest's index line, under the root's write lock.
         let _guard = disk.write_guard();
-        let others = claimed_by_other_steps(&self.dir, self.memo.name());
-        for (relative, stamp) in snapshot(&self.dir) {
-            let name = inputs::key_path(&relative, Path::new(""));
-            let if_missing = captured.before.get(&relative) == Some(&stamp);
-            if if_missing && others.contains(&name) {
-                continue; // another memoized step's output
+        let claimed = claimed_by_others(&self.dir, name);
+        for (relative, seen) in snapshot(&self.dir, None) {
+            let before = captured.before.get(&relative);
+            let path = self.dir.join(&relative);
+            let name = path_bytes(&relative);
+            let changed = seen.changed_since(before, &path);
+            if !changed && (claimed.contains(&name) || matches!(seen, Seen::Link(_))) {
+                continue; // there before, left alone, and someone else's
             }
             if safe_relative(&name).is_none() {
-                return Err(Error::Io {
-                    action: "cache a file with this name",
-                    path: self.dir.join(&relative),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "a backslash or NUL in the name",
-                    ),
-                });
+                return Err(uncacheable(format!("{} has a backslash in its name", path.display())));
             }
-            let path = self.dir.join(&relative);
-            let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
-                action: "read",
-                path: path.clone(),
-                source,
-            })?;
-            let (size, blake3) = disk.store_file(&path)?;
-            files.push(OutputFile { path: name, mode: mode_of(&meta), size, blake3, if_missing });
+            if before.is_none() {
+                created.push(name.clone());
+            }
+            match seen {
+                Seen::File { mode, .. } => {
+                    let (size, blake3) = disk.store_file(&path)?;
+                    files.push(OutputFile { path: name, mode, size, blake3, if_missing: !changed });
+                }
+                Seen::Link(target) if stays_inside(&relative, &target) && cfg!(unix) => {
+                    links.push(OutputLink { path: name, target: path_bytes(&target) });
+                }
+                Seen::Link(target) => {
+                    return Err(uncacheable(format!(
+                        "{} is a symbolic link to {}, outside the output directory",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+            }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        write_marker(&self.dir, self.memo.name(), files.iter().filter(|file| !file.if_missing));
+        links.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut manifest = OutputManifest {
+            files,
+            links,
+            discovered: Vec::new(),
+            directives: captured.lines.iter().map(|line| roots.name(line)).collect(),
+            result: Vec::new(),
+        };
+        let written: Vec<Record> = owned_records(&manifest)
+            .filter(|(_, if_missing)| !if_missing)
+            .map(|(mut record, _)| {
+                record.created = created.contains(&record.path);
+                record
+            })
+            .collect();
+        write_marker(&self.dir, name, &written);
         let base = inputs::base_dir();
-        let mut discovered: Vec<KeyInput> =
-            captured.step.discovered.iter().map(|path| inputs::file_input(path, &base)).collect();
+        let produced = produced_paths(&manifest);
+        let mut discovered: Vec<KeyInput> = captured
+            .lines
+            .iter()
+            .filter_map(|line| {
+                let directive = directive::parse(line)?;
+                match directive.key {
+                    "rerun-if-env-changed" => Some(inputs::env_input(directive.value)),
+                    "rerun-if-changed" => {
+                        let path = base.join(directive.value);
+                        self.discovered_input(roots.name(&path.to_string_lossy()), &path, &produced)
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         discovered.sort();
         discovered.dedup();
-        let result = codec::encode(value).map_err(|source| Error::Encode {
+        manifest.discovered = discovered;
+        manifest.result = codec::encode(value).map_err(|source| Error::Encode {
             what: "value",
-            name: self.memo.name().to_owned(),
+            name: name.to_owned(),
             source,
         })?;
-        let manifest = OutputManifest {
-            files,
-            discovered,
-            directives: captured
-                .step
-                .directives
-                .iter()
-                .map(|line| name_dirs(line, &self.dir, &base))
-                .collect(),
-            result,
-        };
         let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
         let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);
         disk.store(record, &bytes)
     }
 }
 
-/// Stands for the output directory in stored directives.
-const OUT_PLACEHOLDER: &str = "{memoshelve:out}";
-/// Stands for the package directory (`CARGO_MANIFEST_DIR`) in stored directives.
-const MANIFEST_PLACEHOLDER: &str = "{memoshelve:manifest}";
-
-/// A directive as stored: the output and package directories named by placeholder, so a hit in
-/// another target directory or checkout replays paths that exist there (`cc` prints
-/// `rustc-link-search=native=<OUT_DIR>`, for one).
-pub(crate) fn name_dirs(directive: &str, out: &Path, manifest: &Path) -> String {
-    let mut named = directive.to_owned();
-    for (dir, placeholder) in [(out, OUT_PLACEHOLDER), (manifest, MANIFEST_PLACEHOLDER)] {
-        let dir = dir.to_string_lossy();
-        if !dir.is_empty() {
-            named = named.replace(dir.as_ref(), placeholder);
-        }
-    }
-    named
+/// The directive lines of a step's captured stdout, as printed, but memoshelve's own warnings:
+/// they speak of this run, not of the step's output.
+fn directive_lines(printed: &[u8]) -> Vec<String> {
+    directive::lines_of(printed)
+        .filter(|line| {
+            directive::parse(line).is_some_and(|directive| {
+                !(directive.key == "warning" && directive.value.starts_with("memoshelve:"))
+            })
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
-/// The reverse of [`name_dirs`], for this build's directories.
-pub(crate) fn expand_dirs(directive: &str, out: &Path, manifest: &Path) -> String {
-    directive
-        .replace(OUT_PLACEHOLDER, &out.to_string_lossy())
-        .replace(MANIFEST_PLACEHOLDER, &manifest.to_string_lossy())
+/// The paths of every file and link of a manifest.
+fn produced_paths(manifest: &OutputManifest) -> HashSet<&[u8]> {
+    manifest
+        .files
+        .iter()
+        .map(|file| file.path.as_slice())
+        .chain(manifest.links.iter().map(|link| link.path.as_slice()))
+        .collect()
 }
 
-/// Tells cargo about discovered inputs, so its change detection covers them too.
-fn announce_discovered(paths: &[PathBuf]) {
-    if cargo::in_build_script() {
-        let base = inputs::base_dir();
-        for path in paths {
-            cargo::rerun_if_changed(&base.join(path));
-        }
+/// Every file and link of a manifest as a marker record (not yet created), and whether it is
+/// an "if missing" file.
+fn owned_records(manifest: &OutputManifest) -> impl Iterator<Item = (Record, bool)> + '_ {
+    let files = manifest.files.iter().map(|file| {
+        let what = Owned::File(file.blake3.clone());
+        (Record { path: file.path.clone(), what, created: false }, file.if_missing)
+    });
+    let links = manifest.links.iter().map(|link| {
+        let what = Owned::Link(link.target.clone());
+        (Record { path: link.path.clone(), what, created: false }, false)
+    });
+    files.chain(links)
+}
+
+/// Puts a symbolic link in place atomically (a temporary link renamed over the path).
+fn restore_link(path: &Path, link: &OutputLink) -> Result<()> {
+    let target = path_from_bytes(&link.target).unwrap_or_default();
+    if std::fs::read_link(path).is_ok_and(|current| current == target) {
+        return Ok(());
     }
+    let parent = path.parent().expect("restored links are inside the output dir");
+    let temp = parent.join(crate::disk::short_temp_name());
+    let made = std::fs::create_dir_all(parent)
+        .and_then(|()| make_symlink(&target, &temp))
+        .and_then(|()| std::fs::rename(&temp, path));
+    made.map_err(|source| {
+        let _ = std::fs::remove_file(&temp);
+        Error::Io { action: "restore the symbolic link", path: path.to_owned(), source }
+    })
+}
+
+fn make_symlink(target: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, path)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (target, path);
+        Err(std::io::Error::other("symbolic links are not restored on this platform"))
+    }
+}
+
+/// Whether a link at `relative` (inside a directory) pointing to `target` stays inside it:
+/// `target` is relative and never climbs above the directory.
+fn stays_inside(relative: &Path, target: &Path) -> bool {
+    let mut depth = relative.components().count().saturating_sub(1);
+    !target.as_os_str().is_empty()
+        && target.components().all(|component| match component {
+            Component::Normal(_) => {
+                depth += 1;
+                true
+            }
+            Component::CurDir => true,
+            Component::ParentDir => depth.checked_sub(1).map(|up| depth = up).is_some(),
+            Component::RootDir | Component::Prefix(_) => false,
+        })
 }
 
 /// Whether `target` already holds exactly this file (then it is left untouched).
@@ -496,94 +707,262 @@ fn already_there(target: &Path, file: &OutputFile) -> bool {
 }
 
 /// A manifest path as a relative path that stays inside the output directory, or `None`.
-/// Manifests use one spelling per path: `/`-separated segments, none empty, `.` or `..`.
-pub(crate) fn safe_relative(path: &str) -> Option<PathBuf> {
-    let canonical = path.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
-        && !path.contains(['\\', '\0']);
-    let relative = PathBuf::from(path);
-    let all_normal =
-        relative.components().all(|component| matches!(component, Component::Normal(_)));
-    (canonical && all_normal).then_some(relative)
+/// Manifests use one spelling per path: `/`-separated segments, none empty, `.` or `..`, and
+/// no backslash or NUL.
+pub(crate) fn safe_relative(path: &[u8]) -> Option<PathBuf> {
+    let canonical =
+        path.split(|&byte| byte == b'/').all(|segment| !matches!(segment, b"" | b"." | b".."))
+            && !path.iter().any(|&byte| byte == b'\\' || byte == 0);
+    let relative = path_from_bytes(path).filter(|_| canonical)?;
+    relative
+        .components()
+        .all(|component| matches!(component, Component::Normal(_)))
+        .then_some(relative)
 }
 
-/// Whether `relative` (already checked by [`safe_relative`]) reaches a symbolic link below
-/// `dir`: the file itself or one of its parent directories.
-fn through_link(dir: &Path, relative: &str) -> bool {
+/// The path spelled by these bytes: any bytes on Unix, UTF-8 elsewhere.
+fn path_from_bytes(bytes: &[u8]) -> Option<PathBuf> {
+    #[cfg(unix)]
+    {
+        Some(PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes).ok().map(PathBuf::from)
+    }
+}
+
+/// Whether a manifest path (already checked by [`safe_relative`]) has a symbolic link among
+/// its parent directories below `dir`. (The path itself may be one: a rename replaces it.)
+fn through_link(dir: &Path, relative: &[u8]) -> bool {
+    let Some(relative) = safe_relative(relative) else { return true };
     let mut path = dir.to_owned();
-    relative.split('/').any(|segment| {
+    let parents = relative.parent().map(Path::components).into_iter().flatten();
+    parents.into_iter().any(|segment| {
         path.push(segment);
         std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink())
     })
 }
 
-/// Where a step lists the files it put in its output directory (so that it can tell its own
-/// files from others', and remove its stale ones before running again).
+/// Where a step lists the files it created in its output directory (so that it can tell its
+/// own files from others', and remove its stale ones before running again).
 const MARKER_DIR: &str = ".memoshelve";
 
 fn marker_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(MARKER_DIR).join(format!("{name}.files"))
 }
 
-/// `(relative path, blake3)` lines of a marker file; none if it is missing or unreadable.
-fn read_marker(path: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| line.split_once(' '))
-        .map(|(hash, path)| (path.to_owned(), hash.to_owned()))
-        .collect()
+/// How a marker knows a file or link as the step's: by its contents, or its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owned {
+    File(String),
+    Link(Vec<u8>),
 }
 
-/// Records the files this step put in `dir`. Best effort: without it a step only loses the
-/// ability to clean its stale outputs first.
-fn write_marker<'a>(dir: &Path, name: &str, files: impl Iterator<Item = &'a OutputFile>) {
-    let lines: String = files.map(|file| format!("{} {}\n", file.blake3, file.path)).collect();
-    let path = marker_path(dir, name);
-    let _ =
-        std::fs::create_dir_all(dir.join(MARKER_DIR)).and_then(|()| std::fs::write(path, lines));
+impl Owned {
+    /// Whether `path` still holds what the step put there.
+    fn matches(&self, path: &Path) -> bool {
+        match self {
+            Owned::File(hash) => {
+                !std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_symlink())
+                    && inputs::hash_file(path).is_ok_and(|current| current == *hash)
+            }
+            Owned::Link(target) => {
+                std::fs::read_link(path).is_ok_and(|current| path_bytes(&current) == *target)
+            }
+        }
+    }
 }
 
-/// Removes the files this step put in `dir` last time, where they are still unmodified.
+/// One path a marker lists: what the step wrote there, and whether it created it (only then
+/// may it delete it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    path: Vec<u8>,
+    what: Owned,
+    created: bool,
+}
+
+/// The records of a marker file; none if it is missing or unreadable. A record is a tag (`f`
+/// a created file, `w` a file written over, `l` and `m` the same for links), the blake3 or the
+/// link's target, a NUL, the path, a NUL (names may hold any byte but NUL).
+fn read_marker(path: &Path) -> Vec<Record> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut fields = bytes.split(|&byte| byte == 0);
+    let mut records = Vec::new();
+    while let (Some(tag), Some(path)) = (fields.next(), fields.next()) {
+        let Some((&kind, rest)) = tag.split_first() else { continue };
+        let (what, created) = match kind {
+            b'f' | b'w' => (Owned::File(String::from_utf8_lossy(rest).into_owned()), kind == b'f'),
+            b'l' | b'm' => (Owned::Link(rest.to_vec()), kind == b'l'),
+            _ => continue,
+        };
+        records.push(Record { path: path.to_vec(), what, created });
+    }
+    records
+}
+
+/// Records what this step put in `dir`. Best effort: without it a step only loses the ability
+/// to clean its stale outputs first.
+fn write_marker(dir: &Path, name: &str, records: &[Record]) {
+    let mut bytes = Vec::new();
+    for record in records {
+        let (kind, what) = match &record.what {
+            Owned::File(hash) => (if record.created { b'f' } else { b'w' }, hash.as_bytes()),
+            Owned::Link(target) => (if record.created { b'l' } else { b'm' }, target.as_slice()),
+        };
+        bytes.push(kind);
+        bytes.extend_from_slice(what);
+        bytes.push(0);
+        bytes.extend_from_slice(&record.path);
+        bytes.push(0);
+    }
+    let _ = std::fs::create_dir_all(dir.join(MARKER_DIR))
+        .and_then(|()| std::fs::write(marker_path(dir, name), bytes));
+}
+
+/// Removes the files this step created in `dir` last time, where they are still unmodified.
 fn remove_own_outputs(dir: &Path, name: &str) {
-    for (path, hash) in read_marker(&marker_path(dir, name)) {
-        let Some(relative) = safe_relative(&path) else { continue };
+    for record in read_marker(&marker_path(dir, name)) {
+        let Some(relative) = safe_relative(&record.path) else { continue };
         let target = dir.join(relative);
-        if inputs::hash_file(&target).is_ok_and(|current| current == hash) {
+        if record.created && record.what.matches(&target) {
             let _ = std::fs::remove_file(target);
         }
     }
 }
 
-/// Paths other memoized steps list as theirs in this directory.
-fn claimed_by_other_steps(dir: &Path, name: &str) -> std::collections::HashSet<String> {
-    let own = format!("{name}.files");
-    let Ok(entries) = std::fs::read_dir(dir.join(MARKER_DIR)) else { return Default::default() };
+/// Every path that another step's marker in `dir` lists.
+fn claimed_by_others(dir: &Path, name: &str) -> HashSet<Vec<u8>> {
+    let own = marker_path(dir, name);
+    let Ok(entries) = std::fs::read_dir(dir.join(MARKER_DIR)) else { return HashSet::new() };
     entries
         .flatten()
-        .filter(|entry| entry.file_name() != own.as_str())
+        .filter(|entry| entry.path() != own)
         .flat_map(|entry| read_marker(&entry.path()))
-        .map(|(path, _)| path)
+        .map(|record| record.path)
         .collect()
 }
 
-/// Regular files under `dir` (relative paths) with their size and mtime; symlinks and the
-/// markers' directory are skipped.
-fn snapshot(dir: &Path) -> HashMap<PathBuf, (u64, SystemTime)> {
-    let mut files = HashMap::new();
+/// Until dropped with `std::mem::forget`, lists every file that was not in `before` as the
+/// step's own: a step that failed or panicked half way has its files removed by its next run.
+struct MarkCreated<'a> {
+    dir: &'a Path,
+    name: &'a str,
+    before: &'a Snapshot,
+}
+
+impl Drop for MarkCreated<'_> {
+    fn drop(&mut self) {
+        let created: Vec<Record> = snapshot(self.dir, None)
+            .into_iter()
+            .filter(|(relative, _)| !self.before.contains_key(relative))
+            .filter_map(|(relative, seen)| {
+                let what = match seen {
+                    Seen::File { .. } => {
+                        Owned::File(inputs::hash_file(&self.dir.join(&relative)).ok()?)
+                    }
+                    Seen::Link(target) => Owned::Link(path_bytes(&target)),
+                };
+                Some(Record { path: path_bytes(&relative), what, created: true })
+            })
+            .collect();
+        write_marker(self.dir, self.name, &created);
+    }
+}
+
+/// The files and links under a directory (relative paths), the markers' directory left out.
+type Snapshot = HashMap<PathBuf, Seen>;
+
+/// A file or link as a snapshot saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    File {
+        stamp: Stamp,
+        mode: u32,
+        /// The contents' blake3, for a file changed within [`COARSE_CLOCK`] of the snapshot.
+        hash: Option<String>,
+    },
+    Link(PathBuf),
+}
+
+/// What tells a rewritten file from an untouched one without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    modified: Option<SystemTime>,
+    /// Change time (seconds, nanoseconds) and inode, where the platform has them.
+    changed: (i64, i64),
+    inode: u64,
+}
+
+/// The coarsest file-time granularity in common use (FAT's two seconds): a file changed within
+/// this long of a snapshot may be rewritten later without its times moving.
+const COARSE_CLOCK: Duration = Duration::from_secs(2);
+
+impl Seen {
+    /// Whether the step made or changed this entry, given what was there before it ran.
+    fn changed_since(&self, before: Option<&Seen>, path: &Path) -> bool {
+        match (before, self) {
+            (Some(Seen::File { stamp: was, hash, .. }), Seen::File { stamp: now, .. }) => {
+                was != now
+                    || hash.as_ref().is_some_and(|hash| {
+                        inputs::hash_file(path).is_ok_and(|current| current != *hash)
+                    })
+            }
+            (Some(Seen::Link(was)), Seen::Link(now)) => was != now,
+            _ => true,
+        }
+    }
+}
+
+/// Regular files and symbolic links under `dir` (relative paths); other kinds and the markers'
+/// directory are skipped. With `hash_recent`, files changed within [`COARSE_CLOCK`] of that
+/// moment are hashed too.
+fn snapshot(dir: &Path, hash_recent: Option<SystemTime>) -> Snapshot {
+    let mut seen = HashMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(dir.join(&relative)) else { continue };
         for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
             let path = relative.join(entry.file_name());
             if path == Path::new(MARKER_DIR) {
                 continue;
             }
             if meta.is_dir() {
                 pending.push(path);
+            } else if meta.is_symlink() {
+                seen.insert(path, Seen::Link(std::fs::read_link(entry.path()).unwrap_or_default()));
             } else if meta.is_file() {
-                files.insert(path, (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                let stamp = stamp_of(&meta);
+                let recent = hash_recent.is_some_and(|now| {
+                    let since = now.checked_sub(COARSE_CLOCK).unwrap_or(SystemTime::UNIX_EPOCH);
+                    stamp.modified.is_none_or(|modified| modified >= since)
+                        || changed_after(&stamp, since)
+                });
+                let hash = if recent { inputs::hash_file(&entry.path()).ok() } else { None };
+                seen.insert(path, Seen::File { stamp, mode: mode_of(&meta), hash });
             }
         }
     }
-    files
+    seen
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let (changed, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        ((meta.ctime(), meta.ctime_nsec()), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (changed, inode) = ((0, 0), 0);
+    Stamp { size: meta.len(), modified: meta.modified().ok(), changed, inode }
+}
+
+/// Whether the stamp's change time is at or after `since` (false where there is none).
+fn changed_after(stamp: &Stamp, since: SystemTime) -> bool {
+    let since = since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (seconds, nanos) = stamp.changed;
+    cfg!(unix) && (seconds, nanos) >= (since.as_secs() as i64, i64::from(since.subsec_nanos()))
 }

@@ -168,13 +168,15 @@ impl Store {
                     if crate::outputs::safe_relative(&file.path).is_none() {
                         return Err(corrupt(
                             record,
-                            format!("unsafe path {:?} in its manifest", file.path),
+                            format!("unsafe path {:?} in its manifest", file.display_path()),
                         ));
                     }
-                    let path = blob(&file.blake3)
-                        .ok_or_else(|| corrupt(record, format!("{}: blob missing", file.path)))?;
-                    check_file(&path, &file.blake3, file.size)
-                        .map_err(|reason| corrupt(record, format!("{}: {reason}", file.path)))?;
+                    let path = blob(&file.blake3).ok_or_else(|| {
+                        corrupt(record, format!("{}: blob missing", file.display_path()))
+                    })?;
+                    check_file(&path, &file.blake3, file.size).map_err(|reason| {
+                        corrupt(record, format!("{}: {reason}", file.display_path()))
+                    })?;
                     needed.push((path, file.blake3.clone()));
                 }
             }
@@ -263,7 +265,7 @@ impl Store {
             for file in &manifest.files {
                 self.disk
                     .check_blob(&file.blake3, file.size)
-                    .map_err(|reason| format!("{}: {reason}", file.path))?;
+                    .map_err(|reason| format!("{}: {reason}", file.display_path()))?;
             }
         }
         Ok(())

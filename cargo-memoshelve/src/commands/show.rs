@@ -72,7 +72,7 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         ]];
         for file in &entry.files {
             rows.push(vec![
-                file.path.clone(),
+                file.display_path().into_owned(),
                 format!("{:o}", file.mode),
                 output::size(file.size),
                 file.blake3[..12].to_owned(),

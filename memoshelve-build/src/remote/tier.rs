@@ -366,7 +366,7 @@ impl Remote {
                 if crate::outputs::safe_relative(&file.path).is_none() {
                     return Err(rejected(format!(
                         "entry {short}: unsafe path {:?} in its manifest",
-                        file.path
+                        file.display_path()
                     )));
                 }
                 if disk.existing_blob(&file.blake3).is_none() {
@@ -374,7 +374,7 @@ impl Remote {
                         |problem| match problem {
                             Problem::Rejected { trust, reason } => Problem::Rejected {
                                 trust,
-                                reason: format!("entry {short}: {}: {reason}", file.path),
+                                reason: format!("entry {short}: {}: {reason}", file.display_path()),
                             },
                             other => other,
                         },

@@ -278,7 +278,9 @@ fn manifests_naming_paths_outside_the_output_dir_are_rejected_and_nothing_is_wri
             fs::write(step.dir().join("lib.rs"), "pub fn f() {}\n").unwrap();
         };
         memo.outputs(&out).call(&(), step);
-        tamper_manifest(&root, &name, |manifest| manifest.files[0].path = escaping.to_owned());
+        tamper_manifest(&root, &name, |manifest| {
+            manifest.files[0].path = escaping.as_bytes().to_vec()
+        });
         fs::remove_dir_all(&out).unwrap();
         let (_, status) = memo.outputs(&out).call_with_status(&(), step);
         assert_eq!(status, Status::Miss, "{case}: a tampered manifest must not be served");
