@@ -220,71 +220,20 @@ pub(crate) fn print_line(line: &str) {
 
 /// Runs `work` with this process's standard output (descriptor 1, so child processes' output
 /// too) going into a pipe, and returns what was written there. A thread forwards the pipe to
-/// the real stdout as it comes (unless `forward` is false: an audit's rerun, whose directives
-/// cargo already has), so cargo sees every line once, in order, even when `work` panics or
-/// calls `std::process::exit`. Nothing goes through a file, so `TMPDIR` plays no part.
+/// the real stdout as it comes, so cargo sees every line once, in order, even when `work` panics
+/// or calls `std::process::exit`. Nothing goes through a file, so `TMPDIR` plays no part.
 ///
-/// Descriptor 1 belongs to the whole process, so captures are serialized: one thread captures
-/// at a time (a capture nested on the same thread is fine), and what other threads print while
-/// it lasts is forwarded and also recorded with it. A thread that waits longer than `wait` for
-/// another's capture, or a failed descriptor call, gets `None`: `work` then runs uncaptured.
-pub(crate) fn capture_stdout<R>(
-    forward: bool,
-    wait: std::time::Duration,
-    work: impl FnOnce() -> R,
-) -> (R, Option<Vec<u8>>) {
+/// Descriptor 1 belongs to the whole process: what other threads print meanwhile is forwarded
+/// and recorded too, and two threads must not capture at once (file steps take turns, see
+/// `outputs::StepTurn`; a capture nested on one thread is fine). Where a descriptor call fails
+/// (or not on Unix) the result is `None` and `work` simply runs.
+pub(crate) fn capture_stdout<R>(work: impl FnOnce() -> R) -> (R, Option<Vec<u8>>) {
     #[cfg(unix)]
-    if let Some(turn) = CaptureTurn::take(wait)
-        && let Some(capture) = unix::Capture::start(forward)
-    {
+    if let Some(capture) = unix::Capture::start() {
         let value = work();
-        let text = capture.finish();
-        drop(turn);
-        return (value, Some(text));
+        return (value, Some(capture.finish()));
     }
-    #[cfg(not(unix))]
-    let _ = (forward, wait);
     (work(), None)
-}
-
-/// The right to redirect descriptor 1: held by one thread at a time, any number of times over.
-#[cfg(unix)]
-struct CaptureTurn;
-
-#[cfg(unix)]
-static CAPTURING: Mutex<Option<(std::thread::ThreadId, usize)>> = Mutex::new(None);
-#[cfg(unix)]
-static CAPTURE_DONE: std::sync::Condvar = std::sync::Condvar::new();
-
-#[cfg(unix)]
-impl CaptureTurn {
-    fn take(wait: std::time::Duration) -> Option<CaptureTurn> {
-        let me = std::thread::current().id();
-        let owner = CAPTURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (mut owner, _) = CAPTURE_DONE
-            .wait_timeout_while(owner, wait, |owner| owner.is_some_and(|(thread, _)| thread != me))
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match owner.as_mut() {
-            Some((thread, depth)) if *thread == me => *depth += 1,
-            Some(_) => return None,
-            None => *owner = Some((me, 1)),
-        }
-        Some(CaptureTurn)
-    }
-}
-
-#[cfg(unix)]
-impl Drop for CaptureTurn {
-    fn drop(&mut self) {
-        let mut owner = CAPTURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, depth)) = owner.as_mut() {
-            *depth -= 1;
-            if *depth == 0 {
-                *owner = None;
-                CAPTURE_DONE.notify_all();
-            }
-        }
-    }
 }
 
 #[cfg(unix)]
@@ -330,7 +279,7 @@ mod unix {
     }
 
     impl Capture {
-        pub(super) fn start(forward: bool) -> Option<Capture> {
+        pub(super) fn start() -> Option<Capture> {
             static AT_EXIT: Once = Once::new();
             AT_EXIT.call_once(|| {
                 // SAFETY: registers a plain `extern "C"` function with no captured state.
@@ -359,7 +308,7 @@ mod unix {
                 let (mark, handoff) = (mark.clone(), handoff.clone());
                 std::thread::Builder::new()
                     .name("memoshelve-stdout".to_owned())
-                    .spawn(move || forward_until_mark(reader, out, forward, &mark, &handoff))
+                    .spawn(move || forward_until_mark(reader, out, &mark, &handoff))
             };
             // SAFETY: `writer` stays open for as long as the redirection lasts.
             if forwarder.is_err() || unsafe { dup2(writer.as_raw_fd(), STDOUT) } < 0 {
@@ -453,13 +402,7 @@ mod unix {
     /// to the end mark, then hands the record over. What a straggler (a child process that
     /// outlived the capture and kept its stdout) writes afterwards is still forwarded, not
     /// recorded, until the pipe closes.
-    fn forward_until_mark(
-        mut reader: PipeReader,
-        mut out: File,
-        forward: bool,
-        mark: &[u8],
-        handoff: &Handoff,
-    ) {
+    fn forward_until_mark(mut reader: PipeReader, mut out: File, mark: &[u8], handoff: &Handoff) {
         let mut recorded = Vec::new();
         let mut pending = Vec::new();
         let mut buffer = [0u8; 8192];
@@ -479,18 +422,14 @@ mod unix {
             } else {
                 (pending.len() - partial_mark_len(&pending, mark), None)
             };
-            if forward {
-                let _ = out.write_all(&pending[..ready]);
-            }
+            let _ = out.write_all(&pending[..ready]);
             if !marked {
                 recorded.extend_from_slice(&pending[..ready]);
             }
             match found {
                 Some(at) => {
                     pending.drain(..at + mark.len());
-                    if forward {
-                        let _ = out.write_all(&pending);
-                    }
+                    let _ = out.write_all(&pending);
                     pending.clear();
                     marked = true;
                     hand_over(handoff, std::mem::take(&mut recorded));

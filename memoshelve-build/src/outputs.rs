@@ -33,6 +33,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -303,6 +305,22 @@ impl<H> Outputs<'_, H> {
             let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
             return Ok((value, Status::Miss));
         };
+        // One file step at a time in a process: a step's before/after snapshots must not see
+        // another's files appear, and standard output is the process's.
+        let Some(_turn) = StepTurn::take(memo.lock_timeout()) else {
+            cargo::warn_once(
+                &format!("turn {}", memo.name()),
+                &format!(
+                    "{}: waited {}s for a file step on another thread (a file step must not wait \
+                     for one on another thread); running it uncached",
+                    memo.name(),
+                    memo.lock_timeout().as_secs()
+                ),
+            );
+            let _ = std::fs::create_dir_all(&self.dir);
+            let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
+            return Ok((value, Status::Miss));
+        };
         let roots = self.roots();
         let found = memo.memoize(
             key,
@@ -362,8 +380,7 @@ impl<H> Outputs<'_, H> {
         // failed or panicking run leaves nothing that a later run could take for another's.
         let pending = MarkCreated { dir: &self.dir, name, before: &before };
         let (value, printed) = if cargo::in_build_script() {
-            let wait = self.memo.lock_timeout();
-            let (value, printed) = cargo::capture_stdout(true, wait, || step(&mut state));
+            let (value, printed) = cargo::capture_stdout(|| step(&mut state));
             (value, Some(printed))
         } else {
             (step(&mut state), None)
@@ -377,8 +394,7 @@ impl<H> Outputs<'_, H> {
                 cargo::warn_once(
                     &format!("capture {name}"),
                     &format!(
-                        "{name}: the step's stdout could not be captured (another thread's step \
-                         held it longer than MEMOSHELVE_LOCK_TIMEOUT, or a descriptor call \
+                        "{name}: the step's stdout could not be captured (a descriptor call \
                          failed): it ran, and is not cached"
                     ),
                 );
@@ -612,6 +628,43 @@ impl<H> Outputs<'_, H> {
         let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
         let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);
         disk.store(record, &bytes)
+    }
+}
+
+/// The right to run a file step in this process: held by one thread at a time, any number of
+/// times over on that thread (a step inside a step).
+struct StepTurn;
+
+static STEP_TURN: Mutex<Option<(ThreadId, usize)>> = Mutex::new(None);
+static STEP_DONE: Condvar = Condvar::new();
+
+impl StepTurn {
+    /// Waits at most `wait` for another thread's step to end.
+    fn take(wait: Duration) -> Option<StepTurn> {
+        let me = std::thread::current().id();
+        let owner = STEP_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mut owner, _) = STEP_DONE
+            .wait_timeout_while(owner, wait, |owner| owner.is_some_and(|(thread, _)| thread != me))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match owner.as_mut() {
+            Some((thread, depth)) if *thread == me => *depth += 1,
+            Some(_) => return None,
+            None => *owner = Some((me, 1)),
+        }
+        Some(StepTurn)
+    }
+}
+
+impl Drop for StepTurn {
+    fn drop(&mut self) {
+        let mut owner = STEP_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, depth)) = owner.as_mut() {
+            *depth -= 1;
+            if *depth == 0 {
+                *owner = None;
+                STEP_DONE.notify_all();
+            }
+        }
     }
 }
 
