@@ -5,6 +5,8 @@
 
 mod context;
 mod examples;
+#[cfg(unix)]
+mod file_steps;
 mod memoize;
 mod processes;
 mod reliability;

@@ -4,6 +4,8 @@
 
 mod asyncs;
 mod corruption;
+#[cfg(unix)]
+mod file_steps;
 mod flight;
 mod fuzz;
 mod inputs;
