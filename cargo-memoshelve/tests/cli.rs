@@ -3,9 +3,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The CLI with none of the caller's cache or target-dir settings.
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-memoshelve"));
-    command.env_remove("MEMOSHELVE_DIR");
+    command
+        .env_remove("MEMOSHELVE_DIR")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
     command
 }
 

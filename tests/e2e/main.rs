@@ -17,10 +17,12 @@ use std::borrow::BorrowMut;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// A probe command with a clean environment: no inherited MEMOSHELVE_* or build-script variables.
+/// A probe command with a clean environment: no inherited MEMOSHELVE_* or build-script variables,
+/// and none of the caller's cargo settings.
 pub(crate) fn probe(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_memoshelve-probe"));
     command.args(args);
+    without_callers_cargo_env(&mut command);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         if name.starts_with("MEMOSHELVE_") || name.starts_with("PROBE_") || name == "OUT_DIR" {
@@ -28,6 +30,13 @@ pub(crate) fn probe(args: &[&str]) -> Command {
         }
     }
     command
+}
+
+/// Removes the variables of the caller's cargo setup that change where a project's target
+/// directory is (`CARGO_TARGET_DIR` is common in CI and for a shared target dir): a test of a
+/// project it made must see that project as a user's cargo would.
+pub(crate) fn without_callers_cargo_env(command: &mut Command) -> &mut Command {
+    command.env_remove("CARGO_TARGET_DIR").env_remove("CARGO_BUILD_TARGET_DIR")
 }
 
 /// Runs a command, asserts success, and returns its stdout lines.

@@ -190,7 +190,7 @@ fn project(dir: &Path, workspace_extra: &str, package_extra: &str) -> std::path:
 /// What `cargo memoshelve path --json` says for a manifest.
 fn cli_path(manifest: &Path) -> serde_json::Value {
     let output = crate::run(
-        Command::new(crate::cli_binary())
+        crate::without_callers_cargo_env(&mut Command::new(crate::cli_binary()))
             .args(["memoshelve", "path", "--json", "--manifest-path"])
             .arg(manifest)
             .env_remove("MEMOSHELVE_DIR"),
