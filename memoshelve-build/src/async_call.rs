@@ -1,16 +1,15 @@
 //! Async calls: `Memo::call_async` and friends, one computation per key in a process, and disk
 //! work kept off the executor's threads. Runtime-agnostic: only `std::task`.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Instant;
 
+use crate::flight::{self, Entered, FlightDone};
 use crate::key::Key;
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
 use crate::status::Status;
@@ -136,7 +135,7 @@ impl<H> Memo<H> {
                 self.report(&key, Status::Memory, started.elapsed());
                 return Ok((value, Status::Memory));
             }
-            let leader = match Flight::enter(key) {
+            let leader = match flight::enter(key) {
                 Entered::Leader(leader) => leader,
                 Entered::Follower(flight) => {
                     let shared = FlightDone { flight }.await;
@@ -150,23 +149,24 @@ impl<H> Memo<H> {
                 }
             };
             let memo = self.detached();
-            let (found, lock) = unblock(move || {
-                let mut lock = None;
-                let mut found = memo.lookup_stored::<T>(&key);
-                if found.is_none() {
-                    lock = memo.compute_lock(&key);
-                    // Another process may have computed it while we waited for the lock (its
-                    // result is on this disk).
-                    if lock.is_some() {
-                        found = memo.lookup_disk::<T>(&key).map(|value| (value, Status::Disk));
+            let (found, lock) = leader
+                .polled(unblock(move || {
+                    let mut lock = None;
+                    let mut found = memo.lookup_stored::<T>(&key);
+                    if found.is_none() {
+                        lock = memo.compute_lock(&key);
+                        // Another process may have computed it while we waited for the lock (its
+                        // result is on this disk).
+                        if lock.is_some() {
+                            found = memo.lookup_disk::<T>(&key).map(|value| (value, Status::Disk));
+                        }
                     }
-                }
-                if let Some((_, status)) = &found {
-                    memo.record_event(&key, *status);
-                }
-                (found, lock)
-            })
-            .await;
+                    if let Some((_, status)) = &found {
+                        memo.record_event(&key, *status);
+                    }
+                    (found, lock)
+                }))
+                .await;
             if let Some((value, status)) = found {
                 drop(lock);
                 self.report(&key, status, started.elapsed());
@@ -175,132 +175,28 @@ impl<H> Memo<H> {
             }
             let (args, compute) = start.take().expect("one caller computes a key once")();
             let computing = Instant::now();
-            let value = compute.await?;
+            let value = leader.polled(compute).await?;
             let took = computing.elapsed();
             self.report(&key, Status::Miss, took);
             let memo = self.detached();
-            let value = unblock(move || {
-                memo.record_event(&key, Status::Miss);
-                memo.store_or_warn(key, &value, args, took);
-                drop(lock);
-                value
-            })
-            .await;
+            let value = leader
+                .polled(unblock(move || {
+                    memo.record_event(&key, Status::Miss);
+                    memo.store_or_warn(key, &value, args, took);
+                    drop(lock);
+                    value
+                }))
+                .await;
             leader.finish(&value);
             return Ok((value, Status::Miss));
         }
     }
 }
 
-/// The computations of keys in progress in this process, so concurrent async callers of one key
-/// share one computation.
-static FLIGHTS: LazyLock<Mutex<HashMap<Key, Arc<Flight>>>> = LazyLock::new(Mutex::default);
-
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks stays consistent between statements: a panic elsewhere
     // cannot leave it half-updated.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-type Shared = Arc<dyn Any + Send + Sync>;
-
-/// One computation of one key, and who waits for it.
-#[derive(Default)]
-struct Flight {
-    state: Mutex<FlightState>,
-}
-
-#[derive(Default)]
-struct FlightState {
-    waiters: Vec<Waker>,
-    done: Option<Option<Shared>>,
-}
-
-enum Entered {
-    /// This caller computes the key.
-    Leader(Leader),
-    /// Another caller is computing it: wait for this flight.
-    Follower(Arc<Flight>),
-}
-
-impl Flight {
-    fn enter(key: Key) -> Entered {
-        let mut flights = locked(&FLIGHTS);
-        if let Some(flight) = flights.get(&key) {
-            return Entered::Follower(flight.clone());
-        }
-        let flight = Arc::new(Flight::default());
-        flights.insert(key, flight.clone());
-        Entered::Leader(Leader { key, flight })
-    }
-}
-
-/// The caller that computes a key. Dropping it without [`Leader::finish`] (an error, a
-/// cancelled future) wakes the waiters with nothing, and one of them computes instead.
-struct Leader {
-    key: Key,
-    flight: Arc<Flight>,
-}
-
-impl Leader {
-    /// Hands `value` to everyone waiting (a clone, made only when someone waits).
-    fn finish<T: Cacheable>(self, value: &T) {
-        self.complete(|| Some(Arc::new(value.clone())));
-    }
-
-    /// Ends the flight; `shared` makes what waiters get, and runs only when someone waits.
-    fn complete(&self, shared: impl FnOnce() -> Option<Shared>) {
-        {
-            let mut flights = locked(&FLIGHTS);
-            if flights.get(&self.key).is_some_and(|flight| Arc::ptr_eq(flight, &self.flight)) {
-                flights.remove(&self.key);
-            }
-        }
-        let waiters = {
-            let mut state = locked(&self.flight.state);
-            if state.done.is_some() {
-                return;
-            }
-            state.done = Some(if state.waiters.is_empty() { None } else { shared() });
-            std::mem::take(&mut state.waiters)
-        };
-        for waiter in waiters {
-            waiter.wake();
-        }
-    }
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        self.complete(|| None);
-    }
-}
-
-/// Resolves when the flight's leader is done: its value, or `None` when it failed or went away.
-struct FlightDone {
-    flight: Arc<Flight>,
-}
-
-impl Future for FlightDone {
-    type Output = Option<Shared>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = locked(&self.flight.state);
-        if let Some(done) = &state.done {
-            return Poll::Ready(done.clone());
-        }
-        if !state.waiters.iter().any(|waiter| waiter.will_wake(cx.waker())) {
-            state.waiters.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-/// How many async callers wait for another caller's computation of `key` in this process.
-#[cfg(feature = "macros")]
-pub(crate) fn waiting_on(key: &Key) -> usize {
-    let flight = locked(&FLIGHTS).get(key).cloned();
-    flight.map_or(0, |flight| locked(&flight.state).waiters.len())
 }
 
 /// Runs blocking `work` on a helper thread and resolves to its result (a panic in `work` is

@@ -114,8 +114,8 @@ pub async fn try_call_async<K: KeyArg, R, T: Cacheable, E>(
     memo.memoize_async(found, start).await.map(|(value, _)| value)
 }
 
-/// How many async callers wait for another caller's computation of `key` in this process: for
-/// tests that need callers to overlap without sleeping.
+/// How many callers (async or sync) wait for another caller's computation of `key` in this
+/// process: for tests that need callers to overlap without sleeping.
 pub fn waiting_on(key: &Key) -> usize {
-    crate::async_call::waiting_on(key)
+    crate::flight::waiting_on(key)
 }

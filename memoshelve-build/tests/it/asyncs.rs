@@ -246,3 +246,89 @@ fn memoized_async_fns_work_on_both_executors() {
     assert_eq!(runtime.block_on(lookup("abc".to_owned(), true)), Ok(3));
     assert_eq!(LOOKUPS.load(Ordering::SeqCst), 3);
 }
+
+/// Yields this thread until `count` callers wait on `key`, for at most 30 s: where they never
+/// would (a caller that does not wait computes instead), the test's assertions fail rather than
+/// the test hanging.
+fn until_waiting(key: &memoshelve_build::Key, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while memoshelve_build::__private::waiting_on(key) < count
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
+}
+
+/// Yields this thread until `runs` reaches `count` (at most 30 s).
+fn until_ran(runs: &AtomicUsize, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runs.load(Ordering::SeqCst) < count && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn an_async_caller_waits_for_a_sync_caller_computing_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("it-flight-sync-then-async").dir(dir.path());
+    let key = memo.key_for::<u64, _>(&"mixed").unwrap();
+    let runs = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let sync = scope.spawn(|| {
+            memo.call(&"mixed", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                until_waiting(&key, 1);
+                7u64
+            })
+        });
+        until_ran(&runs, 1);
+        let (value, status) = block_on(memo.call_async_with_status(&"mixed", async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            8u64
+        }));
+        assert_eq!((value, sync.join().unwrap()), (7, 7), "the async caller computed too");
+        assert_ne!(status, Status::Miss);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_sync_caller_waits_for_an_async_caller_computing_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::new("it-flight-async-then-sync").dir(dir.path());
+    let key = memo.key_for::<u64, _>(&"mixed").unwrap();
+    let runs = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let asynchronous = scope.spawn(|| {
+            block_on(memo.call_async(&"mixed", async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                until_waiting(&key, 1);
+                5u64
+            }))
+        });
+        until_ran(&runs, 1);
+        let (value, status) = memo.call_with_status(&"mixed", || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            6u64
+        });
+        assert_eq!((value, asynchronous.join().unwrap()), (5, 5), "the sync caller computed too");
+        assert_ne!(status, Status::Miss);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_sync_call_inside_an_async_computation_of_its_key_does_not_wait_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Arc::new(Memo::new("it-flight-nested").dir(dir.path()));
+    let (done, finished) = std::sync::mpsc::channel();
+    let inner = memo.clone();
+    std::thread::spawn(move || {
+        // One thread drives the async computation, which calls the sync form of its own key.
+        let value =
+            block_on(memo.call_async(&"nested", async move { inner.call(&"nested", || 3u64) + 1 }));
+        let _ = done.send(value);
+    });
+    let value = finished.recv_timeout(std::time::Duration::from_secs(60));
+    assert!(value.is_ok(), "the sync call waited for the computation it is part of");
+}
