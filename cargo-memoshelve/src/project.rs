@@ -28,7 +28,7 @@ pub(crate) fn locate(args: &MemoshelveArgs) -> anyhow::Result<(CacheRoot, Projec
     } else {
         cargo_project(args)?
     };
-    let mut root = resolve_root_in(args.dir.as_deref(), &project).map_err(anyhow::Error::msg)?;
+    let mut root = resolve_root_in(args.dir.as_deref(), &project)?;
     root.warnings.extend(cross_check(&project, &cargo_says, &root));
     for warning in &root.warnings {
         crate::output::warn(args, warning);

@@ -47,6 +47,7 @@ const ROOT_LOCK: &str = "root.lock";
 
 /// What the index records about one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EntryRecord {
     /// [`FORMAT_VERSION`] at the time of writing.
     pub format: u32,
@@ -79,6 +80,7 @@ pub struct EntryRecord {
 /// A damaged line of an index bucket (see `cargo memoshelve verify`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg(feature = "maintenance")]
+#[non_exhaustive]
 pub struct IndexDamage {
     /// The bucket file.
     pub file: PathBuf,

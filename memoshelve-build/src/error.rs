@@ -74,8 +74,33 @@ pub enum Error {
         what: &'static str,
         /// The cache name.
         name: String,
-        /// postcard's error.
+        /// What the encoder said.
         #[source]
-        source: postcard::Error,
+        source: CodecError,
     },
+    /// No cache root could be chosen (see [`crate::resolve_root`]).
+    #[error("no cache root: {reason}")]
+    NoRoot {
+        /// Why, with the fix.
+        reason: String,
+    },
+}
+
+/// Why a value or its arguments could not be encoded or decoded (the codec's own message; its
+/// type is not part of this crate's API).
+#[derive(Debug)]
+pub struct CodecError(postcard::Error);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+impl From<postcard::Error> for CodecError {
+    fn from(error: postcard::Error) -> CodecError {
+        CodecError(error)
+    }
 }

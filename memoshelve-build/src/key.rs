@@ -101,6 +101,7 @@ impl fmt::Debug for Key {
 
 /// One declared input of a key: what it is, which one, and the value that was hashed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct KeyInput {
     /// The kind of input, e.g. `file`, `env`, `tool`, `context`.
     pub kind: String,

@@ -212,7 +212,7 @@ mod toml_reader;
 mod tests;
 
 pub use crate::disk::{EntryRecord, FORMAT_VERSION};
-pub use crate::error::{Error, Result};
+pub use crate::error::{CodecError, Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
 pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
@@ -234,6 +234,10 @@ pub use memoshelve_macros::memoize;
 /// assert_eq!(primes.len(), 25);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Panics
+/// As [`Memo::new`]: if `name` is empty or contains `/` or a control character (a fixed name in
+/// the source, so a test run finds it; the cache itself never panics).
 pub fn cache<A, T, F>(name: &str, args: &A, compute: F) -> T
 where
     A: serde::Serialize + ?Sized,

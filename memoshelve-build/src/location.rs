@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Project, Setting};
+use crate::error::{Error, Result};
 
 /// Why a cache root was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +45,7 @@ impl fmt::Display for RootSource {
 
 /// A resolved cache root and the reason it was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheRoot {
     /// The directory (it may not exist yet).
     pub path: PathBuf,
@@ -63,9 +65,9 @@ pub struct CacheRoot {
 /// The default lives outside `target/` on purpose, so it survives `cargo clean`.
 ///
 /// # Errors
-/// A message naming the fix when `target` is asked for and no target directory is known, or when
-/// no home directory is known.
-pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot, String> {
+/// [`Error::NoRoot`], naming the fix, when `target` is asked for and no target directory is
+/// known, or when no home directory is known.
+pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot> {
     resolve(explicit, Project::from_env)
 }
 
@@ -74,14 +76,11 @@ pub fn resolve_root(explicit: Option<&Path>) -> Result<CacheRoot, String> {
 ///
 /// # Errors
 /// As [`resolve_root`].
-pub fn resolve_root_in(explicit: Option<&Path>, project: &Project) -> Result<CacheRoot, String> {
+pub fn resolve_root_in(explicit: Option<&Path>, project: &Project) -> Result<CacheRoot> {
     resolve(explicit, || project.clone())
 }
 
-fn resolve(
-    explicit: Option<&Path>,
-    project: impl FnOnce() -> Project,
-) -> Result<CacheRoot, String> {
+fn resolve(explicit: Option<&Path>, project: impl FnOnce() -> Project) -> Result<CacheRoot> {
     let found =
         |path: PathBuf, source: RootSource| CacheRoot { path, source, warnings: Vec::new() };
     if let Some(path) = explicit {
@@ -107,10 +106,12 @@ fn resolve(
     let project = project();
     let in_target = |what: &str| {
         project.target_dir.as_ref().map(|target| target.join("memoshelve")).ok_or_else(|| {
-            format!(
-                "{what}, but no cargo target directory was found (set CARGO_TARGET_DIR to an \
-                 absolute path, or name a directory instead)"
-            )
+            Error::NoRoot {
+                reason: format!(
+                    "{what}, but no cargo target directory was found (set CARGO_TARGET_DIR to \
+                     an absolute path, or name a directory instead)"
+                ),
+            }
         })
     };
     if env_dir.is_some() {
@@ -138,7 +139,7 @@ fn env_var(name: &str) -> Option<std::ffi::OsString> {
 }
 
 /// The per-user default: `$XDG_CACHE_HOME/memoshelve`, else the platform's cache directory.
-fn default_root() -> Result<(PathBuf, RootSource), String> {
+fn default_root() -> Result<(PathBuf, RootSource)> {
     if let Some(xdg) =
         env_var("XDG_CACHE_HOME").map(PathBuf::from).filter(|path| path.is_absolute())
     {
@@ -157,7 +158,11 @@ fn default_root() -> Result<(PathBuf, RootSource), String> {
     if let Some(home) = env_var("HOME") {
         return Ok((PathBuf::from(home).join(".cache").join("memoshelve"), RootSource::HomeCache));
     }
-    Err("no cache directory: set MEMOSHELVE_DIR (or HOME / XDG_CACHE_HOME)".to_owned())
+    Err(Error::NoRoot {
+        reason:
+            "no home or cache directory is known: set MEMOSHELVE_DIR (or HOME / XDG_CACHE_HOME)"
+                .to_owned(),
+    })
 }
 
 /// The cargo target directory of the running build: found from `OUT_DIR`'s ancestors (cargo

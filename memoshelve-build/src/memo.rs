@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::cargo::{self, ContextScope};
 use crate::codec;
 use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
-use crate::error::{Error, Result};
+use crate::error::{CodecError, Error, Result};
 use crate::inputs::{self, Declared};
 use crate::key::{self, Key, KeyInput, KeyPrefix};
 use crate::location::resolve_root;
@@ -36,7 +36,7 @@ pub trait ArgsEncoder<A: ?Sized> {
     ///
     /// # Errors
     /// When the arguments cannot be encoded.
-    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error>;
+    fn encode(&self, args: &A) -> Result<Vec<u8>, CodecError>;
     /// A short text for people (kept in the entry's metadata, truncated).
     fn render(&self, args: &A) -> String;
 }
@@ -50,11 +50,12 @@ pub trait ArgsEncoder<A: ?Sized> {
 pub struct PostcardArgs;
 
 impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
-    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error> {
+    fn encode(&self, args: &A) -> Result<Vec<u8>, CodecError> {
         // Room for typical arguments up front: `to_allocvec` grows from empty, and the regrowth
         // was a tenth of a memory hit. (Not `to_io`: at opt-level 0 its per-byte `write_all`
         // cost more than the growth it saves.)
         postcard::serialize_with_flavor(args, ArgsBytes(Vec::with_capacity(64)))
+            .map_err(CodecError::from)
     }
 
     fn render(&self, args: &A) -> String {
@@ -134,7 +135,7 @@ impl<F> fmt::Debug for CustomArgs<F> {
 }
 
 impl<A: ?Sized, F: Fn(&A) -> Vec<u8>> ArgsEncoder<A> for CustomArgs<F> {
-    fn encode(&self, args: &A) -> Result<Vec<u8>, postcard::Error> {
+    fn encode(&self, args: &A) -> Result<Vec<u8>, CodecError> {
         Ok((self.0)(args))
     }
 
@@ -427,10 +428,18 @@ impl<H> Memo<H> {
         &self.name
     }
 
-    /// The cache root this `Memo` uses, or `None` when the disk tier is off (disabled, or the
-    /// root could not be used: that was warned about once).
+    /// The cache root this `Memo` uses, or `None` when the disk tier is off: disabled, no root
+    /// can be resolved, or a call already found the root unusable (that was warned about once).
+    /// Asking creates nothing: a root that does not exist yet is made by the first call that
+    /// uses the disk tier.
     pub fn root(&self) -> Option<PathBuf> {
-        self.disk().map(|disk| disk.root().to_owned())
+        if self.disabled() {
+            return None;
+        }
+        match self.disk.get() {
+            Some(opened) => opened.as_ref().map(|disk| disk.root().to_owned()),
+            None => resolve_root(self.dir.as_deref()).ok().map(|root| root.path),
+        }
     }
 
     /// How long to wait for another process's or thread's work on a key (`MEMOSHELVE_LOCK_TIMEOUT`).
@@ -683,7 +692,7 @@ impl<H> Memo<H> {
         let bytes = codec::encode(value).map_err(|source| Error::Encode {
             what: "value",
             name: self.name.clone(),
-            source,
+            source: source.into(),
         })?;
         self.remember(key, value, bytes.len() as u64);
         let Some(disk) = self.disk() else {

@@ -51,6 +51,7 @@ use crate::status::Status;
 
 /// The manifest of a file step, stored as the entry's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OutputManifest {
     /// Every regular file the step produced, sorted by path.
     pub files: Vec<OutputFile>,
@@ -68,6 +69,7 @@ pub struct OutputManifest {
 
 /// One produced file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OutputFile {
     /// Path relative to the output directory, `/`-separated, as bytes (names need not be UTF-8;
     /// in JSON it is a string, lossy where they are not).
@@ -94,6 +96,7 @@ impl OutputFile {
 
 /// One produced symbolic link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OutputLink {
     /// Path relative to the output directory, `/`-separated, as bytes.
     #[serde(with = "text_or_bytes")]
@@ -623,7 +626,7 @@ impl<H> Outputs<'_, H> {
         manifest.result = codec::encode(value).map_err(|source| Error::Encode {
             what: "value",
             name: name.to_owned(),
-            source,
+            source: source.into(),
         })?;
         let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
         let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);

@@ -22,6 +22,7 @@ pub struct Store {
 
 /// One entry, as maintenance tools see it.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Entry {
     /// The index record.
     pub record: EntryRecord,
@@ -47,6 +48,7 @@ impl Entry {
 
 /// How many disk hits, remote hits and misses the event log counts, per entry key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// Disk hits.
     pub hits: u64,
@@ -58,8 +60,19 @@ pub struct Usage {
     pub last_ms: u64,
 }
 
+/// What a garbage collection deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Freed {
+    /// Blobs and temporary files deleted.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Compaction {
     /// Bytes of the index before.
     pub index_before: u64,
@@ -77,6 +90,7 @@ pub struct Compaction {
 
 /// What the root occupies on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Footprint {
     /// Every file under the root.
     pub total_bytes: u64,
@@ -256,16 +270,24 @@ impl Store {
 
     /// Checks an entry completely: its value's size and blake3 and, for a file step, every
     /// file's blob. Returns what is wrong, if anything.
-    pub fn verify(&self, entry: &Entry) -> std::result::Result<(), String> {
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] saying what is wrong (nothing is removed), or an I/O error reading it.
+    pub fn verify(&self, entry: &Entry) -> Result<()> {
         let key = entry.key();
-        let bytes = self.disk.load(&entry.record, &key).map_err(|err| err.to_string())?;
+        let corrupt = |reason: String| Error::Corrupt {
+            root: self.root().to_owned(),
+            key: entry.record.key.clone(),
+            reason,
+        };
+        let bytes = self.disk.load(&entry.record, &key)?;
         if entry.is_file_step() {
             let manifest: OutputManifest = postcard::from_bytes(&bytes)
-                .map_err(|err| format!("unreadable manifest: {err}"))?;
+                .map_err(|err| corrupt(format!("unreadable manifest: {err}")))?;
             for file in &manifest.files {
                 self.disk
                     .check_blob(&file.blake3, file.size)
-                    .map_err(|reason| format!("{}: {reason}", file.display_path()))?;
+                    .map_err(|reason| corrupt(format!("{}: {reason}", file.display_path())))?;
             }
         }
         Ok(())
@@ -323,7 +345,7 @@ impl Store {
     ///
     /// # Errors
     /// When the index cannot be listed (then nothing is deleted).
-    pub fn collect_garbage(&self, grace: Duration) -> Result<(u64, u64)> {
+    pub fn collect_garbage(&self, grace: Duration) -> Result<Freed> {
         let mut referenced = std::collections::HashSet::new();
         for entry in self.entries(None)? {
             if entry.record.inline.is_none() {
@@ -332,19 +354,19 @@ impl Store {
             referenced.extend(entry.files.into_iter().map(|file| file.blake3));
         }
         let cutoff = SystemTime::now() - grace;
-        let (mut files, mut bytes) = (0, 0);
+        let mut freed = Freed::default();
         for dir in [self.root().join("blobs-b3"), self.root().join("tmp-b3")] {
             for (path, meta) in files_under(&dir) {
                 let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 let old_enough = meta.modified().is_ok_and(|modified| modified < cutoff);
                 if old_enough && !referenced.contains(&name) && std::fs::remove_file(&path).is_ok()
                 {
-                    files += 1;
-                    bytes += meta.len();
+                    freed.files += 1;
+                    freed.bytes += meta.len();
                 }
             }
         }
-        Ok((files, bytes))
+        Ok(freed)
     }
 
     /// Compacts the cache while no write is in progress (it waits for running writes and holds
@@ -361,7 +383,8 @@ impl Store {
         }
         let _exclusive = self.disk.exclusive_guard()?;
         let (index_before, index_after) = self.disk.compact_index()?;
-        let (freed_files, freed_bytes) = self.collect_garbage(Duration::ZERO)?;
+        let Freed { files: freed_files, bytes: freed_bytes } =
+            self.collect_garbage(Duration::ZERO)?;
         let live: std::collections::HashSet<String> =
             self.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
         let (events_before, events_after) = crate::events::fold(self.root(), &live)?;

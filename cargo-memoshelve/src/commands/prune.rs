@@ -49,7 +49,8 @@ pub(crate) fn run(
         for entry in &doomed {
             store.remove(entry)?;
         }
-        (blob_files, blob_bytes) = store.collect_garbage(IN_USE)?;
+        let freed = store.collect_garbage(IN_USE)?;
+        (blob_files, blob_bytes) = (freed.files, freed.bytes);
     }
     if args.json {
         let rows: Vec<serde_json::Value> = doomed

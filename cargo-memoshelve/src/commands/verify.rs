@@ -19,7 +19,13 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let damaged: Vec<(&memoshelve_build::store::Entry, String)> = entries
         .par_iter()
         .filter_map(|entry| {
-            let checked = store.verify(entry).err().map(|reason| (entry, reason));
+            let checked = store.verify(entry).err().map(|err| {
+                let reason = match err {
+                    memoshelve_build::Error::Corrupt { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                (entry, reason)
+            });
             bar.inc(1);
             checked
         })

@@ -67,3 +67,16 @@ fn a_root_deleted_while_in_use_still_returns_values_and_is_used_again() {
     assert_eq!(memo.call_with_status(&1, Vec::new), (big, Status::Disk), "stored again");
     assert_eq!(memo.call_with_status(&2, Vec::new), (vec![2u32], Status::Disk));
 }
+
+#[test]
+fn asking_for_the_root_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("not-yet");
+    let memo = Memo::new("root-getter").dir(&root);
+    assert_eq!(memo.root(), Some(root.clone()));
+    assert!(!root.exists(), "a getter made the cache root");
+    assert_eq!(memo.call_with_status(&1, || 2), (2, Status::Miss));
+    assert!(root.is_dir());
+    assert_eq!(memo.root(), Some(root));
+    assert_eq!(Memo::new("root-getter-off").dir(dir.path()).disable(true).root(), None);
+}
