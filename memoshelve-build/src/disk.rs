@@ -884,12 +884,7 @@ impl Disk {
 
 /// What the remote tier's client and the maintenance API need besides the build's own paths:
 /// whole values, and blobs received from elsewhere.
-#[cfg(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-))]
+#[cfg(feature = "_remote-client")]
 impl Disk {
     /// The encoded value of a record, checked against its size and blake3 hash.
     pub(crate) fn load(&self, record: &EntryRecord, key: &Key) -> Result<Vec<u8>> {

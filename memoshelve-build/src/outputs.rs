@@ -130,12 +130,7 @@ mod text_or_bytes {
 }
 
 /// The `type_name` prefix of file steps' entries (`FilesOf<R>` below).
-#[cfg(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-))]
+#[cfg(feature = "_remote-client")]
 pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
 
 /// Marks file-step keys, so they never collide with a plain value of the same type.

@@ -29,28 +29,13 @@ use serde::Serialize;
 
 use crate::config::{Config, Project};
 
-#[cfg(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-))]
+#[cfg(feature = "_remote-client")]
 mod tier;
 #[cfg(feature = "maintenance")]
 pub use tier::Pulled;
-#[cfg(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-))]
+#[cfg(feature = "_remote-client")]
 pub use tier::{BREAKER_FAILURES, Pushed, Remote};
-#[cfg(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-))]
+#[cfg(feature = "_remote-client")]
 pub(crate) use tier::{fetch, write_through};
 
 /// What a process may do with the remote (`MEMOSHELVE_REMOTE_MODE`).
@@ -251,12 +236,7 @@ impl Scheme {
 
 /// Without a remote feature, the read path's hook: a remote that is configured (and not `off`)
 /// is named once, in a warning that says which feature it needs; nothing is fetched.
-#[cfg(not(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-)))]
+#[cfg(not(feature = "_remote-client"))]
 pub(crate) fn fetch(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::Key) -> bool {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| {
@@ -274,12 +254,7 @@ pub(crate) fn fetch(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::K
 }
 
 /// Without a remote feature, the write path's hook: nothing to push to (the read path warned).
-#[cfg(not(any(
-    feature = "remote-redis",
-    feature = "remote-http",
-    feature = "remote-s3",
-    feature = "maintenance"
-)))]
+#[cfg(not(feature = "_remote-client"))]
 pub(crate) fn write_through(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::Key) {}
 
 #[cfg(test)]

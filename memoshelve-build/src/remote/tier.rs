@@ -37,10 +37,10 @@ mod sign;
 /// Consecutive failures after which a build stops asking the remote.
 pub const BREAKER_FAILURES: u32 = 3;
 /// How long connecting may take.
-#[cfg(any(feature = "remote-redis", feature = "remote-http", feature = "remote-s3"))]
+#[cfg(feature = "_remote-backend")]
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read or write may wait for the remote.
-#[cfg(any(feature = "remote-redis", feature = "remote-http", feature = "remote-s3"))]
+#[cfg(feature = "_remote-backend")]
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(feature = "remote-redis")]
