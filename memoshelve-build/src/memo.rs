@@ -573,14 +573,35 @@ impl<H> Memo<H> {
 
     /// The tiers that need I/O: disk, then remote (the async path asks them on a helper thread).
     pub(crate) fn lookup_stored<T: Cacheable>(&self, key: &Key) -> Option<(T, Status)> {
-        if let Some(value) = self.lookup_disk::<T>(key) {
-            return Some((value, Status::Disk));
-        }
-        // A remote hit is written to disk, then read (and checked) from there.
+        self.read_stored_tiers(key, false, |disk| self.value_on_disk::<T>(disk, key))
+    }
+
+    /// The one read of the tiers below memory, for values and file steps alike: `read` from
+    /// the disk tier; on a miss, unless `disk_only`, the remote tier's entry is fetched (checked)
+    /// into the disk tier and `read` from there. Nothing from the remote is served directly.
+    pub(crate) fn read_stored_tiers<R>(
+        &self,
+        key: &Key,
+        disk_only: bool,
+        read: impl Fn(&Disk) -> Option<R>,
+    ) -> Option<(R, Status)> {
         let disk = self.disk()?;
-        crate::remote::fetch(disk, &self.name, key)
-            .then(|| self.lookup_disk::<T>(key))?
-            .map(|value| (value, Status::Remote))
+        if let Some(found) = read(disk) {
+            return Some((found, Status::Disk));
+        }
+        if disk_only || !crate::remote::fetch(disk, &self.name, key) {
+            return None;
+        }
+        read(disk).map(|found| (found, Status::Remote))
+    }
+
+    /// What every store into the disk tier ends with, for values and file steps alike: an
+    /// entry `written` is written through to the remote tier; the result is passed on.
+    pub(crate) fn written(&self, disk: &Disk, key: &Key, written: Result<()>) -> Result<()> {
+        if written.is_ok() {
+            crate::remote::write_through(disk, &self.name, key);
+        }
+        written
     }
 
     /// The memory tier only: no I/O, so async calls ask it inline.
@@ -591,11 +612,10 @@ impl<H> Memo<H> {
         key: &Key,
         disk_only: bool,
     ) -> Option<(T, Status)> {
-        if disk_only {
-            self.lookup_disk::<T>(key).map(|value| (value, Status::Disk))
-        } else {
-            self.lookup::<T>(key)
+        if !disk_only && let Some(value) = self.lookup_memory::<T>(key) {
+            return Some((value, Status::Memory));
         }
+        self.read_stored_tiers(key, disk_only, |disk| self.value_on_disk::<T>(disk, key))
     }
 
     pub(crate) fn lookup_memory<T: Cacheable>(&self, key: &Key) -> Option<T> {
@@ -610,7 +630,11 @@ impl<H> Memo<H> {
     }
 
     pub(crate) fn lookup_disk<T: Cacheable>(&self, key: &Key) -> Option<T> {
-        let disk = self.disk()?;
+        self.value_on_disk(self.disk()?, key)
+    }
+
+    /// A value of the disk tier, checked, decoded and validated (then also kept in memory).
+    fn value_on_disk<T: Cacheable>(&self, disk: &Disk, key: &Key) -> Option<T> {
         let (_, value, bytes) = self.read_entry::<T>(disk, key)?;
         if !self.is_valid(&value) {
             // Failed validation: a miss; the fresh value will replace it.
@@ -698,13 +722,11 @@ impl<H> Memo<H> {
         let Some(disk) = self.disk() else {
             return Ok(());
         };
-        {
+        let stored = {
             let _guard = disk.write_guard();
-            let record = self.record_for(key, type_name::<T>(), args, took);
-            disk.store(record, &bytes)?;
-        }
-        crate::remote::write_through(disk, &self.name, &key);
-        Ok(())
+            disk.store(self.record_for(key, type_name::<T>(), args, took), &bytes)
+        };
+        self.written(disk, &key, stored)
     }
 
     pub(crate) fn store_or_warn<T: Cacheable>(

@@ -323,22 +323,17 @@ impl<H> Outputs<'_, H> {
         let found = memo.memoize(
             key,
             |disk_only| {
-                let found =
-                    self.restore::<R>(disk, &key, &roots).map(|found| (found, Status::Disk));
-                // A remote hit is written to disk, then restored from there.
-                found.or_else(|| {
-                    let fetched = !disk_only && crate::remote::fetch(disk, memo.name(), &key);
-                    let found = fetched.then(|| self.restore::<R>(disk, &key, &roots))??;
-                    Some((found, Status::Remote))
+                memo.read_stored_tiers(&key, disk_only, |disk| {
+                    self.restore::<R>(disk, &key, &roots)
                 })
             },
             || self.compute(step),
             |(value, run), took| {
                 let Run::Computed(Some(captured)) = run else { return };
                 let args = memo.render_args(args);
-                match self.store(disk, &key, value, captured, &roots, args, took) {
-                    Ok(()) => crate::remote::write_through(disk, memo.name(), &key),
-                    Err(err) => memo.warn_store_failed(&err),
+                let stored = self.store(disk, &key, value, captured, &roots, args, took);
+                if let Err(err) = memo.written(disk, &key, stored) {
+                    memo.warn_store_failed(&err);
                 }
             },
         )?;
