@@ -842,6 +842,35 @@ fn main() {
     assert!(!fixture.cache.exists(), "a disabled cache made its root");
 }
 
+// 5, 13. A generator that skips rewriting identical files (prost-build does), run first with
+// the cache disabled and then with it on: its file was there before and it left it alone, yet the
+// entry must hold it, or the hit after `cargo clean` would not build.
+#[test]
+fn a_generator_that_skips_identical_files_is_complete_after_a_disabled_build() {
+    let build = r#"
+fn main() {
+    println!("cargo:rerun-if-env-changed=MEMOSHELVE_DISABLE");
+    Memo::new("skip-identical").outputs(out_dir()).call(&(), |step: &mut Step| {
+        ran("skip-identical");
+        let path = step.dir().join("gen.txt");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some("generated") {
+            std::fs::write(&path, "generated").unwrap();
+        }
+    });
+}
+"#;
+    let package = Package::bin("fs-skip-identical", build, &main_printing("gen.txt"));
+    let fixture = Fixture::single("skip-identical", &package);
+    fixture.build(&[("MEMOSHELVE_DISABLE", "1")]);
+    assert_eq!(run_binary("fs-skip-identical"), "generated");
+    fixture.build(&[]);
+    assert_eq!(fixture.runs("skip-identical"), 2, "the cache on: a miss");
+    fixture.clean(&["fs-skip-identical"]);
+    fixture.build(&[]);
+    assert_eq!(fixture.runs("skip-identical"), 2, "after cargo clean: a hit");
+    assert_eq!(run_binary("fs-skip-identical"), "generated");
+}
+
 // 14 (a). A cache root that is a dangling symbolic link: one warning that says so.
 #[test]
 fn a_cache_root_that_is_a_dangling_link_gives_one_warning_naming_it() {
