@@ -299,9 +299,7 @@ impl<H> Outputs<'_, H> {
             // Exactly as with the cache on, minus the cache: the same inputs resolved (their
             // rerun directives), the directory made before the step runs.
             memo.key_inputs();
-            let _ = std::fs::create_dir_all(&self.dir);
-            let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
-            return Ok((value, Status::Miss));
+            return self.run_uncached(step);
         };
         // One file step at a time in a process: a step's before/after snapshots must not see
         // another's files appear, and standard output is the process's.
@@ -315,9 +313,7 @@ impl<H> Outputs<'_, H> {
                     memo.lock_timeout().as_secs()
                 ),
             );
-            let _ = std::fs::create_dir_all(&self.dir);
-            let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
-            return Ok((value, Status::Miss));
+            return self.run_uncached(step);
         };
         let roots = self.roots();
         let found = memo.memoize(
@@ -347,6 +343,16 @@ impl<H> Outputs<'_, H> {
             }
         }
         Ok((value, status))
+    }
+
+    /// Runs the step with no cache, as it runs with one: its directory made first.
+    fn run_uncached<R, E>(
+        &self,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+    ) -> Result<(R, Status), E> {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
+        Ok((value, Status::Miss))
     }
 
     /// The directories that stored lines and inputs name by placeholder: the step's directory,
