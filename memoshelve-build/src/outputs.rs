@@ -977,7 +977,8 @@ fn snapshot(dir: &Path, hash_recent: Option<SystemTime>) -> Snapshot {
     while let Some(relative) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(dir.join(&relative)) else { continue };
         for entry in entries.flatten() {
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+            // `DirEntry::metadata` does not follow a symbolic link (an lstat).
+            let Ok(meta) = entry.metadata() else { continue };
             let path = relative.join(entry.file_name());
             if path == Path::new(MARKER_DIR) {
                 continue;
