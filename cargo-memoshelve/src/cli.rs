@@ -87,11 +87,11 @@ pub(crate) enum Command {
     Stats,
     /// Check every entry's integrity (value and output files, by blake3), in parallel.
     ///
-    /// The index is read line by line first (torn or garbage lines, unreadable records).
+    /// The index is read record by record first (torn or garbage records, unreadable ones).
     /// Exits with 1 when it found damage, also with --repair.
     ///
     /// With --json: {checked, damaged: [{name, key, problem}], removed, index_damage: [{file,
-    /// line, problem, index_key}], index_repaired}.
+    /// problem}], index_repaired}.
     Verify {
         /// Remove the damaged entries (they are recomputed on next use).
         #[arg(long)]
@@ -129,9 +129,9 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Rewrite the index without the history of overwritten and removed entries, and delete
-    /// content nothing refers to. Safe while builds use the cache: it waits for running writes
-    /// and holds new ones off while it works.
+    /// Delete damaged index records and content nothing refers to (blobs of removed or
+    /// dropped entries, temporary files left by killed processes). Safe while builds use the
+    /// cache: it waits for running writes and holds new ones off while it works.
     ///
     /// The event log (hits and misses, read by `stats`) is folded to one line per entry and
     /// kind of event; the event files of processes still running stay as they are until a

@@ -228,18 +228,23 @@ fn verify_finds_injected_damage_and_repair_removes_only_that() {
     assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 2);
 }
 
-/// The index bucket holding `needle` (an index key or part of one).
-fn bucket_with(root: &Path, needle: &str) -> std::path::PathBuf {
-    walk(&root.join("index-v5"))
-        .into_iter()
-        .find(|bucket| std::fs::read_to_string(bucket).unwrap().contains(needle))
-        .unwrap()
+/// The record file of an entry, as the format documents it: `index/aa/<hex key>`.
+fn record_path(root: &Path, key_hex: &str) -> std::path::PathBuf {
+    root.join("index").join(&key_hex[..2]).join(key_hex)
+}
+
+/// A record file's bytes with its body replaced and its checksum recomputed: well-formed, so
+/// only decoding can find what is wrong.
+fn reframed(record: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut bytes = record[..12].to_vec();
+    bytes.extend_from_slice(body);
+    let checksum = blake3::hash(&bytes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    bytes
 }
 
 #[test]
-fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_good_entries() {
-    use sha2::Digest as _;
-    use std::io::Write as _;
+fn verify_finds_truncated_blobs_and_damaged_index_records_and_repair_keeps_the_good_entries() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
@@ -256,25 +261,21 @@ fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_goo
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bytes = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
-    // A garbage line in alpha 1's bucket (a torn append looks the same).
-    let alpha_1 = key_of("alpha", "1").record.key;
-    let mut bucket =
-        std::fs::File::options().append(true).open(bucket_with(&root, &alpha_1)).unwrap();
-    bucket.write_all(b"\n0badc0ffee\t{\"key\":\"memoshelve/v1/alpha/").unwrap();
-    // A well-formed line whose record is garbage, over alpha 2.
-    let alpha_2 = format!("memoshelve/v1/alpha/{}", key_of("alpha", "2").record.key);
-    let no_content: cacache::Integrity = "sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap();
-    let opts = cacache::WriteOpts::new().integrity(no_content).metadata(
-        serde_json::json!({ "format": memoshelve_build::FORMAT_VERSION, "name": "alpha" }),
-    );
-    cacache::index::insert(&root, &alpha_2, opts).unwrap();
-    // A well-formed line with an integrity cacache cannot parse (its listing would panic).
-    let line = r#"{"key":"other/tool","integrity":"not-an-integrity","time":1,"size":0,"metadata":null,"raw_metadata":null}"#;
-    let hash: String =
-        sha2::Sha256::digest(line.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
-    let crafted = root.join("index-v5/00/00/crafted");
-    std::fs::create_dir_all(crafted.parent().unwrap()).unwrap();
-    std::fs::write(&crafted, format!("\n{hash}\t{line}")).unwrap();
+    // alpha 1's record cut short (a disk that lost its tail looks the same).
+    let alpha_1 = record_path(&root, &key_of("alpha", "1").record.key);
+    let bytes = std::fs::read(&alpha_1).unwrap();
+    std::fs::write(&alpha_1, &bytes[..bytes.len() - 5]).unwrap();
+    // alpha 2's record well-formed, its content garbage.
+    let alpha_2 = record_path(&root, &key_of("alpha", "2").record.key);
+    let bytes = std::fs::read(&alpha_2).unwrap();
+    std::fs::write(&alpha_2, reframed(&bytes, b"\xff\xff\xff garbage")).unwrap();
+    // A file that is no record at all, and a good record filed under another key.
+    std::fs::create_dir_all(root.join("index/00")).unwrap();
+    std::fs::write(root.join("index/00/stray"), "left by something else").unwrap();
+    let alpha_3 = record_path(&root, &key_of("alpha", "3").record.key);
+    let elsewhere = record_path(&root, &"ee".repeat(32));
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    std::fs::copy(&alpha_3, &elsewhere).unwrap();
 
     let report = cli(&root, &["verify", "--json"]);
     assert_eq!(report.status.code(), Some(1), "damage must make verify fail");
@@ -286,10 +287,14 @@ fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_goo
         .iter()
         .map(|row| row["problem"].as_str().unwrap())
         .collect();
-    assert_eq!(problems.len(), 3, "{problems:?}");
-    assert!(problems.iter().any(|problem| problem.contains("garbage line")), "{problems:?}");
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(problems.iter().any(|problem| problem.contains("torn or garbage")), "{problems:?}");
     assert!(problems.iter().any(|problem| problem.contains("unreadable record")), "{problems:?}");
-    assert!(problems.iter().any(|problem| problem.contains("malformed integrity")), "{problems:?}");
+    assert!(
+        problems.iter().any(|problem| problem.contains("not a memoshelve record")),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|problem| problem.contains("under another name")), "{problems:?}");
     let damaged: Vec<&str> = report["damaged"]
         .as_array()
         .unwrap()
@@ -298,17 +303,18 @@ fn verify_finds_truncated_blobs_and_damaged_index_lines_and_repair_keeps_the_goo
         .collect();
     assert_eq!(damaged, ["gamma"]);
     let human = String::from_utf8(cli(&root, &["verify"]).stdout).unwrap();
-    assert!(human.contains("damaged index:") && human.contains("line"), "{human}");
+    assert!(human.contains("damaged index:") && human.contains("stray"), "{human}");
 
     assert_eq!(cli(&root, &["verify", "--repair"]).status.code(), Some(1));
     assert_eq!(cli(&root, &["verify"]).status.code(), Some(0), "after --repair it verifies clean");
+    assert!(!elsewhere.exists() && alpha_3.exists());
     let alpha = memoshelve_build::Memo::new("alpha").dir(&root).mem_capacity(0);
-    assert_eq!(alpha.get::<String, _>(&1).as_deref(), Some("one"), "alpha 1 is still served");
+    assert_eq!(alpha.get::<String, _>(&1), None, "its record was torn");
     assert_eq!(alpha.get::<String, _>(&2), None, "its record was garbage");
     assert_eq!(alpha.get::<String, _>(&3).map(|value| value.len()), Some(50_000));
     assert_eq!(gamma.get::<Vec<u8>, _>(&1), None);
     assert_eq!(gamma.get::<Vec<u8>, _>(&2), Some(vec![2u8; 30_000]));
-    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 4);
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 3);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -445,12 +451,12 @@ fn explain_names_the_input_file_that_changed() {
 }
 
 #[test]
-fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries() {
+fn compact_drops_unreferenced_content_and_keeps_live_entries() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
     sample_cache(&root);
     let gamma = memoshelve_build::Memo::new("gamma").dir(&root).mem_capacity(0);
-    // 40 overwrites of one key (each a 5 KB blob) and a removed entry leave history behind.
+    // 40 overwrites of one key (each a 5 KB blob) and a removed entry leave unreferenced blobs.
     for round in 0..40u8 {
         gamma.put(&"k", &vec![round; 5000]).unwrap();
     }
@@ -472,10 +478,8 @@ fn compact_drops_index_history_and_unreferenced_content_and_keeps_live_entries()
     assert_eq!(stats_after["names"]["alpha"]["hits"], 5);
     assert_eq!(stats_after["names"]["alpha"], stats_before["names"]["alpha"]);
     assert_eq!(stats_after["names"]["gamma"]["misses"], 0, "puts are not misses");
-    assert!(
-        done["index_after"].as_u64().unwrap() * 5 < done["index_before"].as_u64().unwrap(),
-        "{done}"
-    );
+    // Records are replaced whole: the index has no history, nothing of it to drop.
+    assert_eq!(done["index_after"], done["index_before"], "{done}");
     assert_eq!(done["freed_files"], 40, "39 overwritten values and the removed one: {done}");
     assert!(done["freed_bytes"].as_u64().unwrap() >= 40 * 5000);
     assert_eq!(cli(&root, &["verify"]).status.code(), Some(0));
@@ -533,36 +537,31 @@ fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
     let memo = memoshelve_build::Memo::new("old").dir(&root).mem_capacity(0);
-    // Two entries, then rewritten as if an older memoshelve had made them (format 0).
+    // Two entries, then marked as if another memoshelve version had written them (format 2).
     for args in ["read", "upgraded"] {
         memo.put(&args, &"current".to_owned()).unwrap();
-        let index_key = format!("memoshelve/v1/old/{}", memo.key_for::<String, _>(&args).unwrap());
-        let found = cacache::index::find(&root, &index_key).unwrap().unwrap();
-        let mut record = found.metadata.clone();
-        record["format"] = serde_json::json!(0);
-        let opts = cacache::WriteOpts::new().integrity(found.integrity).metadata(record);
-        cacache::index::insert(&root, &index_key, opts).unwrap();
+        let path = record_path(&root, &memo.key_for::<String, _>(&args).unwrap().to_hex());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
     }
-    // And one under a prefix of another layout version.
-    let legacy = cacache::WriteOpts::new()
-        .integrity("sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50".parse().unwrap())
-        .metadata(serde_json::json!({ "whatever": true }));
-    cacache::index::insert(&root, "memoshelve/v0/legacy/abc", legacy).unwrap();
+    // And cacache's index, where formats 1 and 2 kept their records (a bucket line as cacache
+    // 13 wrote it; nothing reads it any more, so its hash does not matter).
+    let bucket = root.join("index-v5/3a/5f/0c1d");
+    std::fs::create_dir_all(bucket.parent().unwrap()).unwrap();
+    let line = r#"{"key":"memoshelve/v1/legacy/abc","integrity":"sha1-bWVtb3NoZWx2ZS1uby1jb250ZW50","time":1,"size":3,"metadata":{"format":2},"raw_metadata":null}"#;
+    std::fs::write(&bucket, format!("\n{}\t{line}", "0".repeat(64))).unwrap();
 
-    // The library never reads an older format as the current one: a miss, which leaves the
+    // The library never reads another format as the current one: a miss, which leaves the
     // entry for `upgrade` to drop.
     assert_eq!(memo.get::<String, _>(&"read"), None);
     let report = json(&root, &["upgrade"]);
-    let mut dropped: Vec<String> = report["dropped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|key| key.as_str().unwrap().to_owned())
-        .collect();
-    dropped.sort();
+    let dropped: Vec<&str> =
+        report["dropped"].as_array().unwrap().iter().map(|key| key.as_str().unwrap()).collect();
     assert_eq!(dropped.len(), 3, "{report}");
-    assert_eq!(dropped[0], "memoshelve/v0/legacy/abc");
-    assert!(dropped[1..].iter().all(|key| key.starts_with("memoshelve/v1/old/")), "{report}");
+    assert_eq!(dropped.iter().filter(|line| line.contains("(format 2)")).count(), 2, "{report}");
+    assert!(dropped.iter().any(|line| line.starts_with("legacy/abc")), "{report}");
+    assert!(!root.join("index-v5").exists(), "cacache's index was kept");
     assert_eq!(report["format"], memoshelve_build::FORMAT_VERSION);
     assert_eq!(
         json(&root, &["upgrade"])["dropped"].as_array().unwrap().len(),
@@ -571,6 +570,7 @@ fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
     );
     assert_eq!(memo.get::<String, _>(&"upgraded"), None);
     assert_eq!(memo.call(&"upgraded", || "recomputed".to_owned()), "recomputed");
+    assert_eq!(memo.get::<String, _>(&"upgraded").as_deref(), Some("recomputed"));
 }
 
 #[test]

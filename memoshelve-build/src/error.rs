@@ -35,18 +35,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The cacache index under the root refused an operation.
-    #[error(
-        "cache index under {root} failed on {key}: {message} (run `cargo memoshelve verify --repair`)"
-    )]
-    Index {
-        /// The cache root.
-        root: PathBuf,
-        /// The index key.
-        key: String,
-        /// cacache's own message.
-        message: String,
-    },
     /// A stored entry failed its integrity check or could not be decoded; it is treated as a miss.
     #[error("corrupt entry {key} in {root}: {reason} (it was removed and will be recomputed)")]
     Corrupt {

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::disk::Disk;
 #[cfg(feature = "maintenance")]
 use crate::error::{Error, Result};
+use crate::tier::disk::Disk;
 
 /// What `compact` folded, and the lines memoshelve's first releases appended.
 #[cfg(feature = "maintenance")]
@@ -86,8 +86,11 @@ pub(crate) fn append_with(appenders: &Appenders, disk: &Disk, line: &str) {
 fn open_appender(disk: &Disk) -> Option<fs::File> {
     let _guard = disk.write_guard();
     let path = disk.root().join(EVENTS_DIR).join(file_name());
-    let file =
-        crate::disk::open_in_dir(fs::File::options().append(true).create_new(true), &path).ok()?;
+    let file = crate::tier::disk::files::open_in_dir(
+        fs::File::options().append(true).create_new(true),
+        &path,
+    )
+    .ok()?;
     file.lock_shared().ok()?;
     Some(file)
 }

@@ -13,7 +13,7 @@
 use std::fmt;
 
 /// Bumped whenever the recipe below changes, so old keys can never collide with new ones.
-pub const KEY_FORMAT_TAG: &str = "memoshelve/key/v2";
+pub const KEY_FORMAT_TAG: &str = "memoshelve/key/v3";
 
 /// A 32-byte blake3 cache key. `Display` gives the full hex; [`Key::short`] the 12-digit prefix.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

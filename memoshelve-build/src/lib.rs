@@ -189,12 +189,10 @@ mod cargo;
 mod codec;
 pub mod config;
 mod directive;
-mod disk;
 mod error;
 mod events;
 mod flight;
 mod hashing;
-mod index_line;
 mod inputs;
 mod key;
 mod location;
@@ -206,12 +204,12 @@ pub mod remote;
 mod status;
 #[cfg(feature = "maintenance")]
 pub mod store;
+mod tier;
 mod toml_reader;
 
 #[cfg(test)]
 mod tests;
 
-pub use crate::disk::{EntryRecord, FORMAT_VERSION};
 pub use crate::error::{CodecError, Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
 pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
@@ -219,6 +217,7 @@ pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::memory::DEFAULT_MEM_CAPACITY;
 pub use crate::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Step};
 pub use crate::status::{Log, Status};
+pub use crate::tier::disk::{EntryRecord, FORMAT_VERSION};
 #[cfg(feature = "macros")]
 pub use memoshelve_macros::memoize;
 

@@ -11,13 +11,13 @@ use serde::de::DeserializeOwned;
 
 use crate::cargo::{self, ContextScope};
 use crate::codec;
-use crate::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
 use crate::error::{CodecError, Error, Result};
 use crate::inputs::{self, Declared};
 use crate::key::{self, Key, KeyInput, KeyPrefix};
 use crate::location::resolve_root;
 use crate::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
 use crate::status::{Log, Status};
+use crate::tier::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
 
 /// How long the args rendering kept in an entry's metadata may grow.
 const ARGS_RENDERING_MAX: usize = 200;

@@ -42,12 +42,13 @@ use serde::{Deserialize, Serialize};
 use crate::cargo;
 use crate::codec;
 use crate::directive::{self, Roots};
-use crate::disk::{Disk, mode_of};
 use crate::error::{Error, Result};
 use crate::inputs::{self, path_bytes};
 use crate::key::{Key, KeyInput};
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
 use crate::status::Status;
+use crate::tier::disk::Disk;
+use crate::tier::disk::files::mode_of;
 
 /// The manifest of a file step, stored as the entry's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -711,7 +712,7 @@ fn restore_link(path: &Path, link: &OutputLink) -> Result<()> {
         return Ok(());
     }
     let parent = path.parent().expect("restored links are inside the output dir");
-    let temp = parent.join(crate::disk::short_temp_name());
+    let temp = parent.join(crate::tier::disk::files::short_temp_name());
     let made = std::fs::create_dir_all(parent)
         .and_then(|()| make_symlink(&target, &temp))
         .and_then(|()| std::fs::rename(&temp, path));

@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-pub use crate::disk::IndexDamage;
-use crate::disk::{Disk, EntryRecord, check_file, files_under};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::outputs::{FILE_STEP_TYPE, OutputFile, OutputManifest};
+pub use crate::tier::disk::IndexDamage;
+use crate::tier::disk::files::files_under;
+use crate::tier::disk::{Disk, EntryRecord, check_file};
 
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
@@ -94,7 +95,7 @@ pub struct Compaction {
 pub struct Footprint {
     /// Every file under the root.
     pub total_bytes: u64,
-    /// The cacache index.
+    /// The index: the record files (and an older format's index not yet dropped).
     pub index_bytes: u64,
     /// The blob area (each distinct content once).
     pub blob_bytes: u64,
@@ -124,7 +125,7 @@ impl Store {
     /// Adds entries from elsewhere (a backup): `staged` holds their blobs, each file named by
     /// its blake3 hex. Everything is checked first: each entry's value (inline, staged or already
     /// here) against its size and blake3, and for a file step every file's blob. Only when all of
-    /// them pass are the blobs moved in and the index lines written, with their last-use times.
+    /// them pass are the blobs moved in and the records written, with their last-use times.
     /// Returns how many entries were added.
     ///
     /// # Errors
@@ -155,10 +156,7 @@ impl Store {
                 ));
             }
             let value: Vec<u8> = match &record.inline {
-                Some(inline) => {
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, inline)
-                        .map_err(|err| corrupt(record, format!("inline value: {err}")))?
-                }
+                Some(inline) => inline.clone(),
                 None => {
                     let path = blob(&record.blake3)
                         .ok_or_else(|| corrupt(record, "its value's blob is missing".to_owned()))?;
@@ -204,9 +202,8 @@ impl Store {
         for (record, last_used_ms) in entries {
             self.disk.insert_record(record)?;
             let key = Key::from_hex(&record.key).expect("checked above");
-            let bucket = self.disk.bucket_path(&record.name, &key);
             let time = UNIX_EPOCH + Duration::from_millis(*last_used_ms);
-            let _ = std::fs::File::open(&bucket).and_then(|file| file.set_modified(time));
+            let _ = set_modified(&self.disk.record_path(&key), time);
         }
         Ok(entries.len())
     }
@@ -223,7 +220,7 @@ impl Store {
 
     /// Whether anything was ever stored here.
     pub fn exists(&self) -> bool {
-        self.root().join("index-v5").is_dir()
+        self.disk.has_index()
     }
 
     /// Every readable entry, optionally of one name, sorted by name then key.
@@ -293,27 +290,26 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the index itself, line by line: lines cacache would skip (torn by a crash, or
-    /// garbage) and memoshelve records that do not parse or name another entry.
-    pub fn check_index(&self) -> Vec<IndexDamage> {
+    /// Checks the index itself, file by file: records that are torn or garbage, that do not
+    /// decode, or that are filed under another entry's name. Entries listed by
+    /// [`Store::entries`] never include these.
+    ///
+    /// # Errors
+    /// When the index cannot be listed.
+    pub fn check_index(&self) -> Result<Vec<IndexDamage>> {
         self.disk.check_index()
     }
 
-    /// Repairs what [`Store::check_index`] found: removes the unreadable records, then rewrites
-    /// the index without skipped lines (a compaction of the index, under the exclusive lock).
-    /// Returns how many problems were repaired.
+    /// Repairs what [`Store::check_index`] found: deletes the damaged record files (their
+    /// entries are recomputed on next use). Returns how many were removed.
     ///
     /// # Errors
-    /// When the index cannot be written.
+    /// When a file cannot be deleted.
     pub fn repair_index(&self, damage: &[IndexDamage]) -> Result<usize> {
-        if damage.is_empty() {
-            return Ok(0);
+        let _guard = self.disk.write_guard();
+        for damage in damage {
+            self.disk.remove_damaged(damage)?;
         }
-        for index_key in damage.iter().filter_map(|damage| damage.index_key.as_deref()) {
-            self.disk.remove_index_key(index_key)?;
-        }
-        let _exclusive = self.disk.exclusive_guard()?;
-        self.disk.compact_index()?;
         Ok(damage.len())
     }
 
@@ -323,10 +319,12 @@ impl Store {
     /// # Errors
     /// When the entry's index file cannot be changed.
     pub fn set_last_used(&self, entry: &Entry, time: SystemTime) -> Result<()> {
-        let bucket = self.disk.bucket_path(&entry.record.name, &entry.key());
-        std::fs::File::open(&bucket)
-            .and_then(|file| file.set_modified(time))
-            .map_err(|source| Error::Io { action: "set the last use of", path: bucket, source })
+        let path = self.disk.record_path(&entry.key());
+        set_modified(&path, time).map_err(|source| Error::Io {
+            action: "set the last use of",
+            path,
+            source,
+        })
     }
 
     /// Removes an entry from the index (its blobs stay until they are no longer referenced and a
@@ -339,7 +337,7 @@ impl Store {
     }
 
     /// Deletes blobs no live entry refers to, and stray temporary files, when they are older than
-    /// `grace`: a build that is writing an entry right now writes its blob before the index line
+    /// `grace`: a build that is writing an entry right now writes its blob before the record
     /// that refers to it, so a young unreferenced blob may be about to be used. Returns how many
     /// files and bytes were freed.
     ///
@@ -370,19 +368,22 @@ impl Store {
     }
 
     /// Compacts the cache while no write is in progress (it waits for running writes and holds
-    /// writers off meanwhile): index buckets keep only their live lines, buckets of removed
-    /// entries go, and blobs and temporary files nothing refers to are deleted. Every live entry
-    /// stays readable, with its last-use time.
+    /// writers off meanwhile): damaged records go, blobs and temporary files nothing refers to
+    /// are deleted, and the event log is folded. Every live entry stays readable, with its
+    /// last-use time. (Records are replaced whole, so the index keeps no history to drop.)
     ///
     /// # Errors
-    /// When the lock cannot be taken or a bucket cannot be rewritten (nothing half-done is left:
-    /// each bucket is replaced atomically).
+    /// When the lock cannot be taken or a file cannot be deleted.
     pub fn compact(&self) -> Result<Compaction> {
         if !self.exists() {
             return Ok(Compaction::default());
         }
         let _exclusive = self.disk.exclusive_guard()?;
-        let (index_before, index_after) = self.disk.compact_index()?;
+        let index_before = self.footprint().index_bytes;
+        for damage in self.check_index()? {
+            self.disk.remove_damaged(&damage)?;
+        }
+        let index_after = self.footprint().index_bytes;
         let Freed { files: freed_files, bytes: freed_bytes } =
             self.collect_garbage(Duration::ZERO)?;
         let live: std::collections::HashSet<String> =
@@ -399,17 +400,14 @@ impl Store {
     }
 
     /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by
-    /// other versions are dropped (they are recomputed on next use; nothing is ever misread).
-    /// Format 1 is the first, so there is nothing to migrate yet. Returns the dropped index keys.
+    /// other versions are dropped (they are recomputed on next use; nothing is ever misread),
+    /// among them the whole of cacache's `index-v5/`, where formats 1 and 2 kept their records.
+    /// Their blobs stay until [`Store::compact`]. Returns what was dropped, one line each.
     ///
     /// # Errors
     /// When the index cannot be listed or written.
     pub fn upgrade(&self) -> Result<Vec<String>> {
-        let foreign = self.disk.foreign_keys()?;
-        for index_key in &foreign {
-            self.disk.remove_index_key(index_key)?;
-        }
-        Ok(foreign)
+        self.disk.drop_other_formats()
     }
 
     /// Disk hits, remote hits and misses per key hex, from the event log.
@@ -447,8 +445,15 @@ impl Store {
                 *by_area.entry(area).or_default() += meta.len();
             }
         }
-        footprint.index_bytes = by_area.get(Path::new("index-v5")).copied().unwrap_or(0);
+        footprint.index_bytes =
+            ["index", "index-v5"].iter().filter_map(|area| by_area.get(Path::new(area))).sum();
         footprint.blob_bytes = by_area.get(Path::new("blobs-b3")).copied().unwrap_or(0);
         footprint
     }
+}
+
+/// Sets a file's modification time (an entry's last use), through a handle opened for writing
+/// as the platforms require.
+fn set_modified(path: &Path, time: SystemTime) -> std::io::Result<()> {
+    std::fs::File::options().append(true).open(path)?.set_modified(time)
 }

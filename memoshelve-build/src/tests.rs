@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::disk::Disk;
 use crate::key::{self, KeyPrefix};
 use crate::memory::{MemoryTier, Namespace};
+use crate::tier::disk::Disk;
 use crate::{Key, Log, Memo, Status};
 
 fn key(n: u32) -> Key {
@@ -146,7 +146,7 @@ fn memory_tier_matches_a_simple_lru_model() {
 /// is out of date because the file grew (read on to the end), and without one.
 #[test]
 fn small_files_are_read_whole_with_or_without_their_size() {
-    use crate::disk::read_small;
+    use crate::tier::disk::files::read_small;
     let dir = tempfile::tempdir().unwrap();
     for len in [0usize, 1, 600, 2047, 2048, 2049, 4095, 4096, 4097, 10_000, 40_000] {
         let bytes: Vec<u8> = (0..len).map(|index| (index % 251) as u8).collect();
@@ -173,15 +173,16 @@ fn log_parses_the_env_syntax() {
 }
 
 #[test]
-fn touch_finds_the_bucket_cacache_wrote() {
-    // `Disk::bucket_path` re-derives cacache 13's bucket layout; if cacache moved its buckets,
-    // last-use tracking would silently stop. This catches that.
+fn an_entry_is_one_record_file_under_its_key() {
     let dir = tempfile::tempdir().unwrap();
-    let memo = Memo::new("unit-bucket").dir(dir.path());
+    let memo = Memo::new("unit-record").dir(dir.path());
     memo.put(&1u8, &2u8).unwrap();
     let key = memo.key_for::<u8, _>(&1u8).unwrap();
-    let disk = Disk::open(dir.path()).unwrap();
-    assert!(disk.bucket_path("unit-bucket", &key).is_file());
+    let hex = key.to_hex();
+    let path = Disk::open(dir.path()).unwrap().record_path(&key);
+    assert_eq!(path, dir.path().join("index").join(&hex[..2]).join(&hex));
+    assert!(path.is_file());
+    assert_eq!(crate::tier::disk::files::paths_under(&dir.path().join("index")), vec![path]);
 }
 
 #[test]
@@ -211,7 +212,7 @@ fn a_disk_hit_refreshes_last_use() {
     let memo = Memo::new("unit-touch").dir(dir.path()).mem_capacity(0);
     memo.put(&1u8, &2u8).unwrap();
     let key = memo.key_for::<u8, _>(&1u8).unwrap();
-    let bucket = Disk::open(dir.path()).unwrap().bucket_path("unit-touch", &key);
+    let bucket = Disk::open(dir.path()).unwrap().record_path(&key);
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options().append(true).open(&bucket).unwrap().set_modified(an_hour_ago).unwrap();
     assert_eq!(memo.get_with_status::<u8, _>(&1u8), Some((2, Status::Disk)));
@@ -483,360 +484,6 @@ proptest::proptest! {
     }
 }
 
-/// `Disk::find` and `Disk::list` read a bucket's last line themselves when they can; whatever
-/// the bucket holds, they must answer as cacache's own reader does.
-#[test]
-fn the_fast_index_read_answers_as_cacaches_reader() {
-    use sha2::Digest as _;
-    let dir = tempfile::tempdir().unwrap();
-    let memo = Memo::new("unit-fast-find").dir(dir.path()).mem_capacity(0);
-    let disk = Disk::open(dir.path()).unwrap();
-    let key = memo.key_for::<u8, _>(&1u8).unwrap();
-    let bucket = disk.bucket_path("unit-fast-find", &key);
-    let append = |line: &str| {
-        use std::io::Write as _;
-        let mut file = std::fs::File::options().append(true).open(&bucket).unwrap();
-        file.write_all(line.as_bytes()).unwrap();
-    };
-    let hashed = |json: &str| {
-        let hash: String = sha2::Sha256::digest(json.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        format!("\n{hash}\t{json}")
-    };
-    let both = |disk: &Disk| {
-        let ours = disk.find("unit-fast-find", &key).unwrap().map(|record| record.inline);
-        let theirs =
-            cacache::index::find(dir.path(), &crate::disk::index_key("unit-fast-find", &key))
-                .unwrap()
-                .and_then(|meta| serde_json::from_value::<crate::EntryRecord>(meta.metadata).ok())
-                .map(|record| record.inline);
-        assert_eq!(ours, theirs);
-        let listed = disk.list(Some("unit-fast-find")).unwrap();
-        assert_eq!(
-            listed.into_iter().map(|record| record.inline).collect::<Vec<_>>(),
-            Vec::from_iter(theirs)
-        );
-        ours
-    };
-
-    memo.put(&1u8, &2u8).unwrap();
-    memo.put(&1u8, &3u8).unwrap();
-    let three = both(&disk).expect("an entry");
-    assert_eq!(memo.get_with_status::<u8, _>(&1u8), Some((3, Status::Disk)), "the last line wins");
-
-    // A torn line at the end (a writer killed mid-append): the line before it is in effect.
-    append("\n0123abcd\t{\"key\":\"memoshelve/v1/unit-fast");
-    assert_eq!(both(&disk), Some(three.clone()));
-    // A well-formed line of another key in the same bucket: this key's line is still in effect.
-    append(&hashed(r#"{"key":"other","integrity":null,"time":1,"size":0,"metadata":null}"#));
-    assert_eq!(both(&disk), Some(three.clone()));
-    // This key's line after it: the last line is ours, but not every line is.
-    memo.put(&1u8, &4u8).unwrap();
-    let four = both(&disk).expect("an entry");
-    assert_ne!(four, three);
-    // Its deletion: nothing.
-    memo.uncache::<u8, _>(&1u8).unwrap();
-    assert_eq!(both(&disk), None);
-    assert_eq!(memo.get_with_status::<u8, _>(&1u8), None);
-}
-
-/// A string with what a JSON reader can get wrong: quotes, backslashes, the short escapes,
-/// other control characters (written `\u00XX`), non-ASCII and astral characters (written raw),
-/// in runs long enough to cross the index line reader's eight-byte steps at every offset.
-fn awkward_string() -> impl proptest::strategy::Strategy<Value = String> {
-    use proptest::prelude::*;
-    let chars = prop_oneof![
-        6 => proptest::char::range('a', 'z'),
-        2 => proptest::sample::select(vec![
-            '"', '\\', '/', '\n', '\t', '\r', '\u{8}', '\u{c}', '\0', '\u{1}', '\u{1f}', ' ',
-            '\u{7f}', 'é', '€', '😀', '\u{fffd}', '\u{2028}', '\u{ffff}',
-        ]),
-        1 => proptest::char::any(),
-    ];
-    proptest::collection::vec(chars, 0..40).prop_map(|chars| chars.into_iter().collect())
-}
-
-/// A number, often at the edges of u64.
-fn awkward_number() -> impl proptest::strategy::Strategy<Value = u64> {
-    use proptest::prelude::*;
-    prop_oneof![
-        Just(0),
-        Just(u64::MAX),
-        Just(u64::MAX / 10),
-        Just(10_000_000_000_000_000_000),
-        0u64..1000,
-        proptest::num::u64::ANY,
-    ]
-}
-
-/// A random record, every field drawn from the awkward strings and numbers.
-fn awkward_record() -> impl proptest::strategy::Strategy<Value = crate::EntryRecord> {
-    use proptest::prelude::*;
-    let input = (awkward_string(), awkward_string(), awkward_string())
-        .prop_map(|(kind, name, value)| crate::KeyInput { kind, name, value });
-    (
-        (proptest::num::u32::ANY, awkward_string(), awkward_string(), awkward_string()),
-        (awkward_string(), awkward_number(), awkward_number(), awkward_number()),
-        (awkward_string(), awkward_string(), proptest::collection::vec(input, 0..4)),
-        proptest::option::of(awkward_string()),
-    )
-        .prop_map(
-            |(
-                (format, name, version, key),
-                (type_name, created_ms, compute_us, size),
-                rest,
-                inline,
-            )| {
-                let (blake3, args, inputs) = rest;
-                crate::EntryRecord {
-                    format,
-                    name,
-                    version,
-                    key,
-                    type_name,
-                    created_ms,
-                    compute_us,
-                    size,
-                    blake3,
-                    args,
-                    inputs,
-                    inline,
-                }
-            },
-        )
-}
-
-/// The JSON of an index line as cacache 13 writes it (its `SerializableMetadata`, fields in
-/// this order), around `metadata` already in JSON.
-fn index_line_json(
-    key: &str,
-    integrity: Option<&str>,
-    time: u64,
-    size: u64,
-    metadata: &str,
-) -> String {
-    let key = serde_json::to_string(key).unwrap();
-    let integrity = serde_json::to_string(&integrity).unwrap();
-    let head = format!(r#"{{"key":{key},"integrity":{integrity},"time":{time},"size":{size}"#);
-    format!(r#"{head},"metadata":{metadata},"raw_metadata":null}}"#)
-}
-
-/// The index line reader's one rule: whatever it answers, serde_json answers the same (and
-/// when serde_json fails, it answers nothing).
-fn assert_line_read_as_serde_json(json: &str) -> Option<crate::disk::HitLine> {
-    let fast = crate::index_line::parse(json);
-    if let Some(fast) = &fast {
-        let serde = serde_json::from_str::<crate::disk::HitLine>(json);
-        assert_eq!(Some(fast), serde.as_ref().ok(), "{json}");
-    }
-    fast
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
-
-    /// Random records, written as the library writes them (the metadata a `serde_json::Value`,
-    /// so its fields sorted) and as serde_json's `preserve_order` would (declaration order): the
-    /// index line reader reads each, and reads it as serde_json does.
-    #[test]
-    fn the_index_line_reader_reads_every_record_as_serde_json(
-        record in awkward_record(),
-        index_key in awkward_string(),
-        integrity in proptest::option::of(awkward_string()),
-        deleted in proptest::bool::ANY,
-        time in awkward_number(),
-        size in awkward_number(),
-    ) {
-        let sorted = serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
-        let declared = serde_json::to_string(&record).unwrap();
-        for metadata in [sorted.as_str(), declared.as_str(), "null"] {
-            let json = index_line_json(&index_key, integrity.as_deref(), time, size, metadata);
-            let serde = serde_json::from_str::<crate::disk::HitLine>(&json).unwrap();
-            let fast = crate::index_line::parse(&json);
-            proptest::prop_assert_eq!(fast.as_ref(), Some(&serde));
-            let expected = (metadata != "null").then(|| record.clone());
-            proptest::prop_assert_eq!(&serde.metadata, &expected);
-        }
-        // A deletion as cacache writes it: no integrity, no metadata.
-        if deleted {
-            let json = index_line_json(&index_key, None, time, 0, "null");
-            let fast = crate::index_line::parse(&json).unwrap();
-            let fast = (fast.key, fast.integrity, fast.metadata);
-            proptest::prop_assert_eq!(fast, (index_key, None, None));
-        }
-    }
-
-    /// A valid line cut, with a byte changed, inserted or removed, anywhere: the index line
-    /// reader answers as serde_json does, or not at all.
-    #[test]
-    fn the_index_line_reader_never_disagrees_on_a_damaged_line(
-        record in awkward_record(),
-        at in proptest::num::usize::ANY,
-        byte in proptest::sample::select(b"\"\\,:{}[]n0915-.eEu /\x01\x7fa".to_vec()),
-        how in 0u8..4,
-    ) {
-        let metadata = serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
-        let mut bytes = index_line_json("k", Some("sha1-x"), 1, 2, &metadata).into_bytes();
-        let at = at % (bytes.len() + 1);
-        match how {
-            0 => bytes.truncate(at),
-            1 if at < bytes.len() => bytes[at] = byte,
-            2 => bytes.insert(at, byte),
-            _ if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            _ => {}
-        }
-        if let Ok(json) = std::str::from_utf8(&bytes) {
-            assert_line_read_as_serde_json(json);
-        }
-    }
-}
-
-/// Lines the library itself writes (through `Disk::insert_record`, into a real bucket) are read
-/// by the index line reader, not left to serde_json, and read as the record written; every
-/// damaged version of them (cut, a byte changed, inserted or removed at every position) is read
-/// as serde_json reads it, or not at all.
-#[test]
-fn the_index_line_reader_reads_the_librarys_lines_and_no_damaged_line_differently() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = Disk::open(dir.path()).unwrap();
-    let input = |kind: &str, name: &str, value: &str| crate::KeyInput {
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-        value: value.to_owned(),
-    };
-    let plain = crate::EntryRecord {
-        format: crate::FORMAT_VERSION,
-        name: "unit-line".to_owned(),
-        version: String::new(),
-        key: key(1).to_string(),
-        type_name: "alloc::string::String".to_owned(),
-        created_ms: 1_795_611_840_024,
-        compute_us: 0,
-        size: 101,
-        blake3: blake3::hash(b"x").to_hex().to_string(),
-        args: "[844,844,\"short\"]".to_owned(),
-        inputs: Vec::new(),
-        inline: Some("ZHh4eHh4eHh4eA==".to_owned()),
-    };
-    let awkward = crate::EntryRecord {
-        key: key(2).to_string(),
-        version: "v\u{1}\u{1f}\"\\/\u{8}\u{c}\n\r\t".to_owned(),
-        type_name: "Vec<(u8, &'static str)>".to_owned(),
-        size: u64::MAX,
-        compute_us: u64::MAX,
-        args: "[\"é€😀\\u{2028}\",\"\u{2028}\u{ffff}\"]".to_owned(),
-        inputs: vec![
-            input("file", "src/a \"b\".txt", "0123"),
-            input("env", "PATH\\x", "unset\u{0}"),
-            input("tool", "rustc -vV", "rustc 1.95.0\nhost: x86_64"),
-        ],
-        inline: None,
-        ..plain.clone()
-    };
-    for (n, record) in [plain, awkward].into_iter().enumerate() {
-        disk.insert_record(&record).unwrap();
-        let bucket = disk.bucket_path(&record.name, &key(n as u32 + 1));
-        let text = std::fs::read_to_string(&bucket).unwrap();
-        let (_, json) = text.trim_end().rsplit('\n').next().unwrap().split_once('\t').unwrap();
-        let read = assert_line_read_as_serde_json(json).expect("the reader reads it");
-        assert_eq!(read.metadata.as_ref(), Some(&record));
-        assert_eq!(read.integrity.as_deref(), Some(crate::disk::NO_CACACHE_CONTENT));
-        let mut read_fast = 0;
-        for at in 0..=json.len() {
-            if let Some(cut) = json.get(..at) {
-                assert_eq!(assert_line_read_as_serde_json(cut).is_some(), at == json.len());
-            }
-            for byte in *b"\"\\,:{}[]n0915-.eu /\x01a" {
-                let mut changed = json.as_bytes().to_vec();
-                let mut inserted = changed.clone();
-                inserted.insert(at, byte);
-                let mut removed = changed.clone();
-                if at < json.len() {
-                    changed[at] = byte;
-                    removed.remove(at);
-                }
-                for bytes in [changed, inserted, removed] {
-                    if let Ok(json) = std::str::from_utf8(&bytes) {
-                        read_fast += usize::from(assert_line_read_as_serde_json(json).is_some());
-                    }
-                }
-            }
-        }
-        assert!(read_fast > 0, "some changes keep a line the reader reads");
-    }
-}
-
-/// Hand-picked lines at the edges of the index line reader's shape: what it must read, and what
-/// it must leave to serde_json (which may read it, or not).
-#[test]
-fn the_index_line_reader_takes_only_its_own_shape() {
-    let record = |fields: &str| {
-        let head = r#"{"key":"k","integrity":"sha1-x","time":1,"size":2,"metadata":{"#;
-        format!("{head}{fields}}},\"raw_metadata\":null}}")
-    };
-    let base = concat!(
-        r#""args":"a","blake3":"b","compute_us":3,"created_ms":4,"format":1,"inputs":[],"#,
-        r#""key":"c","name":"n","size":5,"type_name":"t","version":"""#,
-    );
-    let read = [
-        record(base),
-        // `inputs` and `inline` have serde defaults; `inline` may be null.
-        record(&base.replace("\"inputs\":[],", "")),
-        record(&format!("{base},\"inline\":null")),
-        record(&format!("{base},\"inline\":\"aGk=\"")),
-        // Escapes: surrogate pairs (decoded by serde_json), the short ones (decoded here).
-        record(&base.replace("\"a\"", r#""\ud83d\ude00\u00e9\"\\\/\b\f\n\r\t""#)),
-        // The largest numbers that fit.
-        record(&base.replace("\"size\":5", "\"size\":18446744073709551615")),
-        record(&base.replace("\"format\":1", "\"format\":4294967295")),
-        record(&base.replace("\"size\":5", "\"size\":0")),
-        r#"{"key":"k","integrity":null,"time":1,"size":0,"metadata":null,"raw_metadata":null}"#
-            .to_owned(),
-    ];
-    for json in &read {
-        assert!(assert_line_read_as_serde_json(json).is_some(), "{json}");
-    }
-    let refused = [
-        // Past u64::MAX or u32::MAX; leading zeros; a sign, a fraction, an exponent.
-        record(&base.replace("\"size\":5", "\"size\":18446744073709551616")),
-        record(&base.replace("\"size\":5", "\"size\":99999999999999999999")),
-        record(&base.replace("\"size\":5", "\"size\":100000000000000000000")),
-        record(&base.replace("\"format\":1", "\"format\":4294967296")),
-        record(&base.replace("\"size\":5", "\"size\":05")),
-        record(&base.replace("\"size\":5", "\"size\":-5")),
-        record(&base.replace("\"size\":5", "\"size\":5.0")),
-        record(&base.replace("\"size\":5", "\"size\":5e0")),
-        // A duplicate, an unknown, a missing or a mistyped field; an escaped name.
-        record(&format!("{base},\"name\":\"m\"")),
-        record(&format!("{base},\"inline\":null,\"inline\":null")),
-        record(&format!("{base},\"extra\":1")),
-        record(&base.replace("\"name\":\"n\",", "")),
-        record(&base.replace("\"inputs\":[]", "\"inputs\":null")),
-        record(&base.replace("\"inputs\":[]", "\"inputs\":[{\"kind\":\"k\",\"name\":\"n\"}]")),
-        record(&base.replace("\"args\"", "\"\\u0061rgs\"")),
-        record(""),
-        // Bad strings: a lone surrogate, an unknown escape, a raw control character.
-        record(&base.replace("\"a\"", r#""\ud800""#)),
-        record(&base.replace("\"a\"", r#""\x""#)),
-        record(&base.replace("\"a\"", "\"\u{1}\"")),
-        record(&base.replace("\"a\"", "\"0123456789abcdef\u{1f}\"")),
-        // Whitespace, trailing bytes, raw metadata.
-        record(&base.replace(",\"blake3\"", ", \"blake3\"")),
-        format!("{} ", record(base)),
-        format!("{}}}", record(base)),
-        record(base).replace("\"raw_metadata\":null", "\"raw_metadata\":[1]"),
-    ];
-    for json in &refused {
-        assert!(assert_line_read_as_serde_json(json).is_none(), "{json}");
-    }
-}
-
-/// Hashing a file in parallel subtrees gives blake3's hash of the whole, for lengths around the
-/// thresholds and the chunk sizes, with 2 to 8 threads' worth of splits, keeping the bytes or not.
 #[test]
 fn split_hashing_is_blake3_of_the_whole() {
     use crate::hashing::{PIPELINE_MIN, hash_file, read_hashed, split_hash_on};
@@ -1138,7 +785,7 @@ fn a_large_byte_vector_is_read_in_parts_and_checked_whole() {
         memo.call_with_status::<_, Vec<u8>>(&1u8, || unreachable!()),
         (value.clone(), Status::Disk)
     );
-    let blobs = crate::disk::files_under(&dir.path().join("blobs-b3"));
+    let blobs = crate::tier::disk::files::files_under(&dir.path().join("blobs-b3"));
     assert_eq!(blobs.len(), 1, "one blob");
     let blob = &blobs[0].0;
     for at in [0, 1, 3 << 20] {
@@ -1295,86 +942,4 @@ fn a_keys_hash_is_its_first_eight_bytes() {
         let other = crate::key::Key::from_hex(&crate::key::hex_lower(&bytes)).unwrap();
         assert_ne!(hasher.hash_one(key), hasher.hash_one(other), "byte {index}");
     }
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
-
-    /// The index line the library writes itself is, byte for byte, the one
-    /// `cacache::index::insert` writes for the same record: any text in any field (quotes,
-    /// backslashes, every control character, non-ASCII), with or without an inline value and
-    /// inputs, at any time and size. And the strict reader reads it back as the same record.
-    #[test]
-    fn index_lines_are_cacaches_byte_for_byte(
-        texts in proptest::collection::vec("(\\PC|[\\x00-\\x1f\"\\\\\\x7f])*", 8),
-        inputs in proptest::collection::vec(("[a-z]{0,6}", "\\PC*", "(\\PC|[\\x00-\\x1f])*"), 0..4),
-        numbers in (proptest::num::u64::ANY, proptest::num::u64::ANY, 0u64..1 << 53, proptest::num::u32::ANY),
-        inline in proptest::option::of("[A-Za-z0-9+/=]{0,40}"),
-    ) {
-        let key = crate::key::Key::from_hex(&"ab".repeat(32)).unwrap();
-        let record = crate::disk::EntryRecord {
-            format: numbers.3,
-            name: texts[0].clone(),
-            version: texts[1].clone(),
-            key: key.to_hex(),
-            type_name: texts[2].clone(),
-            created_ms: numbers.2,
-            compute_us: numbers.0,
-            size: numbers.1 % (1 << 40),
-            blake3: texts[3].clone(),
-            args: texts[4].clone(),
-            inputs: inputs
-                .into_iter()
-                .map(|(kind, name, value)| crate::key::KeyInput { kind, name, value })
-                .collect(),
-            inline,
-        };
-        let (ours, theirs) = index_lines_of(&record, &key);
-        proptest::prop_assert_eq!(&ours, &theirs);
-        let json = ours.split_once('\t').unwrap().1;
-        let read = crate::index_line::parse(json);
-        if let Some(read) = read {
-            proptest::prop_assert_eq!(read.metadata, Some(record));
-        }
-    }
-}
-
-/// Every ASCII character (the control ones, quote, backslash, DEL) and some beyond, in every
-/// string field of an index line: the same bytes as cacache's.
-#[test]
-fn index_lines_escape_every_character_as_cacache_does() {
-    let all: String = (0u8..0x80).map(char::from).chain("é€😀\u{2028}".chars()).collect();
-    let key = crate::key::Key::from_hex(&"cd".repeat(32)).unwrap();
-    let record = crate::disk::EntryRecord {
-        format: 1,
-        name: all.clone(),
-        version: all.clone(),
-        key: key.to_hex(),
-        type_name: all.clone(),
-        created_ms: 1_700_000_000_000,
-        compute_us: 12,
-        size: 3,
-        blake3: all.clone(),
-        args: all.clone(),
-        inputs: vec![crate::key::KeyInput { kind: all.clone(), name: all.clone(), value: all }],
-        inline: Some("AAAA".to_owned()),
-    };
-    let (ours, theirs) = index_lines_of(&record, &key);
-    assert_eq!(ours, theirs);
-}
-
-/// The index line of `record` as the library writes it, and as `cacache::index::insert` writes
-/// it (read back from a bucket of a fresh root).
-fn index_lines_of(record: &crate::disk::EntryRecord, key: &crate::key::Key) -> (String, String) {
-    let index_key = crate::disk::index_key(&record.name, key);
-    let ours = crate::index_line::line(&index_key, crate::disk::NO_CACACHE_CONTENT, record);
-    let dir = tempfile::tempdir().unwrap();
-    let opts = cacache::WriteOpts::new()
-        .integrity(crate::disk::NO_CACACHE_CONTENT.parse().unwrap())
-        .size(record.size as usize)
-        .time(u128::from(record.created_ms))
-        .metadata(serde_json::to_value(record).unwrap());
-    cacache::index::insert(dir.path(), &index_key, opts).unwrap();
-    let bucket = crate::disk::Disk::open(dir.path()).unwrap().bucket_path(&record.name, key);
-    (ours, std::fs::read_to_string(bucket).unwrap())
 }

@@ -114,7 +114,7 @@ fn memoshelve_dir_target_means_the_cargo_target_dir() {
             .env("CARGO_MANIFEST_DIR", dir.path()),
     );
     assert_eq!(statuses(&output), ["miss"]);
-    assert!(target.join("memoshelve/index-v5").is_dir(), "the cache was not put in the target dir");
+    assert!(target.join("memoshelve/index").is_dir(), "the cache was not put in the target dir");
 }
 
 #[test]
@@ -123,13 +123,13 @@ fn default_root_follows_xdg_cache_home_then_home() {
     let xdg = dir.path().join("xdg");
     let home = dir.path().join("home");
     lines(probe(&["call"]).env("XDG_CACHE_HOME", &xdg).env("HOME", &home));
-    assert!(xdg.join("memoshelve/index-v5").is_dir());
+    assert!(xdg.join("memoshelve/index").is_dir());
     lines(probe(&["call"]).env_remove("XDG_CACHE_HOME").env("HOME", &home));
-    assert!(home.join(".cache/memoshelve/index-v5").is_dir());
+    assert!(home.join(".cache/memoshelve/index").is_dir());
     let output =
         lines(probe(&["call"]).env("MEMOSHELVE_DIR", dir.path().join("env")).env("HOME", &home));
     assert_eq!(statuses(&output), ["miss"]);
-    assert!(dir.path().join("env/index-v5").is_dir());
+    assert!(dir.path().join("env/index").is_dir());
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn builds_and_the_cli_use_the_dir_configured_in_the_workspace_or_package_manifes
     let pkg = ws.join("pkg");
     let build = |pkg: &Path| in_build_script(probe(&["call"]), pkg);
     assert_eq!(statuses(&build(&pkg)), ["miss"]);
-    assert!(ws.join("shelf/index-v5").is_dir(), "the workspace setting was not used");
+    assert!(ws.join("shelf/index").is_dir(), "the workspace setting was not used");
     assert_eq!(statuses(&build(&pkg)), ["cached (disk)"]);
     let path = cli_path(&pkg.join("Cargo.toml"));
     assert_eq!(path["path"], ws.join("shelf").to_str().unwrap());
@@ -218,7 +218,7 @@ fn builds_and_the_cli_use_the_dir_configured_in_the_workspace_or_package_manifes
         "[package.metadata]\nmemoshelve = { dir = \"../pkg-shelf\" }\n",
     );
     assert_eq!(statuses(&build(&pkg)), ["miss"]);
-    assert!(ws.join("pkg-shelf/index-v5").is_dir(), "the package setting was not used");
+    assert!(ws.join("pkg-shelf/index").is_dir(), "the package setting was not used");
     assert_eq!(cli_path(&pkg.join("Cargo.toml"))["path"], ws.join("pkg-shelf").to_str().unwrap());
     // MEMOSHELVE_DIR still beats the configuration.
     let env_root = dir.path().join("env");
@@ -228,7 +228,7 @@ fn builds_and_the_cli_use_the_dir_configured_in_the_workspace_or_package_manifes
             .env("CARGO_MANIFEST_DIR", &pkg)
             .env("MEMOSHELVE_DIR", &env_root),
     );
-    assert!(env_root.join("index-v5").is_dir());
+    assert!(env_root.join("index").is_dir());
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn memoshelve_toml_and_dir_target_and_bad_settings_warn_naming_the_file() {
         .unwrap();
     let output = lines(probe(&["call"]).env("OUT_DIR", &out_dir).env("CARGO_MANIFEST_DIR", &pkg));
     assert_eq!(statuses(&output), ["miss"]);
-    assert!(target.join("memoshelve/index-v5").is_dir(), "memoshelve.toml's `target` was not used");
+    assert!(target.join("memoshelve/index").is_dir(), "memoshelve.toml's `target` was not used");
     let manifest = pkg.join("Cargo.toml");
     let warnings = warnings(&output);
     assert_eq!(warnings.len(), 2, "{output:?}");

@@ -9,8 +9,8 @@ use crate::cli::MemoshelveArgs;
 use crate::output;
 
 /// What memoshelve itself keeps under a root; `clear` removes these and nothing else.
-const OWN_PATHS: [&str; 7] =
-    ["index-v5", "blobs-b3", "tmp-b3", "locks", "events.log", "events", "content-v2"];
+const OWN_PATHS: [&str; 8] =
+    ["index", "index-v5", "blobs-b3", "tmp-b3", "locks", "events.log", "events", "content-v2"];
 
 pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, yes: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;

@@ -1,4 +1,4 @@
-//! `cargo memoshelve compact`: the index without its history, and unreferenced content deleted.
+//! `cargo memoshelve compact`: damaged records and unreferenced content deleted.
 
 use std::io::Write;
 use std::path::Path;

@@ -1,5 +1,5 @@
-//! `cargo memoshelve verify [--repair]`: the index line by line, then every entry checked by
-//! blake3, in parallel.
+//! `cargo memoshelve verify [--repair]`: the index record by record, then every entry checked
+//! by blake3, in parallel.
 
 use std::io::Write;
 
@@ -11,8 +11,8 @@ use crate::cli::MemoshelveArgs;
 
 pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
-    // The index first: a malformed line can keep entries from being listed at all.
-    let index_damage = store.check_index();
+    // The index first: a damaged record keeps its entry from being listed at all.
+    let index_damage = store.check_index()?;
     let index_repaired = if repair { store.repair_index(&index_damage)? } else { 0 };
     let entries = store.entries(None)?;
     let bar = crate::output::progress(args, entries.len() as u64, "verifying");
@@ -54,20 +54,14 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     } else {
         let mut out = std::io::stdout().lock();
         for damage in &index_damage {
-            writeln!(
-                out,
-                "damaged index: {} line {}: {}",
-                damage.file.display(),
-                damage.line,
-                damage.problem
-            )?;
+            writeln!(out, "damaged index: {}: {}", damage.file.display(), damage.problem)?;
         }
         for (entry, reason) in &damaged {
             writeln!(out, "damaged: {} {}: {reason}", entry.record.name, entry.key().short())?;
         }
         writeln!(
             out,
-            "checked {} entries: {} damaged{}; {} damaged index lines{}",
+            "checked {} entries: {} damaged{}; {} damaged index records{}",
             entries.len(),
             damaged.len(),
             if repair { format!(", {repaired} removed") } else { String::new() },
@@ -83,7 +77,7 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     }
     if !clean {
         bail!(
-            "{} damaged entries and {} damaged index lines in {}",
+            "{} damaged entries and {} damaged index records in {}",
             damaged.len(),
             index_damage.len(),
             store.root().display()

@@ -5,8 +5,8 @@
 //! The remote holds the same two things as a cache root, under the bazel-remote layout:
 //!
 //! ```text
-//! ac/<hex key>        the entry: "<signature hex or `unsigned`>\n" + its payload (JSON: format,
-//!                     key, and the disk tier's EntryRecord, the value inline when small)
+//! ac/<hex key>        the entry: "<signature hex or `unsigned`>\n" + its payload (postcard:
+//!                     format, key, and the disk tier's EntryRecord, the value inline when small)
 //! cas/<blake3 hex>    blobs: values larger than 1 KiB and the files of file steps
 //! ```
 //!
@@ -78,7 +78,7 @@ impl fmt::Display for Mode {
 /// | `MEMOSHELVE_REMOTE` | `remote` | `redis://host:port/db`, `http(s)://host/path`, `s3://bucket/prefix` |
 /// | `MEMOSHELVE_REMOTE_MODE` | `remote-mode` | `read-write` (default), `read-only`, `off` |
 /// | `MEMOSHELVE_REMOTE_TOKEN` | `remote-token` | HTTP: sent as `Authorization: Bearer` |
-/// | `MEMOSHELVE_REMOTE_KEY` | `remote-key` | HMAC key: sign entries, and accept only signed ones |
+/// | `MEMOSHELVE_REMOTE_KEY` | `remote-key` | secret: sign entries (a blake3 MAC), and accept only signed ones |
 ///
 /// S3 reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`
 /// (or `AWS_DEFAULT_REGION`) and `AWS_ENDPOINT_URL` (any S3-compatible server, path-style).
@@ -91,7 +91,7 @@ pub struct Settings {
     pub mode: Mode,
     /// The bearer token for HTTP remotes.
     pub token: Option<String>,
-    /// The HMAC key entries are signed and checked with.
+    /// The secret entries are signed and checked with.
     pub signing_key: Option<String>,
     /// Where the URL was set: `MEMOSHELVE_REMOTE` or a configuration file.
     pub origin: String,
@@ -237,7 +237,7 @@ impl Scheme {
 /// Without a remote feature, the read path's hook: a remote that is configured (and not `off`)
 /// is named once, in a warning that says which feature it needs; nothing is fetched.
 #[cfg(not(feature = "_remote-client"))]
-pub(crate) fn fetch(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::Key) -> bool {
+pub(crate) fn fetch(_disk: &crate::tier::disk::Disk, _name: &str, _key: &crate::key::Key) -> bool {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| {
         let message = match Settings::resolve(&Project::from_env()) {
@@ -255,7 +255,7 @@ pub(crate) fn fetch(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::K
 
 /// Without a remote feature, the write path's hook: nothing to push to (the read path warned).
 #[cfg(not(feature = "_remote-client"))]
-pub(crate) fn write_through(_disk: &crate::disk::Disk, _name: &str, _key: &crate::key::Key) {}
+pub(crate) fn write_through(_disk: &crate::tier::disk::Disk, _name: &str, _key: &crate::key::Key) {}
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,25 @@
-//! HMAC-SHA256 (RFC 2104) over the `sha2` crate the library already depends on: it signs remote
-//! entries (`MEMOSHELVE_REMOTE_KEY`) and derives AWS Signature V4 keys.
+//! Signatures: remote entries are signed (`MEMOSHELVE_REMOTE_KEY`) with blake3 in keyed mode,
+//! a MAC by design; AWS Signature V4 needs HMAC-SHA256 (RFC 2104), which only the S3 backend
+//! compiles in (with `sha2`).
 
+#[cfg(feature = "remote-s3")]
 use sha2::{Digest, Sha256};
 
+/// The MAC of a remote entry: blake3 keyed by a key derived from `secret`, over the entry's
+/// key and payload (framed: the key is 32 bytes).
+pub(crate) fn entry_mac(secret: &str, key: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    let mac_key = blake3::derive_key("memoshelve remote entry signature v2", secret.as_bytes());
+    let mut hasher = blake3::Hasher::new_keyed(&mac_key);
+    hasher.update(key);
+    hasher.update(payload);
+    *hasher.finalize().as_bytes()
+}
+
+#[cfg(feature = "remote-s3")]
 const BLOCK: usize = 64;
 
 /// HMAC-SHA256 of the concatenation of `parts` under `key`.
+#[cfg(feature = "remote-s3")]
 pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {

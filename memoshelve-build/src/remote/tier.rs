@@ -8,18 +8,17 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Mode, Scheme, Settings, env_value};
 use crate::cargo;
 use crate::config::Project;
-use crate::disk::{Disk, EntryRecord, FORMAT_VERSION};
 use crate::key::Key;
 use crate::outputs::FILE_STEP_TYPE;
 use crate::outputs::OutputManifest;
 #[cfg(feature = "maintenance")]
 use crate::store::{Entry, Store};
+use crate::tier::disk::{Disk, EntryRecord, FORMAT_VERSION};
 
 // The backends, and the signatures of entries and S3 requests (files beside this one).
 #[cfg(feature = "remote-http")]
@@ -316,7 +315,7 @@ impl Remote {
                 )));
             }
         }
-        let payload: Payload = serde_json::from_slice(payload)
+        let payload: Payload = postcard::from_bytes(payload)
             .map_err(|err| rejected(format!("entry {} is unreadable: {err}", key.short())))?;
         if payload.format != FORMAT_VERSION || payload.record.format != FORMAT_VERSION {
             return Err(rejected(format!(
@@ -340,9 +339,7 @@ impl Remote {
     fn backfill(&self, disk: &Disk, key: &Key, record: EntryRecord) -> Result<(), Problem> {
         let short = key.short();
         let value = match &record.inline {
-            Some(inline) => base64::engine::general_purpose::STANDARD
-                .decode(inline)
-                .map_err(|err| rejected(format!("entry {short}: inline value: {err}")))?,
+            Some(inline) => inline.clone(),
             None => {
                 let mut value = Vec::new();
                 if !self.backend.get(&cas_path(&record.blake3), &mut value)? {
@@ -457,7 +454,7 @@ impl Remote {
             upload(&record.blake3, record.size)?;
         }
         let payload = Payload { format: FORMAT_VERSION, key: key.to_hex(), record: record.clone() };
-        let payload = serde_json::to_vec(&payload).expect("an entry always serializes");
+        let payload = postcard::to_allocvec(&payload).expect("an entry always serializes");
         let signature = match &self.settings.signing_key {
             Some(secret) => entry_signature(secret, &key, &payload),
             None => UNSIGNED.to_owned(),
@@ -518,14 +515,10 @@ impl Remote {
     }
 }
 
-/// The signature of an entry: HMAC-SHA256 under the key of the domain, the entry's key and its
-/// payload, so a signed entry cannot be replayed under another key.
+/// The signature of an entry: a blake3 MAC over the entry's key and its payload, so a signed
+/// entry cannot be replayed under another key.
 fn entry_signature(secret: &str, key: &Key, payload: &[u8]) -> String {
-    let key_hex = key.to_hex();
-    sign::hex(&sign::hmac_sha256(
-        secret.as_bytes(),
-        &[b"memoshelve-remote-entry/1\0", key_hex.as_bytes(), b"\0", payload],
-    ))
+    sign::hex(&sign::entry_mac(secret, key.as_bytes(), payload))
 }
 
 /// A sink that hashes what it writes; a local write error is kept apart from remote errors.
@@ -683,6 +676,19 @@ pub(crate) fn write_through(disk: &Disk, name: &str, key: &Key) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn entry_signatures_depend_on_the_secret_the_key_and_the_payload() {
+        let key = crate::Key::from_hex(&"ab".repeat(32)).unwrap();
+        let other = crate::Key::from_hex(&"cd".repeat(32)).unwrap();
+        let signed = super::entry_signature("secret", &key, b"payload");
+        assert_eq!(signed.len(), 64);
+        assert_eq!(signed, super::entry_signature("secret", &key, b"payload"));
+        assert_ne!(signed, super::entry_signature("secreT", &key, b"payload"));
+        assert_ne!(signed, super::entry_signature("secret", &other, b"payload"));
+        assert_ne!(signed, super::entry_signature("secret", &key, b"payloaD"));
+    }
+
+    #[cfg(feature = "remote-s3")]
     #[test]
     fn hmac_sha256_matches_rfc_4231() {
         // Test case 2 of RFC 4231.

@@ -67,7 +67,7 @@ fn flipped_byte_in_the_index_is_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let memo = disk_only("corrupt-index", dir.path());
     assert_eq!(memo.call_with_status(&1, || 7u8).1, Status::Miss);
-    let buckets = files_under(&dir.path().join("index-v5"));
+    let buckets = files_under(&dir.path().join("index"));
     assert_eq!(buckets.len(), 1);
     let mut bytes = fs::read(&buckets[0]).unwrap();
     let last = bytes.len() - 3;
@@ -78,29 +78,25 @@ fn flipped_byte_in_the_index_is_a_miss() {
 }
 
 #[test]
-fn inline_value_that_does_not_match_its_hash_is_a_miss() {
+fn an_inline_value_changed_in_place_is_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let memo = disk_only("corrupt-inline", dir.path());
     memo.put(&1, &"genuine".to_owned()).unwrap();
-    // Rewrite the record with another inline value but the old hash, through cacache itself, so
-    // the index line is well-formed and only our own check can catch it.
-    let index_key =
-        format!("memoshelve/v1/corrupt-inline/{}", memo.key_for::<String, _>(&1).unwrap());
-    let found = cacache::index::find(dir.path(), &index_key).unwrap().unwrap();
-    let mut record: memoshelve_build::EntryRecord = serde_json::from_value(found.metadata).unwrap();
-    let forged = postcard::to_allocvec("forged!").unwrap();
-    record.inline =
-        Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &forged));
-    record.size = forged.len() as u64;
-    let opts = cacache::WriteOpts::new()
-        .integrity(found.integrity)
-        .metadata(serde_json::to_value(&record).unwrap());
-    cacache::index::insert(dir.path(), &index_key, opts).unwrap();
-    assert_eq!(memo.get::<String, _>(&1), None, "a forged inline value was served");
+    // The value's bytes edited inside the record, as a bad disk or a stray write would: the
+    // record's checksum no longer matches.
+    let key = memo.key_for::<String, _>(&1).unwrap();
+    let path = crate::record_path(dir.path(), &key);
+    let bytes = fs::read(&path).unwrap();
+    let at = bytes.windows(7).position(|window| window == b"genuine").unwrap();
+    let mut forged = bytes.clone();
+    forged[at..at + 7].copy_from_slice(b"forged!");
+    fs::write(&path, forged).unwrap();
+    assert_eq!(memo.get::<String, _>(&1), None, "a changed inline value was served");
     assert_eq!(
         memo.call_with_status(&1, || "fresh".to_owned()),
         ("fresh".to_owned(), Status::Miss)
     );
+    assert_eq!(memo.call_with_status(&1, || unreachable!()), ("fresh".to_owned(), Status::Disk));
 }
 
 #[test]

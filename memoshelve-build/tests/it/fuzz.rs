@@ -1,7 +1,8 @@
-//! Property tests over everything the library reads from disk: index buckets (torn, garbage,
-//! or well-formed lines with garbage records) and file-step manifests. Whatever the bytes, no
+//! Property tests over everything the library reads from disk: index records (torn, garbage,
+//! or well-formed files with garbage records) and file-step manifests. Whatever the bytes, no
 //! panic, no wrong value, no file written outside the output directory. Seeds: a real cache
-//! made per case, and the committed bucket corpus in `tests/corpus/`.
+//! made per case, and the committed corpus in `tests/corpus/` (index buckets of formats 1 and
+//! 2, cacache's JSON lines, put where a record was).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ fn expected(arg: u64) -> Vec<u8> {
     (0..3000u64).map(|index| (arg * 31 + index * 7) as u8).collect()
 }
 
-/// A cache with two values (3000 bytes: blobs) and one file step, and its bucket files.
+/// A cache with two values (3000 bytes: blobs) and one file step, and its record files.
 fn real_cache(dir: &Path) -> Vec<PathBuf> {
     let root = dir.join("cache");
     let memo = Memo::new("fuzz").dir(&root).mem_capacity(0);
@@ -22,7 +23,7 @@ fn real_cache(dir: &Path) -> Vec<PathBuf> {
     }
     Memo::new("fuzz-files").dir(&root).mem_capacity(0).outputs(dir.join("out")).call(&(), step);
     let mut buckets = Vec::new();
-    let mut stack = vec![root.join("index-v5")];
+    let mut stack = vec![root.join("index")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             if entry.path().is_dir() {
@@ -64,7 +65,7 @@ fn mutate(bytes: &mut Vec<u8>, edits: &[(u16, u8, u8)]) {
 fn read_everything(dir: &Path) {
     let root = dir.join("cache");
     let store = Store::open(&root);
-    let damage = store.check_index();
+    let damage = store.check_index().unwrap();
     if let Ok(entries) = store.entries(None) {
         for entry in &entries {
             let _ = store.verify(entry);
@@ -81,7 +82,7 @@ fn read_everything(dir: &Path) {
     Memo::new("fuzz-files").dir(&root).mem_capacity(0).outputs(&out).call(&(), step);
     assert_eq!(std::fs::read_to_string(out.join("gen.rs")).unwrap(), "pub const N: u8 = 1;\n");
     let _ = store.repair_index(&damage);
-    assert!(store.check_index().is_empty(), "repair left damage");
+    assert!(store.check_index().unwrap().is_empty(), "repair left damage");
     // Nothing appeared beside the cache and the output directory.
     let mut beside: Vec<_> =
         std::fs::read_dir(dir).unwrap().flatten().map(|entry| entry.file_name()).collect();
@@ -92,9 +93,9 @@ fn read_everything(dir: &Path) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// Raw damage: torn lines, garbage, truncation, corpus buckets put where a real one was.
+    /// Raw damage: torn records, garbage, truncation, corpus files put where a real one was.
     #[test]
-    fn damaged_buckets_never_panic_or_serve_wrong_values(
+    fn damaged_records_never_panic_or_serve_wrong_values(
         which in 0usize..3,
         from_corpus in any::<bool>(),
         edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 0..6),
@@ -113,25 +114,25 @@ proptest! {
         read_everything(dir.path());
     }
 
-    /// Well-formed lines (their hash recomputed) carrying damaged records: garbage metadata,
-    /// wrong sizes and hashes, manifests with hostile paths.
+    /// Well-formed record files (their checksum recomputed) carrying damaged records: garbage
+    /// fields, wrong sizes and hashes, manifests with hostile paths.
     #[test]
-    fn well_formed_lines_with_damaged_records_never_panic_or_serve_wrong_values(
+    fn well_formed_files_with_damaged_records_never_panic_or_serve_wrong_values(
         which in 0usize..3,
         edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..6),
     ) {
-        use sha2::Digest as _;
         let dir = tempfile::tempdir().unwrap();
         let buckets = real_cache(dir.path());
         let target = &buckets[which % buckets.len()];
-        let text = std::fs::read_to_string(target).unwrap();
-        let line = text.lines().rfind(|line| !line.is_empty()).unwrap();
-        let (_, json) = line.split_once('\t').unwrap();
-        let mut json = json.as_bytes().to_vec();
-        mutate(&mut json, &edits);
-        let json = String::from_utf8_lossy(&json).replace(['\t', '\n'], " ");
-        let hash: String = sha2::Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(target, format!("{text}\n{hash}\t{json}")).unwrap();
+        let bytes = std::fs::read(target).unwrap();
+        // Magic and format (12 bytes) stay; the record between them and the checksum is edited.
+        let mut body = bytes[12..bytes.len() - 32].to_vec();
+        mutate(&mut body, &edits);
+        let mut forged = bytes[..12].to_vec();
+        forged.extend_from_slice(&body);
+        let checksum = blake3::hash(&forged);
+        forged.extend_from_slice(checksum.as_bytes());
+        std::fs::write(target, forged).unwrap();
         read_everything(dir.path());
     }
 }

@@ -81,13 +81,7 @@ fn the_entry_records_its_inputs() {
     let memo = Memo::new("inputs-recorded").dir(dir.path().join("cache")).input_file(&file);
     memo.call(&1, || 1u8);
     let key = memo.key_for::<u8, _>(&1).unwrap();
-    let found = cacache::index::find(
-        &dir.path().join("cache"),
-        &format!("memoshelve/v1/inputs-recorded/{key}"),
-    )
-    .unwrap()
-    .unwrap();
-    let record: memoshelve_build::EntryRecord = serde_json::from_value(found.metadata).unwrap();
+    let record = crate::read_record(&dir.path().join("cache"), &key);
     assert_eq!(record.inputs, memo.key_inputs());
 }
 

@@ -25,6 +25,35 @@ fn disk_only(name: &str, dir: &Path) -> Memo {
     Memo::new(name).dir(dir).mem_capacity(0)
 }
 
+/// The record file of `key` under `root`, as the format documents it: `index/aa/<hex key>`.
+fn record_path(root: &Path, key: &memoshelve_build::Key) -> PathBuf {
+    let hex = key.to_hex();
+    root.join("index").join(&hex[..2]).join(hex)
+}
+
+/// The record of `key` under `root`, read as the format documents it (magic, format, postcard,
+/// blake3 of everything before): an oracle of its own, not the library's reader.
+fn read_record(root: &Path, key: &memoshelve_build::Key) -> memoshelve_build::EntryRecord {
+    let bytes = std::fs::read(record_path(root, key)).unwrap();
+    let (body, checksum) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(blake3::hash(body).as_bytes(), checksum, "the record's checksum");
+    assert_eq!(&body[..8], b"memoshv\n");
+    assert_eq!(body[8..12], memoshelve_build::FORMAT_VERSION.to_le_bytes());
+    postcard::from_bytes(&body[12..]).unwrap()
+}
+
+/// Writes `record` as a well-formed record file (its checksum right), as someone with write
+/// access to the cache could: only the library's own checks of the value can catch a forgery.
+fn write_record(root: &Path, record: &memoshelve_build::EntryRecord) {
+    let mut bytes = b"memoshv\n".to_vec();
+    bytes.extend_from_slice(&memoshelve_build::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&postcard::to_allocvec(record).unwrap());
+    let checksum = blake3::hash(&bytes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    let key = memoshelve_build::Key::from_hex(&record.key).unwrap();
+    std::fs::write(record_path(root, &key), bytes).unwrap();
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
