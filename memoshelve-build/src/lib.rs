@@ -201,6 +201,7 @@ mod memory;
 mod outputs;
 mod parallel;
 pub mod remote;
+mod render;
 mod status;
 #[cfg(feature = "maintenance")]
 pub mod store;

@@ -60,13 +60,9 @@ impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
 
     fn render(&self, args: &A) -> String {
         // Stop writing once the rendering is long enough: large arguments are not serialized
-        // whole just to be cut (at opt-level 0 that could cost a second per miss).
-        let mut bounded = BoundedWriter { bytes: Vec::new(), limit: ARGS_RENDERING_MAX + 4 };
-        let rendered = serde_json::to_writer(&mut bounded, args);
-        if rendered.is_err() && bounded.bytes.len() < bounded.limit {
-            return "<not renderable as JSON>".to_owned();
-        }
-        String::from_utf8_lossy(&bounded.bytes).into_owned()
+        // whole just to be cut (at opt-level 0 that could cost a second per miss). A little past
+        // the limit, so that `record_for` sees the rendering was cut and marks it.
+        crate::render::json_text(args, ARGS_RENDERING_MAX + 4)
     }
 }
 
@@ -99,28 +95,6 @@ impl postcard::ser_flavors::Flavor for ArgsBytes {
 
     fn finalize(self) -> postcard::Result<Vec<u8>> {
         Ok(self.0)
-    }
-}
-
-/// Collects at most `limit` bytes, then refuses more.
-struct BoundedWriter {
-    bytes: Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for BoundedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = self.limit - self.bytes.len();
-        if room == 0 {
-            return Err(std::io::Error::other("the rendering is long enough"));
-        }
-        let taken = buf.len().min(room);
-        self.bytes.extend_from_slice(&buf[..taken]);
-        Ok(taken)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
