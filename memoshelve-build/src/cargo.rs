@@ -172,7 +172,7 @@ pub(crate) fn rustc_version_of(rustc: &Path, root: Option<&Path>) -> Option<Stri
     Some(version)
 }
 
-/// Where [`rustc_version_of`] keeps versions, under the cache root (outside cacache's dirs).
+/// Where [`rustc_version_of`] keeps versions, under the cache root (beside the index and the blobs).
 pub(crate) const RUSTC_VERSIONS: &str = "rustc-versions";
 /// The first line of a kept version: a file without it (torn, foreign) is not used.
 const RUSTC_VERSION_HEADER: &str = "memoshelve rustc -vV 1\n";

@@ -67,10 +67,12 @@
 //! - Memory tier: one per process, least recently used first out, bounded by bytes (256 MiB by
 //!   default, [`Memo::mem_capacity`] per cache name, `MEMOSHELVE_MEM_CAPACITY` for the process). A
 //!   hit returns a clone of the stored value without decoding.
-//! - Disk tier: a cacache index under the cache root (key `memoshelve/v1/<name>/<hex key>`) whose
-//!   records hold the entry's metadata and, for values up to 1 KiB, the value itself; larger
-//!   values live in a blake3-addressed blob area beside it. Every read is checked against the
-//!   blake3 hash recorded at write time; a damaged entry is a miss, is removed, and is recomputed.
+//! - Disk tier: memoshelve's own content-addressed store under the cache root: one record file
+//!   per entry (`index/aa/<hex key>`, replaced whole, checked by a blake3 checksum) holding the
+//!   entry's metadata and, for values up to 1 KiB, the value itself; larger values and every file
+//!   of a file step live once each in a blake3-addressed blob area beside it. Every read is
+//!   checked with blake3; a damaged entry is a miss, is removed, and is recomputed. A record of
+//!   another [`FORMAT_VERSION`] is a miss, never misread (`cargo memoshelve upgrade` drops them).
 //!
 //! # Never a broken build
 //!
@@ -91,7 +93,7 @@
 //! | `MEMOSHELVE_REMOTE` | the remote tier (features `remote-redis`, `remote-http`, `remote-s3`): `redis://host:port/db`, `http(s)://host/path`, `s3://bucket/prefix`; see [`remote::Settings`] |
 //! | `MEMOSHELVE_REMOTE_MODE` | `read-write` (default), `read-only` (pull requests), `off` |
 //! | `MEMOSHELVE_REMOTE_TOKEN` | HTTP remotes: a bearer token |
-//! | `MEMOSHELVE_REMOTE_KEY` | an HMAC key: entries are signed with it, and only entries signed with it are used |
+//! | `MEMOSHELVE_REMOTE_KEY` | a secret: entries are signed with it (a blake3 MAC), and only entries signed with it are used |
 //! | `MEMOSHELVE_AUDIT` | share of hits (`0.1`, `1`) to recompute and compare with the cache: a mismatch warns, naming the entry, and the fresh result is kept |
 //!
 //! Without `MEMOSHELVE_DIR`, a project may choose its root in its manifest (see [`config`]):

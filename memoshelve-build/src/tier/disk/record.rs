@@ -117,6 +117,8 @@ mod bytes {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::ser::Serializer;
 
+    // serde's `with` passes the field by reference.
+    #[allow(clippy::ref_option)]
     pub(super) fn serialize<S: Serializer>(
         value: &Option<Vec<u8>>,
         serializer: S,
@@ -184,7 +186,7 @@ mod bytes {
 
         fn visit_str<E: serde::de::Error>(self, hex: &str) -> Result<Vec<u8>, E> {
             let digit = |byte: u8| char::from(byte).to_digit(16);
-            if hex.len() % 2 != 0 {
+            if !hex.len().is_multiple_of(2) {
                 return Err(E::custom("hex of odd length"));
             }
             hex.as_bytes()
