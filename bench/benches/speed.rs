@@ -205,6 +205,14 @@ fn outputs_restore(c: &mut Criterion) {
             );
         });
         let floor_source = root.path().join("floor-source");
+        // A restore checks every byte it writes: its floor is one read of them all.
+        group.bench_function("floor_read", |b| {
+            b.iter(|| {
+                for path in &paths {
+                    std::hint::black_box(fs::read(floor_source.join(path)).expect("read"));
+                }
+            });
+        });
         group.bench_function("floor_fs_copy", |b| {
             b.iter_batched(
                 clear,

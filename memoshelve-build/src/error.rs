@@ -66,6 +66,13 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
+    /// The remote tier is misconfigured, failed, or sent something that was rejected (see
+    /// [`crate::remote`]). The message names the setting or the entry, without secrets.
+    #[error("{message}")]
+    Remote {
+        /// What went wrong, secrets removed.
+        message: String,
+    },
     /// No cache root could be chosen (see [`crate::resolve_root`]).
     #[error("no cache root: {reason}")]
     NoRoot {

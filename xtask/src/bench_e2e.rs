@@ -232,11 +232,18 @@ pub(crate) fn examples(out: &Path, quick: bool) -> anyhow::Result<Value> {
 
 /// Workload 9: a cold `cargo build` of an empty crate whose build script uses
 /// memoshelve-build (default features; and with `macros`), beside the same crate using only
-/// the crates memoshelve-build is made of (`cacache`, `blake3`, `serde`, `postcard`). Each in a
+/// the crates the library cannot do without (`blake3`, `serde`, `postcard`: "bare"), and
+/// those with `cacache`, the floor before format 3 ("bare+cacache"). With
+/// `MEMOSHELVE_BENCH_BEFORE=<dir of another memoshelve-build>`, that one too ("before"). Each in a
 /// target dir of its own, with the workspace's lock file, so versions match. The variants are
 /// built in alternation, round after round (3, or 1 with `--quick`), so that a slow moment of
 /// the machine falls on all of them; each ratio is of the medians. Not incremental, as a
 /// dependency from crates.io is compiled.
+/// The crates memoshelve-build cannot do without, as a build-dependency declares them.
+const BARE: &str = "blake3 = { version = \"1.8\", default-features = false, features = [\"std\"] }\n\
+     serde = { version = \"1.0.200\", features = [\"derive\"] }\n\
+     postcard = { version = \"1.1\", default-features = false, features = [\"use-std\"] }\n";
+
 pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
     let root = project_root();
     let library = root.join("memoshelve-build");
@@ -245,13 +252,8 @@ pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
         let mut variants = vec![
             (
                 "bare",
-                "cacache = { version = \"=13.0.0\", default-features = false }\n\
-                 blake3 = { version = \"1.8\", default-features = false, features = [\"std\"] }\n\
-                 serde = { version = \"1.0.200\", features = [\"derive\"] }\n\
-                 postcard = { version = \"1.1\", default-features = false, features = [\"use-std\"] }\n"
-                    .to_owned(),
-                "let _ = (cacache::index::find(std::path::Path::new(\"x\"), \"k\"), \
-                 blake3::hash(b\"\"), postcard::to_allocvec(&1u8));",
+                BARE.to_owned(),
+                "let _ = (blake3::hash(b\"\"), postcard::to_allocvec(&1u8));",
             ),
             (
                 "memoshelve-build",
@@ -260,6 +262,20 @@ pub(crate) fn compile_cost(out: &Path, quick: bool) -> anyhow::Result<Value> {
             ),
         ];
         if !quick {
+            variants.push((
+                "bare+cacache",
+                format!("{BARE}cacache = {{ version = \"=13.0.0\", default-features = false }}\n"),
+                "let _ = (cacache::index::find(std::path::Path::new(\"x\"), \"k\"), \
+                 blake3::hash(b\"\"), postcard::to_allocvec(&1u8));",
+            ));
+            if let Some(before) = std::env::var_os("MEMOSHELVE_BENCH_BEFORE") {
+                let before = Path::new(&before).display().to_string();
+                variants.push((
+                    "before",
+                    format!("memoshelve-build = {{ path = \"{before}\" }}\n"),
+                    "let _ = memoshelve_build::Memo::new(\"x\");",
+                ));
+            }
             variants.push((
                 "memoshelve-build+macros",
                 format!("memoshelve-build = {{ path = \"{library}\", features = [\"macros\"] }}\n"),

@@ -47,12 +47,12 @@ pub(crate) fn open(args: &MemoshelveArgs) -> anyhow::Result<Remote> {
         "no remote is configured: set MEMOSHELVE_REMOTE (redis://, http(s)://, s3://) or \
          `remote = \"...\"` in [workspace.metadata.memoshelve]",
     )?;
-    Remote::open(settings).map_err(anyhow::Error::msg)
+    Ok(Remote::open(settings)?)
 }
 
 fn settings(args: &MemoshelveArgs) -> anyhow::Result<Option<Settings>> {
     let (_, project) = crate::project::locate(args)?;
-    Settings::resolve(&project).map_err(anyhow::Error::msg)
+    Ok(Settings::resolve(&project)?)
 }
 
 fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
@@ -67,10 +67,10 @@ fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
         )?;
         return Ok(());
     };
-    let remote = Remote::open(settings).map_err(anyhow::Error::msg)?;
+    let remote = Remote::open(settings)?;
     let settings = remote.settings();
     // The best of three round trips: the first one also connects.
-    let mut answered: Result<Duration, String> = remote.ping();
+    let mut answered: Result<Duration, String> = remote.ping().map_err(|err| err.to_string());
     for _ in 0..2 {
         if let (Ok(best), Ok(again)) = (&answered, remote.ping()) {
             answered = Ok((*best).min(again));
@@ -170,7 +170,7 @@ pub(crate) fn push(
     let results: Vec<(&Entry, Result<Pushed, String>)> = entries
         .par_iter()
         .map(|entry| {
-            let pushed = remote.push(store, entry);
+            let pushed = remote.push(store, entry).map_err(|err| err.to_string());
             bar.inc(1);
             (entry, pushed)
         })
@@ -207,12 +207,12 @@ fn pull(args: &MemoshelveArgs, name: Option<&str>) -> anyhow::Result<()> {
     let remote = open(args)?;
     let root = crate::project::cache_root(args)?;
     let store = Store::create(&root.path)?;
-    let keys = remote.entry_keys().map_err(anyhow::Error::msg)?;
+    let keys = remote.entry_keys()?;
     let bar = output::progress(args, keys.len() as u64, "pulling");
     let results: Vec<_> = keys
         .par_iter()
         .map(|key| {
-            let pulled = remote.pull(&store, key, name);
+            let pulled = remote.pull(&store, key, name).map_err(|err| err.to_string());
             bar.inc(1);
             (key, pulled)
         })

@@ -119,7 +119,11 @@ impl Settings {
     ///
     /// # Errors
     /// A message naming the setting when a mode is not one of `read-write`, `read-only`, `off`.
-    pub fn resolve(project: &Project) -> Result<Option<Settings>, String> {
+    pub fn resolve(project: &Project) -> crate::Result<Option<Settings>> {
+        Settings::resolve_text(project).map_err(|message| crate::Error::Remote { message })
+    }
+
+    fn resolve_text(project: &Project) -> Result<Option<Settings>, String> {
         let config = Config::load(project);
         let setting = |env: &str, key: &str| -> Option<(String, String)> {
             match env_value(env) {
@@ -240,7 +244,7 @@ impl Scheme {
 pub(crate) fn fetch(_disk: &crate::tier::disk::Disk, _name: &str, _key: &crate::key::Key) -> bool {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| {
-        let message = match Settings::resolve(&Project::from_env()) {
+        let message = match Settings::resolve_text(&Project::from_env()) {
             Ok(Some(settings)) if settings.mode != Mode::Off => match Scheme::of(&settings.url) {
                 Ok(scheme) => without_feature(&settings.url, scheme.feature()),
                 Err(message) => message,

@@ -186,13 +186,15 @@ impl Remote {
     /// An unknown scheme, a malformed URL, missing credentials, or a backend this build of
     /// memoshelve-build does not have (each has a cargo feature: `remote-redis`, `remote-http`,
     /// `remote-s3`).
-    pub fn open(settings: Settings) -> Result<Remote, String> {
+    pub fn open(settings: Settings) -> crate::Result<Remote> {
         let url = settings.url.as_str();
-        let backend = match Scheme::of(url)? {
-            Scheme::Redis => open_redis(url)?,
-            Scheme::Http => open_http(url, settings.token.clone())?,
-            Scheme::S3 => open_s3(url)?,
-        };
+        let backend = match Scheme::of(url) {
+            Ok(Scheme::Redis) => open_redis(url),
+            Ok(Scheme::Http) => open_http(url, settings.token.clone()),
+            Ok(Scheme::S3) => open_s3(url),
+            Err(message) => Err(message),
+        }
+        .map_err(|message| crate::Error::Remote { message })?;
         Ok(Remote {
             settings,
             backend,
@@ -210,9 +212,9 @@ impl Remote {
     ///
     /// # Errors
     /// What the remote or the connection said (secrets removed).
-    pub fn ping(&self) -> Result<Duration, String> {
+    pub fn ping(&self) -> crate::Result<Duration> {
         let started = Instant::now();
-        self.backend.ping().map_err(|err| self.scrub(&err.to_string()))?;
+        self.backend.ping().map_err(|err| self.failed(&err.to_string()))?;
         Ok(started.elapsed())
     }
 
@@ -222,16 +224,17 @@ impl Remote {
     /// # Errors
     /// The remote failed, or the local entry is damaged (`cargo memoshelve verify`).
     #[cfg(feature = "maintenance")]
-    pub fn push(&self, store: &Store, entry: &Entry) -> Result<Pushed, String> {
-        self.push_record(store.disk(), &entry.record).map_err(|problem| self.describe(&problem))
+    pub fn push(&self, store: &Store, entry: &Entry) -> crate::Result<Pushed> {
+        self.push_record(store.disk(), &entry.record)
+            .map_err(|problem| self.failed(&self.describe(&problem)))
     }
 
     /// The hex keys of every entry on the remote.
     ///
     /// # Errors
     /// The remote failed, or cannot list (a plain HTTP cache without WebDAV `PROPFIND`).
-    pub fn entry_keys(&self) -> Result<Vec<Key>, String> {
-        let keys = self.backend.entry_keys().map_err(|err| self.scrub(&err.to_string()))?;
+    pub fn entry_keys(&self) -> crate::Result<Vec<Key>> {
+        let keys = self.backend.entry_keys().map_err(|err| self.failed(&err.to_string()))?;
         Ok(keys.iter().filter_map(|hex| Key::from_hex(hex)).collect())
     }
 
@@ -241,9 +244,10 @@ impl Remote {
     /// # Errors
     /// The remote failed, its entry or a blob was rejected, or the local root cannot be written.
     #[cfg(feature = "maintenance")]
-    pub fn pull(&self, store: &Store, key: &Key, name: Option<&str>) -> Result<Pulled, String> {
+    pub fn pull(&self, store: &Store, key: &Key, name: Option<&str>) -> crate::Result<Pulled> {
         let disk = store.disk();
-        let Some(payload) = self.entry(key).map_err(|problem| self.describe(&problem))? else {
+        let found = self.entry(key).map_err(|problem| self.failed(&self.describe(&problem)))?;
+        let Some(payload) = found else {
             return Ok(Pulled::Missing);
         };
         if name.is_some_and(|name| payload.record.name != name) {
@@ -252,8 +256,14 @@ impl Remote {
         if disk.find(&payload.record.name, key).ok().flatten().is_some() {
             return Ok(Pulled::Present);
         }
-        self.backfill(disk, key, payload.record).map_err(|problem| self.describe(&problem))?;
+        self.backfill(disk, key, payload.record)
+            .map_err(|problem| self.failed(&self.describe(&problem)))?;
         Ok(Pulled::Fetched)
+    }
+
+    /// A message as this crate's error, its secrets removed.
+    fn failed(&self, message: &str) -> crate::Error {
+        crate::Error::Remote { message: self.scrub(message) }
     }
 
     fn describe(&self, problem: &Problem) -> String {
@@ -625,7 +635,7 @@ fn active() -> Option<&'static Remote> {
     static ACTIVE: OnceLock<Option<Remote>> = OnceLock::new();
     ACTIVE
         .get_or_init(|| {
-            let settings = match Settings::resolve(&Project::from_env()) {
+            let settings = match Settings::resolve_text(&Project::from_env()) {
                 Ok(Some(settings)) if settings.mode != Mode::Off => settings,
                 Ok(_) => return None,
                 Err(message) => {
