@@ -464,3 +464,61 @@ mod unix {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    /// A toolchain's `rustc -vV` is run once and then read from the cache root, until the binary
+    /// or its driver library changes; a compiler without a toolchain's `lib/` is run every time.
+    #[cfg(unix)]
+    #[test]
+    fn the_compiler_version_is_kept_until_its_toolchain_changes() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        use super::rustc_version_of;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let toolchain = dir.path().join("toolchain");
+        std::fs::create_dir_all(toolchain.join("bin")).unwrap();
+        std::fs::create_dir_all(toolchain.join("lib")).unwrap();
+        let runs = dir.path().join("runs");
+        let rustc = toolchain.join("bin/rustc");
+        let script = |release: &str| {
+            format!("#!/bin/sh\necho run >> '{}'\necho 'rustc {release}'\n", runs.display())
+        };
+        std::fs::write(&rustc, script("1.0.0")).unwrap();
+        std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let driver = toolchain.join("lib/librustc_driver-0123.so");
+        std::fs::write(&driver, "driver").unwrap();
+        let count = || std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
+
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.0.0"));
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.0.0"));
+        assert_eq!(count(), 1, "the second call reads the kept version");
+
+        // A new driver library (a toolchain updated in place): run again.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&driver).unwrap().set_modified(later).unwrap();
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.0.0"));
+        assert_eq!(count(), 2);
+
+        // A new binary of another size: run again, and its version is the new one.
+        std::fs::write(&rustc, script("1.10.0")).unwrap();
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
+        assert_eq!(count(), 3);
+
+        // A kept file that is torn or foreign is not used.
+        for kept in std::fs::read_dir(root.join(super::RUSTC_VERSIONS)).unwrap() {
+            std::fs::write(kept.unwrap().path(), "rustc 9.9.9").unwrap();
+        }
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
+        assert_eq!(count(), 4);
+
+        // No cache root, or no toolchain `lib/` beside the binary: run every time.
+        assert_eq!(rustc_version_of(&rustc, None).as_deref(), Some("rustc 1.10.0"));
+        std::fs::remove_file(&driver).unwrap();
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
+        assert_eq!(rustc_version_of(&rustc, Some(&root)).as_deref(), Some("rustc 1.10.0"));
+        assert_eq!(count(), 7);
+    }
+}

@@ -440,3 +440,195 @@ pub(crate) fn huge_range(start: usize, len: usize) -> Option<(usize, usize)> {
     let end = start.checked_add(len)? / HUGE * HUGE;
     (end > first).then(|| (first - start, end - first))
 }
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn split_hashing_is_blake3_of_the_whole() {
+        use super::{PIPELINE_MIN, hash_file, read_hashed, split_hash_on};
+        let dir = tempfile::tempdir().unwrap();
+        // Small files are hashed from one buffer of their size.
+        for len in [0, 1, 10 << 10, (256 << 10) - 1, 256 << 10, (256 << 10) + 1, 1 << 20] {
+            let bytes: Vec<u8> = (0..len).map(|index| (index * 7 % 251) as u8).collect();
+            let path = dir.path().join(format!("small-{len}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(hash_file(&path).unwrap(), blake3::hash(&bytes), "hash_file, {len} bytes");
+        }
+        let min = PIPELINE_MIN as usize;
+        for len in [min - 1, min, min + 1, 3 * min + 1024, 5 * min - 777, 9 << 20] {
+            let bytes: Vec<u8> = (0..len).map(|index| (index * 31 % 253) as u8).collect();
+            let path = dir.path().join(format!("{len}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            let expected = blake3::hash(&bytes);
+            assert_eq!(hash_file(&path).unwrap(), expected, "hash_file, {len} bytes");
+            let copied = dir.path().join(format!("{len}.copied"));
+            let (written, hash) = super::copy_hashed(&path, &copied).unwrap();
+            assert_eq!((written, hash), (len as u64, expected), "copy_hashed, {len} bytes");
+            assert!(std::fs::read(&copied).unwrap() == bytes, "copy_hashed copies, {len} bytes");
+            let (read, hash) = read_hashed(&path).unwrap();
+            assert_eq!(hash, expected, "read_hashed, {len} bytes");
+            assert!(read == bytes, "read_hashed returns the bytes, {len} bytes");
+            let file = std::fs::File::open(&path).unwrap();
+            for threads in [2, 3, 4, 8] {
+                let mut kept = vec![0u8; len];
+                let split =
+                    split_hash_on(threads, &file, len as u64, Some(&mut kept), None).unwrap();
+                assert_eq!(split, Some(expected), "{threads} threads, {len} bytes, kept");
+                assert!(kept == bytes, "{threads} threads, {len} bytes: the bytes kept");
+                let copy = dir.path().join(format!("{len}-{threads}.copy"));
+                let sink = std::fs::File::create(&copy).unwrap();
+                let split = split_hash_on(threads, &file, len as u64, None, Some(&sink)).unwrap();
+                assert_eq!(split, Some(expected), "{threads} threads, {len} bytes");
+                assert!(
+                    std::fs::read(&copy).unwrap() == bytes,
+                    "{threads} threads, {len} bytes: copy"
+                );
+                for skip in [1, 3, 10] {
+                    let mut rest = vec![0u8; len - skip];
+                    let split = super::split_hash_skipping(
+                        threads,
+                        &file,
+                        len as u64,
+                        Some((&mut rest, skip)),
+                        None,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        split,
+                        Some(expected),
+                        "{threads} threads, {len} bytes, skip {skip}"
+                    );
+                    assert!(
+                        rest == bytes[skip..],
+                        "{threads} threads, {len} bytes: kept after {skip}"
+                    );
+                }
+            }
+            for skip in [0, 1, 9] {
+                let (head, rest, hash) = super::read_hashed_parts(&path, skip).unwrap();
+                assert_eq!(hash, expected, "read_hashed_parts, {len} bytes, skip {skip}");
+                assert!(
+                    head == bytes[..skip] && rest == bytes[skip..],
+                    "parts, {len} bytes, {skip}"
+                );
+                // On the threads of a parallel map there is one thread each: the pipeline instead.
+                for (head, rest, hash) in crate::parallel::map(&[(); 2], |()| {
+                    super::read_hashed_parts(&path, skip).unwrap()
+                }) {
+                    assert_eq!(hash, expected, "one thread, {len} bytes, skip {skip}");
+                    assert!(
+                        head == bytes[..skip] && rest == bytes[skip..],
+                        "one thread, {len}, {skip}"
+                    );
+                }
+            }
+        }
+        // Small files, read whole in one go, the prefix apart; a file shorter than its prefix.
+        for len in [0usize, 1, 5, 1024, 1025, 300_000] {
+            let bytes: Vec<u8> = (0..len).map(|index| (index * 13 % 241) as u8).collect();
+            let path = dir.path().join(format!("parts-{len}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            for skip in [0, 1, 3, 9] {
+                let (head, rest, hash) = super::read_hashed_parts(&path, skip).unwrap();
+                assert_eq!(hash, blake3::hash(&bytes), "{len} bytes, skip {skip}");
+                let cut = skip.min(len);
+                assert!(head == bytes[..cut] && rest == bytes[cut..], "{len} bytes, skip {skip}");
+            }
+        }
+    }
+
+    /// A large file streamed through the reading thread comes whole and in order; a consumer that
+    /// stops early gets its error back and the reader stops (with it left running, this hangs).
+    /// The same on the threads of a parallel map, where `hash_file` and `copy_hashed` stream.
+    #[test]
+    fn a_streamed_read_is_whole_and_one_that_stops_early_stops_its_reader() {
+        use super::{PIPELINE_MIN, stream};
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * PIPELINE_MIN as usize + 12_345;
+        let bytes: Vec<u8> = (0..len).map(|index| (index * 17 % 239) as u8).collect();
+        let path = dir.path().join("large.bin");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut read = Vec::new();
+        stream(std::fs::File::open(&path).unwrap(), |chunk| {
+            read.extend_from_slice(chunk);
+            Ok(())
+        })
+        .unwrap();
+        assert!(read == bytes, "streamed bytes differ");
+        let mut calls = 0;
+        let stopped = stream(std::fs::File::open(&path).unwrap(), |_| {
+            calls += 1;
+            if calls == 2 { Err(std::io::Error::other("enough")) } else { Ok(()) }
+        });
+        assert_eq!(stopped.unwrap_err().to_string(), "enough");
+        assert_eq!(calls, 2);
+        let expected = blake3::hash(&bytes);
+        for (index, (hash, copied)) in crate::parallel::map(&[0, 1], |index| {
+            let copy = dir.path().join(format!("copy-{index}"));
+            let hash = super::hash_file(&path).unwrap();
+            (hash, super::copy_hashed(&path, &copy).unwrap())
+        })
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!((hash, copied), (expected, (len as u64, expected)), "thread {index}");
+            let copy = std::fs::read(dir.path().join(format!("copy-{index}"))).unwrap();
+            assert!(copy == bytes, "copy {index} differs");
+        }
+    }
+
+    /// The part of a buffer advised to take huge pages is exactly its whole 2 MiB pages.
+    #[test]
+    fn huge_range_is_the_whole_huge_pages_inside() {
+        use super::huge_range;
+        const HUGE: usize = 2 << 20;
+        assert_eq!(huge_range(HUGE, 3 * HUGE), Some((0, 3 * HUGE)));
+        assert_eq!(huge_range(HUGE + 16, 3 * HUGE), Some((HUGE - 16, 2 * HUGE)));
+        assert_eq!(huge_range(HUGE - 1, HUGE + 1), Some((1, HUGE)));
+        assert_eq!(huge_range(HUGE - 1, HUGE), None);
+        assert_eq!(huge_range(HUGE + 1, HUGE), None);
+        assert_eq!(huge_range(16, 100), None);
+        assert_eq!(huge_range(usize::MAX - 10, 5), None);
+        assert_eq!(huge_range(HUGE, usize::MAX), None);
+    }
+
+    /// Where Linux gives huge pages on request, a buffer advised by `huge_pages` is marked for
+    /// them (the `hg` flag of its mapping in /proc/self/smaps: the advice itself; whether the
+    /// kernel then finds free huge pages depends on the machine's memory, so AnonHugePages would
+    /// make a flaky test), and its content is whatever is written to it.
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")
+    ))]
+    #[test]
+    fn advised_buffers_are_backed_by_huge_pages() {
+        let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        let mut buffer = vec![0u8; 8 << 20];
+        super::huge_pages(&mut buffer);
+        for (index, byte) in buffer.iter_mut().enumerate() {
+            *byte = (index % 251) as u8;
+        }
+        assert!(buffer.iter().enumerate().all(|(index, byte)| *byte == (index % 251) as u8));
+        if !enabled.is_ok_and(|modes| modes.contains("[madvise]") || modes.contains("[always]")) {
+            return; // huge pages off on this machine: the advice is refused, nothing to see
+        }
+        let address = buffer.as_ptr() as usize + (2 << 20);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        let mut flags = None;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((from, to)) = range.split_once('-')
+                && let (Ok(from), Ok(to)) =
+                    (usize::from_str_radix(from, 16), usize::from_str_radix(to, 16))
+            {
+                inside = (from..to).contains(&address);
+            } else if inside && let Some(listed) = line.strip_prefix("VmFlags:") {
+                flags = Some(listed.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+            }
+        }
+        let flags = flags.expect("the buffer's mapping and its VmFlags in /proc/self/smaps");
+        assert!(flags.iter().any(|flag| flag == "hg"), "not advised for huge pages: {flags:?}");
+    }
+}

@@ -185,42 +185,28 @@
 #[doc(hidden)]
 #[path = "macro_support.rs"]
 pub mod __private;
-mod async_call;
-mod audit;
 mod cargo;
-mod codec;
-pub mod config;
-mod directive;
 mod error;
-mod events;
-mod flight;
 mod hashing;
-mod inputs;
 mod key;
-mod location;
 mod memo;
-mod memory;
-mod outputs;
 mod parallel;
-pub mod remote;
-mod render;
-mod status;
+mod project;
 #[cfg(feature = "maintenance")]
 pub mod store;
 mod tier;
-mod toml_reader;
 
-#[cfg(test)]
-mod tests;
+pub use crate::project::config;
+pub use crate::tier::remote;
 
 pub use crate::error::{CodecError, Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
-pub use crate::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
+pub use crate::memo::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Step};
+pub use crate::memo::status::{Log, Status};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
-pub use crate::memory::DEFAULT_MEM_CAPACITY;
-pub use crate::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Step};
-pub use crate::status::{Log, Status};
+pub use crate::project::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};
 pub use crate::tier::disk::{EntryRecord, FORMAT_VERSION};
+pub use crate::tier::memory::DEFAULT_MEM_CAPACITY;
 #[cfg(feature = "macros")]
 pub use memoshelve_macros::memoize;
 

@@ -117,5 +117,37 @@ pub async fn try_call_async<K: KeyArg, R, T: Cacheable, E>(
 /// How many callers (async or sync) wait for another caller's computation of `key` in this
 /// process: for tests that need callers to overlap without sleeping.
 pub fn waiting_on(key: &Key) -> usize {
-    crate::flight::waiting_on(key)
+    crate::memo::flight::waiting_on(key)
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[cfg(feature = "macros")]
+    #[test]
+    fn the_default_memoize_name_is_the_same_from_the_function_and_its_companion() {
+        use super::default_name;
+        let cases = [
+            (
+                "square",
+                "app::grid::square::MemoshelveSite",
+                "app::grid::square_memo::MemoshelveSite",
+            ),
+            ("fetch", "app::fetch::{{closure}}::MemoshelveSite", "app::fetch_memo::MemoshelveSite"),
+            (
+                "cells",
+                "app::Grid<_>::cells::MemoshelveSite",
+                "app::Grid<_>::cells_memo::MemoshelveSite",
+            ),
+        ];
+        for (fn_name, in_function, in_companion) in cases {
+            assert_eq!(default_name(in_function, fn_name), default_name(in_companion, fn_name));
+        }
+        assert_eq!(default_name("app::fetch::{{closure}}::MemoshelveSite", "fetch"), "app::fetch");
+        assert_eq!(
+            default_name("<app::Grid as app::Shape>::cells_memo::MemoshelveSite", "cells"),
+            "<app::Grid as app::Shape>::cells"
+        );
+        assert_eq!(default_name("main_memo::MemoshelveSite", "main"), "main");
+    }
 }

@@ -169,3 +169,27 @@ impl<T> Drop for Closer<'_, T> {
         self.0.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn parallel_map_keeps_order_and_runs_nested_work_on_its_own_thread() {
+        let items: Vec<u32> = (0..1000).collect();
+        let nested_threads = std::sync::Mutex::new(Vec::new());
+        let out = super::map(&items, |item| {
+            nested_threads.lock().unwrap().push(super::threads());
+            item * 2
+        });
+        assert_eq!(out, items.iter().map(|item| item * 2).collect::<Vec<_>>());
+        if super::threads() > 1 {
+            assert!(nested_threads.into_inner().unwrap().iter().all(|&threads| threads == 1));
+        }
+        let (left, right) = super::join(|| 1 + 1, || 2 + 2);
+        assert_eq!((left, right), (2, 4));
+        let panicked = std::panic::catch_unwind(|| {
+            super::map(&items, |item| assert!(*item != 500, "item 500"));
+        });
+        assert!(panicked.is_err(), "a panic in the work reaches the caller");
+    }
+}

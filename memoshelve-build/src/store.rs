@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::outputs::{FILE_STEP_TYPE, OutputFile, OutputManifest};
+use crate::memo::outputs::{OutputFile, OutputManifest, is_file_step};
 pub use crate::tier::disk::IndexDamage;
 use crate::tier::disk::files::files_under;
 use crate::tier::disk::{Disk, EntryRecord, check_file};
@@ -43,7 +43,7 @@ impl Entry {
 
     /// Whether the entry is a file step's manifest.
     pub fn is_file_step(&self) -> bool {
-        self.record.type_name.starts_with(FILE_STEP_TYPE)
+        is_file_step(&self.record.type_name)
     }
 }
 
@@ -173,11 +173,11 @@ impl Store {
                     "its value does not match its size and blake3".to_owned(),
                 ));
             }
-            if record.type_name.starts_with(FILE_STEP_TYPE) {
+            if is_file_step(&record.type_name) {
                 let manifest: OutputManifest = postcard::from_bytes(&value)
                     .map_err(|err| corrupt(record, format!("unreadable manifest: {err}")))?;
                 for file in &manifest.files {
-                    if crate::outputs::safe_relative(&file.path).is_none() {
+                    if crate::memo::outputs::safe_relative(&file.path).is_none() {
                         return Err(corrupt(
                             record,
                             format!("unsafe path {:?} in its manifest", file.display_path()),
@@ -233,7 +233,7 @@ impl Store {
         // records then move into their entries.
         let files = crate::parallel::map(&listed, |(record, _)| {
             let key = Key::from_hex(&record.key)?;
-            Some(if record.type_name.starts_with(FILE_STEP_TYPE) {
+            Some(if is_file_step(&record.type_name) {
                 self.manifest(record, &key).map(|manifest| manifest.files).unwrap_or_default()
             } else {
                 Vec::new()
@@ -388,7 +388,7 @@ impl Store {
             self.collect_garbage(Duration::ZERO)?;
         let live: std::collections::HashSet<String> =
             self.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
-        let (events_before, events_after) = crate::events::fold(self.root(), &live)?;
+        let (events_before, events_after) = crate::tier::disk::events::fold(self.root(), &live)?;
         Ok(Compaction {
             index_before,
             index_after,
@@ -412,9 +412,9 @@ impl Store {
 
     /// Disk hits, remote hits and misses per key hex, from the event log.
     pub fn usage(&self) -> HashMap<String, Usage> {
-        let text = crate::events::read_all(self.root());
+        let text = crate::tier::disk::events::read_all(self.root());
         let mut usage: HashMap<String, Usage> = HashMap::new();
-        for event in crate::events::parse(&text) {
+        for event in crate::tier::disk::events::parse(&text) {
             let counts = usage.entry(event.key.to_owned()).or_default();
             match event.tier {
                 "disk" => counts.hits += event.count,

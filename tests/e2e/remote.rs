@@ -172,13 +172,24 @@ impl Remote {
         }
     }
 
-    /// The JSON payload of an entry (after its signature line).
-    fn entry(&self, key: &str) -> serde_json::Value {
+    /// The payload of an entry (after its signature line), as the remote layout documents it:
+    /// postcard of the format, the hex key and the record.
+    fn entry(&self, key: &str) -> Payload {
         let body = self.read(&format!("ac/{key}"));
         let newline = body.iter().position(|&byte| byte == b'\n').unwrap();
-        serde_json::from_slice(&body[newline + 1..]).unwrap()
+        postcard::from_bytes(&body[newline + 1..]).unwrap()
+    }
+
+    /// Writes an entry: its signature line, then its payload.
+    fn write_entry(&self, key: &str, signature: &str, payload: &Payload) {
+        let mut body = format!("{signature}\n").into_bytes();
+        body.extend_from_slice(&postcard::to_allocvec(payload).unwrap());
+        self.write(&format!("ac/{key}"), &body);
     }
 }
+
+/// A remote entry's payload: format, hex key, record.
+type Payload = (u32, String, memoshelve_build::EntryRecord);
 
 /// A "machine": its own cache root, output directory and computation counter, all using one
 /// remote.
@@ -329,15 +340,15 @@ fn tampered_entries_are_never_served(kind: Kind) {
     let a = Machine::new(&remote);
     assert_eq!(statuses(&a.values(1, 3)), ["miss"; 3]);
     // A blob: one byte flipped.
-    let blob = format!("cas/{}", remote.entry(&a.key(1))["record"]["blake3"].as_str().unwrap());
+    let blob = format!("cas/{}", remote.entry(&a.key(1)).2.blake3);
     let mut bytes = remote.read(&blob);
     bytes[100] ^= 1;
     remote.write(&blob, &bytes);
     // An entry: its record edited (without a signing key, an edit that keeps the record
     // consistent cannot be told from a real entry: that is what MEMOSHELVE_REMOTE_KEY is for).
     let mut entry = remote.entry(&a.key(2));
-    entry["record"]["size"] = 4000.into();
-    remote.write(&format!("ac/{}", a.key(2)), format!("unsigned\n{entry}").as_bytes());
+    entry.2.size = 4000;
+    remote.write_entry(&a.key(2), "unsigned", &entry);
     // A replay: key 3's entry stored as the entry of key 4.
     let replayed = remote.read(&format!("ac/{}", a.key(3)));
     remote.write(&format!("ac/{}", a.key(4)), &replayed);
@@ -386,13 +397,13 @@ fn signed_entries(kind: Kind) {
     assert_eq!(statuses(&unsigned.values(3, 1)), ["miss"]);
     // An edit that keeps the entry consistent (it points at the blob of another value of the
     // same size): only the signature can tell.
-    let path = format!("ac/{}", signer.key(2));
-    let text = String::from_utf8(remote.read(&path)).unwrap();
-    let (signature, _) = text.split_once('\n').unwrap();
+    let body = remote.read(&format!("ac/{}", signer.key(2)));
+    let newline = body.iter().position(|&byte| byte == b'\n').unwrap();
+    let signature = std::str::from_utf8(&body[..newline]).unwrap();
     assert_ne!(signature, "unsigned");
     let mut entry = remote.entry(&signer.key(2));
-    entry["record"]["blake3"] = remote.entry(&signer.key(1))["record"]["blake3"].clone();
-    remote.write(&path, format!("{signature}\n{entry}").as_bytes());
+    entry.2.blake3 = remote.entry(&signer.key(1)).2.blake3;
+    remote.write_entry(&signer.key(2), signature, &entry);
     // A signed entry replayed under another key.
     remote.write(&format!("ac/{}", signer.key(4)), &remote.read(&format!("ac/{}", signer.key(1))));
 

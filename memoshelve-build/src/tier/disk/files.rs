@@ -233,3 +233,25 @@ pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    /// A small file is read whole: with its size from an fstat (stopping there), with a size that
+    /// is out of date because the file grew (read on to the end), and without one.
+    #[test]
+    fn small_files_are_read_whole_with_or_without_their_size() {
+        use super::read_small;
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 600, 2047, 2048, 2049, 4095, 4096, 4097, 10_000, 40_000] {
+            let bytes: Vec<u8> = (0..len).map(|index| (index % 251) as u8).collect();
+            let path = dir.path().join(format!("{len}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            let open = || std::fs::File::open(&path).unwrap();
+            assert!(read_small(&mut open(), Some(len as u64)).unwrap() == bytes, "{len}, sized");
+            assert!(read_small(&mut open(), None).unwrap() == bytes, "{len}, unsized");
+            let stale = len.saturating_sub(100) as u64;
+            assert!(read_small(&mut open(), Some(stale)).unwrap() == bytes, "{len}, grown");
+        }
+    }
+}

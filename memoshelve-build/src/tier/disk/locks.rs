@@ -62,3 +62,28 @@ impl Disk {
         Ok(file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyPrefix;
+
+    fn key(n: u32) -> Key {
+        let args = n.to_le_bytes();
+        let prefix =
+            KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
+        crate::key::key_from(&prefix, &args)
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_times_out_and_a_dropped_one_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        let held = disk.lock_key(&key(1), std::time::Duration::ZERO).unwrap();
+        assert!(held.is_some());
+        let second = disk.lock_key(&key(1), std::time::Duration::from_millis(20)).unwrap();
+        assert!(second.is_none(), "a held lock was taken twice");
+        drop(held);
+        assert!(disk.lock_key(&key(1), std::time::Duration::ZERO).unwrap().is_some());
+    }
+}

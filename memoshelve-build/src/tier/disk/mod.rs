@@ -14,6 +14,7 @@
 //! `index-v5/` (cacache's index, formats 1 and 2) is never read: `upgrade` deletes it.
 
 mod blobs;
+pub(crate) mod events;
 pub(crate) mod files;
 mod locks;
 mod record;
@@ -272,7 +273,7 @@ impl Disk {
     /// write.
     pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
         let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
-        crate::events::append(self, &line);
+        crate::tier::disk::events::append(self, &line);
     }
 }
 
@@ -375,3 +376,6 @@ fn old_index_keys(bucket: &[u8]) -> Vec<String> {
     keys.dedup();
     keys
 }
+
+#[cfg(test)]
+mod tests;

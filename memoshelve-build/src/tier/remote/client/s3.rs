@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Source;
 use super::sign::{hex, hmac_sha256, sha256_hex};
-use crate::remote::env_value;
+use crate::tier::remote::env_value;
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
@@ -37,7 +37,8 @@ pub(super) struct S3 {
 
 impl S3 {
     pub(super) fn open(url: &str) -> Result<S3, String> {
-        let fail = |message: &str| format!("remote {}: {message}", crate::remote::redact(url));
+        let fail =
+            |message: &str| format!("remote {}: {message}", crate::tier::remote::redact(url));
         let rest = url.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {

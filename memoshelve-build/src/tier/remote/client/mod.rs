@@ -1,6 +1,15 @@
 //! The remote tier's client: the backends, the checks of what they return, the circuit breaker,
 //! and the read and write paths of a build (see the module above for the layout and the rules).
 
+// The backends (one feature each), and the signatures of entries and S3 requests.
+#[cfg(feature = "remote-http")]
+mod http;
+#[cfg(feature = "remote-redis")]
+mod redis;
+#[cfg(feature = "remote-s3")]
+mod s3;
+mod sign;
+
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -12,26 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Mode, Scheme, Settings, env_value};
 use crate::cargo;
-use crate::config::Project;
 use crate::key::Key;
-use crate::outputs::FILE_STEP_TYPE;
-use crate::outputs::OutputManifest;
+use crate::memo::outputs::OutputManifest;
+use crate::memo::outputs::is_file_step;
+use crate::project::config::Project;
 #[cfg(feature = "maintenance")]
 use crate::store::{Entry, Store};
 use crate::tier::disk::{Disk, EntryRecord, FORMAT_VERSION};
-
-// The backends, and the signatures of entries and S3 requests (files beside this one).
-#[cfg(feature = "remote-http")]
-#[path = "http.rs"]
-mod http;
-#[cfg(feature = "remote-redis")]
-#[path = "redis.rs"]
-mod redis;
-#[cfg(feature = "remote-s3")]
-#[path = "s3.rs"]
-mod s3;
-#[path = "sign.rs"]
-mod sign;
 
 /// Consecutive failures after which a build stops asking the remote.
 pub const BREAKER_FAILURES: u32 = 3;
@@ -366,11 +362,11 @@ impl Remote {
             )));
         }
         let _guard = disk.write_guard();
-        if record.type_name.starts_with(FILE_STEP_TYPE) {
+        if is_file_step(&record.type_name) {
             let manifest: OutputManifest = postcard::from_bytes(&value)
                 .map_err(|err| rejected(format!("entry {short}: unreadable manifest: {err}")))?;
             for file in &manifest.files {
-                if crate::outputs::safe_relative(&file.path).is_none() {
+                if crate::memo::outputs::safe_relative(&file.path).is_none() {
                     return Err(rejected(format!(
                         "entry {short}: unsafe path {:?} in its manifest",
                         file.display_path()
@@ -448,7 +444,7 @@ impl Remote {
             bytes += size;
             Ok(())
         };
-        if record.type_name.starts_with(FILE_STEP_TYPE) {
+        if is_file_step(&record.type_name) {
             let manifest: OutputManifest = postcard::from_bytes(&value).map_err(|err| {
                 Problem::Local(disk.corrupt(
                     &record.name,

@@ -6,7 +6,7 @@
 //! # Cargo.toml of a package or of the workspace root
 //! [workspace.metadata.memoshelve]
 //! dir = ".memoshelve"   # relative to the directory of the file that says it
-//! remote = "redis://cache.internal:6379/0"   # the remote tier; see [`crate::remote::Settings`]
+//! remote = "redis://cache.internal:6379/0"   # the remote tier; see [`crate::tier::remote::Settings`]
 //! remote-mode = "read-only"                  # MEMOSHELVE_REMOTE_MODE overrides it
 //! ```
 //!
@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::toml_reader::{self, Value};
+use crate::project::toml_reader::{self, Value};
 
 /// The settings memoshelve reads from configuration files.
 pub const KNOWN_KEYS: &[&str] = &["dir", "remote", "remote-mode", "remote-token", "remote-key"];
@@ -42,7 +42,11 @@ impl Project {
         let package_dir =
             std::env::var_os("CARGO_MANIFEST_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
         let workspace_root = package_dir.as_deref().and_then(find_workspace_root);
-        Project { package_dir, workspace_root, target_dir: crate::location::cargo_target_dir() }
+        Project {
+            package_dir,
+            workspace_root,
+            target_dir: crate::project::location::cargo_target_dir(),
+        }
     }
 }
 

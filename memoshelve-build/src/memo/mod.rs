@@ -1,5 +1,13 @@
 //! `Memo`: the builder and its calls. Memory tier first, then disk, then the function.
 
+mod asyncs;
+mod audit;
+mod codec;
+pub(crate) mod flight;
+pub(crate) mod outputs;
+mod render;
+pub(crate) mod status;
+
 use std::any::{Any, TypeId, type_name};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,14 +18,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cargo::{self, ContextScope};
-use crate::codec;
 use crate::error::{CodecError, Error, Result};
-use crate::inputs::{self, Declared};
+use crate::key::inputs::{self, Declared};
 use crate::key::{self, Key, KeyInput, KeyPrefix};
-use crate::location::resolve_root;
-use crate::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
-use crate::status::{Log, Status};
+use crate::memo::status::{Log, Status};
+use crate::project::location::resolve_root;
 use crate::tier::disk::{Disk, EntryRecord, FORMAT_VERSION, now_ms};
+use crate::tier::memory::{DEFAULT_MEM_CAPACITY, MemoryTier, Namespace};
 
 /// How long the args rendering kept in an entry's metadata may grow.
 const ARGS_RENDERING_MAX: usize = 200;
@@ -62,7 +69,7 @@ impl<A: Serialize + ?Sized> ArgsEncoder<A> for PostcardArgs {
         // Stop writing once the rendering is long enough: large arguments are not serialized
         // whole just to be cut (at opt-level 0 that could cost a second per miss). A little past
         // the limit, so that `record_for` sees the rendering was cut and marks it.
-        crate::render::json_text(args, ARGS_RENDERING_MAX + 4)
+        crate::memo::render::json_text(args, ARGS_RENDERING_MAX + 4)
     }
 }
 
@@ -563,7 +570,7 @@ impl<H> Memo<H> {
         if let Some(found) = read(disk) {
             return Some((found, Status::Disk));
         }
-        if disk_only || !crate::remote::fetch(disk, &self.name, key) {
+        if disk_only || !crate::tier::remote::fetch(disk, &self.name, key) {
             return None;
         }
         read(disk).map(|found| (found, Status::Remote))
@@ -573,7 +580,7 @@ impl<H> Memo<H> {
     /// entry `written` is written through to the remote tier; the result is passed on.
     pub(crate) fn written(&self, disk: &Disk, key: &Key, written: Result<()>) -> Result<()> {
         if written.is_ok() {
-            crate::remote::write_through(disk, &self.name, key);
+            crate::tier::remote::write_through(disk, &self.name, key);
         }
         written
     }
@@ -846,7 +853,7 @@ impl<H> Memo<H> {
         // Threads of this process asking for the same missing key compute it once.
         let _leader = loop {
             if let Some((value, status)) = lookup(false) {
-                if let Some(disk) = self.disk().filter(|_| crate::audit::due()) {
+                if let Some(disk) = self.disk().filter(|_| crate::memo::audit::due()) {
                     return self.audit(disk, key, value, status, compute, store);
                 }
                 self.record_event(&key, status);
@@ -855,7 +862,7 @@ impl<H> Memo<H> {
                 }
                 return Ok((value, status));
             }
-            if let Some(leader) = crate::flight::lead_or_wait(&key) {
+            if let Some(leader) = crate::memo::flight::lead_or_wait(&key) {
                 break leader;
             }
         };
@@ -1171,3 +1178,6 @@ fn truncate(mut text: String, max: usize) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

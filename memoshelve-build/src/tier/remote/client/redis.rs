@@ -22,7 +22,7 @@ fn to_io(err: redis::RedisError) -> io::Error {
 impl Redis {
     pub(super) fn open(url: &str) -> Result<Redis, String> {
         let client = redis::Client::open(url)
-            .map_err(|err| format!("remote {}: {err}", crate::remote::redact(url)))?;
+            .map_err(|err| format!("remote {}: {err}", crate::tier::remote::redact(url)))?;
         Ok(Redis { client, connection: Mutex::new(None) })
     }
 

@@ -28,6 +28,8 @@
 //! are stored "if missing": restored only where nothing is, or where the step itself wrote what
 //! is there. Files that another step's marker claims are never stored.
 
+pub(crate) mod directive;
+
 use std::any::type_name;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -39,14 +41,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use self::directive::Roots;
 use crate::cargo;
-use crate::codec;
-use crate::directive::{self, Roots};
 use crate::error::{Error, Result};
-use crate::inputs::{self, path_bytes};
+use crate::key::inputs::{self, path_bytes};
 use crate::key::{Key, KeyInput};
+use crate::memo::codec;
+use crate::memo::status::Status;
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
-use crate::status::Status;
 use crate::tier::disk::Disk;
 use crate::tier::disk::files::mode_of;
 
@@ -130,9 +132,13 @@ mod text_or_bytes {
     }
 }
 
-/// The `type_name` prefix of file steps' entries (`FilesOf<R>` below).
+/// Whether an entry of this `type_name` is a file step's (`FilesOf<R>` below), wherever the
+/// module that defines it is.
 #[cfg(feature = "_remote-client")]
-pub(crate) const FILE_STEP_TYPE: &str = "memoshelve_build::outputs::FilesOf<";
+pub(crate) fn is_file_step(type_name: &str) -> bool {
+    let ours = std::any::type_name::<FilesOf<()>>();
+    type_name.starts_with(&ours[..ours.len() - "()>".len()])
+}
 
 /// Marks file-step keys, so they never collide with a plain value of the same type.
 struct FilesOf<R>(PhantomData<R>);
@@ -1020,3 +1026,6 @@ fn changed_after(stamp: &Stamp, since: SystemTime) -> bool {
     let (seconds, nanos) = stamp.changed;
     cfg!(unix) && (seconds, nanos) >= (since.as_secs() as i64, i64::from(since.subsec_nanos()))
 }
+
+#[cfg(test)]
+mod tests;

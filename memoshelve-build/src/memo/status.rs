@@ -114,3 +114,20 @@ impl fmt::Debug for Log {
         write!(f, "Log({})", if words.is_empty() { "none".to_owned() } else { words.join(",") })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_parses_the_env_syntax() {
+        assert_eq!(Log::parse("all"), Some(Log::ALL));
+        assert_eq!(Log::parse("mem, misses"), Some(Log::MEMORY_HITS | Log::MISSES));
+        assert_eq!(Log::parse("hits"), Some(Log::HITS));
+        assert_eq!(Log::parse(""), Some(Log::NONE));
+        assert_eq!(Log::parse("loud"), None);
+        assert!(Log::HITS.includes(Status::Disk) && !Log::HITS.includes(Status::Miss));
+        assert_eq!(format!("{:?}", Log::DISK_HITS | Log::MISSES), "Log(disk,misses)");
+        assert_eq!(format!("[{:<14}]", Status::Memory), "[cached (mem)  ]");
+    }
+}

@@ -263,3 +263,153 @@ impl MemoryTier {
         (self.per_name.get(name).map_or(0, |usage| usage.bytes), self.bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Key, KeyPrefix};
+    use std::sync::Arc;
+
+    fn key(n: u32) -> Key {
+        let args = n.to_le_bytes();
+        let prefix =
+            KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
+        crate::key::key_from(&prefix, &args)
+    }
+
+    fn namespace(name: &str) -> Arc<Namespace> {
+        Arc::new(Namespace { name: name.to_owned(), version: String::new() })
+    }
+
+    #[test]
+    fn memory_tier_accounts_bytes_exactly_and_evicts_least_recently_used() {
+        let mut tier = MemoryTier::new(1000);
+        let a = namespace("a");
+        for n in 0..10 {
+            tier.insert(key(n), a.clone(), Arc::new(n), 100, 300);
+        }
+        assert_eq!(tier.usage("a"), (300, 300), "the per-name bound holds");
+        assert!(tier.contains(&key(9)) && tier.contains(&key(8)) && tier.contains(&key(7)));
+        assert!(!tier.contains(&key(6)));
+        // Using 7 makes 8 the least recently used.
+        assert!(tier.get(&key(7)).is_some());
+        tier.insert(key(10), a.clone(), Arc::new(10), 100, 300);
+        assert!(tier.contains(&key(7)) && !tier.contains(&key(8)));
+        // The process-wide bound evicts across names.
+        let b = namespace("b");
+        for n in 100..110 {
+            tier.insert(key(n), b.clone(), Arc::new(n), 100, 1000);
+        }
+        let (a_bytes, total) = tier.usage("a");
+        assert_eq!(total, 1000);
+        assert_eq!(a_bytes, 0, "the oldest name was evicted first");
+        // Too large for the bound: not kept, nothing else evicted.
+        tier.insert(key(200), b.clone(), Arc::new(200), 5000, 10_000);
+        assert!(!tier.contains(&key(200)));
+        assert_eq!(tier.usage("b"), (1000, 1000));
+        // Re-inserting a key replaces it without double counting.
+        tier.insert(key(109), b.clone(), Arc::new(1), 100, 1000);
+        assert_eq!(tier.usage("b"), (1000, 1000));
+        assert!(tier.remove(&key(109)));
+        assert_eq!(tier.usage("b"), (900, 900));
+        assert_eq!(tier.keys(&b).len(), 9);
+    }
+
+    /// The memory tier against a plain list in order of use, over random inserts, gets and
+    /// removes: the same slots, bytes, eviction order and values; its use queue stays bounded.
+    #[test]
+    fn memory_tier_matches_a_simple_lru_model() {
+        use proptest::prelude::*;
+        #[derive(Clone, Debug)]
+        enum Op {
+            Insert(u8, u8, u64),
+            Get(u8),
+            Remove(u8),
+        }
+        let op = prop_oneof![
+            1 => (0u8..24, 0u8..3, 1u64..160).prop_map(|(k, n, b)| Op::Insert(k, n, b)),
+            3 => (0u8..24).prop_map(Op::Get),
+            1 => (0u8..24).prop_map(Op::Remove),
+        ];
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
+        runner
+            .run(&proptest::collection::vec(op, 1..400), |ops| {
+                let (capacity, name_capacity) = (1000, 450);
+                let mut tier = MemoryTier::new(capacity);
+                let names: Vec<Arc<Namespace>> =
+                    (0..3).map(|n| namespace(&format!("n{n}"))).collect();
+                // (key, name, bytes, value), least recently used first.
+                let mut model: Vec<(u8, u8, u64, usize)> = Vec::new();
+                for (step, op) in ops.iter().enumerate() {
+                    match *op {
+                        Op::Insert(k, n, bytes) => {
+                            tier.insert(
+                                key(k.into()),
+                                names[usize::from(n)].clone(),
+                                Arc::new(step),
+                                bytes,
+                                name_capacity,
+                            );
+                            model.retain(|entry| entry.0 != k);
+                            if bytes <= name_capacity && bytes <= capacity {
+                                while model.iter().filter(|e| e.1 == n).map(|e| e.2).sum::<u64>()
+                                    + bytes
+                                    > name_capacity
+                                {
+                                    let oldest = model.iter().position(|e| e.1 == n).unwrap();
+                                    model.remove(oldest);
+                                }
+                                while model.iter().map(|e| e.2).sum::<u64>() + bytes > capacity {
+                                    model.remove(0);
+                                }
+                                model.push((k, n, bytes, step));
+                            }
+                        }
+                        Op::Get(k) => {
+                            let got = tier
+                                .get(&key(k.into()))
+                                .map(|value| *value.downcast::<usize>().unwrap());
+                            let position = model.iter().position(|e| e.0 == k);
+                            prop_assert_eq!(
+                                got,
+                                position.map(|at| model[at].3),
+                                "get {} at {}",
+                                k,
+                                step
+                            );
+                            if let Some(at) = position {
+                                let entry = model.remove(at);
+                                model.push(entry);
+                            }
+                        }
+                        Op::Remove(k) => {
+                            let had = model.iter().any(|e| e.0 == k);
+                            model.retain(|e| e.0 != k);
+                            prop_assert_eq!(tier.remove(&key(k.into())), had);
+                        }
+                    }
+                    for (n, name) in names.iter().enumerate() {
+                        let expected: Vec<Key> = model
+                            .iter()
+                            .filter(|e| usize::from(e.1) == n)
+                            .map(|e| key(e.0.into()))
+                            .collect();
+                        prop_assert_eq!(
+                            tier.keys(name),
+                            expected,
+                            "name {} after step {}",
+                            n,
+                            step
+                        );
+                    }
+                    let total: u64 = model.iter().map(|e| e.2).sum();
+                    prop_assert_eq!(tier.usage("n0").1, total);
+                    let (queued, slots) = tier.queued();
+                    prop_assert_eq!(slots, model.len());
+                    prop_assert!(queued <= 2 * slots + 33, "{} queued for {} slots", queued, slots);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

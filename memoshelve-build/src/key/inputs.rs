@@ -320,3 +320,47 @@ fn tool_input(command: &str, args: &[String]) -> KeyInput {
     };
     KeyInput { kind: "tool".to_owned(), name, value }
 }
+
+#[cfg(test)]
+mod tests {
+
+    /// A path already in normal form is named by its text; any other by its components joined with
+    /// `/`: both ways give the same name.
+    #[test]
+    fn key_paths_are_the_components_joined() {
+        use std::path::Path;
+        let by_components = |path: &Path, base: &Path| {
+            super::components_joined(path.strip_prefix(base).unwrap_or(path))
+        };
+        let base = Path::new("/work/pkg");
+        for path in [
+            "/work/pkg/src/a.rs",
+            "/work/pkg//src/a.rs",
+            "/work/pkg/./src/./a.rs",
+            "/work/pkg/src/",
+            "/work/pkg/src/.",
+            "/work/pkg/../other/b.h",
+            "/elsewhere/c.h",
+            "//elsewhere//c.h",
+            "/",
+            "relative/d.proto",
+            "./relative/d.proto",
+            "relative//d.proto/",
+            ".",
+            "",
+            "x/./y",
+            "x/..",
+            "a b/ü.txt",
+            "back\\slash",
+            "/work/pkg",
+        ] {
+            let path = Path::new(path);
+            assert_eq!(
+                super::key_path(path, base),
+                by_components(path, base),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}

@@ -27,16 +27,16 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{Config, Project};
+use crate::project::config::{Config, Project};
 
 #[cfg(feature = "_remote-client")]
-mod tier;
+mod client;
 #[cfg(feature = "maintenance")]
-pub use tier::Pulled;
+pub use client::Pulled;
 #[cfg(feature = "_remote-client")]
-pub use tier::{BREAKER_FAILURES, Pushed, Remote};
+pub use client::{BREAKER_FAILURES, Pushed, Remote};
 #[cfg(feature = "_remote-client")]
-pub(crate) use tier::{fetch, write_through};
+pub(crate) use client::{fetch, write_through};
 
 /// What a process may do with the remote (`MEMOSHELVE_REMOTE_MODE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -259,3 +259,120 @@ pub(crate) fn fold(root: &Path, live: &HashSet<String>) -> Result<(u64, u64)> {
     drop(held);
     Ok((before, folded.len() as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event log: per-process files, `events.log`'s folded and legacy lines, a compaction that
+    /// stopped before deleting what it folded (never counted twice), a half-written last line, and
+    /// a file still held by its writer (left alone until it is let go).
+    #[test]
+    fn event_files_are_folded_once_and_only_when_their_writer_has_gone() {
+        use super::{EVENT_LOG, EVENTS_DIR, fold, parse, read_all};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let counts = |text: &str| -> std::collections::BTreeMap<(String, String), u64> {
+            let mut counts = std::collections::BTreeMap::new();
+            for event in parse(text) {
+                *counts.entry((event.key.to_owned(), event.tier.to_owned())).or_default() +=
+                    event.count;
+            }
+            counts
+        };
+        let pair = |key: &str, tier: &str, count: u64| ((key.to_owned(), tier.to_owned()), count);
+        let events = root.join(EVENTS_DIR);
+        std::fs::create_dir_all(&events).unwrap();
+        // A legacy line, a folded line, and a file already folded whose deletion never happened.
+        std::fs::write(
+            root.join(EVENT_LOG),
+            "100\tdisk\tn\tK1\n200\tmiss\tn\tK1\t2\n#folded\tgone.log\ngarbage\n",
+        )
+        .unwrap();
+        std::fs::write(events.join("gone.log"), "300\tdisk\tn\tK1\n").unwrap();
+        // An ended writer's file, its last line cut short.
+        std::fs::write(
+            events.join("ended.log"),
+            "400\tdisk\tn\tK1\n400\tdisk\tn\tK2\n500\tdisk\tn",
+        )
+        .unwrap();
+        // A live writer's file, under its shared lock.
+        std::fs::write(events.join("live.log"), "600\tdisk\tn\tK1\n").unwrap();
+        let live = std::fs::File::open(events.join("live.log")).unwrap();
+        live.lock_shared().unwrap();
+        let expected: std::collections::BTreeMap<_, _> =
+            [pair("K1", "disk", 3), pair("K1", "miss", 2), pair("K2", "disk", 1)].into();
+        assert_eq!(counts(&read_all(root)), expected);
+
+        let keep: std::collections::HashSet<String> = ["K1".to_owned()].into();
+        assert_eq!(fold(root, &keep).unwrap(), (4, 2), "legacy, folded, and ended's two lines");
+        let mut left: Vec<String> = std::fs::read_dir(&events)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["live.log"]);
+        let expected: std::collections::BTreeMap<_, _> =
+            [pair("K1", "disk", 3), pair("K1", "miss", 2)].into();
+        assert_eq!(counts(&read_all(root)), expected, "K2 is not live: its events went");
+        let log = std::fs::read_to_string(root.join(EVENT_LOG)).unwrap();
+        assert!(
+            log.contains("#folded\tended.log\n") && log.contains("#folded\tgone.log\n"),
+            "{log}"
+        );
+        assert!(
+            log.contains("400\tdisk\tn\tK1\t2\n"),
+            "the last event's time and the count: {log}"
+        );
+
+        // Stopped before the deletion: the folded file is back, and still counted once.
+        std::fs::write(events.join("ended.log"), "400\tdisk\tn\tK1\n").unwrap();
+        assert_eq!(counts(&read_all(root)), expected);
+
+        // Its writer gone, the live file is folded too; the `#folded` names of deleted files go.
+        drop(live);
+        assert_eq!(fold(root, &keep).unwrap(), (3, 2));
+        assert_eq!(std::fs::read_dir(&events).unwrap().count(), 0);
+        assert_eq!(counts(&read_all(root)), expected);
+        assert_eq!(fold(root, &keep).unwrap(), (2, 2));
+        let log = std::fs::read_to_string(root.join(EVENT_LOG)).unwrap();
+        assert!(!log.contains("#folded"), "{log}");
+    }
+
+    /// A process writes each root's events to one file of its own, kept open under a shared lock;
+    /// beyond 16 roots the oldest is closed, and a compaction can then fold it.
+    #[test]
+    fn a_process_keeps_one_locked_event_file_per_root() {
+        let dirs: Vec<tempfile::TempDir> = (0..17).map(|_| tempfile::tempdir().unwrap()).collect();
+        // Its own registry: other tests open roots of their own meanwhile.
+        let appenders = super::Appenders::default();
+        let key = crate::key::Key::from_hex(&"07".repeat(32)).unwrap();
+        for dir in &dirs {
+            let disk = Disk::open(dir.path()).unwrap();
+            for tier in ["disk", "miss"] {
+                super::append_with(&appenders, &disk, &format!("1\t{tier}\tn\t{key}\n"));
+            }
+        }
+        let files = |dir: &tempfile::TempDir| -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir.path().join(super::EVENTS_DIR))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .collect()
+        };
+        for dir in &dirs {
+            let files = files(dir);
+            assert_eq!(files.len(), 1, "one file per root");
+            let text = std::fs::read_to_string(&files[0]).unwrap();
+            assert_eq!(text.lines().count(), 2, "{text}");
+        }
+        let locked = |dir: &tempfile::TempDir| {
+            let file = std::fs::File::open(&files(dir)[0]).unwrap();
+            file.try_lock().is_err()
+        };
+        assert!(!locked(&dirs[0]), "the first root's file was closed for the 17th");
+        assert!(dirs[1..].iter().all(locked), "the others stay open and locked");
+        let live: std::collections::HashSet<String> = [key.to_string()].into();
+        assert_eq!(super::fold(dirs[0].path(), &live).unwrap(), (2, 2));
+        assert_eq!(super::fold(dirs[16].path(), &live).unwrap(), (0, 0));
+    }
+}

@@ -9,10 +9,10 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Instant;
 
-use crate::flight::{self, Entered, FlightDone};
 use crate::key::Key;
+use crate::memo::flight::{self, Entered, FlightDone};
+use crate::memo::status::Status;
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
-use crate::status::Status;
 
 impl<H> Memo<H> {
     /// [`Memo::call`] for an async computation: returns the cached value for `args`, or awaits

@@ -10,6 +10,8 @@
 //! A `Memo` computes the prefix once, so a call hashes only its arguments: one blake3 block for
 //! arguments up to 64 bytes, however many inputs a build script declares.
 
+pub(crate) mod inputs;
+
 use std::fmt;
 
 /// Bumped whenever the recipe below changes, so old keys can never collide with new ones.
@@ -160,5 +162,27 @@ fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
             return;
         }
         bytes.push(low | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    /// Equal keys hash equally, and keys differing anywhere in their first eight bytes hash apart
+    /// (the memory tier's map uses those eight bytes).
+    #[test]
+    fn a_keys_hash_is_its_first_eight_bytes() {
+        use std::hash::BuildHasher as _;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let base = [0x5au8; 32];
+        let key = super::Key::from_hex(&super::hex_lower(&base)).unwrap();
+        let same = super::Key::from_hex(&super::hex_lower(&base)).unwrap();
+        assert_eq!(hasher.hash_one(key), hasher.hash_one(same));
+        for index in 0..8 {
+            let mut bytes = base;
+            bytes[index] ^= 1;
+            let other = super::Key::from_hex(&super::hex_lower(&bytes)).unwrap();
+            assert_ne!(hasher.hash_one(key), hasher.hash_one(other), "byte {index}");
+        }
     }
 }

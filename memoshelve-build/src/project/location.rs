@@ -3,8 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Project, Setting};
 use crate::error::{Error, Result};
+use crate::project::config::{Config, Project, Setting};
 
 /// Why a cache root was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]

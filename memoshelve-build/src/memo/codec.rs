@@ -104,3 +104,58 @@ fn varint(bytes: &[u8]) -> Result<(usize, usize), postcard::Error> {
         Err(postcard::Error::DeserializeBadVarint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The `Vec<u8>` fast path writes postcard's bytes and reads postcard's bytes: the same
+        /// value, or an error where postcard has one (a cut-off buffer), whatever follows.
+        #[test]
+        fn the_byte_vector_codec_is_postcard_byte_for_byte(
+            value in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            big_len in 0usize..300_000,
+            trailing in proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+            cut in 0usize..700,
+        ) {
+            let big = vec![7u8; big_len];
+            for value in [&value, &big] {
+                let ours = super::encode(value).unwrap();
+                proptest::prop_assert_eq!(&ours, &postcard::to_allocvec(value).unwrap());
+                let mut with_trailing = ours.clone();
+                with_trailing.extend_from_slice(&trailing);
+                let decoded: Vec<u8> = super::decode(with_trailing).unwrap();
+                proptest::prop_assert_eq!(&decoded, value);
+                // Read in two parts: the prefix apart, or cut anywhere, the same value.
+                let skip = super::prefix_len::<Vec<u8>>(ours.len() as u64);
+                proptest::prop_assert!(skip > 0);
+                for at in [skip, cut.min(ours.len())] {
+                    let parts: Vec<u8> =
+                        super::decode_parts(ours[..at].to_vec(), ours[at..].to_vec()).unwrap();
+                    proptest::prop_assert_eq!(&parts, value);
+                }
+                let cut = cut.min(ours.len());
+                let theirs = postcard::from_bytes::<Vec<u8>>(&ours[..cut]);
+                let mine = super::decode::<Vec<u8>>(ours[..cut].to_vec());
+                proptest::prop_assert_eq!(mine.is_ok(), theirs.is_ok(), "cut at {}", cut);
+            }
+            // Any other type goes through postcard itself.
+            let text = String::from_utf8_lossy(&value).into_owned();
+            let encoded = super::encode(&text).unwrap();
+            proptest::prop_assert_eq!(&encoded, &postcard::to_allocvec(&text).unwrap());
+            proptest::prop_assert_eq!(super::decode::<String>(encoded).unwrap(), text);
+        }
+
+        /// Garbage never panics the fast path, and it agrees with postcard on what is readable.
+        #[test]
+        fn the_byte_vector_codec_reads_garbage_as_postcard_does(
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            let theirs = postcard::from_bytes::<Vec<u8>>(&garbage).ok();
+            let mine = super::decode::<Vec<u8>>(garbage).ok();
+            proptest::prop_assert_eq!(mine, theirs);
+        }
+    }
+}

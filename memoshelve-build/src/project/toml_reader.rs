@@ -362,3 +362,181 @@ impl Reader<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    /// Every string leaf of a document as the `toml` crate reads it, with the reader's path scheme
+    /// (array elements, also the tables of an array of tables, under `[]`).
+    fn toml_crate_strings(text: &str) -> Option<Vec<(Vec<String>, String)>> {
+        fn walk(path: &mut Vec<String>, value: &toml::Value, out: &mut Vec<(Vec<String>, String)>) {
+            match value {
+                toml::Value::String(text) => out.push((path.clone(), text.clone())),
+                toml::Value::Table(table) => {
+                    for (key, value) in table {
+                        path.push(key.clone());
+                        walk(path, value, out);
+                        path.pop();
+                    }
+                }
+                toml::Value::Array(items) => {
+                    path.push("[]".to_owned());
+                    for item in items {
+                        walk(path, item, out);
+                    }
+                    path.pop();
+                }
+                _ => {}
+            }
+        }
+        let table: toml::Table = text.parse().ok()?;
+        let mut out = Vec::new();
+        walk(&mut Vec::new(), &toml::Value::Table(table), &mut out);
+        out.sort();
+        Some(out)
+    }
+
+    fn reader_strings(text: &str) -> Vec<(Vec<String>, String)> {
+        let mut out: Vec<_> = super::parse(text)
+            .unwrap_or_else(|err| panic!("the reader rejects a valid document: {err}\n{text}"))
+            .into_iter()
+            .filter_map(|leaf| match leaf.value {
+                super::Value::String(text) => Some((leaf.path, text)),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    const TRICKY_TOML: &str = r#"
+# A header inside strings and comments must not start a table.
+[package]
+name = "tricky"   # [workspace.metadata.memoshelve]
+description = """
+[workspace.metadata.memoshelve]
+dir = "not this one" \
+  continued ""quoted"" """
+notes = '''
+[package.metadata.memoshelve]
+dir = 'nor this' '''
+"quoted key" = 'C:\path\no\escapes'
+escapes = "tab\there \"q\" \u00e9 \U0001F600 back\\slash"
+keywords = ["a", "b,c", 'd]', """e
+f""", [ "nested" ], { inner = "x" }]
+dates = [1979-05-27 07:32:00Z, 1979-05-27, 07:32:00]
+numbers = [1_000, +3.5e2, 0xff, inf, -nan, true]
+empty-inline = {}
+
+[[bin]]
+name = "a"
+path = "dir"
+
+[workspace]
+members = [
+  "one", # comment, with a ] bracket
+  "two",
+]
+
+[workspace.metadata]
+memoshelve = { dir = "inline wins" }
+
+[package.metadata.'memoshelve']
+"dir" = "quoted table and key"
+
+[target.'cfg(unix)'.dependencies]
+libc = { version = "0.2", default-features = false }
+dotted.key.here = "deep"
+"#;
+
+    #[test]
+    fn the_toml_reader_agrees_with_the_toml_crate_on_every_string() {
+        let mut corpus = vec![TRICKY_TOML.to_owned()];
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for manifest in [
+            "Cargo.toml",
+            "memoshelve-build/Cargo.toml",
+            "cargo-memoshelve/Cargo.toml",
+            "examples/Cargo.toml",
+        ] {
+            corpus.push(std::fs::read_to_string(repo.join(manifest)).unwrap());
+        }
+        // Real-world manifests of every crate this build downloaded.
+        let registry = std::env::var_os("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+            })
+            .map(|home| home.join("registry/src"));
+        for index in
+            registry.iter().flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten()).flatten()
+        {
+            for krate in std::fs::read_dir(index.path()).into_iter().flatten().flatten().take(400) {
+                if let Ok(text) = std::fs::read_to_string(krate.path().join("Cargo.toml.orig")) {
+                    corpus.push(text);
+                }
+            }
+        }
+        let mut compared = 0;
+        for text in &corpus {
+            let Some(expected) = toml_crate_strings(text) else { continue };
+            assert_eq!(reader_strings(text), expected, "in document:\n{text}");
+            compared += 1;
+        }
+        assert!(compared > 5, "only {compared} documents compared");
+        let tricky = reader_strings(TRICKY_TOML);
+        let get = |path: &str| {
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            tricky.iter().find(|(at, _)| *at == path).map(|(_, value)| value.as_str())
+        };
+        assert_eq!(get("workspace.metadata.memoshelve.dir"), Some("inline wins"));
+        assert_eq!(get("package.metadata.memoshelve.dir"), Some("quoted table and key"));
+        assert_eq!(get("package.escapes"), Some("tab\there \"q\" \u{e9} \u{1F600} back\\slash"));
+    }
+
+    #[test]
+    fn the_toml_reader_reports_bad_documents_by_line_and_never_panics() {
+        for (text, line) in [
+            ("a = \"unterminated\n", 1),
+            ("[ok]\nb = 1\nc = \"\\q\"\n", 3),
+            ("x = 1 2\n", 1),
+            ("[t\n", 1),
+            ("k = '''never closed", 1),
+            ("\n\n= 3", 3),
+        ] {
+            let err = super::parse(text).unwrap_err();
+            assert!(err.starts_with(&format!("line {line}:")), "{text:?} gave {err:?}");
+        }
+        // Mutations of a real document: any outcome but a panic.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let bytes = TRICKY_TOML.as_bytes();
+        for _ in 0..3000 {
+            let mut doc = bytes.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % doc.len() as u64) as usize;
+                match next() % 3 {
+                    0 => {
+                        let alphabet = b"\"'[]{}=,.\\\n#x1 ";
+                        doc[at] = alphabet[(next() % alphabet.len() as u64) as usize];
+                    }
+                    1 => {
+                        doc.remove(at);
+                    }
+                    _ => doc.truncate(at),
+                }
+                if doc.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&doc) {
+                let _ = super::parse(text);
+            }
+        }
+    }
+}

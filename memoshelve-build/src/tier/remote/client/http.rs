@@ -17,7 +17,7 @@ impl Http {
     pub(super) fn open(url: &str, token: Option<String>) -> Result<Http, String> {
         let base = if url.ends_with('/') { url.to_owned() } else { format!("{url}/") };
         base.parse::<ureq::http::Uri>()
-            .map_err(|err| format!("remote {}: {err}", crate::remote::redact(url)))?;
+            .map_err(|err| format!("remote {}: {err}", crate::tier::remote::redact(url)))?;
         Ok(Http { base, agent: super::agent(), token })
     }
 
