@@ -78,6 +78,26 @@ fn flipped_byte_in_the_index_is_a_miss() {
 }
 
 #[test]
+fn a_whole_record_whose_inline_value_does_not_match_its_hash_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = disk_only("corrupt-inline-forged", dir.path());
+    memo.put(&1, &"genuine".to_owned()).unwrap();
+    // Another inline value under the old hash, the record's checksum recomputed: the record is
+    // whole, so only the value's own check can catch it.
+    let key = memo.key_for::<String, _>(&1).unwrap();
+    let mut record = crate::read_record(dir.path(), &key);
+    let forged = postcard::to_allocvec("forged!").unwrap();
+    record.inline = Some(forged.clone());
+    record.size = forged.len() as u64;
+    crate::write_record(dir.path(), &record);
+    assert_eq!(memo.get::<String, _>(&1), None, "a forged inline value was served");
+    assert_eq!(
+        memo.call_with_status(&1, || "fresh".to_owned()),
+        ("fresh".to_owned(), Status::Miss)
+    );
+}
+
+#[test]
 fn an_inline_value_changed_in_place_is_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let memo = disk_only("corrupt-inline", dir.path());
