@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::memo::outputs::{OutputFile, OutputManifest, is_file_step};
 pub use crate::tier::disk::IndexDamage;
 use crate::tier::disk::files::files_under;
+use crate::tier::disk::manifest::{OutputFile, OutputManifest, is_file_step};
 use crate::tier::disk::{Disk, EntryRecord, check_file};
 
 /// A cache root opened for maintenance. Opening does not create anything.
@@ -177,7 +177,7 @@ impl Store {
                 let manifest: OutputManifest = postcard::from_bytes(&value)
                     .map_err(|err| corrupt(record, format!("unreadable manifest: {err}")))?;
                 for file in &manifest.files {
-                    if crate::memo::outputs::safe_relative(&file.path).is_none() {
+                    if crate::tier::disk::manifest::safe_relative(&file.path).is_none() {
                         return Err(corrupt(
                             record,
                             format!("unsafe path {:?} in its manifest", file.display_path()),
@@ -206,11 +206,6 @@ impl Store {
             let _ = set_modified(&self.disk.record_path(&key), time);
         }
         Ok(entries.len())
-    }
-
-    /// The disk tier underneath (for the remote tier's push and pull).
-    pub(crate) fn disk(&self) -> &Disk {
-        &self.disk
     }
 
     /// The root directory.
@@ -456,4 +451,30 @@ impl Store {
 /// as the platforms require.
 fn set_modified(path: &Path, time: SystemTime) -> std::io::Result<()> {
     std::fs::File::options().append(true).open(path)?.set_modified(time)
+}
+
+/// The remote's maintenance: what `cargo memoshelve remote push` and `pull` do, entry by entry.
+impl crate::remote::Remote {
+    /// Uploads a local entry: its blobs the remote does not have, then the entry itself (unless
+    /// the remote has it already).
+    ///
+    /// # Errors
+    /// The remote failed, or the local entry is damaged (`cargo memoshelve verify`).
+    pub fn push(&self, store: &Store, entry: &Entry) -> Result<crate::remote::Pushed> {
+        self.push_entry(&store.disk, &entry.record)
+    }
+
+    /// Fetches one remote entry into the local root (checked as a build would check it), if it
+    /// is of cache `name` (any when `None`) and not there yet.
+    ///
+    /// # Errors
+    /// The remote failed, its entry or a blob was rejected, or the local root cannot be written.
+    pub fn pull(
+        &self,
+        store: &Store,
+        key: &Key,
+        name: Option<&str>,
+    ) -> Result<crate::remote::Pulled> {
+        self.pull_entry(&store.disk, key, name)
+    }
 }

@@ -30,16 +30,14 @@
 
 pub(crate) mod directive;
 
+pub use crate::tier::disk::manifest::{OutputFile, OutputLink, OutputManifest};
+
 use std::any::type_name;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, SystemTime};
-
-use serde::{Deserialize, Serialize};
 
 use self::directive::Roots;
 use crate::cargo;
@@ -51,97 +49,7 @@ use crate::memo::status::Status;
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
 use crate::tier::disk::Disk;
 use crate::tier::disk::files::mode_of;
-
-/// The manifest of a file step, stored as the entry's value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct OutputManifest {
-    /// Every regular file the step produced, sorted by path.
-    pub files: Vec<OutputFile>,
-    /// Every symbolic link the step produced (relative, staying inside the directory).
-    pub links: Vec<OutputLink>,
-    /// Inputs the step declared while it ran (`rerun-if-changed`, `rerun-if-env-changed`), with
-    /// their hashes or values when it ran.
-    pub discovered: Vec<KeyInput>,
-    /// The directive lines the step printed, whole (`cargo:` or `cargo::` as printed), this
-    /// build's directories as placeholders; replayed on a hit.
-    pub directives: Vec<String>,
-    /// The step's own return value, postcard-encoded.
-    pub result: Vec<u8>,
-}
-
-/// One produced file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct OutputFile {
-    /// Path relative to the output directory, `/`-separated, as bytes (names need not be UTF-8;
-    /// in JSON it is a string, lossy where they are not).
-    #[serde(with = "text_or_bytes")]
-    pub path: Vec<u8>,
-    /// Unix permission bits.
-    pub mode: u32,
-    /// Size in bytes.
-    pub size: u64,
-    /// blake3 of the contents, hex: the blob it is restored from.
-    pub blake3: String,
-    /// The file was in the directory before the step ran, unclaimed, and the step left it alone
-    /// (a generator that skips rewriting identical files). It is restored only where it is
-    /// missing, or where this step wrote the file that is there now.
-    pub if_missing: bool,
-}
-
-impl OutputFile {
-    /// The path for people (lossy where it is not UTF-8).
-    pub fn display_path(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.path)
-    }
-}
-
-/// One produced symbolic link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct OutputLink {
-    /// Path relative to the output directory, `/`-separated, as bytes.
-    #[serde(with = "text_or_bytes")]
-    pub path: Vec<u8>,
-    /// What the link points to: a relative path that stays inside the directory.
-    #[serde(with = "text_or_bytes")]
-    pub target: Vec<u8>,
-}
-
-/// Path bytes in a manifest: bytes for postcard, a (lossy) string for people's formats (JSON).
-mod text_or_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.serialize_str(&String::from_utf8_lossy(bytes))
-        } else {
-            serializer.serialize_bytes(bytes)
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<u8>, D::Error> {
-        if deserializer.is_human_readable() {
-            String::deserialize(deserializer).map(String::into_bytes)
-        } else {
-            Vec::<u8>::deserialize(deserializer)
-        }
-    }
-}
-
-/// Whether an entry of this `type_name` is a file step's (`FilesOf<R>` below), wherever the
-/// module that defines it is.
-#[cfg(feature = "_remote-client")]
-pub(crate) fn is_file_step(type_name: &str) -> bool {
-    let ours = std::any::type_name::<FilesOf<()>>();
-    type_name.starts_with(&ours[..ours.len() - "()>".len()])
-}
-
-/// Marks file-step keys, so they never collide with a plain value of the same type.
-struct FilesOf<R>(PhantomData<R>);
+use crate::tier::disk::manifest::{FilesOf, path_from_bytes, safe_relative};
 
 /// How a file step's result was had.
 enum Run {
@@ -765,32 +673,6 @@ fn already_there(target: &Path, file: &OutputFile) -> bool {
         && inputs::hash_file(target).is_ok_and(|hash| hash == file.blake3)
 }
 
-/// A manifest path as a relative path that stays inside the output directory, or `None`.
-/// Manifests use one spelling per path: `/`-separated segments, none empty, `.` or `..`, and
-/// no backslash or NUL.
-pub(crate) fn safe_relative(path: &[u8]) -> Option<PathBuf> {
-    let canonical =
-        path.split(|&byte| byte == b'/').all(|segment| !matches!(segment, b"" | b"." | b".."))
-            && !path.iter().any(|&byte| byte == b'\\' || byte == 0);
-    let relative = path_from_bytes(path).filter(|_| canonical)?;
-    relative
-        .components()
-        .all(|component| matches!(component, Component::Normal(_)))
-        .then_some(relative)
-}
-
-/// The path spelled by these bytes: any bytes on Unix, UTF-8 elsewhere.
-fn path_from_bytes(bytes: &[u8]) -> Option<PathBuf> {
-    #[cfg(unix)]
-    {
-        Some(PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes)))
-    }
-    #[cfg(not(unix))]
-    {
-        std::str::from_utf8(bytes).ok().map(PathBuf::from)
-    }
-}
-
 /// Whether a manifest path (already checked by [`safe_relative`]) has a symbolic link among
 /// its parent directories below `dir`. (The path itself may be one: a rename replaces it.)
 fn through_link(dir: &Path, relative: &[u8]) -> bool {
@@ -1026,6 +908,3 @@ fn changed_after(stamp: &Stamp, since: SystemTime) -> bool {
     let (seconds, nanos) = stamp.changed;
     cfg!(unix) && (seconds, nanos) >= (since.as_secs() as i64, i64::from(since.subsec_nanos()))
 }
-
-#[cfg(test)]
-mod tests;

@@ -17,6 +17,7 @@ mod blobs;
 pub(crate) mod events;
 pub(crate) mod files;
 mod locks;
+pub(crate) mod manifest;
 mod record;
 
 use std::fs;

@@ -22,11 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::{Mode, Scheme, Settings, env_value};
 use crate::cargo;
 use crate::key::Key;
-use crate::memo::outputs::OutputManifest;
-use crate::memo::outputs::is_file_step;
 use crate::project::config::Project;
-#[cfg(feature = "maintenance")]
-use crate::store::{Entry, Store};
+use crate::tier::disk::manifest::OutputManifest;
+use crate::tier::disk::manifest::is_file_step;
 use crate::tier::disk::{Disk, EntryRecord, FORMAT_VERSION};
 
 /// Consecutive failures after which a build stops asking the remote.
@@ -214,15 +212,10 @@ impl Remote {
         Ok(started.elapsed())
     }
 
-    /// Uploads a local entry: its blobs the remote does not have, then the entry itself (unless
-    /// the remote has it already).
-    ///
-    /// # Errors
-    /// The remote failed, or the local entry is damaged (`cargo memoshelve verify`).
+    /// Uploads a local entry of `disk` (see `Remote::push` in `crate::store`).
     #[cfg(feature = "maintenance")]
-    pub fn push(&self, store: &Store, entry: &Entry) -> crate::Result<Pushed> {
-        self.push_record(store.disk(), &entry.record)
-            .map_err(|problem| self.failed(&self.describe(&problem)))
+    pub(crate) fn push_entry(&self, disk: &Disk, record: &EntryRecord) -> crate::Result<Pushed> {
+        self.push_record(disk, record).map_err(|problem| self.failed(&self.describe(&problem)))
     }
 
     /// The hex keys of every entry on the remote.
@@ -234,14 +227,14 @@ impl Remote {
         Ok(keys.iter().filter_map(|hex| Key::from_hex(hex)).collect())
     }
 
-    /// Fetches one remote entry into the local root (checked as a build would check it), if it
-    /// is of cache `name` (any when `None`) and not there yet.
-    ///
-    /// # Errors
-    /// The remote failed, its entry or a blob was rejected, or the local root cannot be written.
+    /// Fetches one remote entry into `disk` (see `Remote::pull` in `crate::store`).
     #[cfg(feature = "maintenance")]
-    pub fn pull(&self, store: &Store, key: &Key, name: Option<&str>) -> crate::Result<Pulled> {
-        let disk = store.disk();
+    pub(crate) fn pull_entry(
+        &self,
+        disk: &Disk,
+        key: &Key,
+        name: Option<&str>,
+    ) -> crate::Result<Pulled> {
         let found = self.entry(key).map_err(|problem| self.failed(&self.describe(&problem)))?;
         let Some(payload) = found else {
             return Ok(Pulled::Missing);
@@ -366,7 +359,7 @@ impl Remote {
             let manifest: OutputManifest = postcard::from_bytes(&value)
                 .map_err(|err| rejected(format!("entry {short}: unreadable manifest: {err}")))?;
             for file in &manifest.files {
-                if crate::memo::outputs::safe_relative(&file.path).is_none() {
+                if crate::tier::disk::manifest::safe_relative(&file.path).is_none() {
                     return Err(rejected(format!(
                         "entry {short}: unsafe path {:?} in its manifest",
                         file.display_path()
