@@ -10,6 +10,7 @@
 //! A `Memo` computes the prefix once, so a call hashes only its arguments: one blake3 block for
 //! arguments up to 64 bytes, however many inputs a build script declares.
 
+pub(crate) mod context;
 pub(crate) mod inputs;
 
 use std::fmt;

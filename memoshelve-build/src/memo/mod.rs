@@ -23,8 +23,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cargo::{self, ContextScope};
+use crate::cargo;
 use crate::error::{Error, Result};
+use crate::key::context::{self, ContextScope};
 use crate::key::inputs::{self, Declared};
 use crate::key::{self, Key, KeyInput, KeyPrefix};
 use crate::memo::status::Log;
@@ -308,7 +309,7 @@ impl<H> Memo<H> {
             let mut parts = inputs::collect(&self.options.declared);
             // The root keeps `rustc -vV` between build-script runs; elsewhere it is not needed.
             let root = if cargo::in_build_script() { self.disk().map(Disk::root) } else { None };
-            parts.extend(cargo::context(self.options.scope, root));
+            parts.extend(context::context(self.options.scope, root));
             parts.sort();
             parts
         })

@@ -42,11 +42,7 @@ impl Project {
         let package_dir =
             std::env::var_os("CARGO_MANIFEST_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
         let workspace_root = package_dir.as_deref().and_then(find_workspace_root);
-        Project {
-            package_dir,
-            workspace_root,
-            target_dir: crate::project::location::cargo_target_dir(),
-        }
+        Project { package_dir, workspace_root, target_dir: cargo_target_dir() }
     }
 }
 
@@ -222,4 +218,24 @@ fn origin(file: &Path, table: &str) -> String {
     } else {
         format!("[{table}] of {}", file.display())
     }
+}
+
+/// The cargo target directory of the running build: found from `OUT_DIR`'s ancestors (cargo
+/// marks the target directory with `CACHEDIR.TAG`), else an absolute `CARGO_TARGET_DIR`, else
+/// the ancestors of the running executable (a binary run by `cargo run` or `cargo test`).
+pub(crate) fn cargo_target_dir() -> Option<PathBuf> {
+    let tagged_ancestor = |start: &Path| {
+        start.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()).map(Path::to_owned)
+    };
+    if let Some(out_dir) = std::env::var_os("OUT_DIR")
+        && let Some(target) = tagged_ancestor(Path::new(&out_dir))
+    {
+        return Some(target);
+    }
+    if let Some(dir) =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute())
+    {
+        return Some(dir);
+    }
+    std::env::current_exe().ok().and_then(|exe| tagged_ancestor(&exe))
 }

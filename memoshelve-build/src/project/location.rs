@@ -164,23 +164,3 @@ fn default_root() -> Result<(PathBuf, RootSource)> {
                 .to_owned(),
     })
 }
-
-/// The cargo target directory of the running build: found from `OUT_DIR`'s ancestors (cargo
-/// marks the target directory with `CACHEDIR.TAG`), else an absolute `CARGO_TARGET_DIR`, else
-/// the ancestors of the running executable (a binary run by `cargo run` or `cargo test`).
-pub(crate) fn cargo_target_dir() -> Option<PathBuf> {
-    let tagged_ancestor = |start: &Path| {
-        start.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()).map(Path::to_owned)
-    };
-    if let Some(out_dir) = std::env::var_os("OUT_DIR")
-        && let Some(target) = tagged_ancestor(Path::new(&out_dir))
-    {
-        return Some(target);
-    }
-    if let Some(dir) =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute())
-    {
-        return Some(dir);
-    }
-    std::env::current_exe().ok().and_then(|exe| tagged_ancestor(&exe))
-}
