@@ -571,6 +571,21 @@ fn upgrade_drops_entries_of_other_formats_and_they_are_never_misread() {
     assert_eq!(memo.get::<String, _>(&"upgraded"), None);
     assert_eq!(memo.call(&"upgraded", || "recomputed".to_owned()), "recomputed");
     assert_eq!(memo.get::<String, _>(&"upgraded").as_deref(), Some("recomputed"));
+
+    // A record of a newer format belongs to a newer memoshelve sharing the root: `upgrade`
+    // keeps it, and `compact`, which cannot tell its blobs, refuses rather than delete them.
+    memo.put(&"newer", &"x".repeat(5000)).unwrap();
+    let path = record_path(&root, &memo.key_for::<String, _>(&"newer").unwrap().to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(memoshelve_build::FORMAT_VERSION + 1).to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(json(&root, &["upgrade"])["dropped"].as_array().unwrap().len(), 0);
+    assert!(path.is_file(), "upgrade dropped a newer format's record");
+    let blobs = walk(&root.join("blobs-b3")).len();
+    let refused = cli(&root, &["compact"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("newer"), "{refused:?}");
+    assert_eq!(walk(&root.join("blobs-b3")).len(), blobs, "compact deleted a newer entry's blob");
 }
 
 #[test]

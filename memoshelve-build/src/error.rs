@@ -36,7 +36,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A stored entry failed its integrity check or could not be decoded; it is treated as a miss.
-    #[error("corrupt entry {key} in {root}: {reason} (it was removed and will be recomputed)")]
+    #[error("corrupt entry {key} in {root}: {reason}")]
     Corrupt {
         /// The cache root.
         root: PathBuf,
@@ -72,6 +72,18 @@ pub enum Error {
     Remote {
         /// What went wrong, secrets removed.
         message: String,
+    },
+    /// The root holds entries of a newer format than this version's, whose blobs it cannot
+    /// tell: deleting unreferenced content could delete theirs.
+    #[error(
+        "{root} holds entries of format {format}, newer than this version's {}: run this with a memoshelve that reads format {format}",
+        crate::FORMAT_VERSION
+    )]
+    NewerFormat {
+        /// The cache root.
+        root: std::path::PathBuf,
+        /// The newest format found there.
+        format: u32,
     },
     /// No cache root could be chosen (see [`crate::resolve_root`]).
     #[error("no cache root: {reason}")]

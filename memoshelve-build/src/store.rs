@@ -301,7 +301,7 @@ impl Store {
     /// # Errors
     /// When a file cannot be deleted.
     pub fn repair_index(&self, damage: &[IndexDamage]) -> Result<usize> {
-        let _guard = self.disk.write_guard();
+        let _exclusive = self.disk.exclusive_guard()?;
         for damage in damage {
             self.disk.remove_damaged(damage)?;
         }
@@ -339,6 +339,9 @@ impl Store {
     /// # Errors
     /// When the index cannot be listed (then nothing is deleted).
     pub fn collect_garbage(&self, grace: Duration) -> Result<Freed> {
+        if let Some(format) = self.disk.newer_format()? {
+            return Err(Error::NewerFormat { root: self.root().to_owned(), format });
+        }
         let mut referenced = std::collections::HashSet::new();
         for entry in self.entries(None)? {
             if entry.record.inline.is_none() {
@@ -395,14 +398,18 @@ impl Store {
     }
 
     /// Brings the cache to the current format ([`crate::FORMAT_VERSION`]): entries written by
-    /// other versions are dropped (they are recomputed on next use; nothing is ever misread),
+    /// older versions are dropped (they are recomputed on next use; nothing is ever misread),
     /// among them the whole of cacache's `index-v5/`, where formats 1 and 2 kept their records.
     /// Their blobs stay until [`Store::compact`]. Returns what was dropped, one line each.
     ///
     /// # Errors
     /// When the index cannot be listed or written.
     pub fn upgrade(&self) -> Result<Vec<String>> {
-        self.disk.drop_other_formats()
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let _exclusive = self.disk.exclusive_guard()?;
+        self.disk.drop_older_formats()
     }
 
     /// Disk hits, remote hits and misses per key hex, from the event log.

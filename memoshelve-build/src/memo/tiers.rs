@@ -134,7 +134,7 @@ impl<H> Memo<H> {
             Ok(Some(record)) => record,
             Ok(None) => return None,
             Err(err) => {
-                self.discard(disk, key, None, &err);
+                self.discard(disk, key, &err);
                 return None;
             }
         };
@@ -154,24 +154,17 @@ impl<H> Memo<H> {
         match decoded {
             Ok((value, bytes)) => Some((record, value, bytes)),
             Err(err) => {
-                self.discard(disk, key, Some(&record), &err);
+                self.discard(disk, key, &err);
                 None
             }
         }
     }
 
     /// Reports a bad entry once and removes it, so the next call recomputes a healthy one.
-    pub(crate) fn discard(
-        &self,
-        disk: &Disk,
-        key: &Key,
-        record: Option<&EntryRecord>,
-        err: &Error,
-    ) {
+    pub(crate) fn discard(&self, disk: &Disk, key: &Key, err: &Error) {
+        // A blob whose bytes are not their hash was deleted where that was found; the blob of a
+        // value that only fails to decode is right, and other entries may share it.
         if let Error::Corrupt { .. } = err {
-            if let Some(record) = record {
-                disk.remove_bad_blob(record);
-            }
             let _ = disk.remove(&self.options.name, key);
         }
         cargo::warn_once(

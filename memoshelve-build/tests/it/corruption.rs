@@ -128,3 +128,25 @@ fn value_of_another_type_under_a_colliding_record_is_not_decoded_as_this_type() 
     assert_eq!(strings.get::<u64, _>(&1), None);
     assert_eq!(strings.get::<String, _>(&1).as_deref(), Some("text"));
 }
+
+#[test]
+fn a_record_that_is_wrong_about_a_right_blob_does_not_take_the_blob_from_other_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = disk_only("corrupt-shared-a", dir.path());
+    let b = disk_only("corrupt-shared-b", dir.path());
+    let bytes = vec![7u8; 5000];
+    a.put(&1, &bytes).unwrap();
+    b.put(&1, &bytes).unwrap();
+    assert_eq!(files_under(&dir.path().join("blobs-b3")).len(), 1, "one blob for both");
+    // b's record, whole, claims a size its (right) blob does not have.
+    let key = b.key_for::<Vec<u8>, _>(&1).unwrap();
+    let mut record = crate::read_record(dir.path(), &key);
+    record.size += 1;
+    crate::write_record(dir.path(), &record);
+    assert_eq!(b.get::<Vec<u8>, _>(&1), None, "a record with a wrong size was served");
+    assert_eq!(
+        a.get_with_status::<Vec<u8>, _>(&1),
+        Some((bytes, Status::Disk)),
+        "the shared blob was deleted with the wrong record"
+    );
+}

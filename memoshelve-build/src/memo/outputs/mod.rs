@@ -320,7 +320,7 @@ impl<H> Outputs<'_, H> {
 
     fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key, roots: &Roots) -> Option<(R, Run)> {
         let memo = self.memo;
-        let (record, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
+        let (_, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
         let unsafe_path = manifest
             .files
             .iter()
@@ -346,7 +346,7 @@ impl<H> Outputs<'_, H> {
         let value = match checked {
             Ok(value) => value,
             Err(reason) => {
-                memo.discard(disk, key, Some(&record), &disk.corrupt(memo.name(), key, reason));
+                memo.discard(disk, key, &disk.corrupt(memo.name(), key, reason));
                 return None;
             }
         };
@@ -410,7 +410,7 @@ impl<H> Outputs<'_, H> {
         });
         let linked = manifest.links.iter().map(|link| restore_link(&target_of(&link.path), link));
         if let Some(err) = restored.into_iter().chain(linked).find_map(Result::err) {
-            memo.discard(disk, key, Some(&record), &err);
+            memo.discard(disk, key, &err);
             return None;
         }
         // What the step created here for another key goes.
@@ -463,7 +463,7 @@ impl<H> Outputs<'_, H> {
         let name = self.memo.name();
         let uncacheable = |reason: String| Error::Uncacheable { name: name.to_owned(), reason };
         let (mut files, mut links, mut created) = (Vec::new(), Vec::new(), Vec::new());
-        // Every blob and then the manifest's index line, under the root's write lock.
+        // Every blob and then the manifest's record, under the root's write lock.
         let _guard = disk.write_guard();
         let claimed = claimed_by_others(&self.dir, name);
         for (relative, seen) in snapshot(&self.dir, None) {

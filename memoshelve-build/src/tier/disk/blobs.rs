@@ -76,6 +76,8 @@ impl Disk {
                     Err(err) => return Err(io_error("read blob", &path, err)),
                 };
                 if hash.to_hex().as_str() != record.blake3 {
+                    // Content-addressed: bytes that are not their name's are no entry's.
+                    let _ = fs::remove_file(&path);
                     return Err(self.corrupt(name, key, "blake3 mismatch"));
                 }
                 (head, rest)
@@ -111,17 +113,25 @@ impl Disk {
         })();
         if let Err(err) = written {
             let _ = fs::remove_file(&tmp);
-            return Err(io_error("write blob", &tmp, err));
+            return Err(io_error("write blob", &path, err));
         }
         self.move_into_place(&tmp, &path)
     }
 
     fn move_into_place(&self, tmp: &Path, blob: &Path) -> Result<()> {
-        if let Err(err) = rename_in_dir(tmp, blob) {
-            let _ = fs::remove_file(tmp);
-            return Err(io_error("move blob into", blob, err));
+        match rename_in_dir(tmp, blob) {
+            Ok(()) => Ok(()),
+            // Another writer put the same content there first (where a rename cannot replace
+            // a read-only file, as on Windows): content-addressed, so that is the same blob.
+            Err(_) if blob.is_file() => {
+                let _ = fs::remove_file(tmp);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = fs::remove_file(tmp);
+                Err(io_error("move blob into", blob, err))
+            }
         }
-        Ok(())
     }
 
     /// Stores a file as a blob, streamed and hashed in one pass; returns its size and blake3 hex.
@@ -173,14 +183,20 @@ impl Disk {
         } else {
             hashing::copy_hashed(&blob, &tmp)
         };
+        let mut bad_blob = false;
         let checked = match copied {
             Ok((written, hash)) if written == size && hash.to_hex().as_str() == blake3_hex => {
                 Ok(())
             }
-            Ok((written, _)) => Err(self.corrupt_blob(
-                blake3_hex,
-                format!("blob {} ({written} bytes) does not match its hash", blob.display()),
-            )),
+            Ok((written, hash)) => {
+                // Only bytes that are not their name's condemn the blob; a size that does not
+                // match a right blob is the manifest's fault.
+                bad_blob = hash.to_hex().as_str() != blake3_hex;
+                Err(self.corrupt_blob(
+                    blake3_hex,
+                    format!("blob {} ({written} bytes) does not match its hash", blob.display()),
+                ))
+            }
             Err(err) if err.kind() == ErrorKind::NotFound && !blob.exists() => {
                 Err(self.corrupt_blob(blake3_hex, format!("blob {} is missing", blob.display())))
             }
@@ -188,7 +204,7 @@ impl Disk {
         };
         if let Err(err) = checked {
             let _ = fs::remove_file(&tmp);
-            if let Error::Corrupt { .. } = err {
+            if bad_blob {
                 let _ = fs::remove_file(&blob);
             }
             return Err(err);
@@ -199,15 +215,6 @@ impl Disk {
             return Err(io_error("move restored file to", target, err));
         }
         Ok(())
-    }
-
-    /// Deletes a blob whose content failed its check (it cannot be right for any entry).
-    pub(crate) fn remove_bad_blob(&self, record: &EntryRecord) {
-        if record.inline.is_none()
-            && let Some(path) = self.blob_path(&record.blake3)
-        {
-            let _ = fs::remove_file(path);
-        }
     }
 }
 

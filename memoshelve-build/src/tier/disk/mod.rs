@@ -5,7 +5,7 @@
 //! blobs-b3/aa/bb/<hex> values too large to inline and every output file, by blake3, read-only
 //! tmp-b3/              records and blobs being written, renamed into place when complete
 //! locks/               the per-key compute locks and the root-wide writer/compactor lock
-//! events/, events.log  what hit and what missed (see `crate::events`)
+//! events/, events.log  what hit and what missed (see `events`)
 //! ```
 //!
 //! An entry's last use is its record file's modification time, refreshed through the file a
@@ -35,6 +35,9 @@ use crate::key::{Key, hex_lower};
 
 /// Values up to this many encoded bytes are stored inside the index record: one file per hit.
 pub(crate) const INLINE_MAX: usize = 1024;
+/// No record is larger (its inputs list every declared file): a larger file at a record's path
+/// is damage, not read whole into memory again.
+const RECORD_MAX: usize = 64 << 20;
 /// The index: one record file per entry.
 const INDEX_DIR: &str = "index";
 /// cacache's index, where memoshelve kept its records up to format 2.
@@ -149,6 +152,9 @@ impl Disk {
             Err(err) => return Err(io_error("read", &path, err)),
         };
         let bytes = read_small(&mut file, None).map_err(|err| io_error("read", &path, err))?;
+        if bytes.len() > RECORD_MAX {
+            return Err(self.corrupt(name, key, format!("a record of {} bytes", bytes.len())));
+        }
         let record = match decode(&bytes) {
             Decoded::Record(record) => record,
             // Never misread: the fresh entry replaces it, and `upgrade` drops those that are
@@ -203,15 +209,32 @@ impl Disk {
     /// Removes an entry's record; its blobs stay until `compact`. Whether there was one.
     pub(crate) fn remove(&self, name: &str, key: &Key) -> Result<bool> {
         let _guard = self.write_guard();
-        if !matches!(self.find(name, key), Ok(Some(_)) | Err(Error::Corrupt { .. })) {
-            return Ok(false);
+        self.remove_if(&self.record_path(key), |bytes| match decode(bytes) {
+            Decoded::Record(record) => record.name == name,
+            Decoded::OtherFormat(_) => false,
+            Decoded::Damaged(_) => true,
+        })
+    }
+
+    /// Deletes the file at `path` if its bytes pass `doomed`, and never a file that replaced
+    /// them meanwhile: it is moved aside first (readers see no record for that moment: a miss),
+    /// checked there, and put back with a hard link, which fails rather than replace a record
+    /// another process wrote since. Whether it was deleted.
+    fn remove_if(&self, path: &Path, doomed: impl FnOnce(&[u8]) -> bool) -> Result<bool> {
+        let aside = self.temporary_file("removed")?;
+        match fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_error("remove", path, err)),
         }
-        let path = self.record_path(key);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(io_error("remove", &path, err)),
+        let bytes = fs::read(&aside).unwrap_or_default();
+        let deleted = doomed(&bytes);
+        if !deleted {
+            // AlreadyExists: a newer record is in place, and it wins.
+            let _ = fs::hard_link(&aside, path);
         }
+        let _ = fs::remove_file(&aside);
+        Ok(deleted)
     }
 
     /// Every readable record of this format (of one name, or of all).
@@ -256,6 +279,10 @@ impl Disk {
             for path in files::paths_under(top) {
                 let contents = fs::File::open(&path).and_then(|mut file| {
                     let meta = file.metadata()?;
+                    if meta.len() > RECORD_MAX as u64 {
+                        // Read as damage: too large to be a record.
+                        return Ok((Vec::new(), meta.modified().ok()));
+                    }
                     Ok((read_small(&mut file, Some(meta.len()))?, meta.modified().ok()))
                 });
                 if matches!(&contents, Err(err) if err.kind() == ErrorKind::NotFound) {
@@ -270,7 +297,7 @@ impl Disk {
     }
 
     /// Records one event (a disk hit, remote hit or miss) in the root's event log
-    /// ([`crate::events`]), which `cargo memoshelve stats` reads. Best effort, like every cache
+    /// ([`events`]), which `cargo memoshelve stats` reads. Best effort, like every cache
     /// write.
     pub(crate) fn log_event(&self, tier: &str, name: &str, key: &Key) {
         let line = format!("{}\t{tier}\t{name}\t{key}\n", now_ms());
@@ -302,30 +329,28 @@ impl Disk {
     /// Deletes a damaged file of the index (its entry is recomputed on next use), unless a
     /// good record has replaced it since it was checked.
     pub(crate) fn remove_damaged(&self, damage: &IndexDamage) -> Result<()> {
-        let still_damaged =
-            fs::read(&damage.file).is_ok_and(|bytes| problem_of(&damage.file, &bytes).is_some());
-        if !damage.file.starts_with(self.root.join(INDEX_DIR)) || !still_damaged {
+        if !damage.file.starts_with(self.root.join(INDEX_DIR)) {
             return Ok(());
         }
-        match fs::remove_file(&damage.file) {
-            Err(err) if err.kind() != ErrorKind::NotFound => {
-                Err(io_error("remove", &damage.file, err))
-            }
-            _ => Ok(()),
-        }
+        let file = &damage.file;
+        self.remove_if(file, |bytes| problem_of(file, bytes).is_some()).map(|_| ())
     }
 
-    /// Drops what this format cannot read: the records of other format versions, and the whole
-    /// of cacache's `index-v5/` (formats 1 and 2). Returns what was dropped, one line each: an
-    /// entry as `name/key` where it can be told, else the file.
-    pub(crate) fn drop_other_formats(&self) -> Result<Vec<String>> {
-        let _guard = self.write_guard();
-        let mut dropped = self.map_records(|path, read| match decode(&read.ok()?.0) {
-            Decoded::OtherFormat(format) => {
-                fs::remove_file(path).ok()?;
-                Some(format!("{} (format {format})", path.display()))
-            }
-            _ => None,
+    /// Drops what this format replaces: the records of older format versions, and the whole of
+    /// cacache's `index-v5/` (formats 1 and 2). Records of a newer format are another
+    /// memoshelve's, which may share this root: they stay. Returns what was dropped, one line
+    /// each: an entry as `name/key` where it can be told, else the file. Call it under
+    /// [`Disk::exclusive_guard`].
+    pub(crate) fn drop_older_formats(&self) -> Result<Vec<String>> {
+        let older = |bytes: &[u8]| matches!(decode(bytes), Decoded::OtherFormat(format) if format < FORMAT_VERSION);
+        let mut dropped = self.map_records(|path, read| {
+            let format = match decode(&read.ok()?.0) {
+                Decoded::OtherFormat(format) if format < FORMAT_VERSION => format,
+                _ => return None,
+            };
+            self.remove_if(path, older)
+                .ok()?
+                .then(|| format!("{} (format {format})", path.display()))
         })?;
         let old = self.root.join(OLD_INDEX_DIR);
         if old.is_dir() {
@@ -338,6 +363,19 @@ impl Disk {
             dropped.extend(keys.into_iter().map(|key| format!("{key} (format 1 or 2)")));
         }
         Ok(dropped)
+    }
+}
+
+/// The newest format of a record here that is newer than this one, if any: maintenance that
+/// needs to know every entry (garbage collection) refuses to run beside such records.
+#[cfg(feature = "maintenance")]
+impl Disk {
+    pub(crate) fn newer_format(&self) -> Result<Option<u32>> {
+        let formats = self.map_records(|_, read| match decode(&read.ok()?.0) {
+            Decoded::OtherFormat(format) if format > FORMAT_VERSION => Some(format),
+            _ => None,
+        })?;
+        Ok(formats.into_iter().max())
     }
 }
 

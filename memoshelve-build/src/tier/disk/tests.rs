@@ -22,11 +22,11 @@ fn a_disk_hit_refreshes_last_use() {
     let memo = Memo::new("unit-touch").dir(dir.path()).mem_capacity(0);
     memo.put(&1u8, &2u8).unwrap();
     let key = memo.key_for::<u8, _>(&1u8).unwrap();
-    let bucket = Disk::open(dir.path()).unwrap().record_path(&key);
+    let record = Disk::open(dir.path()).unwrap().record_path(&key);
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    std::fs::File::options().append(true).open(&bucket).unwrap().set_modified(an_hour_ago).unwrap();
+    std::fs::File::options().append(true).open(&record).unwrap().set_modified(an_hour_ago).unwrap();
     assert_eq!(memo.get_with_status::<u8, _>(&1u8), Some((2, Status::Disk)));
-    let used = std::fs::metadata(&bucket).unwrap().modified().unwrap();
+    let used = std::fs::metadata(&record).unwrap().modified().unwrap();
     assert!(
         used > an_hour_ago + std::time::Duration::from_secs(3000),
         "last use was not refreshed"

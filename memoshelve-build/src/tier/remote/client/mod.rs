@@ -407,9 +407,8 @@ impl Remote {
             }
             disk.adopt_blob(&tmp, blake3_hex).map_err(Problem::Local)
         })();
-        if fetched.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        // Adopted, it is gone from here; kept (the blob was already there) or failed, it goes.
+        let _ = std::fs::remove_file(&tmp);
         fetched
     }
 
