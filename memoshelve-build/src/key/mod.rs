@@ -153,6 +153,13 @@ pub(crate) fn key_from(prefix: &[u8; 32], args: &[u8]) -> Key {
     Key(*blake3::keyed_hash(prefix, args).as_bytes())
 }
 
+/// A key for unit tests: `n`'s bytes under a fixed prefix.
+#[cfg(test)]
+pub(crate) fn test_key(n: u32) -> Key {
+    let prefix = KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
+    key_from(&prefix, &n.to_le_bytes())
+}
+
 /// LEB128: seven bits per byte, low first, the high bit set on every byte but the last.
 fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
     loop {

@@ -267,15 +267,8 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{Key, KeyPrefix};
+    use crate::key::test_key as key;
     use std::sync::Arc;
-
-    fn key(n: u32) -> Key {
-        let args = n.to_le_bytes();
-        let prefix =
-            KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
-        crate::key::key_from(&prefix, &args)
-    }
 
     fn namespace(name: &str) -> Arc<Namespace> {
         Arc::new(Namespace { name: name.to_owned(), version: String::new() })

@@ -163,24 +163,25 @@ pub(crate) fn unique_name(stem: &str) -> String {
 /// bcachefs, APFS...): no data is copied. `false` when it cannot; nothing is left behind then.
 /// A direct system call, not a crate: the one a crate would make.
 pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        /// `FICLONE`, `_IOW(0x94, 9, int)` in the generic ioctl encoding of these
+        /// architectures (powerpc, mips and sparc encode it otherwise: they copy).
+        const FICLONE: std::ffi::c_ulong = 0x4004_9409;
+        const GENERIC_IOCTL: bool = cfg!(any(
             target_arch = "x86_64",
             target_arch = "x86",
             target_arch = "aarch64",
             target_arch = "arm",
             target_arch = "riscv64",
             target_arch = "loongarch64"
-        )
-    ))]
-    {
-        use std::os::fd::AsRawFd as _;
-        /// `FICLONE`, `_IOW(0x94, 9, int)` in the generic ioctl encoding of these
-        /// architectures (powerpc, mips and sparc encode it otherwise: they copy).
-        const FICLONE: std::ffi::c_ulong = 0x4004_9409;
+        ));
         unsafe extern "C" {
             fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
+        }
+        if !GENERIC_IOCTL {
+            return false;
         }
         let Ok(source) = fs::File::open(from) else { return false };
         let Ok(target) = fs::File::options().write(true).create_new(true).open(to) else {
@@ -214,20 +215,7 @@ pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
         // SAFETY: both are NUL-terminated paths that live through the call.
         unsafe { clonefile(from.as_ptr(), to.as_ptr(), 0) == 0 }
     }
-    #[cfg(not(any(
-        all(
-            target_os = "linux",
-            any(
-                target_arch = "x86_64",
-                target_arch = "x86",
-                target_arch = "aarch64",
-                target_arch = "arm",
-                target_arch = "riscv64",
-                target_arch = "loongarch64"
-            )
-        ),
-        target_os = "macos"
-    )))]
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
         let _ = (from, to);
         false

@@ -66,14 +66,7 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyPrefix;
-
-    fn key(n: u32) -> Key {
-        let args = n.to_le_bytes();
-        let prefix =
-            KeyPrefix { name: "unit", version: "", type_name: "u32", inputs: &[] }.digest();
-        crate::key::key_from(&prefix, &args)
-    }
+    use crate::key::test_key as key;
 
     #[test]
     fn a_lock_held_elsewhere_times_out_and_a_dropped_one_is_free() {
