@@ -15,6 +15,9 @@ use crate::tier::disk::files::files_under;
 use crate::tier::disk::manifest::{OutputFile, OutputManifest, is_file_step};
 use crate::tier::disk::{Disk, EntryRecord, check_file};
 
+/// The index's areas under a root: format 3's, and cacache's of formats 1 and 2.
+const INDEX_AREAS: [&str; 2] = ["index", "index-v5"];
+
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
 pub struct Store {
@@ -223,7 +226,12 @@ impl Store {
     /// # Errors
     /// When the index cannot be listed.
     pub fn entries(&self, name: Option<&str>) -> Result<Vec<Entry>> {
-        let listed = self.disk.list_used(name)?;
+        Ok(self.listed(name)?.0)
+    }
+
+    /// [`Store::entries`], and the newest format newer than this one that a record here has.
+    fn listed(&self, name: Option<&str>) -> Result<(Vec<Entry>, Option<u32>)> {
+        let (listed, newer) = self.disk.scan(name)?;
         // The per-entry work (a file step's manifest is read from disk) runs in parallel; the
         // records then move into their entries.
         let files = crate::parallel::map(&listed, |(record, _)| {
@@ -248,7 +256,7 @@ impl Store {
             .collect();
         entries
             .sort_by(|a, b| (&a.record.name, &a.record.key).cmp(&(&b.record.name, &b.record.key)));
-        Ok(entries)
+        Ok((entries, newer))
     }
 
     fn manifest(&self, record: &EntryRecord, key: &Key) -> Result<OutputManifest> {
@@ -339,11 +347,12 @@ impl Store {
     /// # Errors
     /// When the index cannot be listed (then nothing is deleted).
     pub fn collect_garbage(&self, grace: Duration) -> Result<Freed> {
-        if let Some(format) = self.disk.newer_format()? {
+        let (entries, newer) = self.listed(None)?;
+        if let Some(format) = newer {
             return Err(Error::NewerFormat { root: self.root().to_owned(), format });
         }
         let mut referenced = std::collections::HashSet::new();
-        for entry in self.entries(None)? {
+        for entry in entries {
             if entry.record.inline.is_none() {
                 referenced.insert(entry.record.blake3.clone());
             }
@@ -377,11 +386,11 @@ impl Store {
             return Ok(Compaction::default());
         }
         let _exclusive = self.disk.exclusive_guard()?;
-        let index_before = self.footprint().index_bytes;
+        let index_before = self.index_bytes();
         for damage in self.check_index()? {
             self.disk.remove_damaged(&damage)?;
         }
-        let index_after = self.footprint().index_bytes;
+        let index_after = self.index_bytes();
         let Freed { files: freed_files, bytes: freed_bytes } =
             self.collect_garbage(Duration::ZERO)?;
         let live: std::collections::HashSet<String> =
@@ -427,6 +436,16 @@ impl Store {
             counts.last_ms = counts.last_ms.max(event.time);
         }
         usage
+    }
+
+    /// The bytes of the index (and of an older format's index not yet dropped): what
+    /// [`Footprint::index_bytes`] counts, without walking the blobs.
+    fn index_bytes(&self) -> u64 {
+        INDEX_AREAS
+            .iter()
+            .flat_map(|area| files_under(&self.root().join(area)))
+            .map(|(_, meta)| meta.len())
+            .sum()
     }
 
     /// What the root occupies on disk.

@@ -36,7 +36,7 @@ use crate::key::{Key, hex_lower};
 /// Values up to this many encoded bytes are stored inside the index record: one file per hit.
 pub(crate) const INLINE_MAX: usize = 1024;
 /// No record is larger (its inputs list every declared file): a larger file at a record's path
-/// is damage, not read whole into memory again.
+/// is damage (a listing does not even read it; a lookup finds out after its one read).
 const RECORD_MAX: usize = 64 << 20;
 /// The index: one record file per entry.
 const INDEX_DIR: &str = "index";
@@ -53,6 +53,15 @@ pub struct IndexDamage {
     pub file: PathBuf,
     /// What is wrong with it.
     pub problem: String,
+}
+
+/// A record as listed, with its last use.
+pub(crate) type Listed = (EntryRecord, Option<SystemTime>);
+
+/// Whether a record is filed where it belongs: under its own key, a valid one.
+fn filed_right(path: &Path, record: &EntryRecord) -> bool {
+    path.file_name().is_some_and(|file| *file == *record.key)
+        && Key::from_hex(&record.key).is_some()
 }
 
 /// One cache root on disk.
@@ -247,18 +256,31 @@ impl Disk {
         &self,
         name: Option<&str>,
     ) -> Result<Vec<(EntryRecord, Option<SystemTime>)>> {
-        self.map_records(|path, read| match read {
-            Ok((bytes, used)) => match decode(&bytes) {
-                Decoded::Record(record)
-                    if name.is_none_or(|name| record.name == name)
-                        && path.file_name().is_some_and(|file| *file == *record.key) =>
-                {
-                    Some((record, used))
-                }
-                _ => None,
-            },
-            Err(_) => None,
-        })
+        Ok(self.scan(name)?.0)
+    }
+
+    /// [`Disk::list_used`], and in the same pass the newest format of a record here that is
+    /// newer than this one, if any: maintenance that needs to know every entry (garbage
+    /// collection) refuses to run beside such records.
+    pub(crate) fn scan(&self, name: Option<&str>) -> Result<(Vec<Listed>, Option<u32>)> {
+        // A record listed, or (`Err`) the format of a newer one.
+        let found = self.map_records(|path, read| match decode(&read.as_ref().ok()?.0) {
+            Decoded::Record(record)
+                if name.is_none_or(|name| record.name == name) && filed_right(path, &record) =>
+            {
+                Some(Ok((record, read.ok()?.1)))
+            }
+            Decoded::OtherFormat(format) if format > FORMAT_VERSION => Some(Err(format)),
+            _ => None,
+        })?;
+        let (mut listed, mut newer) = (Vec::new(), None);
+        for found in found {
+            match found {
+                Ok(entry) => listed.push(entry),
+                Err(format) => newer = newer.max(Some(format)),
+            }
+        }
+        Ok((listed, newer))
     }
 
     /// `read(path, bytes and mtime)` of every file of the index, in parallel: each thread takes
@@ -366,31 +388,13 @@ impl Disk {
     }
 }
 
-/// The newest format of a record here that is newer than this one, if any: maintenance that
-/// needs to know every entry (garbage collection) refuses to run beside such records.
-#[cfg(feature = "maintenance")]
-impl Disk {
-    pub(crate) fn newer_format(&self) -> Result<Option<u32>> {
-        let formats = self.map_records(|_, read| match decode(&read.ok()?.0) {
-            Decoded::OtherFormat(format) if format > FORMAT_VERSION => Some(format),
-            _ => None,
-        })?;
-        Ok(formats.into_iter().max())
-    }
-}
-
 /// What is wrong with the index file at `path`, holding `bytes`, if anything: not a record, torn
 /// or garbage, or the record of an entry filed under another name. (A record of another format
 /// is not damage: `upgrade` drops it.)
 #[cfg(feature = "maintenance")]
 fn problem_of(path: &Path, bytes: &[u8]) -> Option<String> {
     match decode(bytes) {
-        Decoded::Record(record)
-            if path.file_name().is_some_and(|file| *file == *record.key)
-                && Key::from_hex(&record.key).is_some() =>
-        {
-            None
-        }
+        Decoded::Record(record) if filed_right(path, &record) => None,
         Decoded::Record(record) => {
             Some(format!("the record of {}/{} under another name", record.name, record.key))
         }
@@ -405,15 +409,12 @@ fn problem_of(path: &Path, bytes: &[u8]) -> Option<String> {
 fn old_index_keys(bucket: &[u8]) -> Vec<String> {
     const START: &str = "\t{\"key\":\"memoshelve/v1/";
     let text = String::from_utf8_lossy(bucket);
-    let mut keys: Vec<String> = text
-        .split('\n')
+    text.split('\n')
         .filter_map(|line| {
             let rest = &line[line.find(START)? + START.len()..];
             Some(rest[..rest.find('"')?].to_owned())
         })
-        .collect();
-    keys.dedup();
-    keys
+        .collect()
 }
 
 #[cfg(test)]
