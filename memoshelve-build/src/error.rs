@@ -10,33 +10,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The memoizing calls ([`crate::Memo::call`] and friends) never return these: a cache problem
 /// becomes one warning and a recomputation. The explicit maintenance calls
 /// ([`crate::Memo::put`], [`crate::Memo::uncache`], [`crate::Memo::disk_keys`]) do return them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The cache root could not be created or is not a directory.
-    #[error(
-        "cannot use {path} as the cache root: {source} (set MEMOSHELVE_DIR to a writable directory, or MEMOSHELVE_DISABLE=1)"
-    )]
     Root {
         /// The root that was tried.
         path: PathBuf,
         /// The I/O error behind it.
-        #[source]
         source: std::io::Error,
     },
     /// Reading or writing a file of the cache failed.
-    #[error("cannot {action} {path}: {source}")]
     Io {
         /// What was being done, e.g. "write blob".
         action: &'static str,
         /// The file concerned.
         path: PathBuf,
         /// The I/O error behind it.
-        #[source]
         source: std::io::Error,
     },
     /// A stored entry failed its integrity check or could not be decoded; it is treated as a miss.
-    #[error("corrupt entry {key} in {root}: {reason}")]
     Corrupt {
         /// The cache root.
         root: PathBuf,
@@ -48,7 +41,6 @@ pub enum Error {
     /// A file step ran well but what it did cannot be replayed from a cache entry (a symbolic
     /// link leaving its directory, a file name that cannot be stored, output that could not be
     /// captured): it is not cached, and runs again next time.
-    #[error("{name}: not cached: {reason}")]
     Uncacheable {
         /// The cache name.
         name: String,
@@ -56,29 +48,22 @@ pub enum Error {
         reason: String,
     },
     /// The arguments or the value could not be encoded with postcard.
-    #[error("cannot encode the {what} of cache {name:?}: {source}")]
     Encode {
         /// "arguments" or "value".
         what: &'static str,
         /// The cache name.
         name: String,
         /// What the encoder said.
-        #[source]
         source: CodecError,
     },
     /// The remote tier is misconfigured, failed, or sent something that was rejected (see
     /// [`crate::remote`]). The message names the setting or the entry, without secrets.
-    #[error("{message}")]
     Remote {
         /// What went wrong, secrets removed.
         message: String,
     },
     /// The root holds entries of a newer format than this version's, whose blobs it cannot
     /// tell: deleting unreferenced content could delete theirs.
-    #[error(
-        "{root} holds entries of format {format}, newer than this version's {}: run this with a memoshelve that reads format {format}",
-        crate::FORMAT_VERSION
-    )]
     NewerFormat {
         /// The cache root.
         root: std::path::PathBuf,
@@ -86,11 +71,54 @@ pub enum Error {
         format: u32,
     },
     /// No cache root could be chosen (see [`crate::resolve_root`]).
-    #[error("no cache root: {reason}")]
     NoRoot {
         /// Why, with the fix.
         reason: String,
     },
+}
+
+// Written out rather than derived: a derive macro would be most of the compile of a
+// build-dependency that users pay on every clean build (BENCHMARKS.md, workload 9).
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Root { path, source } => write!(
+                f,
+                "cannot use {} as the cache root: {source} (set MEMOSHELVE_DIR to a writable \
+                 directory, or MEMOSHELVE_DISABLE=1)",
+                path.display()
+            ),
+            Error::Io { action, path, source } => {
+                write!(f, "cannot {action} {}: {source}", path.display())
+            }
+            Error::Corrupt { root, key, reason } => {
+                write!(f, "corrupt entry {key} in {}: {reason}", root.display())
+            }
+            Error::Uncacheable { name, reason } => write!(f, "{name}: not cached: {reason}"),
+            Error::Encode { what, name, source } => {
+                write!(f, "cannot encode the {what} of cache {name:?}: {source}")
+            }
+            Error::Remote { message } => f.write_str(message),
+            Error::NewerFormat { root, format } => write!(
+                f,
+                "{} holds entries of format {format}, newer than this version's {}: run this \
+                 with a memoshelve that reads format {format}",
+                root.display(),
+                crate::FORMAT_VERSION
+            ),
+            Error::NoRoot { reason } => write!(f, "no cache root: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Root { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Encode { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Why a value or its arguments could not be encoded or decoded (the codec's own message; its
@@ -109,5 +137,38 @@ impl std::error::Error for CodecError {}
 impl From<postcard::Error> for CodecError {
     fn from(error: postcard::Error) -> CodecError {
         CodecError(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn messages_name_the_file_and_keep_the_source() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let root = Error::Root { path: "/r".into(), source: io() };
+        assert_eq!(
+            root.to_string(),
+            "cannot use /r as the cache root: denied (set MEMOSHELVE_DIR to a writable \
+             directory, or MEMOSHELVE_DISABLE=1)"
+        );
+        assert_eq!(root.source().unwrap().to_string(), "denied");
+        let write = Error::Io { action: "write blob", path: "/r/b".into(), source: io() };
+        assert_eq!(write.to_string(), "cannot write blob /r/b: denied");
+        assert!(write.source().is_some());
+        let corrupt = Error::Corrupt { root: "/r".into(), key: "k".into(), reason: "cut".into() };
+        assert_eq!(corrupt.to_string(), "corrupt entry k in /r: cut");
+        assert!(corrupt.source().is_none());
+        let newer = Error::NewerFormat { root: "/r".into(), format: 99 };
+        assert!(newer.to_string().starts_with("/r holds entries of format 99, newer than"));
+        let encode = Error::Encode {
+            what: "value",
+            name: "n".into(),
+            source: CodecError(postcard::Error::SerializeBufferFull),
+        };
+        assert!(encode.to_string().starts_with("cannot encode the value of cache \"n\": "));
+        assert!(encode.source().is_some());
     }
 }
