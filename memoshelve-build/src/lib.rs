@@ -36,7 +36,7 @@
 //! the same across calls of one [`Memo`], each written as its length (LEB128 varint) followed by
 //! its bytes, in this order:
 //!
-//! 1. the format tag `memoshelve/key/v2` ([`KEY_FORMAT_TAG`]);
+//! 1. the format tag `memoshelve/key/v3` ([`KEY_FORMAT_TAG`]);
 //! 2. the cache name;
 //! 3. the version salt ([`Memo::version`], empty by default; [`#[memoize]`](#the-decorator-form-memoize)
 //!    appends the hash of the function's tokens to it);
@@ -165,6 +165,7 @@
 //!
 //! # Async
 //!
+//! With the `async` feature (off by default, as a build script is sync; `macros` turns it on),
 //! [`Memo::call_async`], [`Memo::call_async_with_status`] and [`Memo::try_call_async`] (and
 //! `#[memoize]` on an `async fn`) run on any executor: they use only [`std::task`], no runtime.
 //! Concurrent callers of one missing key in a process share one computation. Memory hits are

@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 
 use crate::ci::{cargo, project_root, step};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--skip-e2e] [--peers] [FILTER]
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only] [--peers] [FILTER]
 
   --quick      CI's variant: tiny sizes and samples, one example; asserts nothing about time
                and writes the table to target/memoshelve-bench/BENCHMARKS.quick.md
   --skip-e2e   only the in-process workloads (1-7, both builds); not workloads 8 and 9
+  --compile-only  only workload 9, the compile cost of the build-dependency (a few minutes)
   --peers      also time Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
@@ -36,6 +38,7 @@ const PROFILES: [(&str, &str); 2] = [("release", "bench"), ("opt0", "bench-opt0"
 struct Options {
     quick: bool,
     skip_e2e: bool,
+    compile_only: bool,
     peers: bool,
     filter: Option<String>,
 }
@@ -46,11 +49,15 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--skip-e2e" => options.skip_e2e = true,
+            "--compile-only" => options.compile_only = true,
             "--peers" => options.peers = true,
             "-h" | "--help" => bail!("{USAGE}"),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             filter => options.filter = Some(filter.to_owned()),
         }
+    }
+    if options.skip_e2e && options.compile_only {
+        bail!("--skip-e2e and --compile-only exclude each other\n\n{USAGE}");
     }
     Ok(options)
 }
@@ -66,14 +73,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let started = Instant::now();
 
-    step(
-        "build the CLI (release, as `cargo install` builds it)",
-        cargo().args(["build", "--quiet", "--release", "--package", "cargo-memoshelve"]),
-    )?;
+    if !options.compile_only {
+        step(
+            "build the CLI (release, as `cargo install` builds it)",
+            cargo().args(["build", "--quiet", "--release", "--package", "cargo-memoshelve"]),
+        )?;
+    }
     let cli = target_dir().join("release/cargo-memoshelve");
 
     let mut profiles = serde_json::Map::new();
-    for (label, profile) in PROFILES {
+    let in_process: &[_] = if options.compile_only { &[] } else { &PROFILES };
+    for &(label, profile) in in_process {
         let dir = out.join(label);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
@@ -117,7 +127,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut e2e = Value::Null;
     let mut compile = Value::Null;
     if !options.skip_e2e {
-        e2e = crate::bench_e2e::examples(&out, options.quick)?;
+        if !options.compile_only {
+            e2e = crate::bench_e2e::examples(&out, options.quick)?;
+        }
         compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
     }
     let peers = if options.peers { crate::bench_e2e::python_peers(&out)? } else { Value::Null };
@@ -137,7 +149,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     // Only a complete run replaces the published table.
     let markdown = if options.quick {
         out.join("BENCHMARKS.quick.md")
-    } else if options.filter.is_some() || options.skip_e2e {
+    } else if options.filter.is_some() || options.skip_e2e || options.compile_only {
         out.join("BENCHMARKS.partial.md")
     } else {
         project_root().join("BENCHMARKS.md")

@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::key::Key;
 use crate::memo::flight::{self, Entered, FlightDone};
 use crate::memo::status::Status;
-use crate::memo::{ArgsEncoder, Cacheable, Memo};
+use crate::memo::{ArgsEncoder, Cacheable, Memo, PostcardArgs};
 
 impl<H> Memo<H> {
     /// [`Memo::call`] for an async computation: returns the cached value for `args`, or awaits
@@ -106,6 +106,18 @@ impl<H> Memo<H> {
             return compute.await.map(|value| (value, Status::Miss));
         };
         self.memoize_async(key, || (self.render_args(args), compute)).await
+    }
+
+    /// A copy of this `Memo` that owns everything and encodes no arguments, for blocking work
+    /// moved to another thread. It shares the resolved inputs and the opened disk tier.
+    fn detached(&self) -> Memo {
+        Memo { options: self.options.clone(), args_encoder: PostcardArgs }
+    }
+
+    /// Whether the declared inputs and build context are resolved (resolving them may hash files
+    /// and run `rustc -vV`, so async calls do it off the executor's thread).
+    fn inputs_resolved(&self) -> bool {
+        self.options.resolved.inputs.get().is_some()
     }
 
     /// Resolves the declared inputs (hashing files, running tools) on a helper thread, once.

@@ -195,16 +195,4 @@ impl<H> Memo<H> {
             }
         }
     }
-
-    /// A copy of this `Memo` that owns everything and encodes no arguments, for blocking work
-    /// moved to another thread. It shares the resolved inputs and the opened disk tier.
-    pub(crate) fn detached(&self) -> Memo {
-        Memo { options: self.options.clone(), args_encoder: PostcardArgs }
-    }
-
-    /// Whether the declared inputs and build context are resolved (resolving them may hash files
-    /// and run `rustc -vV`, so async calls do it off the executor's thread).
-    pub(crate) fn inputs_resolved(&self) -> bool {
-        self.options.resolved.inputs.get().is_some()
-    }
 }

@@ -12,10 +12,8 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::thread::ThreadId;
 
 use crate::key::Key;
@@ -60,12 +58,6 @@ pub(crate) struct Leader {
     flight: Arc<Flight>,
 }
 
-/// What an async caller is: the one computing the key, or a waiter for another's computation.
-pub(crate) enum Entered {
-    Leader(Leader),
-    Follower(Arc<Flight>),
-}
-
 /// Makes this caller the leader of `key`'s computation, replacing in the map any flight it
 /// must not wait for.
 fn lead(flights: &mut HashMap<Key, Arc<Flight>>, key: Key, sync: bool) -> Leader {
@@ -100,46 +92,7 @@ pub(crate) fn lead_or_wait(key: &Key) -> Option<Leader> {
     None
 }
 
-/// For an async caller: leads `key`'s computation, or follows the one in progress (a sync one on
-/// this very thread excepted: it is waiting for this call).
-pub(crate) fn enter(key: Key) -> Entered {
-    let me = std::thread::current().id();
-    let mut flights = locked(&FLIGHTS);
-    match flights.get(&key) {
-        Some(flight) => {
-            let state = locked(&flight.state);
-            if state.sync && state.runners.contains(&me) {
-                drop(state);
-                return Entered::Leader(lead(&mut flights, key, false));
-            }
-            drop(state);
-            Entered::Follower(flight.clone())
-        }
-        None => Entered::Leader(lead(&mut flights, key, false)),
-    }
-}
-
 impl Leader {
-    /// Hands `value` to the async callers waiting (a clone, made only when one waits).
-    pub(crate) fn finish<T: Clone + Send + Sync + 'static>(self, value: &T) {
-        self.complete(|| Some(Arc::new(value.clone())));
-    }
-
-    /// Notes that the computing task is being polled on this thread (see [`Polled`]).
-    fn polled_here(&self) {
-        let me = std::thread::current().id();
-        let mut state = locked(&self.flight.state);
-        if !state.runners.contains(&me) {
-            state.runners.push(me);
-        }
-    }
-
-    /// `future`, noting every thread that polls it: a sync caller there must not block on this
-    /// flight.
-    pub(crate) fn polled<'a, F: Future>(&'a self, future: F) -> Polled<'a, F> {
-        Polled { leader: self, future: Box::pin(future) }
-    }
-
     /// Ends the flight; `shared` makes what async waiters get, and runs only when one waits.
     fn complete(&self, shared: impl FnOnce() -> Option<Shared>) {
         {
@@ -169,42 +122,6 @@ impl Drop for Leader {
     }
 }
 
-/// A future polled on behalf of a flight's async leader.
-pub(crate) struct Polled<'a, F> {
-    leader: &'a Leader,
-    future: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Polled<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.leader.polled_here();
-        self.future.as_mut().poll(cx)
-    }
-}
-
-/// Resolves when the flight's leader is done: its value, or `None` when it failed, went away,
-/// or was a sync call (look the key up again).
-pub(crate) struct FlightDone {
-    pub(crate) flight: Arc<Flight>,
-}
-
-impl Future for FlightDone {
-    type Output = Option<Shared>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = locked(&self.flight.state);
-        if let Some(done) = &state.done {
-            return Poll::Ready(done.clone());
-        }
-        if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
 /// How many callers (async or sync) wait for another caller's computation of `key` in this
 /// process.
 #[cfg(feature = "macros")]
@@ -215,3 +132,101 @@ pub(crate) fn waiting_on(key: &Key) -> usize {
         state.wakers.len() + state.blocked
     })
 }
+
+/// The async side: a task leads a flight, or awaits another's.
+#[cfg(feature = "async")]
+mod tasks {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use super::{FLIGHTS, Flight, Leader, Shared, lead, locked};
+    use crate::key::Key;
+
+    /// What an async caller is: the one computing the key, or a waiter for another's computation.
+    pub(crate) enum Entered {
+        Leader(Leader),
+        Follower(Arc<Flight>),
+    }
+
+    /// For an async caller: leads `key`'s computation, or follows the one in progress (a sync one on
+    /// this very thread excepted: it is waiting for this call).
+    pub(crate) fn enter(key: Key) -> Entered {
+        let me = std::thread::current().id();
+        let mut flights = locked(&FLIGHTS);
+        match flights.get(&key) {
+            Some(flight) => {
+                let state = locked(&flight.state);
+                if state.sync && state.runners.contains(&me) {
+                    drop(state);
+                    return Entered::Leader(lead(&mut flights, key, false));
+                }
+                drop(state);
+                Entered::Follower(flight.clone())
+            }
+            None => Entered::Leader(lead(&mut flights, key, false)),
+        }
+    }
+
+    impl Leader {
+        /// Hands `value` to the async callers waiting (a clone, made only when one waits).
+        pub(crate) fn finish<T: Clone + Send + Sync + 'static>(self, value: &T) {
+            self.complete(|| Some(Arc::new(value.clone())));
+        }
+
+        /// Notes that the computing task is being polled on this thread (see [`Polled`]).
+        fn polled_here(&self) {
+            let me = std::thread::current().id();
+            let mut state = locked(&self.flight.state);
+            if !state.runners.contains(&me) {
+                state.runners.push(me);
+            }
+        }
+
+        /// `future`, noting every thread that polls it: a sync caller there must not block on this
+        /// flight.
+        pub(crate) fn polled<'a, F: Future>(&'a self, future: F) -> Polled<'a, F> {
+            Polled { leader: self, future: Box::pin(future) }
+        }
+    }
+
+    /// A future polled on behalf of a flight's async leader.
+    pub(crate) struct Polled<'a, F> {
+        leader: &'a Leader,
+        future: Pin<Box<F>>,
+    }
+
+    impl<F: Future> Future for Polled<'_, F> {
+        type Output = F::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.leader.polled_here();
+            self.future.as_mut().poll(cx)
+        }
+    }
+
+    /// Resolves when the flight's leader is done: its value, or `None` when it failed, went away,
+    /// or was a sync call (look the key up again).
+    pub(crate) struct FlightDone {
+        pub(crate) flight: Arc<Flight>,
+    }
+
+    impl Future for FlightDone {
+        type Output = Option<Shared>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let mut state = locked(&self.flight.state);
+            if let Some(done) = &state.done {
+                return Poll::Ready(done.clone());
+            }
+            if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                state.wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+pub(crate) use tasks::{Entered, FlightDone, enter};

@@ -1,6 +1,7 @@
 //! `Memo`: the builder and its calls. Memory tier first, then disk, then the function.
 
 mod args;
+#[cfg(feature = "async")]
 mod asyncs;
 mod audit;
 mod call;
