@@ -47,7 +47,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     )?;
     // Each remote backend alone, and the maintenance API alone (the workspace build has them
     // all, through cargo-memoshelve).
-    for feature in ["remote-redis", "remote-http", "remote-s3", "maintenance"] {
+    for feature in ["async", "remote-redis", "remote-http", "remote-s3", "maintenance"] {
         step(
             &format!("clippy {feature}"),
             cargo()
