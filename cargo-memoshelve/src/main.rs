@@ -1,9 +1,11 @@
-//! `cargo memoshelve`: parse, run, print the error, pick the exit code.
+//! `cargo memoshelve`: parse, run, print the error, pick the exit code. As `RUSTC_WRAPPER`
+//! (its first argument a rustc) or run by a build-script launcher, the [`wrapper`] instead.
 
 mod cli;
 mod commands;
 mod output;
 mod project;
+mod wrapper;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +13,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = wrapper::dispatch(&args) {
+        return code;
+    }
     let cli::Cargo::Memoshelve(args) = cli::Cargo::parse();
     match commands::run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -200,6 +200,21 @@ impl<H> Outputs<'_, H> {
         self.run(args, step).map(|(value, _)| value)
     }
 
+    /// Like [`Outputs::try_call`], and says where the files came from.
+    ///
+    /// # Errors
+    /// Only the errors of `step`.
+    pub fn try_call_with_status<A: ?Sized, R: Cacheable, E>(
+        &self,
+        args: &A,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+    ) -> Result<(R, Status), E>
+    where
+        H: ArgsEncoder<A>,
+    {
+        self.run(args, step)
+    }
+
     fn run<A: ?Sized, R: Cacheable, E>(
         &self,
         args: &A,

@@ -1,0 +1,121 @@
+//! The launcher: what cargo runs where a build script was (DESIGN.md section 9).
+//!
+//! `cargo-memoshelve`, as `RUSTC_WRAPPER`, compiles a build script, moves the real binary aside
+//! and puts a copy of this small program at the path cargo runs, with the real binary's mtime.
+//! Beside it, `.memoshelve-launch` names the real binary and the pinned `cargo-memoshelve` of
+//! this profile directory. This program only chooses: with `MEMOSHELVE_DISABLE=1` or
+//! `MEMOSHELVE_BUILD_SCRIPTS=off` (read now, not when the script was compiled), or when the
+//! tool is gone, it runs the real script itself; otherwise it hands over to the tool, which
+//! restores the script's result or runs and records it.
+//!
+//! It is a native program, not a shell script, because a shell drops environment variables whose
+//! names are not identifiers, and cargo's `DEP_*` variables can be named so. It has no
+//! dependencies, so one copy per build script costs a few hundred kilobytes, not a full tool.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is cargo's channel for a build script (a `cargo:warning`), stderr its log"
+)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The file beside the launcher that says what to run.
+const RECORD: &str = ".memoshelve-launch";
+
+/// The first argument the tool is given: it then runs the script (see `wrapper::run`).
+const RUN_FLAG: &str = "__memoshelve-build-script";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let Some(dir) =
+        std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf))
+    else {
+        eprintln!("memoshelve launcher: cannot tell where this build script is");
+        return ExitCode::from(101);
+    };
+    let record = match std::fs::read(dir.join(RECORD)) {
+        Ok(record) => record,
+        Err(err) => {
+            eprintln!(
+                "memoshelve launcher: cannot read {}: {err}; run `cargo clean` to rebuild this \
+                 build script",
+                dir.join(RECORD).display()
+            );
+            return ExitCode::from(101);
+        }
+    };
+    let Some((tool, real)) = parse(&record) else {
+        eprintln!(
+            "memoshelve launcher: {} is not a launcher record; run `cargo clean`",
+            dir.join(RECORD).display()
+        );
+        return ExitCode::from(101);
+    };
+    let real = dir.join(real);
+    let off = std::env::var_os("MEMOSHELVE_DISABLE").is_some_and(|value| value == "1")
+        || std::env::var_os("MEMOSHELVE_BUILD_SCRIPTS").is_some_and(|value| value == "off");
+    if !off {
+        if tool.is_file() {
+            let mut command = Command::new(&tool);
+            command.arg(RUN_FLAG).arg(&real).args(&args);
+            let err = run(command);
+            // The tool could not be started: the script still runs.
+            println!("cargo:warning=memoshelve: cannot start {}: {err}", tool.display());
+        } else {
+            println!(
+                "cargo:warning=memoshelve: {} is gone; running the build script uncached",
+                tool.display()
+            );
+        }
+    }
+    let mut command = Command::new(&real);
+    command.args(&args);
+    let err = run(command);
+    eprintln!("memoshelve launcher: cannot run the build script {}: {err}", real.display());
+    ExitCode::from(101)
+}
+
+/// `tool=<path>` and `real=<file name>` lines.
+fn parse(record: &[u8]) -> Option<(PathBuf, PathBuf)> {
+    let mut tool = None;
+    let mut real = None;
+    for line in record.split(|&byte| byte == b'\n') {
+        if let Some(path) = line.strip_prefix(b"tool=") {
+            tool = Some(path_of(path));
+        } else if let Some(name) = line.strip_prefix(b"real=") {
+            real = Some(path_of(name));
+        }
+    }
+    Some((tool?, real?))
+}
+
+#[cfg(unix)]
+fn path_of(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_of(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Replaces this process by `command` (its file descriptors, the jobserver's among them, pass
+/// on as they are); returns only when that fails.
+#[cfg(unix)]
+fn run(mut command: Command) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    command.exec()
+}
+
+/// Windows has no exec: runs `command` and exits with its code.
+#[cfg(not(unix))]
+fn run(mut command: Command) -> std::io::Error {
+    match command.status() {
+        Ok(status) => std::process::exit(status.code().unwrap_or(101)),
+        Err(err) => err,
+    }
+}

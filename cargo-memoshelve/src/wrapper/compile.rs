@@ -1,0 +1,240 @@
+//! The rustc wrapper: every compile passes through; a build script's gets a launcher.
+
+#![expect(clippy::print_stderr, reason = "a compile reports to cargo on stderr, as rustc does")]
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use super::RECORD;
+
+/// `args` is rustc and its arguments, as cargo gives them to `RUSTC_WRAPPER`.
+pub(crate) fn main(args: &[OsString]) -> ExitCode {
+    let mut command = match inner_wrapper() {
+        Some(inner) => {
+            let mut command = Command::new(inner);
+            command.args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(&args[0]);
+            command.args(&args[1..]);
+            command
+        }
+    };
+    let Some(script) = BuildScript::of(&args[1..]) else {
+        return pass_through(command);
+    };
+    let status = match command.status() {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("error: memoshelve: cannot run {}: {err}", args[0].to_string_lossy());
+            return ExitCode::from(1);
+        }
+    };
+    if !status.success() {
+        return exit_code(status);
+    }
+    if let Err(err) = script.install_launcher() {
+        // The script stays as rustc made it: it runs uncached, the build goes on.
+        eprintln!(
+            "warning: memoshelve: {}: {err}; this build script runs uncached",
+            script.binary.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// The user's own wrapper, to which every compile goes (`MEMOSHELVE_RUSTC_WRAPPER=sccache`).
+pub(crate) fn inner_wrapper() -> Option<OsString> {
+    std::env::var_os("MEMOSHELVE_RUSTC_WRAPPER").filter(|inner| !inner.is_empty())
+}
+
+/// A build script's compile, as cargo spells it.
+struct BuildScript {
+    /// The binary rustc writes, which cargo then links to `build-script-build`.
+    binary: PathBuf,
+}
+
+impl BuildScript {
+    /// `--crate-name build_script_*`, `--crate-type bin`, `CARGO_BIN_NAME` unset (cargo sets it
+    /// for `[[bin]]` targets, which may take the same name), `--out-dir` under a `build`
+    /// directory (cargo's layouts `build/<pkg>-<hash>/` and `build/<pkg>/<hash>/`).
+    fn of(args: &[OsString]) -> Option<BuildScript> {
+        let name = value_of(args, "--crate-name")?.to_str()?;
+        if !name.starts_with("build_script_")
+            || value_of(args, "--crate-type")? != "bin"
+            || std::env::var_os("CARGO_BIN_NAME").is_some()
+        {
+            return None;
+        }
+        let out_dir = PathBuf::from(value_of(args, "--out-dir")?);
+        out_dir.ancestors().skip(1).find(|dir| dir.file_name() == Some(OsStr::new("build")))?;
+        let extra = codegen_option(args, "extra-filename").unwrap_or_default();
+        let file = format!("{name}{extra}{}", std::env::consts::EXE_SUFFIX);
+        Some(BuildScript { binary: out_dir.join(file) })
+    }
+
+    /// Moves the real binary aside and puts the launcher in its place, with its mtime (cargo's
+    /// freshness compares it), and the record that names both.
+    fn install_launcher(&self) -> std::io::Result<()> {
+        let dir = self.binary.parent().expect("an --out-dir joined with a file name");
+        let tool = pinned_tool(dir)?;
+        let launcher = std::env::current_exe()?
+            .with_file_name(format!("memoshelve-launcher{}", std::env::consts::EXE_SUFFIX));
+        if !launcher.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} is missing (install both binaries: `cargo install cargo-memoshelve`)",
+                launcher.display()
+            )));
+        }
+        let file_name = self.binary.file_name().expect("a file name");
+        let mut real_name = file_name.to_owned();
+        real_name.push(".memoshelve-real");
+        let real = dir.join(&real_name);
+        let mtime = fs::metadata(&self.binary)?.modified()?;
+        let mut record = Vec::new();
+        record.extend_from_slice(b"memoshelve-launch 1\ntool=");
+        record.extend_from_slice(tool.as_os_str().as_encoded_bytes());
+        record.extend_from_slice(b"\nreal=");
+        record.extend_from_slice(real_name.as_encoded_bytes());
+        record.push(b'\n');
+        fs::write(dir.join(RECORD), record)?;
+        let staged = dir.join(".memoshelve-launcher.tmp");
+        fs::copy(&launcher, &staged)?;
+        fs::File::options().write(true).open(&staged)?.set_modified(mtime)?;
+        fs::rename(&self.binary, &real)?;
+        if let Err(err) = fs::rename(&staged, &self.binary) {
+            let _ = fs::rename(&real, &self.binary);
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// The copy of this tool every launcher of a profile directory runs: pinned, so that
+/// reinstalling `cargo-memoshelve` mid-build changes nothing under a running build, and one per
+/// profile directory, not one per script. Made once, atomically (compiles run in parallel).
+fn pinned_tool(script_dir: &Path) -> std::io::Result<PathBuf> {
+    let build = script_dir
+        .ancestors()
+        .find(|dir| dir.file_name() == Some(OsStr::new("build")))
+        .expect("checked by BuildScript::of");
+    let pinned_dir = build.join(".memoshelve");
+    let pinned = pinned_dir.join(format!(
+        "cargo-memoshelve-{}{}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::EXE_SUFFIX
+    ));
+    let me = std::env::current_exe()?;
+    if same_file(&me, &pinned) {
+        return Ok(pinned);
+    }
+    fs::create_dir_all(&pinned_dir)?;
+    let staged = pinned_dir.join(format!(".tool-{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&staged);
+    if fs::hard_link(&me, &staged).is_err() {
+        fs::copy(&me, &staged)?;
+    }
+    fs::rename(&staged, &pinned)?;
+    Ok(pinned)
+}
+
+/// Whether `pinned` is already a copy of `me`: its name holds the version, so one of the same
+/// length is one.
+fn same_file(me: &Path, pinned: &Path) -> bool {
+    let (Ok(me), Ok(pinned)) = (fs::metadata(me), fs::metadata(pinned)) else { return false };
+    me.len() == pinned.len()
+}
+
+/// The value of `--flag value` or `--flag=value`.
+fn value_of<'a>(args: &'a [OsString], flag: &str) -> Option<&'a OsStr> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            return args.next().map(OsString::as_os_str);
+        }
+        if let Some(value) = arg.to_str().and_then(|arg| arg.strip_prefix(flag)?.strip_prefix('='))
+        {
+            return Some(OsStr::new(value));
+        }
+    }
+    None
+}
+
+/// The value of `-C name=value` (or `-Cname=value`, `--codegen name=value`).
+fn codegen_option(args: &[OsString], name: &str) -> Option<String> {
+    let mut args = args.iter().filter_map(|arg| arg.to_str());
+    while let Some(arg) = args.next() {
+        let option = match arg {
+            "-C" | "--codegen" => args.next(),
+            _ => arg.strip_prefix("-C").or_else(|| arg.strip_prefix("--codegen=")),
+        };
+        if let Some(value) = option.and_then(|option| option.strip_prefix(name)?.strip_prefix('='))
+        {
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+/// Runs `command` in this process's place: a pass-through compile costs one exec.
+#[cfg(unix)]
+fn pass_through(mut command: Command) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let err = command.exec();
+    eprintln!("error: memoshelve: cannot run {}: {err}", command.get_program().to_string_lossy());
+    ExitCode::from(1)
+}
+
+#[cfg(not(unix))]
+fn pass_through(mut command: Command) -> ExitCode {
+    match command.status() {
+        Ok(status) => exit_code(status),
+        Err(err) => {
+            eprintln!(
+                "error: memoshelve: cannot run {}: {err}",
+                command.get_program().to_string_lossy()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The exit code cargo would have seen from the command itself.
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::from(101),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn tells_a_build_script_compile() {
+        let script = args(
+            "--crate-name build_script_build --edition=2021 build.rs --crate-type bin \
+             -C embed-bitcode=no -C extra-filename=-0a1b2c --out-dir /t/debug/build/foo-0a1b2c",
+        );
+        let found = BuildScript::of(&script).expect("a build script");
+        assert_eq!(found.binary, Path::new("/t/debug/build/foo-0a1b2c/build_script_build-0a1b2c"));
+        let library = args("--crate-name foo --crate-type lib --out-dir /t/debug/deps");
+        assert!(BuildScript::of(&library).is_none());
+        let elsewhere =
+            args("--crate-name build_script_build --crate-type bin --out-dir /t/debug/deps");
+        assert!(BuildScript::of(&elsewhere).is_none());
+        let joined = args(
+            "--crate-name=build_script_main --crate-type=bin -Cextra-filename=-9 --out-dir=/t/build/x/h",
+        );
+        let found = BuildScript::of(&joined).expect("a build script, options joined by =");
+        assert_eq!(found.binary, Path::new("/t/build/x/h/build_script_main-9"));
+    }
+}
