@@ -12,6 +12,8 @@ mod processes;
 mod reliability;
 mod remote;
 mod roots;
+#[cfg(unix)]
+mod wrapper;
 
 use std::borrow::BorrowMut;
 use std::path::Path;

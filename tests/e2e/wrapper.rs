@@ -1,0 +1,404 @@
+//! Transparent mode: `cargo-memoshelve` as `RUSTC_WRAPPER` memoizes build scripts that know
+//! nothing of memoshelve, in real cargo builds.
+//!
+//! Each test makes a workspace: `provider` (`links = "prov"`, a build script that writes a
+//! header from `input.txt` into OUT_DIR and hands its directory down as `DEP_PROV_INCLUDE`) and
+//! `user` (whose build script reads the provider's `DEP_*` values and generates code from them).
+//! Every real run of a script appends a line to `RUNS`, so a restored script is one that did not
+//! append; the runner's own record (`<target>/debug/build/.memoshelve/runs.log`) says what it
+//! did with each run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PROVIDER_BUILD: &str = r#"
+use std::io::Write as _;
+fn main() {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let mode = std::env::var("PROV_MODE").unwrap_or_default();
+    if std::env::var_os("PROV_FAIL").is_some() {
+        eprintln!("provider: told to fail");
+        std::process::exit(3);
+    }
+    let input = std::fs::read_to_string("input.txt").unwrap();
+    std::fs::create_dir_all(out.join("include")).unwrap();
+    std::fs::write(out.join("include/prov.h"), format!("{}{mode}", input.trim())).unwrap();
+    let features = std::env::var_os("CARGO_FEATURE_EXTRA").map_or("", |_| "+extra");
+    std::fs::write(out.join("gen.rs"), format!("pub const BUILT: &str = {features:?};")).unwrap();
+    let runs = std::env::var("RUNS").unwrap();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
+    file.write_all(b"provider\n").unwrap();
+    if std::env::var_os("PROV_OWN_INPUT").is_some() {
+        std::fs::write(out.join("made.txt"), "x").unwrap();
+        println!("cargo:rerun-if-changed={}", out.join("made.txt").display());
+    }
+    println!("cargo:rerun-if-changed=input.txt");
+    println!("cargo::rerun-if-env-changed=PROV_MODE");
+    println!("cargo:include={}", out.join("include").display());
+    println!("cargo:core:path=odd-name");
+    println!("cargo:rustc-cfg=prov_built");
+}
+"#;
+
+const USER_BUILD: &str = r#"
+use std::io::Write as _;
+fn main() {
+    let include = std::env::var("DEP_PROV_INCLUDE").unwrap();
+    let header = std::fs::read_to_string(format!("{include}/prov.h")).unwrap();
+    let odd = std::env::var("DEP_PROV_CORE:PATH").unwrap_or_else(|_| "missing".to_owned());
+    let wrapper = std::env::var("RUSTC_WRAPPER").unwrap_or_default();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(
+        out.join("h.rs"),
+        format!("pub const H: &str = {:?}; pub const ODD: &str = {odd:?};", header.trim()),
+    )
+    .unwrap();
+    let runs = std::env::var("RUNS").unwrap();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
+    file.write_all(format!("user wrapper={wrapper}\n").as_bytes()).unwrap();
+    println!("cargo:rerun-if-changed=build.rs");
+}
+"#;
+
+/// A workspace at `dir` (see the module's doc).
+fn workspace(dir: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("Cargo.toml", "[workspace]\nmembers = [\"provider\", \"user\"]\nresolver = \"2\"\n");
+    write(
+        "provider/Cargo.toml",
+        "[package]\nname = \"provider\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         links = \"prov\"\n\n[features]\nextra = []\n",
+    );
+    write("provider/build.rs", PROVIDER_BUILD);
+    write("provider/input.txt", "v1\n");
+    write(
+        "provider/src/lib.rs",
+        "include!(concat!(env!(\"OUT_DIR\"), \"/gen.rs\"));\n\
+         #[cfg(prov_built)]\npub const CFG: bool = true;\n",
+    );
+    write(
+        "user/Cargo.toml",
+        "[package]\nname = \"user\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\nprovider = { path = \"../provider\" }\n\n\
+         [features]\nextra = [\"provider/extra\"]\n",
+    );
+    write("user/build.rs", USER_BUILD);
+    write(
+        "user/src/main.rs",
+        "include!(concat!(env!(\"OUT_DIR\"), \"/h.rs\"));\n\
+         fn main() { println!(\"{} {} {}{}\", H, ODD, provider::CFG, provider::BUILT); }\n\
+         #[test]\nfn generated() { assert!(provider::CFG); assert!(!H.is_empty()); }\n",
+    );
+}
+
+/// One test's world: a workspace, a cache root, the runs file.
+struct World {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+    cache: PathBuf,
+    runs: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("ws");
+        workspace(&root);
+        World {
+            cache: temp.path().join("cache"),
+            runs: temp.path().join("runs"),
+            root,
+            _temp: temp,
+        }
+    }
+
+    /// `cargo <args>` in `dir` with the wrapper on, its target dir `target`.
+    fn cargo_in(&self, dir: &Path, target: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        command.args(args).current_dir(dir);
+        crate::without_callers_cargo_env(&mut command);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("MEMOSHELVE_")
+                || name.starts_with("PROV_")
+                || name == "RUSTC_WRAPPER"
+            {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("RUSTC_WRAPPER", crate::cli_binary())
+            .env("CARGO_TARGET_DIR", target)
+            .env("MEMOSHELVE_DIR", &self.cache)
+            .env("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME", "0")
+            .env("RUNS", &self.runs);
+        command
+    }
+
+    fn target(&self) -> PathBuf {
+        self.root.join("target")
+    }
+
+    fn cargo(&self, args: &[&str]) -> Command {
+        self.cargo_in(&self.root, &self.target(), args)
+    }
+
+    /// The lines real script runs appended, then emptied.
+    fn take_runs(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.runs).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.runs);
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+/// Runs `command`, asserting success; its stdout.
+fn ok(mut command: impl std::borrow::BorrowMut<Command>) -> String {
+    let command = command.borrow_mut();
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?} failed:\n{}", describe(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The runner's record for `target`: `(package, what)` per script run, then emptied.
+fn take_log(target: &Path) -> Vec<(String, String)> {
+    let path = target.join("debug/build/.memoshelve/runs.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    text.lines()
+        .map(|line| {
+            let mut fields = line.split('\t');
+            (fields.next().unwrap().to_owned(), fields.next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+fn sorted(mut log: Vec<(String, String)>) -> Vec<(String, String)> {
+    log.sort();
+    log
+}
+
+fn pair(package: &str, what: &str) -> (String, String) {
+    (package.to_owned(), what.to_owned())
+}
+
+#[test]
+fn a_clean_rebuild_runs_no_build_script_here_or_at_another_path() {
+    let world = World::new();
+    let first = ok(world.cargo(&["run", "-q", "-p", "user"]));
+    assert_eq!(first.trim(), "v1 odd-name true");
+    assert_eq!(world.take_runs().len(), 2, "both scripts ran cold");
+    assert_eq!(
+        sorted(take_log(&world.target())),
+        [pair("provider", "recorded"), pair("user", "recorded")]
+    );
+
+    ok(world.cargo(&["clean", "-q"]));
+    assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])), first);
+    assert_eq!(world.take_runs(), Vec::<String>::new(), "no real script ran");
+    assert_eq!(
+        sorted(take_log(&world.target())),
+        [pair("provider", "restored"), pair("user", "restored")]
+    );
+    // The replayed directives name this build's OUT_DIR, and `cargo test` links.
+    ok(world.cargo(&["test", "-q", "-p", "user"]));
+
+    // Another checkout path, another target dir.
+    let moved = world.root.with_file_name("moved");
+    copy_tree(&world.root, &moved);
+    std::fs::remove_dir_all(moved.join("target")).unwrap();
+    let other_target = world.root.with_file_name("other-target");
+    assert_eq!(ok(world.cargo_in(&moved, &other_target, &["run", "-q", "-p", "user"])), first);
+    assert_eq!(world.take_runs(), Vec::<String>::new(), "no real script ran at the other path");
+    assert_eq!(
+        sorted(take_log(&other_target)),
+        [pair("provider", "restored"), pair("user", "restored")]
+    );
+    let output = std::fs::read_dir(other_target.join("debug/build"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("output"))
+        .find(|output| std::fs::read_to_string(output).is_ok_and(|text| text.contains("include=")))
+        .expect("the provider's output");
+    let output = std::fs::read_to_string(output).unwrap();
+    let include = output.lines().find_map(|line| line.strip_prefix("cargo:include=")).unwrap();
+    assert!(include.starts_with(other_target.to_str().unwrap()), "{include}");
+    assert!(Path::new(include).join("prov.h").is_file(), "{include}");
+}
+
+#[test]
+fn each_changed_input_is_a_miss_and_the_build_is_right() {
+    let world = World::new();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    world.take_runs();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        ok(world.cargo(&["clean", "-q"]));
+        let mut command = world.cargo(&[&["run", "-q", "-p", "user"], args].concat());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let printed = ok(command);
+        (printed.trim().to_owned(), world.take_runs())
+    };
+    std::fs::write(world.root.join("provider/input.txt"), "v2\n").unwrap();
+    let (printed, runs) = run(&[], &[]);
+    assert_eq!(printed, "v2 odd-name true");
+    assert!(runs.contains(&"provider".to_owned()), "an edited rerun-if-changed input: {runs:?}");
+
+    let (printed, runs) = run(&[], &[("PROV_MODE", "-fast")]);
+    assert_eq!(printed, "v2-fast odd-name true");
+    assert!(runs.contains(&"provider".to_owned()), "a declared env var: {runs:?}");
+
+    let (printed, runs) = run(&["--features", "extra"], &[]);
+    assert_eq!(printed, "v2 odd-name true+extra");
+    assert!(runs.contains(&"provider".to_owned()), "another feature set: {runs:?}");
+
+    let (printed, runs) = run(&["--release"], &[]);
+    assert_eq!(printed, "v2 odd-name true");
+    assert_eq!(runs.len(), 2, "another profile: {runs:?}");
+
+    // And each of them is a hit the second time.
+    let (printed, runs) = run(&[], &[("PROV_MODE", "-fast")]);
+    assert_eq!((printed.as_str(), runs), ("v2-fast odd-name true", vec![]));
+
+    // Without `cargo clean`, cargo reruns the script over its last OUT_DIR: it runs for real.
+    std::fs::write(world.root.join("provider/input.txt"), "v3\n").unwrap();
+    let printed = ok(world.cargo(&["run", "-q", "-p", "user"]));
+    assert_eq!(printed.trim(), "v3 odd-name true");
+    assert!(
+        take_log(&world.target()).contains(&pair("provider", "ran (OUT_DIR not empty: gen.rs)")),
+    );
+}
+
+#[test]
+fn a_failing_script_is_not_stored_and_its_error_reaches_the_user() {
+    let world = World::new();
+    let output = world.cargo(&["build", "-p", "user"]).env("PROV_FAIL", "1").output().unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("provider: told to fail"), "{stderr}");
+    assert!(stderr.contains("exit status: 3"), "{stderr}");
+    assert!(take_log(&world.target()).contains(&pair("provider", "failed")));
+
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    ok(world.cargo(&["clean", "-q"]));
+    world.take_runs();
+    take_log(&world.target());
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    assert_eq!(world.take_runs(), Vec::<String>::new(), "the good run was recorded");
+}
+
+#[test]
+fn switched_off_when_the_script_runs_launchers_pass_through() {
+    let world = World::new();
+    for (name, value) in [("MEMOSHELVE_BUILD_SCRIPTS", "off"), ("MEMOSHELVE_DISABLE", "1")] {
+        ok(world.cargo(&["clean", "-q"]));
+        // Compiled with the wrapper on; run with it off.
+        ok(world.cargo(&["build", "-q", "-p", "user"]));
+        world.take_runs();
+        take_log(&world.target());
+        std::fs::write(world.root.join("provider/input.txt"), format!("{name}\n")).unwrap();
+        ok(world.cargo(&["build", "-q", "-p", "user"]).env(name, value));
+        let runs = world.take_runs();
+        assert!(runs.contains(&"provider".to_owned()), "{name}={value}: the real script ran");
+        assert_eq!(take_log(&world.target()), vec![], "{name}={value}: the runner did nothing");
+    }
+}
+
+#[test]
+fn the_users_wrapper_sees_every_other_compile_and_the_script_sees_it() {
+    let world = World::new();
+    let log = world.root.with_file_name("wrapper.log");
+    let inner = world.root.with_file_name("logging-wrapper");
+    std::fs::write(&inner, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexec \"$@\"\n", log.display()))
+        .unwrap();
+    make_executable(&inner);
+    ok(world.cargo(&["build", "-q", "-p", "user"]).env("MEMOSHELVE_RUSTC_WRAPPER", &inner));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for crate_name in ["provider", "user", "build_script_build"] {
+        assert!(logged.contains(&format!("--crate-name {crate_name} ")), "{crate_name}: {logged}");
+    }
+    let runs = world.take_runs();
+    let expected = format!("user wrapper={}", inner.display());
+    assert!(runs.contains(&expected), "the real script's RUSTC_WRAPPER: {runs:?}");
+}
+
+#[test]
+fn runs_that_must_not_be_replayed_are_not_recorded() {
+    let world = World::new();
+    ok(world.cargo(&["build", "-q", "-p", "user"]).env("PROV_OWN_INPUT", "1"));
+    let log = take_log(&world.target());
+    assert!(
+        log.iter().any(|(package, what)| package == "provider" && what.contains("inside OUT_DIR")),
+        "{log:?}"
+    );
+    ok(world.cargo(&["clean", "-q"]));
+    world.take_runs();
+    ok(world.cargo(&["build", "-q", "-p", "user"]).env("PROV_OWN_INPUT", "1"));
+    assert!(world.take_runs().contains(&"provider".to_owned()), "ran again after cargo clean");
+}
+
+#[test]
+fn cache_trouble_never_breaks_the_build() {
+    let world = World::new();
+    // A cache root that cannot be made: a file where its directory would be.
+    std::fs::write(&world.cache, "not a directory").unwrap();
+    let printed = ok(world.cargo(&["run", "-q", "-p", "user"]));
+    assert_eq!(printed.trim(), "v1 odd-name true");
+    assert_eq!(world.take_runs().len(), 2);
+    std::fs::remove_file(&world.cache).unwrap();
+
+    // A corrupt entry: every blob of the cache cut short.
+    ok(world.cargo(&["clean", "-q"]));
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    for blob in files_under(&world.cache.join("blobs-b3")) {
+        std::fs::write(blob, "cut").unwrap();
+    }
+    ok(world.cargo(&["clean", "-q"]));
+    world.take_runs();
+    assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
+    assert!(world.take_runs().contains(&"provider".to_owned()), "recomputed");
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
