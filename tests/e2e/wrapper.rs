@@ -402,3 +402,49 @@ fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// `examples/native-deps`: libsqlite3-sys (bundled), zstd-sys and lz4-sys from crates.io
+/// compile C in their build scripts; the crate's own script reads zstd-sys's `DEP_ZSTD_INCLUDE`.
+#[test]
+fn vendored_c_libraries_are_restored_not_rebuilt() {
+    let temp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/native-deps");
+    let checkout = temp.path().join("checkout");
+    copy_tree(&example, &checkout);
+    let _ = std::fs::remove_dir_all(checkout.join("target"));
+    let world = World {
+        root: checkout.clone(),
+        cache: temp.path().join("cache"),
+        runs: temp.path().join("runs"),
+        _temp: temp,
+    };
+    // The real minimum time: scripts cheaper than that run directly, as they would.
+    let cargo = |dir: &Path, target: &Path, args: &[&str]| {
+        let mut command = world.cargo_in(dir, target, args);
+        command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME");
+        command
+    };
+    let native = ["libsqlite3-sys", "lz4-sys", "zstd-sys"];
+    let of_native = |log: Vec<(String, String)>| -> Vec<(String, String)> {
+        sorted(log.into_iter().filter(|(package, _)| native.contains(&package.as_str())).collect())
+    };
+    let each = |what: &str| native.map(|package| pair(package, what)).to_vec();
+
+    ok(cargo(&checkout, &world.target(), &["test", "-q", "--locked"]));
+    assert_eq!(of_native(take_log(&world.target())), each("recorded"));
+    ok(cargo(&checkout, &world.target(), &["clean", "-q"]));
+    ok(cargo(&checkout, &world.target(), &["test", "-q", "--locked"]));
+    let log = take_log(&world.target());
+    assert_eq!(of_native(log.clone()), each("restored"));
+    assert!(
+        log.iter().all(|(_, what)| what == "restored" || what.starts_with("ran (faster than")),
+        "nothing recorded, nothing ran for another reason: {log:?}"
+    );
+
+    let moved = checkout.with_file_name("moved");
+    copy_tree(&checkout, &moved);
+    std::fs::remove_dir_all(moved.join("target")).unwrap();
+    let other_target = checkout.with_file_name("other-target");
+    ok(cargo(&moved, &other_target, &["test", "-q", "--locked"]));
+    assert_eq!(of_native(take_log(&other_target)), each("restored"));
+}
