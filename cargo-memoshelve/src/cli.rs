@@ -148,6 +148,23 @@ pub(crate) enum Command {
     /// Bring the cache to this version's format: entries written by other versions are dropped
     /// (recomputed on next use), never misread.
     Upgrade,
+    /// Turn on transparent mode: write this tool as `[build] rustc-wrapper` into the project's
+    /// `.cargo/config.toml` (or, with --global, `$CARGO_HOME/config.toml`), so that every
+    /// build script cargo runs is memoized, unchanged.
+    ///
+    /// A wrapper already set there (sccache, say) is kept as the inner one, in `[env]
+    /// MEMOSHELVE_RUSTC_WRAPPER`: every other compile still goes to it. The rest of the file,
+    /// comments included, stays as it is. Undo with `cargo memoshelve setup --undo`.
+    ///
+    /// With --json: {"config": "...", "wrapper": "...", "inner": "..." | null, "changed": true}.
+    Setup {
+        /// Write `$CARGO_HOME/config.toml` (every project of this user) instead.
+        #[arg(long)]
+        global: bool,
+        /// Remove the wrapper again (the inner one, if any, becomes the wrapper again).
+        #[arg(long)]
+        undo: bool,
+    },
     /// Run a cargo command with this cache (MEMOSHELVE_DIR set to it), then report the entries
     /// it added and the computation time they hold: for warming a CI cache. Exits with cargo's
     /// status.

@@ -879,3 +879,45 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn setup_keeps_the_users_wrapper_and_file_and_undo_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join(".cargo/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let original = "# my settings\n[build]\nrustc-wrapper = \"sccache\"\njobs = 2\n";
+    std::fs::write(&config, original).unwrap();
+    let setup = |extra: &[&str]| {
+        let output = bin()
+            .args(["memoshelve", "setup", "--json"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let done = setup(&[]);
+    assert_eq!(done["changed"], true);
+    assert_eq!(done["inner"], "sccache");
+    let me = std::path::Path::new(env!("CARGO_BIN_EXE_cargo-memoshelve"));
+    assert_eq!(done["wrapper"], me.to_str().unwrap());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed: toml::Table = text.parse().unwrap();
+    assert_eq!(parsed["build"]["rustc-wrapper"].as_str(), me.to_str());
+    assert_eq!(parsed["build"]["jobs"].as_integer(), Some(2));
+    assert_eq!(parsed["env"]["MEMOSHELVE_RUSTC_WRAPPER"].as_str(), Some("sccache"));
+    assert!(text.starts_with("# my settings\n"), "{text}");
+    assert_eq!(setup(&[])["changed"], false, "a second setup changes nothing");
+
+    assert_eq!(setup(&["--undo"])["changed"], true);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+    // Not TOML: an error naming the file, and the file as it was.
+    std::fs::write(&config, "[build\n").unwrap();
+    let output = bin().args(["memoshelve", "setup"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("config.toml is not valid TOML"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "[build\n");
+}

@@ -448,3 +448,26 @@ fn vendored_c_libraries_are_restored_not_rebuilt() {
     ok(cargo(&moved, &other_target, &["test", "-q", "--locked"]));
     assert_eq!(of_native(take_log(&other_target)), each("restored"));
 }
+
+#[test]
+fn warm_builds_through_the_wrapper() {
+    let world = World::new();
+    let mut command = world.cargo(&[]);
+    command.env_remove("RUSTC_WRAPPER");
+    let mut warm = Command::new(crate::cli_binary());
+    warm.args(["memoshelve", "--json", "warm", "--", "build", "-q", "-p", "user"])
+        .current_dir(&world.root)
+        .envs(command.get_envs().filter_map(|(name, value)| Some((name, value?))))
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    let report: serde_json::Value = serde_json::from_str(&ok(warm)).unwrap();
+    let mut names: Vec<&str> =
+        report["added"].as_array().unwrap().iter().filter_map(|row| row["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["build-script.provider", "build-script.user"]);
+    assert_eq!(
+        sorted(take_log(&world.target())),
+        [pair("provider", "recorded"), pair("user", "recorded")]
+    );
+}

@@ -9,6 +9,7 @@ mod path;
 mod prune;
 mod remote;
 mod restore;
+mod setup;
 mod show;
 mod stats;
 mod upgrade;
@@ -27,6 +28,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         Command::Stats => stats::run(args),
         Command::Compact { backup } => compact::run(args, backup.as_deref()),
         Command::Upgrade => upgrade::run(args),
+        Command::Setup { global, undo } => setup::run(args, *global, *undo),
         Command::Backup { file, used_since } => backup::run(args, file, *used_since),
         Command::Restore { file, merge } => restore::run(args, file, *merge),
         Command::Warm { push, cargo_args } => warm::run(args, cargo_args, *push),

@@ -15,9 +15,19 @@ pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String], push: bool) -> a
     let before: HashSet<String> =
         store.entries(None)?.into_iter().map(|entry| entry.record.key).collect();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(cargo_args)
-        .env("MEMOSHELVE_DIR", store.root())
+    let mut command = Command::new(&cargo);
+    command.args(cargo_args).env("MEMOSHELVE_DIR", store.root());
+    // Through the wrapper, so that every build script is memoized too (a wrapper of the user's
+    // stays the inner one).
+    let me = std::env::current_exe().context("cannot tell where cargo-memoshelve is")?;
+    let wrapper = std::env::var_os("RUSTC_WRAPPER").filter(|wrapper| !wrapper.is_empty());
+    if let Some(wrapper) = wrapper.filter(|wrapper| {
+        std::path::Path::new(wrapper).file_stem().is_none_or(|stem| stem != "cargo-memoshelve")
+    }) {
+        command.env("MEMOSHELVE_RUSTC_WRAPPER", wrapper);
+    }
+    let status = command
+        .env("RUSTC_WRAPPER", me)
         .status()
         .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
     let added: Vec<_> = store
