@@ -471,3 +471,24 @@ fn warm_builds_through_the_wrapper() {
         [pair("provider", "recorded"), pair("user", "recorded")]
     );
 }
+
+/// Build-script entries stay off the remote tier (DESIGN: only signed and opted into): a
+/// configured remote, here one that answers nothing, is never even tried.
+#[test]
+fn build_script_entries_stay_off_the_remote() {
+    let world = World::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = world
+        .cargo(&["build", "-p", "user"])
+        .env("MEMOSHELVE_REMOTE", format!("http://127.0.0.1:{port}/nothing"))
+        .env("MEMOSHELVE_REMOTE_MODE", "read-write")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("remote"), "the remote was tried:\n{stderr}");
+    assert_eq!(
+        sorted(take_log(&world.target())),
+        [pair("provider", "recorded"), pair("user", "recorded")]
+    );
+}

@@ -62,6 +62,8 @@ struct Options {
     version: String,
     dir: Option<PathBuf>,
     disable: bool,
+    /// Whether the remote tier (when one is configured) is used.
+    remote: bool,
     mem_capacity: u64,
     log: Log,
     allow_race: bool,
@@ -125,6 +127,7 @@ impl Memo {
                 version: String::new(),
                 dir: None,
                 disable: false,
+                remote: true,
                 mem_capacity: DEFAULT_MEM_CAPACITY,
                 log,
                 allow_race: true,
@@ -184,6 +187,14 @@ impl<H> Memo<H> {
     /// The environment variable `MEMOSHELVE_DISABLE=1` does the same for every cache.
     pub fn disable(mut self, disable: bool) -> Self {
         self.options.disable = disable;
+        self
+    }
+
+    /// Keeps this cache off the remote tier: nothing is fetched from it or written to it,
+    /// whatever `MEMOSHELVE_REMOTE` says (the disk and memory tiers work as ever). For results
+    /// that must not cross machines unvetted.
+    pub fn local_only(mut self) -> Self {
+        self.options.remote = false;
         self
     }
 

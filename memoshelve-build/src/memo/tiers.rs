@@ -65,7 +65,10 @@ impl<H> Memo<H> {
         if let Some(found) = read(disk) {
             return Some((found, Status::Disk));
         }
-        if disk_only || !crate::tier::remote::fetch(disk, &self.options.name, key) {
+        if disk_only
+            || !self.options.remote
+            || !crate::tier::remote::fetch(disk, &self.options.name, key)
+        {
             return None;
         }
         read(disk).map(|found| (found, Status::Remote))
@@ -74,7 +77,7 @@ impl<H> Memo<H> {
     /// What every store into the disk tier ends with, for values and file steps alike: an
     /// entry `written` is written through to the remote tier; the result is passed on.
     pub(crate) fn written(&self, disk: &Disk, key: &Key, written: Result<()>) -> Result<()> {
-        if written.is_ok() {
+        if written.is_ok() && self.options.remote {
             crate::tier::remote::write_through(disk, &self.options.name, key);
         }
         written
