@@ -28,6 +28,9 @@ fn main() {
     let runs = std::env::var("RUNS").unwrap();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
     file.write_all(b"provider\n").unwrap();
+    if std::env::var_os("PROV_EMBED").is_some() {
+        std::fs::write(out.join("paths.bin"), format!("\0built in {}\0", out.display())).unwrap();
+    }
     if std::env::var_os("PROV_OWN_INPUT").is_some() {
         std::fs::write(out.join("made.txt"), "x").unwrap();
         println!("cargo:rerun-if-changed={}", out.join("made.txt").display());
@@ -491,4 +494,29 @@ fn build_script_entries_stay_off_the_remote() {
         sorted(take_log(&world.target())),
         [pair("provider", "recorded"), pair("user", "recorded")]
     );
+}
+
+/// A file that spells OUT_DIR restores where OUT_DIR is the same, and is never restored where
+/// it would name a wrong path: at another target dir the script runs.
+#[test]
+fn a_result_that_spells_its_out_dir_restores_only_there() {
+    let world = World::new();
+    let build = |target: &Path| {
+        ok(world
+            .cargo_in(&world.root, target, &["build", "-q", "-p", "user"])
+            .env("PROV_EMBED", "1"));
+        take_log(target).into_iter().find(|(package, _)| package == "provider").unwrap().1
+    };
+    assert_eq!(build(&world.target()), "recorded");
+    ok(world.cargo(&["clean", "-q"]));
+    assert_eq!(build(&world.target()), "restored", "the same target dir");
+    let other = world.root.with_file_name("other-target");
+    assert_eq!(build(&other), "recorded", "another target dir: the script ran");
+    let spelled: Vec<String> = files_under(&other.join("debug/build"))
+        .into_iter()
+        .filter(|path| path.ends_with("out/paths.bin"))
+        .map(|path| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
+        .collect();
+    assert_eq!(spelled.len(), 1, "{spelled:?}");
+    assert!(spelled[0].contains(other.to_str().unwrap()), "{spelled:?}");
 }

@@ -30,7 +30,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use memoshelve_build::{Memo, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compile::{exit_code, inner_wrapper};
 
@@ -64,13 +64,19 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // a package name has no `.`, so no other cache takes the name.
     // Local only: DESIGN lets build-script entries reach a remote only signed and opted into,
     // which this version does not do yet.
-    let memo = Memo::new(format!("build-script.{}", unit.package)).local_only();
+    // An entry whose files spell one of its build's directories restores only where that
+    // directory is the same (see `Bound`).
+    let here = unit.roots.clone();
+    let memo = Memo::new(format!("build-script.{}", unit.package))
+        .local_only()
+        .validate(move |bound: &Bound| bound.holds_in(&here));
     let started = Instant::now();
-    let outcome = memo
-        .outputs(&unit.out_dir)
-        .try_call_with_status(&key, |_step| run_recorded(&unit, &real, script_args));
+    let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&key, |_step| {
+        run_recorded(&unit, &real, script_args)?;
+        Ok(Bound::of(&unit))
+    });
     match outcome {
-        Ok(((), status)) => {
+        Ok((_, status)) => {
             let word = match status {
                 Status::Miss => "recorded",
                 Status::Memory | Status::Disk => "restored",
@@ -88,6 +94,70 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The directories of the build a run was recorded in that its files spell (a configure
+/// prefix compiled into a library, a pkg-config file): such an entry is kept byte for byte and
+/// restores only where each of them is the same, so no restored file names a path that is
+/// wrong for the build (DESIGN.md section 9, relocation). Empty for a portable result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Bound {
+    roots: Vec<(String, String)>,
+}
+
+impl Bound {
+    /// Which of this build's directories the files in OUT_DIR spell.
+    fn of(unit: &Unit) -> Bound {
+        let mut spelled: Vec<(String, String)> = Vec::new();
+        let mut files = Vec::new();
+        list_files(&unit.out_dir, &mut files);
+        for file in files {
+            let Ok(bytes) = fs::read(&file) else { continue };
+            for (name, dir) in &unit.roots {
+                let known = spelled.iter().any(|(known, _)| known == name);
+                if !known && contains(&bytes, dir.as_bytes()) {
+                    spelled.push(((*name).to_owned(), dir.clone()));
+                }
+            }
+        }
+        spelled.sort();
+        Bound { roots: spelled }
+    }
+
+    /// Whether every directory the entry's files spell is the same in this build.
+    fn holds_in(&self, here: &[(&'static str, String)]) -> bool {
+        self.roots.iter().all(|(name, dir)| {
+            here.iter().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
+        })
+    }
+}
+
+/// The files under `dir` (not the file step's own marker directory), recursively.
+fn list_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() && entry.file_name() != ".memoshelve" => {
+                list_files(&path, files);
+            }
+            Ok(kind) if kind.is_file() => files.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else { return true };
+    let mut at = 0;
+    while let Some(offset) = haystack[at..].iter().position(|&byte| byte == first) {
+        let start = at + offset + 1;
+        if haystack[start..].starts_with(rest) {
+            return true;
+        }
+        at = start;
+    }
+    false
 }
 
 /// Why a run that went through the cache is not stored.
@@ -484,6 +554,19 @@ mod tests {
         for name in ["NUM_JOBS", "CARGO_MAKEFLAGS", "MAKEFLAGS", "PATH", "OUT_DIR", "HOME"] {
             assert!(!in_key(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_bound_entry_holds_only_where_its_directories_are_the_same() {
+        let here = unit().roots;
+        let portable = Bound { roots: vec![] };
+        assert!(portable.holds_in(&here));
+        let same = Bound { roots: vec![("out".into(), "/t/debug/build/p-1/out".into())] };
+        assert!(same.holds_in(&here));
+        let elsewhere = Bound { roots: vec![("out".into(), "/u/debug/build/p-1/out".into())] };
+        assert!(!elsewhere.holds_in(&here));
+        assert!(contains(b"prefix=/t/debug/build/p-1/out\n", b"/t/debug/build/p-1/out"));
+        assert!(!contains(b"/t/debug/build/p-2/out", b"/t/debug/build/p-1/out"));
     }
 
     #[test]

@@ -224,7 +224,8 @@ impl<H> Memo<H> {
     }
 
     /// A check for cached values of type `T`: a cached value that fails it is a miss, and the
-    /// fresh value replaces it. Fresh values are not checked.
+    /// fresh value replaces it. Fresh values are not checked. For a file step
+    /// ([`Memo::outputs`]), `T` is the step's own value, checked before its files are restored.
     pub fn validate<T: 'static>(
         mut self,
         check: impl Fn(&T) -> bool + Send + Sync + 'static,
@@ -390,7 +391,7 @@ impl<H> Memo<H> {
             .as_ref()
     }
 
-    fn is_valid<T: 'static>(&self, value: &T) -> bool {
+    pub(crate) fn is_valid<T: 'static>(&self, value: &T) -> bool {
         self.options
             .validators
             .iter()

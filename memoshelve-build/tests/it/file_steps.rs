@@ -31,6 +31,36 @@ fn names(dir: &Path) -> Vec<Vec<u8>> {
     names
 }
 
+// `Memo::validate` covers a file step's own value: an entry whose value fails the check is a
+// miss, its files are not restored, and the fresh run replaces it.
+#[test]
+fn a_file_step_whose_value_fails_validation_runs_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let runs = AtomicUsize::new(0);
+    let step = |step: &mut Step| {
+        let run = runs.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+        fs::write(step.dir().join("out.txt"), format!("run {run}")).unwrap();
+        run
+    };
+    let memo = Memo::new("it-fs-validate").dir(cache.path()).mem_capacity(0);
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step), (1, Status::Miss));
+    empty(out.path());
+    let accepting =
+        Memo::new("it-fs-validate").dir(cache.path()).mem_capacity(0).validate(|_: &u32| true);
+    assert_eq!(accepting.outputs(out.path()).call_with_status(&(), step), (1, Status::Disk));
+    empty(out.path());
+    let rejecting = Memo::new("it-fs-validate")
+        .dir(cache.path())
+        .mem_capacity(0)
+        .validate(|run: &u32| *run != 1);
+    assert_eq!(rejecting.outputs(out.path()).call_with_status(&(), step), (2, Status::Miss));
+    assert_eq!(fs::read_to_string(out.path().join("out.txt")).unwrap(), "run 2");
+    empty(out.path());
+    assert_eq!(rejecting.outputs(out.path()).call_with_status(&(), step), (2, Status::Disk));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
 // 9. A relative symbolic link inside the output directory is restored as a link.
 #[test]
 fn an_in_tree_symlink_comes_back_as_a_symlink() {

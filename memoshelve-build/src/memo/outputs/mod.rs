@@ -365,6 +365,10 @@ impl<H> Outputs<'_, H> {
                 return None;
             }
         };
+        // A step's value that fails the `Memo::validate` check of its type: a miss, as for values.
+        if !memo.is_valid(&value) {
+            return None;
+        }
         // The second level of the key: the inputs the step declared must be unchanged.
         let produced = produced_paths(&manifest);
         let changed = manifest.discovered.iter().any(|recorded| {
