@@ -336,6 +336,13 @@ fn the_users_wrapper_sees_every_other_compile_and_the_script_sees_it() {
     let runs = world.take_runs();
     let expected = format!("user wrapper={}", inner.display());
     assert!(runs.contains(&expected), "the real script's RUSTC_WRAPPER: {runs:?}");
+
+    // A workspace wrapper of any name (cargo runs `<wrapper> <workspace wrapper> rustc ...`).
+    std::fs::remove_file(&log).unwrap();
+    ok(world.cargo(&["clean", "-q"]));
+    ok(world.cargo(&["build", "-q", "-p", "user"]).env("RUSTC_WORKSPACE_WRAPPER", &inner));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("--crate-name user "), "{logged}");
 }
 
 #[test]

@@ -30,7 +30,12 @@ pub(crate) fn dispatch(args: &[OsString]) -> Option<ExitCode> {
     if first == RUN_FLAG {
         return Some(run::main(&args[2..]));
     }
-    is_rustc(Path::new(first)).then(|| compile::main(&args[1..]))
+    let wrapped = first != "memoshelve"
+        && !first.to_string_lossy().starts_with('-')
+        // Cargo sets CARGO for its wrapper: the first argument is then rustc, or a workspace
+        // wrapper of any name (`RUSTC_WORKSPACE_WRAPPER`) that runs it.
+        && (is_rustc(Path::new(first)) || std::env::var_os("CARGO").is_some());
+    wrapped.then(|| compile::main(&args[1..]))
 }
 
 /// Whether `program` is a rustc that cargo hands its wrapper (`rustc`, a path to one, or a
