@@ -39,6 +39,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=PROV_MODE");
     println!("cargo:include={}", out.join("include").display());
     println!("cargo:core:path=odd-name");
+    println!("cargo:rustc-check-cfg=cfg(prov_built)");
     println!("cargo:rustc-cfg=prov_built");
 }
 "#;
@@ -126,9 +127,13 @@ impl World {
         crate::without_callers_cargo_env(&mut command);
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy().into_owned();
+            // The caller's compile settings too (CI sets RUSTFLAGS="-D warnings"): these
+            // builds are a user's, and their key must not depend on the test runner's flags.
             if name.starts_with("MEMOSHELVE_")
                 || name.starts_with("PROV_")
-                || name == "RUSTC_WRAPPER"
+                || name.ends_with("RUSTFLAGS")
+                || ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"]
+                    .contains(&name.as_str())
             {
                 command.env_remove(name);
             }
