@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
+pub use crate::memo::outputs::directive::Roots;
 pub use crate::tier::disk::IndexDamage;
 use crate::tier::disk::files::files_under;
 use crate::tier::disk::manifest::{OutputFile, OutputManifest, is_file_step};

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
 use serde::{Deserialize, Serialize};
 
@@ -113,10 +114,10 @@ impl Bound {
         list_files(&unit.out_dir, &mut files);
         for file in files {
             let Ok(bytes) = fs::read(&file) else { continue };
-            for (name, dir) in &unit.roots {
+            for (name, dir) in unit.roots.dirs() {
                 let known = spelled.iter().any(|(known, _)| known == name);
                 if !known && contains(&bytes, dir.as_bytes()) {
-                    spelled.push(((*name).to_owned(), dir.clone()));
+                    spelled.push((name.to_owned(), dir.to_owned()));
                 }
             }
         }
@@ -125,9 +126,9 @@ impl Bound {
     }
 
     /// Whether every directory the entry's files spell is the same in this build.
-    fn holds_in(&self, here: &[(&'static str, String)]) -> bool {
+    fn holds_in(&self, here: &Roots) -> bool {
         self.roots.iter().all(|(name, dir)| {
-            here.iter().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
+            here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
         })
     }
 }
@@ -175,8 +176,8 @@ struct Unit {
     manifest_dir: PathBuf,
     /// `<target>/<profile>/build`: where the pinned tool and the log are.
     build_dir: PathBuf,
-    /// This build's directories, longest first, with their placeholder names.
-    roots: Vec<(&'static str, String)>,
+    /// This build's directories, named by placeholder as a file step names them.
+    roots: Roots,
     /// Whether the package's sources can change under one version (not from `CARGO_HOME`).
     local: bool,
 }
@@ -200,40 +201,22 @@ impl Unit {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
         let local = cargo_home.as_ref().is_none_or(|home| !manifest_dir.starts_with(home));
-        let mut roots: Vec<(&'static str, String)> = [
-            ("out", Some(out_dir.clone())),
-            ("manifest", Some(manifest_dir.clone())),
-            ("target", target_dir),
-            ("cargo-home", cargo_home),
-        ]
-        .into_iter()
-        .filter_map(|(name, dir)| Some((name, dir?.to_str()?.trim_end_matches('/').to_owned())))
-        .filter(|(_, dir)| !dir.is_empty())
-        .collect();
-        roots.sort_by_key(|(_, dir)| std::cmp::Reverse(dir.len()));
+        let roots = Roots::new(
+            [
+                ("out", Some(out_dir.as_path())),
+                ("manifest", Some(manifest_dir.as_path())),
+                ("target", target_dir.as_deref()),
+                ("cargo-home", cargo_home.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(name, dir)| Some((name, dir?))),
+        );
         Ok(Unit { package, out_dir, manifest_dir, build_dir, roots, local })
     }
 
-    /// `text` with this build's directories as `{name}` placeholders, at whole path components.
+    /// `text` with this build's directories as placeholders, at whole path components.
     fn normalize(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        'scan: while let Some(ch) = rest.chars().next() {
-            for (name, dir) in &self.roots {
-                if let Some(after) = rest.strip_prefix(dir.as_str())
-                    && (after.is_empty() || after.starts_with(['/', '\\', ':', ';', ' ', '"']))
-                {
-                    out.push('{');
-                    out.push_str(name);
-                    out.push('}');
-                    rest = after;
-                    continue 'scan;
-                }
-            }
-            out.push(ch);
-            rest = &rest[ch.len_utf8()..];
-        }
-        out
+        self.roots.name(text)
     }
 
     /// One line in `<build dir>/.memoshelve/runs.log`: what became of this script's run (the
@@ -522,18 +505,16 @@ mod tests {
     use super::*;
 
     fn unit() -> Unit {
-        let mut roots = vec![
-            ("out", "/t/debug/build/p-1/out".to_owned()),
-            ("manifest", "/src/p".to_owned()),
-            ("target", "/t".to_owned()),
-        ];
-        roots.sort_by_key(|(_, dir)| std::cmp::Reverse(dir.len()));
         Unit {
             package: "p".to_owned(),
             out_dir: "/t/debug/build/p-1/out".into(),
             manifest_dir: "/src/p".into(),
             build_dir: "/t/debug/build".into(),
-            roots,
+            roots: Roots::new([
+                ("out", Path::new("/t/debug/build/p-1/out")),
+                ("manifest", Path::new("/src/p")),
+                ("target", Path::new("/t")),
+            ]),
             local: true,
         }
     }
@@ -541,8 +522,11 @@ mod tests {
     #[test]
     fn normalizes_whole_components_only() {
         let unit = unit();
-        assert_eq!(unit.normalize("/t/debug/build/p-1/out/lib"), "{out}/lib");
-        assert_eq!(unit.normalize("-L /t/debug/deps:/src/p"), "-L {target}/debug/deps:{manifest}");
+        assert_eq!(unit.normalize("/t/debug/build/p-1/out/lib"), "{memoshelve:out}/lib");
+        assert_eq!(
+            unit.normalize("-L /t/debug/deps:/src/p"),
+            "-L {memoshelve:target}/debug/deps:{memoshelve:manifest}"
+        );
         assert_eq!(unit.normalize("/tx/y /src/pq"), "/tx/y /src/pq");
     }
 

@@ -87,16 +87,27 @@ const OPEN: &str = "{memoshelve:";
 
 /// The absolute directories of one build that stored lines name by placeholder, so that a line
 /// stored in one checkout or target directory is replayed with the directories of another.
+///
+/// Public (as `memoshelve_build::store::Roots`) for `cargo-memoshelve`'s build-script runner,
+/// which names the same directories the same way.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Roots {
+#[cfg_attr(not(feature = "maintenance"), allow(unreachable_pub, reason = "public in `store`"))]
+pub struct Roots {
     /// `(placeholder name, directory)`, the longest directory first.
     roots: Vec<(&'static str, String)>,
 }
 
+#[cfg_attr(not(feature = "maintenance"), allow(unreachable_pub, reason = "public in `store`"))]
 impl Roots {
+    /// The `(placeholder name, directory)` pairs, the longest directory first.
+    #[cfg(feature = "maintenance")]
+    pub fn dirs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.roots.iter().map(|(name, dir)| (*name, dir.as_str()))
+    }
+
     /// Roots from `(placeholder name, directory)` pairs; directories that are not UTF-8 or are
     /// empty cannot appear in a line and are left out.
-    pub(crate) fn new<'a>(pairs: impl IntoIterator<Item = (&'static str, &'a Path)>) -> Roots {
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'static str, &'a Path)>) -> Roots {
         let mut roots: Vec<(&'static str, String)> = pairs
             .into_iter()
             .filter_map(|(name, dir)| {
@@ -111,7 +122,7 @@ impl Roots {
     /// `text` with every occurrence of a root that ends at a whole path component replaced by
     /// its placeholder: `/w/p7/out` names `/w/p7` followed by `/out`, while `/w/p7-assets` is
     /// another directory and stays as it is. A literal `{memoshelve:` is escaped.
-    pub(crate) fn name(&self, text: &str) -> String {
+    pub fn name(&self, text: &str) -> String {
         let mut named = String::with_capacity(text.len());
         let mut rest = text;
         'scan: while let Some(ch) = rest.chars().next() {
@@ -141,7 +152,7 @@ impl Roots {
 
     /// The reverse of [`Roots::name`], with this build's directories. A placeholder this build
     /// has no directory for stays as it is.
-    pub(crate) fn expand(&self, stored: &str) -> String {
+    pub fn expand(&self, stored: &str) -> String {
         let mut expanded = String::with_capacity(stored.len());
         let mut rest = stored;
         while let Some(start) = rest.find(OPEN) {
