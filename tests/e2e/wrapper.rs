@@ -311,17 +311,29 @@ fn a_failing_script_is_not_stored_and_its_error_reaches_the_user() {
 #[test]
 fn switched_off_when_the_script_runs_launchers_pass_through() {
     let world = World::new();
-    for (name, value) in [("MEMOSHELVE_BUILD_SCRIPTS", "off"), ("MEMOSHELVE_DISABLE", "1")] {
+    // Two switches, and the wrapper gone from cargo's settings (the launchers stay: cargo does
+    // not recompile a build script for that).
+    let cases = [
+        ("MEMOSHELVE_BUILD_SCRIPTS", Some("off")),
+        ("MEMOSHELVE_DISABLE", Some("1")),
+        ("RUSTC_WRAPPER", None),
+    ];
+    for (name, value) in cases {
         ok(world.cargo(&["clean", "-q"]));
         // Compiled with the wrapper on; run with it off.
         ok(world.cargo(&["build", "-q", "-p", "user"]));
         world.take_runs();
         take_log(&world.target());
         std::fs::write(world.root.join("provider/input.txt"), format!("{name}\n")).unwrap();
-        ok(world.cargo(&["build", "-q", "-p", "user"]).env(name, value));
+        let mut build = world.cargo(&["build", "-q", "-p", "user"]);
+        match value {
+            Some(value) => build.env(name, value),
+            None => build.env_remove(name),
+        };
+        ok(build);
         let runs = world.take_runs();
-        assert!(runs.contains(&"provider".to_owned()), "{name}={value}: the real script ran");
-        assert_eq!(take_log(&world.target()), vec![], "{name}={value}: the runner did nothing");
+        assert!(runs.contains(&"provider".to_owned()), "{name}={value:?}: the real script ran");
+        assert_eq!(take_log(&world.target()), vec![], "{name}={value:?}: the runner did nothing");
     }
 }
 

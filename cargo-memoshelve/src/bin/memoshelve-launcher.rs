@@ -4,8 +4,9 @@
 //! and puts a copy of this small program at the path cargo runs, with the real binary's mtime.
 //! Beside it, `.memoshelve-launch` names the real binary and the pinned `cargo-memoshelve` of
 //! this profile directory. This program only chooses: with `MEMOSHELVE_DISABLE=1` or
-//! `MEMOSHELVE_BUILD_SCRIPTS=off` (read now, not when the script was compiled), or when the
-//! tool is gone, it runs the real script itself; otherwise it hands over to the tool, which
+//! `MEMOSHELVE_BUILD_SCRIPTS=off` (read now, not when the script was compiled), when cargo no
+//! longer runs `cargo-memoshelve` as its wrapper, or when the tool is gone, it runs the real
+//! script itself; otherwise it hands over to the tool, which
 //! restores the script's result or runs and records it.
 //!
 //! It is a native program, not a shell script, because a shell drops environment variables whose
@@ -55,7 +56,13 @@ fn main() -> ExitCode {
         return ExitCode::from(101);
     };
     let real = dir.join(real);
-    let off = std::env::var_os("MEMOSHELVE_DISABLE").is_some_and(|value| value == "1")
+    // Cargo hands a build script its `RUSTC_WRAPPER`: a launcher left from a build that had the
+    // wrapper (after `setup --undo`, say) runs the real script once the wrapper is gone.
+    let wrapped = std::env::var_os("RUSTC_WRAPPER").is_some_and(|wrapper| {
+        Path::new(&wrapper).file_stem().is_some_and(|stem| stem == "cargo-memoshelve")
+    });
+    let off = !wrapped
+        || std::env::var_os("MEMOSHELVE_DISABLE").is_some_and(|value| value == "1")
         || std::env::var_os("MEMOSHELVE_BUILD_SCRIPTS").is_some_and(|value| value == "off");
     if !off {
         if tool.is_file() {
