@@ -176,6 +176,8 @@ struct Unit {
     manifest_dir: PathBuf,
     /// `<target>/<profile>/build`: where the pinned tool and the log are.
     build_dir: PathBuf,
+    /// The target directory, above the profile's.
+    target_dir: Option<PathBuf>,
     /// This build's directories, named by placeholder as a file step names them.
     roots: Roots,
     /// Whether the package's sources can change under one version (not from `CARGO_HOME`).
@@ -211,7 +213,7 @@ impl Unit {
             .into_iter()
             .filter_map(|(name, dir)| Some((name, dir?))),
         );
-        Ok(Unit { package, out_dir, manifest_dir, build_dir, roots, local })
+        Ok(Unit { package, out_dir, manifest_dir, build_dir, target_dir, roots, local })
     }
 
     /// `text` with this build's directories as placeholders, at whole path components.
@@ -382,9 +384,8 @@ fn package_files(unit: &Unit) -> Result<[u8; 32], String> {
     let root = &unit.manifest_dir;
     let target = root.join("target");
     let git = root.join(".git");
-    let build_target = unit.build_dir.parent().and_then(Path::parent).map(Path::to_path_buf);
     let mut skip = vec![target.as_path(), git.as_path(), unit.out_dir.as_path()];
-    skip.extend(build_target.as_deref());
+    skip.extend(unit.target_dir.as_deref());
     let mut hasher = blake3::Hasher::new();
     tree_into(unit, root, &mut hasher, &skip)
         .map_err(|err| format!("cannot hash the package {}: {err}", root.display()))?;
@@ -510,6 +511,7 @@ mod tests {
             out_dir: "/t/debug/build/p-1/out".into(),
             manifest_dir: "/src/p".into(),
             build_dir: "/t/debug/build".into(),
+            target_dir: Some("/t".into()),
             roots: Roots::new([
                 ("out", Path::new("/t/debug/build/p-1/out")),
                 ("manifest", Path::new("/src/p")),

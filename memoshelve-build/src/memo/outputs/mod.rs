@@ -177,7 +177,9 @@ impl<H> Outputs<'_, H> {
     where
         H: ArgsEncoder<A>,
     {
-        match self.run(args, |state| Ok::<R, std::convert::Infallible>(step(state))) {
+        match self
+            .try_call_with_status(args, |state| Ok::<R, std::convert::Infallible>(step(state)))
+        {
             Ok(found) => found,
             Err(never) => match never {},
         }
@@ -197,7 +199,7 @@ impl<H> Outputs<'_, H> {
     where
         H: ArgsEncoder<A>,
     {
-        self.run(args, step).map(|(value, _)| value)
+        self.try_call_with_status(args, step).map(|(value, _)| value)
     }
 
     /// Like [`Outputs::try_call`], and says where the files came from.
@@ -205,17 +207,6 @@ impl<H> Outputs<'_, H> {
     /// # Errors
     /// Only the errors of `step`.
     pub fn try_call_with_status<A: ?Sized, R: Cacheable, E>(
-        &self,
-        args: &A,
-        step: impl FnOnce(&mut Step) -> Result<R, E>,
-    ) -> Result<(R, Status), E>
-    where
-        H: ArgsEncoder<A>,
-    {
-        self.run(args, step)
-    }
-
-    fn run<A: ?Sized, R: Cacheable, E>(
         &self,
         args: &A,
         step: impl FnOnce(&mut Step) -> Result<R, E>,
