@@ -81,6 +81,30 @@ fn runs_as_a_cargo_subcommand() {
 }
 
 #[test]
+fn the_full_tool_runs_alone_and_the_front_says_when_it_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = Command::new(env!("CARGO_BIN_EXE_memoshelve"))
+        .args(["path", "--dir"])
+        .arg(dir.path())
+        .env_remove("MEMOSHELVE_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&alone).trim_end(), dir.path().to_str().unwrap());
+
+    // A front copied without the full tool beside it names what to reinstall.
+    let front = dir.path().join("cargo-memoshelve");
+    std::fs::copy(env!("CARGO_BIN_EXE_cargo-memoshelve"), &front).unwrap();
+    let missing = Command::new(&front).args(["memoshelve", "list"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains(&dir.path().join("memoshelve").display().to_string())
+            && stderr.contains("cargo install cargo-memoshelve"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn help_explains_and_usage_errors_exit_2() {
     let help = stdout(&bin().args(["memoshelve", "--help"]).output().unwrap());
     assert!(help.contains("path") && help.contains("MEMOSHELVE_DIR"), "{help}");

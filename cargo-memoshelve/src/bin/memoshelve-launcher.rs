@@ -19,15 +19,15 @@
     reason = "stdout is cargo's channel for a build script (a `cargo:warning`), stderr its log"
 )]
 
+#[path = "../protocol.rs"]
+#[allow(dead_code, reason = "the launcher uses part of what the binaries share")]
+mod protocol;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// The file beside the launcher that says what to run.
-const RECORD: &str = ".memoshelve-launch";
-
-/// The first argument the tool is given: it then runs the script (see `wrapper::run`).
-const RUN_FLAG: &str = "__memoshelve-build-script";
+use protocol::{RECORD, RUN_FLAG, exec};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -58,9 +58,8 @@ fn main() -> ExitCode {
     let real = dir.join(real);
     // Cargo hands a build script its `RUSTC_WRAPPER`: a launcher left from a build that had the
     // wrapper (after `setup --undo`, say) runs the real script once the wrapper is gone.
-    let wrapped = std::env::var_os("RUSTC_WRAPPER").is_some_and(|wrapper| {
-        Path::new(&wrapper).file_stem().is_some_and(|stem| stem == "cargo-memoshelve")
-    });
+    let wrapped =
+        std::env::var_os("RUSTC_WRAPPER").is_some_and(|wrapper| protocol::is_front(&wrapper));
     let off = !wrapped
         || std::env::var_os("MEMOSHELVE_DISABLE").is_some_and(|value| value == "1")
         || std::env::var_os("MEMOSHELVE_BUILD_SCRIPTS").is_some_and(|value| value == "off");
@@ -68,7 +67,7 @@ fn main() -> ExitCode {
         if tool.is_file() {
             let mut command = Command::new(&tool);
             command.arg(RUN_FLAG).arg(&real).args(&args);
-            let err = run(command);
+            let err = exec(command);
             // The tool could not be started: the script still runs.
             println!("cargo:warning=memoshelve: cannot start {}: {err}", tool.display());
         } else {
@@ -80,7 +79,7 @@ fn main() -> ExitCode {
     }
     let mut command = Command::new(&real);
     command.args(&args);
-    let err = run(command);
+    let err = exec(command);
     eprintln!("memoshelve launcher: cannot run the build script {}: {err}", real.display());
     ExitCode::from(101)
 }
@@ -108,21 +107,4 @@ fn path_of(bytes: &[u8]) -> PathBuf {
 #[cfg(not(unix))]
 fn path_of(bytes: &[u8]) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
-}
-
-/// Replaces this process by `command` (its file descriptors, the jobserver's among them, pass
-/// on as they are); returns only when that fails.
-#[cfg(unix)]
-fn run(mut command: Command) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    command.exec()
-}
-
-/// Windows has no exec: runs `command` and exits with its code.
-#[cfg(not(unix))]
-fn run(mut command: Command) -> std::io::Error {
-    match command.status() {
-        Ok(status) => std::process::exit(status.code().unwrap_or(101)),
-        Err(err) => err,
-    }
 }

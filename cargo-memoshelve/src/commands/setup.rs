@@ -9,8 +9,7 @@ use toml_edit::{DocumentMut, Item, Table, value};
 
 use crate::cli::MemoshelveArgs;
 
-/// The variable that carries the user's own wrapper (see `wrapper::compile::inner_wrapper`).
-const INNER: &str = "MEMOSHELVE_RUSTC_WRAPPER";
+use crate::protocol::INNER_WRAPPER as INNER;
 
 pub(crate) fn run(args: &MemoshelveArgs, global: bool, undo: bool) -> anyhow::Result<()> {
     let config = config_path(args, global)?;
@@ -22,7 +21,8 @@ pub(crate) fn run(args: &MemoshelveArgs, global: bool, undo: bool) -> anyhow::Re
     let mut document: DocumentMut = text.parse().with_context(|| {
         format!("{} is not valid TOML: fix it, then run this again", config.display())
     })?;
-    let me = std::env::current_exe().context("cannot tell where cargo-memoshelve is")?;
+    let me = crate::protocol::sibling(crate::protocol::FRONT)
+        .context("cannot tell where cargo-memoshelve is")?;
     let me_text = me.to_str().context("cargo-memoshelve's path is not UTF-8")?.to_owned();
     let current = document
         .get("build")
@@ -34,9 +34,7 @@ pub(crate) fn run(args: &MemoshelveArgs, global: bool, undo: bool) -> anyhow::Re
         .and_then(|env| env.get(INNER))
         .and_then(|inner| inner.as_str().or_else(|| inner.get("value")?.as_str()))
         .map(str::to_owned);
-    let is_me = |wrapper: &str| {
-        Path::new(wrapper).file_stem().is_some_and(|stem| stem == "cargo-memoshelve")
-    };
+    let is_me = |wrapper: &str| crate::protocol::is_front(wrapper.as_ref());
     if undo {
         if current.as_deref().is_some_and(is_me) {
             let build = table(&mut document, "build")?;

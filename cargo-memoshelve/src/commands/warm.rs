@@ -19,12 +19,11 @@ pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String], push: bool) -> a
     command.args(cargo_args).env("MEMOSHELVE_DIR", store.root());
     // Through the wrapper, so that every build script is memoized too (a wrapper of the user's
     // stays the inner one).
-    let me = std::env::current_exe().context("cannot tell where cargo-memoshelve is")?;
+    let me = crate::protocol::sibling(crate::protocol::FRONT)
+        .context("cannot tell where cargo-memoshelve is")?;
     let wrapper = std::env::var_os("RUSTC_WRAPPER").filter(|wrapper| !wrapper.is_empty());
-    if let Some(wrapper) = wrapper.filter(|wrapper| {
-        std::path::Path::new(wrapper).file_stem().is_none_or(|stem| stem != "cargo-memoshelve")
-    }) {
-        command.env("MEMOSHELVE_RUSTC_WRAPPER", wrapper);
+    if let Some(wrapper) = wrapper.filter(|wrapper| !crate::protocol::is_front(wrapper)) {
+        command.env(crate::protocol::INNER_WRAPPER, wrapper);
     }
     let status = command
         .env("RUSTC_WRAPPER", me)

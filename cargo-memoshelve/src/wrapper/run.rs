@@ -33,7 +33,7 @@ use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
 use serde::{Deserialize, Serialize};
 
-use super::compile::{exit_code, inner_wrapper};
+use crate::protocol::{exit_code, inner_wrapper};
 
 /// Bumped when the key's meaning changes.
 const KEY_VERSION: u32 = 1;

@@ -1,16 +1,14 @@
 //! The rustc wrapper: every compile passes through; a build script's gets a launcher.
 
-#![expect(clippy::print_stderr, reason = "a compile reports to cargo on stderr, as rustc does")]
-
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
-use super::RECORD;
+use crate::protocol::{self, RECORD, code_of, inner_wrapper};
 
 /// `args` is rustc and its arguments, as cargo gives them to `RUSTC_WRAPPER`.
-pub(crate) fn main(args: &[OsString]) -> ExitCode {
+pub(crate) fn main(args: &[OsString]) -> u8 {
     let mut command = match inner_wrapper() {
         Some(inner) => {
             let mut command = Command::new(inner);
@@ -30,11 +28,11 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Ok(status) => status,
         Err(err) => {
             eprintln!("error: memoshelve: cannot run {}: {err}", args[0].to_string_lossy());
-            return ExitCode::from(1);
+            return 1;
         }
     };
     if !status.success() {
-        return exit_code(status);
+        return code_of(status);
     }
     if let Err(err) = script.install_launcher() {
         // The script stays as rustc made it: it runs uncached, the build goes on.
@@ -43,12 +41,7 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             script.binary.display()
         );
     }
-    ExitCode::SUCCESS
-}
-
-/// The user's own wrapper, to which every compile goes (`MEMOSHELVE_RUSTC_WRAPPER=sccache`).
-pub(crate) fn inner_wrapper() -> Option<OsString> {
-    std::env::var_os("MEMOSHELVE_RUSTC_WRAPPER").filter(|inner| !inner.is_empty())
+    0
 }
 
 /// A build script's compile, as cargo spells it.
@@ -81,11 +74,10 @@ impl BuildScript {
     fn install_launcher(&self) -> std::io::Result<()> {
         let dir = self.binary.parent().expect("an --out-dir joined with a file name");
         let tool = pinned_tool(dir)?;
-        let launcher = std::env::current_exe()?
-            .with_file_name(format!("memoshelve-launcher{}", std::env::consts::EXE_SUFFIX));
+        let launcher = protocol::sibling("memoshelve-launcher")?;
         if !launcher.is_file() {
             return Err(std::io::Error::other(format!(
-                "{} is missing (install both binaries: `cargo install cargo-memoshelve`)",
+                "{} is missing (`cargo install cargo-memoshelve` installs it beside cargo-memoshelve)",
                 launcher.display()
             )));
         }
@@ -113,7 +105,7 @@ impl BuildScript {
     }
 }
 
-/// The copy of this tool every launcher of a profile directory runs: pinned, so that
+/// The copy of the full tool every launcher of a profile directory runs: pinned, so that
 /// reinstalling `cargo-memoshelve` mid-build changes nothing under a running build, and one per
 /// profile directory, not one per script. Made once, atomically (compiles run in parallel).
 fn pinned_tool(script_dir: &Path) -> std::io::Result<PathBuf> {
@@ -123,11 +115,12 @@ fn pinned_tool(script_dir: &Path) -> std::io::Result<PathBuf> {
         .expect("checked by BuildScript::of");
     let pinned_dir = build.join(".memoshelve");
     let pinned = pinned_dir.join(format!(
-        "cargo-memoshelve-{}{}",
+        "{}-{}{}",
+        protocol::TOOL,
         env!("CARGO_PKG_VERSION"),
         std::env::consts::EXE_SUFFIX
     ));
-    let me = std::env::current_exe()?;
+    let me = protocol::sibling(protocol::TOOL)?;
     if same_file(&me, &pinned) {
         return Ok(pinned);
     }
@@ -180,34 +173,11 @@ fn codegen_option(args: &[OsString], name: &str) -> Option<String> {
 }
 
 /// Runs `command` in this process's place: a pass-through compile costs one exec.
-#[cfg(unix)]
-fn pass_through(mut command: Command) -> ExitCode {
-    use std::os::unix::process::CommandExt;
-    let err = command.exec();
-    eprintln!("error: memoshelve: cannot run {}: {err}", command.get_program().to_string_lossy());
-    ExitCode::from(1)
-}
-
-#[cfg(not(unix))]
-fn pass_through(mut command: Command) -> ExitCode {
-    match command.status() {
-        Ok(status) => exit_code(status),
-        Err(err) => {
-            eprintln!(
-                "error: memoshelve: cannot run {}: {err}",
-                command.get_program().to_string_lossy()
-            );
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// The exit code cargo would have seen from the command itself.
-pub(crate) fn exit_code(status: std::process::ExitStatus) -> ExitCode {
-    match status.code() {
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::from(101),
-    }
+fn pass_through(command: Command) -> u8 {
+    let program = command.get_program().to_owned();
+    let err = protocol::exec(command);
+    eprintln!("error: memoshelve: cannot run {}: {err}", program.to_string_lossy());
+    1
 }
 
 #[cfg(test)]
