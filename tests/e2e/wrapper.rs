@@ -31,6 +31,29 @@ fn main() {
     if std::env::var_os("PROV_EMBED").is_some() {
         std::fs::write(out.join("paths.bin"), format!("\0built in {}\0", out.display())).unwrap();
     }
+    if std::env::var_os("PROV_PC").is_some() {
+        std::fs::create_dir_all(out.join("lib/pkgconfig")).unwrap();
+        let pc = format!("prefix={}\nlibdir=${{prefix}}/lib\n", out.display());
+        std::fs::write(out.join("lib/pkgconfig/prov.pc"), pc).unwrap();
+    }
+    if std::env::var_os("PROV_OUTSIDE").is_some() {
+        // `OUT_DIR/../../..` is the profile's directory in cargo's layout.
+        std::fs::write(out.join("../../../prov-stray.txt"), "x").unwrap();
+    }
+    if std::env::var_os("PROV_LINK").is_some() {
+        std::os::unix::fs::symlink("/etc", out.join("escape")).unwrap();
+    }
+    if let Some(gate) = std::env::var_os("PROV_WAIT") {
+        // Says who runs it (the runner is its parent), then waits for the test to open the gate.
+        let gate = std::path::PathBuf::from(gate);
+        let pids = format!("{} {}", std::os::unix::process::parent_id(), std::process::id());
+        std::fs::write(gate.with_extension("tmp"), pids).unwrap();
+        std::fs::rename(gate.with_extension("tmp"), gate.with_extension("ready")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !gate.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     if std::env::var_os("PROV_OWN_INPUT").is_some() {
         std::fs::write(out.join("made.txt"), "x").unwrap();
         println!("cargo:rerun-if-changed={}", out.join("made.txt").display());
@@ -364,17 +387,147 @@ fn the_users_wrapper_sees_every_other_compile_and_the_script_sees_it() {
 
 #[test]
 fn runs_that_must_not_be_replayed_are_not_recorded() {
+    let cases =
+        [("PROV_OWN_INPUT", "inside OUT_DIR"), ("PROV_LINK", "a symbolic link leaving OUT_DIR")];
+    for (variable, why) in cases {
+        let world = World::new();
+        ok(world.cargo(&["build", "-q", "-p", "user"]).env(variable, "1"));
+        let log = take_log(&world.target());
+        assert!(
+            log.iter().any(|(package, what)| package == "provider" && what.contains(why)),
+            "{variable}: {log:?}"
+        );
+        ok(world.cargo(&["clean", "-q"]));
+        world.take_runs();
+        ok(world.cargo(&["build", "-q", "-p", "user"]).env(variable, "1"));
+        let runs = world.take_runs();
+        assert!(runs.contains(&"provider".to_owned()), "{variable}: ran again after cargo clean");
+    }
+}
+
+/// What the runner did with the provider's run at `target`.
+fn provider_log(target: &Path) -> String {
+    take_log(target).into_iter().find(|(package, _)| package == "provider").unwrap().1
+}
+
+/// The one file under `dir` whose path ends with `tail`.
+fn one_file(dir: &Path, tail: &str) -> PathBuf {
+    let found: Vec<PathBuf> =
+        files_under(dir).into_iter().filter(|path| path.ends_with(tail)).collect();
+    assert_eq!(found.len(), 1, "{tail}: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// A pkg-config file that names OUT_DIR is stored with a placeholder: it restores at another
+/// target dir, naming that build's OUT_DIR.
+#[test]
+fn a_pkg_config_file_is_relocated_to_each_build() {
     let world = World::new();
-    ok(world.cargo(&["build", "-q", "-p", "user"]).env("PROV_OWN_INPUT", "1"));
-    let log = take_log(&world.target());
-    assert!(
-        log.iter().any(|(package, what)| package == "provider" && what.contains("inside OUT_DIR")),
-        "{log:?}"
+    let build = |target: &Path| {
+        ok(world.cargo_in(&world.root, target, &["build", "-q", "-p", "user"]).env("PROV_PC", "1"));
+        provider_log(target)
+    };
+    assert_eq!(build(&world.target()), "recorded");
+    let other = world.root.with_file_name("other-target");
+    assert_eq!(build(&other), "restored", "another target dir");
+    let pc = one_file(&other.join("debug/build"), "out/lib/pkgconfig/prov.pc");
+    let out_dir = pc.ancestors().nth(3).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&pc).unwrap(),
+        format!("prefix={}\nlibdir=${{prefix}}/lib\n", out_dir.display())
     );
+}
+
+/// A hermetic run (OUT_DIR at a path under the cache root that every checkout shares) makes a
+/// result that spells its OUT_DIR in a binary portable: it restores at another target dir.
+#[test]
+fn a_hermetic_run_makes_a_result_that_spells_out_dir_portable() {
+    let world = World::new();
+    let cargo = |target: &Path, args: &[&str]| {
+        let mut command = world.cargo_in(&world.root, target, args);
+        command.env("PROV_EMBED", "1").env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", "provider");
+        command
+    };
+    assert_eq!(ok(cargo(&world.target(), &["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
+    assert_eq!(provider_log(&world.target()), "recorded (hermetic)");
+    let spelled = std::fs::read(one_file(&world.target().join("debug/build"), "out/paths.bin"));
+    let spelled = String::from_utf8_lossy(&spelled.unwrap()).into_owned();
+    assert!(spelled.contains(world.cache.join("hermetic").to_str().unwrap()), "{spelled}");
+    assert!(!spelled.contains(world.target().to_str().unwrap()), "{spelled}");
+    // The sandbox is gone; its lock stays.
+    let left: Vec<PathBuf> = std::fs::read_dir(world.cache.join("hermetic"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_none_or(|extension| extension != "lock"))
+        .collect();
+    assert_eq!(left, Vec::<PathBuf>::new());
+
+    let other = world.root.with_file_name("other-target");
+    world.take_runs();
+    assert_eq!(ok(cargo(&other, &["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
+    assert_eq!(provider_log(&other), "restored", "another target dir");
+    assert!(!world.take_runs().contains(&"provider".to_owned()));
+}
+
+/// A script that reaches outside OUT_DIR in a hermetic run is run again in place (so what it
+/// writes lands where cargo's layout puts it), and is not recorded: a restore would not bring
+/// back what it wrote outside.
+#[test]
+fn a_script_that_writes_outside_out_dir_is_run_in_place_and_not_recorded() {
+    let world = World::new();
+    let build = || {
+        ok(world
+            .cargo(&["build", "-q", "-p", "user"])
+            .env("PROV_OUTSIDE", "1")
+            .env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", "all"));
+        provider_log(&world.target())
+    };
+    let what = build();
+    assert!(
+        what.starts_with("ran (a hermetic run wrote") && what.contains("outside OUT_DIR"),
+        "{what}"
+    );
+    assert!(world.target().join("debug/prov-stray.txt").is_file());
     ok(world.cargo(&["clean", "-q"]));
     world.take_runs();
-    ok(world.cargo(&["build", "-q", "-p", "user"]).env("PROV_OWN_INPUT", "1"));
+    assert!(build().starts_with("ran ("));
     assert!(world.take_runs().contains(&"provider".to_owned()), "ran again after cargo clean");
+}
+
+/// The runner killed while the script runs: that build fails as a killed script's would, no
+/// entry is left, and the next builds are right.
+#[test]
+fn a_runner_killed_mid_run_leaves_nothing_wrong() {
+    let world = World::new();
+    let gate = world.root.with_file_name("gate");
+    let mut build = world
+        .cargo(&["build", "-q", "-p", "user"])
+        .env("PROV_WAIT", &gate)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = gate.with_extension("ready");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "the provider never started");
+        assert!(build.try_wait().unwrap().is_none(), "the build ended before the provider ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pids = std::fs::read_to_string(&ready).unwrap();
+    let (runner, _script) = pids.split_once(' ').unwrap();
+    let killed = Command::new("kill").args(["-KILL", runner]).status().unwrap();
+    assert!(killed.success());
+    std::fs::write(&gate, "").unwrap();
+    assert!(!build.wait().unwrap().success(), "a killed build script fails the build");
+
+    assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
+    for expected in ["recorded", "restored"] {
+        ok(world.cargo(&["clean", "-q"]));
+        take_log(&world.target());
+        assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
+        assert_eq!(provider_log(&world.target()), expected);
+    }
 }
 
 #[test]
@@ -430,8 +583,10 @@ fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// `examples/native-deps`: libsqlite3-sys (bundled), zstd-sys and lz4-sys from crates.io
-/// compile C in their build scripts; the crate's own script reads zstd-sys's `DEP_ZSTD_INCLUDE`.
+/// `examples/native-deps`: libsqlite3-sys (bundled), zstd-sys, lz4-sys and libgit2-sys
+/// (vendored) from crates.io compile C in their build scripts; the crate's own script reads
+/// zstd-sys's `DEP_ZSTD_INCLUDE`. libgit2-sys's objects spell its OUT_DIR: its entry restores at
+/// another target dir because its run was hermetic.
 #[test]
 fn vendored_c_libraries_are_restored_not_rebuilt() {
     let temp = tempfile::tempdir().unwrap();
@@ -451,14 +606,14 @@ fn vendored_c_libraries_are_restored_not_rebuilt() {
         command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME");
         command
     };
-    let native = ["libsqlite3-sys", "lz4-sys", "zstd-sys"];
+    let native = ["libgit2-sys", "libsqlite3-sys", "lz4-sys", "zstd-sys"];
     let of_native = |log: Vec<(String, String)>| -> Vec<(String, String)> {
         sorted(log.into_iter().filter(|(package, _)| native.contains(&package.as_str())).collect())
     };
     let each = |what: &str| native.map(|package| pair(package, what)).to_vec();
 
     ok(cargo(&checkout, &world.target(), &["test", "-q", "--locked"]));
-    assert_eq!(of_native(take_log(&world.target())), each("recorded"));
+    assert_eq!(of_native(take_log(&world.target())), each("recorded (hermetic)"));
     ok(cargo(&checkout, &world.target(), &["clean", "-q"]));
     ok(cargo(&checkout, &world.target(), &["test", "-q", "--locked"]));
     let log = take_log(&world.target());

@@ -17,12 +17,14 @@ use serde_json::{Value, json};
 use crate::ci::{cargo, project_root, step};
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only] [--peers] [FILTER]
+    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only | --wrapper-only] [--peers] [FILTER]
 
   --quick      CI's variant: tiny sizes and samples, one example; asserts nothing about time
                and writes the table to target/memoshelve-bench/BENCHMARKS.quick.md
   --skip-e2e   only the in-process workloads (1-7, both builds); not workloads 8 and 9
   --compile-only  only workload 9, the compile cost of the build-dependency (a few minutes)
+  --wrapper-only  only workload 11, transparent mode: pass-through cost, and examples/native-deps
+               built cold, after `cargo clean` and at another path (a few minutes)
   --peers      also time Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
@@ -39,6 +41,7 @@ struct Options {
     quick: bool,
     skip_e2e: bool,
     compile_only: bool,
+    wrapper_only: bool,
     peers: bool,
     filter: Option<String>,
 }
@@ -50,14 +53,16 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--quick" => options.quick = true,
             "--skip-e2e" => options.skip_e2e = true,
             "--compile-only" => options.compile_only = true,
+            "--wrapper-only" => options.wrapper_only = true,
             "--peers" => options.peers = true,
             "-h" | "--help" => bail!("{USAGE}"),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             filter => options.filter = Some(filter.to_owned()),
         }
     }
-    if options.skip_e2e && options.compile_only {
-        bail!("--skip-e2e and --compile-only exclude each other\n\n{USAGE}");
+    let only = [options.skip_e2e, options.compile_only, options.wrapper_only];
+    if only.into_iter().filter(|&set| set).count() > 1 {
+        bail!("--skip-e2e, --compile-only and --wrapper-only exclude each other\n\n{USAGE}");
     }
     Ok(options)
 }
@@ -82,7 +87,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let cli = target_dir().join("release/cargo-memoshelve");
 
     let mut profiles = serde_json::Map::new();
-    let in_process: &[_] = if options.compile_only { &[] } else { &PROFILES };
+    let in_process: &[_] =
+        if options.compile_only || options.wrapper_only { &[] } else { &PROFILES };
     for &(label, profile) in in_process {
         let dir = out.join(label);
         let _ = fs::remove_dir_all(&dir);
@@ -126,11 +132,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
     let mut e2e = Value::Null;
     let mut compile = Value::Null;
+    let mut transparent = Value::Null;
     if !options.skip_e2e {
-        if !options.compile_only {
+        if !options.compile_only && !options.wrapper_only {
             e2e = crate::bench_e2e::examples(&out, options.quick)?;
         }
-        compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
+        if !options.wrapper_only {
+            compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
+        }
+        if !options.compile_only {
+            transparent = crate::bench_wrapper::transparent(&out, &cli, options.quick)?;
+        }
     }
     let peers = if options.peers { crate::bench_e2e::python_peers(&out)? } else { Value::Null };
 
@@ -140,6 +152,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "profiles": profiles,
         "examples": e2e,
         "compile": compile,
+        "transparent": transparent,
         "python_peers": peers,
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -149,7 +162,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     // Only a complete run replaces the published table.
     let markdown = if options.quick {
         out.join("BENCHMARKS.quick.md")
-    } else if options.filter.is_some() || options.skip_e2e || options.compile_only {
+    } else if options.filter.is_some()
+        || options.skip_e2e
+        || options.compile_only
+        || options.wrapper_only
+    {
         out.join("BENCHMARKS.partial.md")
     } else {
         project_root().join("BENCHMARKS.md")

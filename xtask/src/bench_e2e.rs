@@ -13,13 +13,13 @@ use serde_json::{Value, json};
 
 use crate::ci::project_root;
 
-fn cargo_in(dir: &Path) -> Command {
+pub(crate) fn cargo_in(dir: &Path) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(dir).env_remove("MEMOSHELVE_DIR").env_remove("RUSTFLAGS");
     command
 }
 
-fn timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
+pub(crate) fn timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
     eprintln!("==> {what}");
     let started = Instant::now();
     let output = command.output().with_context(|| format!("cannot start {what}"))?;
@@ -31,22 +31,37 @@ fn timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
     Ok(seconds)
 }
 
-/// The duration cargo's `--timings` report gives the run of `package`'s build script (cargo
-/// rounds it to 10 ms).
-fn build_script_seconds(target: &Path, package: &str) -> anyhow::Result<f64> {
+/// The units of cargo's `--timings` report for the last build into `target`.
+fn timed_units(target: &Path) -> anyhow::Result<Vec<Value>> {
     let report = target.join("cargo-timings/cargo-timing.html");
     let html = fs::read_to_string(&report)
         .with_context(|| format!("cargo wrote no timings report at {}", report.display()))?;
     let start = html.find("UNIT_DATA = ").context("no UNIT_DATA in the timings report")?
         + "UNIT_DATA = ".len();
     let end = start + html[start..].find("];").context("unterminated UNIT_DATA")? + 1;
-    let units: Vec<Value> =
-        serde_json::from_str(&html[start..end]).context("unreadable UNIT_DATA")?;
-    units
+    serde_json::from_str(&html[start..end]).context("unreadable UNIT_DATA")
+}
+
+/// The duration cargo's `--timings` report gives the run of `package`'s build script (cargo
+/// rounds it to 10 ms).
+fn build_script_seconds(target: &Path, package: &str) -> anyhow::Result<f64> {
+    timed_units(target)?
         .iter()
         .find(|unit| unit["name"] == package && unit["mode"] == "run-custom-build")
         .and_then(|unit| unit["duration"].as_f64())
-        .with_context(|| format!("no build-script run of {package} in {}", report.display()))
+        .with_context(|| {
+            format!("no build-script run of {package} in {}'s report", target.display())
+        })
+}
+
+/// The total run time of every build script in the last build into `target`, by cargo's
+/// `--timings` report.
+pub(crate) fn build_scripts_seconds(target: &Path) -> anyhow::Result<f64> {
+    Ok(timed_units(target)?
+        .iter()
+        .filter(|unit| unit["mode"] == "run-custom-build")
+        .filter_map(|unit| unit["duration"].as_f64())
+        .sum())
 }
 
 /// The command line cargo ran `package`'s build script with, from a `-vv` build's output

@@ -216,6 +216,42 @@ pub(crate) fn render(results: &Value) -> String {
         );
     }
 
+    if let Some(transparent) = results["transparent"].as_object() {
+        let _ =
+            writeln!(out, "### Workload 11: transparent mode (`RUSTC_WRAPPER=cargo-memoshelve`)\n");
+        let pass = &transparent["pass_through"];
+        let ms =
+            |name: &str| pass[name].as_f64().map_or("–".to_owned(), |ms| format!("{ms:.2} ms"));
+        let _ = writeln!(
+            out,
+            "| `rustc -vV` (median of {}) | direct | through the front | through `sh -c exec` |\n\
+             |---|---|---|---|\n| time | {} | {} | {} |\n| added | – | {} | {} |\n",
+            pass["samples"],
+            ms("direct_ms"),
+            ms("front_ms"),
+            ms("sh_exec_ms"),
+            ms("added_ms"),
+            ms("floor_added_ms"),
+        );
+        if let Some(builds) = transparent["native_deps"].as_object() {
+            let _ = writeln!(
+                out,
+                "| examples/native-deps, `cargo build` | whole build | build scripts (`--timings`) |\n\
+                 |---|---|---|"
+            );
+            for (label, row) in builds {
+                let seconds = |name: &str| row[name].as_f64().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    out,
+                    "| {label} | {:.1} s | {:.2} s |",
+                    seconds("wall"),
+                    seconds("scripts")
+                );
+            }
+            out.push('\n');
+        }
+    }
+
     if let Some(peers) = results["python_peers"].as_object() {
         let _ = writeln!(out, "### Workload 10: Python peers (same machine, same run)\n");
         let _ = writeln!(out, "| peer | workload | time per call |\n|---|---|---|");
@@ -340,6 +376,37 @@ fn targets(results: &Value) -> String {
         &|seconds| format!("{seconds:.3} s"),
         &|seconds| seconds < 1.0,
     );
+
+    let transparent = &results["transparent"];
+    push(
+        "pass-through compile: ≤ 1 ms added per rustc call (median)",
+        transparent["pass_through"]["added_ms"].as_f64(),
+        &|ms| format!("{ms:.2} ms"),
+        &|ms| ms <= 1.0,
+    );
+    let builds = &transparent["native_deps"];
+    let of = |label: &str, field: &str| builds[label][field].as_f64();
+    push(
+        "transparent mode, cold with an empty cache ≤ 1.05x plain cargo (whole build)",
+        of("wrapper, cold, empty cache", "wall")
+            .zip(of("plain cargo, cold", "wall"))
+            .map(|(ours, plain)| ours / plain),
+        &x,
+        &|value| value <= 1.05,
+    );
+    for (label, what) in [
+        ("wrapper, after cargo clean", "after `cargo clean`"),
+        ("wrapper, another path and target dir", "at another path and target dir"),
+    ] {
+        push(
+            &format!("build scripts {what} ≤ 3% of cold"),
+            of(label, "scripts")
+                .zip(of("wrapper, cold, empty cache", "scripts"))
+                .map(|(warm, cold)| warm / cold * 100.0),
+            &|percent| format!("{percent:.2}%"),
+            &|percent| percent <= 3.0,
+        );
+    }
 
     let mut out = String::from("### Targets\n\n| target | this run | met |\n|---|---|---|\n");
     for (target, measured, met) in rows {

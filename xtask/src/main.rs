@@ -5,6 +5,7 @@
 mod bench;
 mod bench_e2e;
 mod bench_table;
+mod bench_wrapper;
 mod ci;
 mod demo;
 mod tidy;

@@ -31,12 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::hermetic::{self, Sandbox};
+use super::outputs::Recorded;
 use crate::protocol::{exit_code, inner_wrapper};
 
-/// Bumped when the key's meaning changes.
-const KEY_VERSION: u32 = 1;
+/// Bumped when the key's meaning changes (2: the stored value became `Recorded`).
+const KEY_VERSION: u32 = 2;
 
 /// `args`: the real binary, then cargo's arguments for the script.
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
@@ -65,100 +67,94 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // a package name has no `.`, so no other cache takes the name.
     // Local only: DESIGN lets build-script entries reach a remote only signed and opted into,
     // which this version does not do yet.
-    // An entry whose files spell one of its build's directories restores only where that
-    // directory is the same (see `Bound`).
+    // An entry whose byte-exact files spell one of its build's directories restores only where
+    // that directory is the same (see `outputs`).
     let here = unit.roots.clone();
     let memo = Memo::new(format!("build-script.{}", unit.package))
         .local_only()
-        .validate(move |bound: &Bound| bound.holds_in(&here));
+        .validate(move |recorded: &Recorded| recorded.holds_in(&here));
+    let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
+        Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                unit.log(&format!("in place (no sandbox: {err})"), None);
+                None
+            }
+        },
+        None => None,
+    };
     let started = Instant::now();
+    let mut redone = None;
     let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&key, |_step| {
-        run_recorded(&unit, &real, script_args)?;
-        Ok(Bound::of(&unit))
+        let stable = match &sandbox {
+            Some(sandbox) => match run_recorded(&unit, &real, script_args, Some(sandbox)) {
+                Err(Unrecorded::Redo { why, record }) => {
+                    // Whatever the script needs that a hermetic run does not give it, it gets
+                    // in place: the build is never the worse for trying. A script that failed
+                    // or reached outside OUT_DIR there depends on more than its key says.
+                    run_recorded(&unit, &real, script_args, None)?;
+                    if !record {
+                        return Err(Unrecorded::Bypassed(why));
+                    }
+                    redone = Some(why);
+                    None
+                }
+                other => other.map(|()| Some(sandbox.out_dir()))?,
+            },
+            None => {
+                run_recorded(&unit, &real, script_args, None)?;
+                None
+            }
+        };
+        Recorded::settle(&unit.out_dir, &unit.roots, stable).map_err(Unrecorded::Bypassed)
     });
+    drop(sandbox);
+    let took = Some(started.elapsed());
     match outcome {
-        Ok((_, status)) => {
+        Ok((recorded, status)) => {
+            if let Err(err) = recorded.place(&unit.out_dir, &unit.roots) {
+                // A relocated file still holds placeholders: the script runs again in place.
+                clear(&unit.out_dir);
+                unit.log("failed to relocate", took);
+                let why = format!("cannot relocate the restored files: {err}");
+                return run_plain(&real, script_args, Some(&why));
+            }
             let word = match status {
+                Status::Miss if recorded.hermetic => "recorded (hermetic)",
                 Status::Miss => "recorded",
                 Status::Memory | Status::Disk => "restored",
                 _ => "restored (remote)",
             };
-            unit.log(word, Some(started.elapsed()));
+            match redone {
+                Some(why) => unit.log(&format!("{word} (in place: {why})"), took),
+                None => unit.log(word, took),
+            }
             ExitCode::SUCCESS
         }
         Err(Unrecorded::Failed(code)) => {
-            unit.log("failed", Some(started.elapsed()));
+            unit.log("failed", took);
             code
         }
-        Err(Unrecorded::Bypassed(why)) => {
-            unit.log(&format!("ran ({why})"), Some(started.elapsed()));
+        Err(Unrecorded::Bypassed(why) | Unrecorded::Redo { why, .. }) => {
+            unit.log(&format!("ran ({why})"), took);
             ExitCode::SUCCESS
         }
     }
 }
 
-/// The directories of the build a run was recorded in that its files spell (a configure
-/// prefix compiled into a library, a pkg-config file): such an entry is kept byte for byte and
-/// restores only where each of them is the same, so no restored file names a path that is
-/// wrong for the build (DESIGN.md section 9, relocation). Empty for a portable result.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Bound {
-    roots: Vec<(String, String)>,
-}
-
-impl Bound {
-    /// Which of this build's directories the files in OUT_DIR spell.
-    fn of(unit: &Unit) -> Bound {
-        let mut spelled: Vec<(String, String)> = Vec::new();
-        let mut files = Vec::new();
-        list_files(&unit.out_dir, &mut files);
-        for file in files {
-            let Ok(bytes) = fs::read(&file) else { continue };
-            for (name, dir) in unit.roots.dirs() {
-                let known = spelled.iter().any(|(known, _)| known == name);
-                if !known && contains(&bytes, dir.as_bytes()) {
-                    spelled.push((name.to_owned(), dir.to_owned()));
-                }
-            }
-        }
-        spelled.sort();
-        Bound { roots: spelled }
-    }
-
-    /// Whether every directory the entry's files spell is the same in this build.
-    fn holds_in(&self, here: &Roots) -> bool {
-        self.roots.iter().all(|(name, dir)| {
-            here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
-        })
-    }
-}
-
-/// The files under `dir` (not the file step's own marker directory), recursively.
-fn list_files(dir: &Path, files: &mut Vec<PathBuf>) {
+/// Empties `dir` but for the file step's marker directory.
+fn clear(dir: &Path) {
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name() == ".memoshelve" {
+            continue;
+        }
         let path = entry.path();
-        match entry.file_type() {
-            Ok(kind) if kind.is_dir() && entry.file_name() != ".memoshelve" => {
-                list_files(&path, files);
-            }
-            Ok(kind) if kind.is_file() => files.push(path),
-            _ => {}
-        }
+        let _ = if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
     }
-}
-
-/// Whether `needle` occurs in `haystack`.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else { return true };
-    let mut at = 0;
-    while let Some(offset) = haystack[at..].iter().position(|&byte| byte == first) {
-        let start = at + offset + 1;
-        if haystack[start..].starts_with(rest) {
-            return true;
-        }
-        at = start;
-    }
-    false
 }
 
 /// Why a run that went through the cache is not stored.
@@ -167,6 +163,9 @@ enum Unrecorded {
     Failed(ExitCode),
     /// It ran well, but its result must not be replayed (see the module's rules).
     Bypassed(String),
+    /// A hermetic run that must be done again in place: why, and whether the run in place may
+    /// be recorded.
+    Redo { why: String, record: bool },
 }
 
 /// What cargo says about the unit whose script runs.
@@ -214,6 +213,15 @@ impl Unit {
             .filter_map(|(name, dir)| Some((name, dir?))),
         );
         Ok(Unit { package, out_dir, manifest_dir, build_dir, target_dir, roots, local })
+    }
+
+    /// The profile's directory below the target dir (`debug`, `<triple>/release`).
+    fn profile_dir(&self) -> PathBuf {
+        let profile = self.build_dir.parent().unwrap_or(&self.build_dir);
+        match &self.target_dir {
+            Some(target) => profile.strip_prefix(target).unwrap_or(profile).to_path_buf(),
+            None => PathBuf::from("debug"),
+        }
     }
 
     /// `text` with this build's directories as placeholders, at whole path components.
@@ -285,6 +293,12 @@ fn in_key(name: &str) -> bool {
 }
 
 impl ScriptKey {
+    /// A short name of the key, for the hermetic sandbox.
+    fn id(&self) -> String {
+        let text = serde_json::to_vec(self).expect("a key serializes");
+        blake3::hash(&text).to_hex()[..16].to_owned()
+    }
+
     fn of(unit: &Unit, real: &Path) -> Result<ScriptKey, String> {
         let script = hash_file(real)?;
         let mut env = Vec::new();
@@ -421,16 +435,38 @@ fn run_plain(real: &Path, args: &[OsString], why: Option<&str>) -> ExitCode {
 
 /// A miss: runs the real script, its stdout passed on line by line as it comes (through the
 /// file step's capture, to cargo), and says whether the run may be recorded.
-fn run_recorded(unit: &Unit, real: &Path, args: &[OsString]) -> Result<(), Unrecorded> {
+///
+/// In a `sandbox` (a hermetic run) the script's `OUT_DIR` is the sandbox's, which its output
+/// lines name as cargo's; its stdout and stderr are held until it is known to have succeeded
+/// without reaching outside `OUT_DIR`, so that a run redone in place prints once.
+fn run_recorded(
+    unit: &Unit,
+    real: &Path,
+    args: &[OsString],
+    sandbox: Option<&Sandbox>,
+) -> Result<(), Unrecorded> {
     let started = SystemTime::now();
     let clock = Instant::now();
-    let mut child = match script_command(real, args).stdout(Stdio::piped()).spawn() {
+    let mut command = script_command(real, args);
+    command.stdout(Stdio::piped());
+    let rename = sandbox.and_then(|sandbox| {
+        command.env("OUT_DIR", sandbox.out_dir()).stderr(Stdio::piped());
+        Some((sandbox.out_dir().to_str()?.to_owned(), unit.out_dir.to_str()?.to_owned()))
+    });
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
             eprintln!("error: memoshelve: cannot run the build script {}: {err}", real.display());
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
+    let stderr = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut held);
+            held
+        })
+    });
     let mut lines = Vec::new();
     let mut utf8 = true;
     if let Some(stdout) = child.stdout.take() {
@@ -438,10 +474,21 @@ fn run_recorded(unit: &Unit, real: &Path, args: &[OsString]) -> Result<(), Unrec
         let mut out = std::io::stdout();
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
-            let _ = out.write_all(&line).and_then(|()| out.flush());
             match String::from_utf8(std::mem::take(&mut line)) {
-                Ok(text) => lines.push(text),
-                Err(_) => utf8 = false,
+                Ok(mut text) => {
+                    if let Some((stable, cargo)) = &rename {
+                        text = text.replace(stable.as_str(), cargo);
+                    } else {
+                        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                    }
+                    lines.push(text);
+                }
+                Err(err) => {
+                    if sandbox.is_none() {
+                        let _ = out.write_all(err.as_bytes()).and_then(|()| out.flush());
+                    }
+                    utf8 = false;
+                }
             }
         }
     }
@@ -452,6 +499,33 @@ fn run_recorded(unit: &Unit, real: &Path, args: &[OsString]) -> Result<(), Unrec
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
+    let held_stderr = stderr.and_then(|thread| thread.join().ok());
+    if let Some(sandbox) = sandbox {
+        if !utf8 {
+            // Its lines cannot be renamed to cargo's OUT_DIR.
+            let why = "its output is not UTF-8".to_owned();
+            return Err(Unrecorded::Redo { why, record: false });
+        }
+        if !status.success() {
+            let why = format!("it failed in a hermetic run ({status}) but not in place");
+            return Err(Unrecorded::Redo { why, record: false });
+        }
+        if let Some(stray) = sandbox.stray() {
+            let why = format!("a hermetic run wrote {} outside OUT_DIR", stray.display());
+            return Err(Unrecorded::Redo { why, record: false });
+        }
+        if let Err(err) = sandbox.move_into(&unit.out_dir) {
+            clear(&unit.out_dir);
+            let why = format!("cannot move the hermetic run's files: {err}");
+            return Err(Unrecorded::Redo { why, record: true });
+        }
+        let mut out = std::io::stdout();
+        for line in &lines {
+            let _ = out.write_all(line.as_bytes());
+        }
+        let _ = out.flush();
+        let _ = std::io::stderr().write_all(&held_stderr.unwrap_or_default());
+    }
     if !status.success() {
         return Err(Unrecorded::Failed(exit_code(status)));
     }
@@ -540,19 +614,6 @@ mod tests {
         for name in ["NUM_JOBS", "CARGO_MAKEFLAGS", "MAKEFLAGS", "PATH", "OUT_DIR", "HOME"] {
             assert!(!in_key(name), "{name}");
         }
-    }
-
-    #[test]
-    fn a_bound_entry_holds_only_where_its_directories_are_the_same() {
-        let here = unit().roots;
-        let portable = Bound { roots: vec![] };
-        assert!(portable.holds_in(&here));
-        let same = Bound { roots: vec![("out".into(), "/t/debug/build/p-1/out".into())] };
-        assert!(same.holds_in(&here));
-        let elsewhere = Bound { roots: vec![("out".into(), "/u/debug/build/p-1/out".into())] };
-        assert!(!elsewhere.holds_in(&here));
-        assert!(contains(b"prefix=/t/debug/build/p-1/out\n", b"/t/debug/build/p-1/out"));
-        assert!(!contains(b"/t/debug/build/p-2/out", b"/t/debug/build/p-1/out"));
     }
 
     #[test]

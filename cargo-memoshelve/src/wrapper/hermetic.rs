@@ -1,0 +1,166 @@
+//! Hermetic runs (DESIGN.md section 9): a build script run with `OUT_DIR` at a path that is the
+//! same in every checkout, so that what it compiles in (a configure prefix, debug info) spells
+//! that path wherever it ran, and the entry restores at any checkout and target dir.
+//!
+//! The sandbox is `<cache root>/hermetic/<key id>/target/<profile>/build/<package>/out`, named
+//! by the level-1 key, one run at a time (a lock beside it; a second build with the same key
+//! runs in place rather than wait). The directories above `out` mirror cargo's layout, so a
+//! script that reaches outside `OUT_DIR` (`OUT_DIR/../..` to find the target dir) writes into
+//! the sandbox, where it is seen ([`Sandbox::stray`]) and the run is redone in place. After a
+//! good run the tree moves into cargo's `OUT_DIR` (a rename, or a copy across file systems).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Which packages run hermetically: `MEMOSHELVE_BUILD_SCRIPTS_HERMETIC` is `registry` (the
+/// default: packages from `CARGO_HOME`, whose only directory that differs between checkouts is
+/// `OUT_DIR`), `all`, `none`, or a comma-separated list of package names.
+pub(crate) fn wanted(package: &str, local: bool) -> bool {
+    match std::env::var("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC").as_deref() {
+        Err(_) | Ok("" | "registry") => !local,
+        Ok("all") => true,
+        Ok("none") => false,
+        Ok(list) => list.split(',').any(|name| name.trim() == package),
+    }
+}
+
+/// A claimed sandbox; dropping it removes it.
+#[derive(Debug)]
+pub(crate) struct Sandbox {
+    root: PathBuf,
+    out_dir: PathBuf,
+    _lock: fs::File,
+}
+
+impl Sandbox {
+    /// The sandbox for the key `id`, emptied, or `None` when another build holds it.
+    /// `profile` is the profile's directory below the target dir (`debug`, `<triple>/release`).
+    pub(crate) fn claim(
+        cache_root: &Path,
+        id: &str,
+        profile: &Path,
+        package: &str,
+    ) -> std::io::Result<Option<Sandbox>> {
+        let base = cache_root.join("hermetic");
+        fs::create_dir_all(&base)?;
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join(format!("{id}.lock")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        let root = base.join(id);
+        match fs::remove_dir_all(&root) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        let out_dir = root.join("target").join(profile).join("build").join(package).join("out");
+        fs::create_dir_all(&out_dir)?;
+        Ok(Some(Sandbox { root, out_dir, _lock: lock }))
+    }
+
+    /// The `OUT_DIR` the script is given.
+    pub(crate) fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Something the run made in the sandbox outside `OUT_DIR`.
+    pub(crate) fn stray(&self) -> Option<PathBuf> {
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let on_the_way = entry.file_type().is_ok_and(|kind| kind.is_dir())
+                    && self.out_dir.starts_with(&path);
+                if !on_the_way {
+                    return Some(path);
+                }
+                if path != self.out_dir {
+                    pending.push(path);
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves what the run left into `out_dir` (cargo's, empty): entry by entry, a rename, or a
+    /// copy where the two are on different file systems.
+    pub(crate) fn move_into(&self, out_dir: &Path) -> std::io::Result<()> {
+        for entry in fs::read_dir(&self.out_dir)? {
+            let entry = entry?;
+            let to = out_dir.join(entry.file_name());
+            if let Err(err) = fs::rename(entry.path(), &to) {
+                if err.kind() != std::io::ErrorKind::CrossesDevices {
+                    return Err(err);
+                }
+                copy_tree(&entry.path(), &to)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Copies a file, a symbolic link or a whole directory (modes kept).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    if meta.is_symlink() {
+        let target = fs::read_link(from)?;
+        #[cfg(unix)]
+        return std::os::unix::fs::symlink(target, to);
+        #[cfg(not(unix))]
+        return Err(std::io::Error::other(format!(
+            "cannot copy the symbolic link {} to {}",
+            from.display(),
+            target.display()
+        )));
+    }
+    if meta.is_dir() {
+        fs::create_dir(to)?;
+        for entry in fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        fs::set_permissions(to, meta.permissions())
+    } else {
+        fs::copy(from, to).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_is_one_run_at_a_time_and_sees_strays() {
+        let cache = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::claim(cache.path(), "k1", Path::new("debug"), "p").unwrap().unwrap();
+        assert!(sandbox.out_dir().ends_with("k1/target/debug/build/p/out"));
+        assert!(Sandbox::claim(cache.path(), "k1", Path::new("debug"), "p").unwrap().is_none());
+        fs::create_dir_all(sandbox.out_dir().join("lib")).unwrap();
+        fs::write(sandbox.out_dir().join("lib/a.a"), b"a").unwrap();
+        assert_eq!(sandbox.stray(), None, "what is inside OUT_DIR is no stray");
+        let beside = sandbox.out_dir().join("../../../x.dll");
+        fs::write(&beside, b"x").unwrap();
+        assert!(sandbox.stray().is_some_and(|stray| stray.ends_with("x.dll")));
+        fs::remove_file(&beside).unwrap();
+
+        let cargo_out = cache.path().join("cargo/out");
+        fs::create_dir_all(&cargo_out).unwrap();
+        sandbox.move_into(&cargo_out).unwrap();
+        assert_eq!(fs::read(cargo_out.join("lib/a.a")).unwrap(), b"a");
+        let root = sandbox.root.clone();
+        drop(sandbox);
+        assert!(!root.exists());
+        assert!(Sandbox::claim(cache.path(), "k1", Path::new("debug"), "p").unwrap().is_some());
+    }
+}

@@ -1,0 +1,272 @@
+//! What a recorded run left in `OUT_DIR` and how it may come back (DESIGN.md section 9,
+//! relocation).
+//!
+//! A file that spells none of this build's directories is portable as it is. A UTF-8 text file
+//! whose absolute paths all start at one of them (a pkg-config `prefix=<OUT_DIR>`) is stored
+//! with those directories as placeholders and rewritten with the restoring build's
+//! ([`Recorded::relocated`]). Any other file that spells one (a binary with a compiled-in
+//! prefix, text that also names other absolute paths) is kept byte for byte, and the
+//! directories it spells bind the entry: it restores only where they are the same
+//! ([`Recorded::bound`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use memoshelve_build::store::Roots;
+use serde::{Deserialize, Serialize};
+
+/// The value a build-script entry stores beside its files.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Recorded {
+    /// `(placeholder name, directory)`: the directories that files kept byte for byte spell.
+    pub(crate) bound: Vec<(String, String)>,
+    /// Text files (paths relative to `OUT_DIR`, `/`-separated) stored with placeholders.
+    pub(crate) relocated: Vec<String>,
+    /// Whether the run was hermetic (at the stable path, see `hermetic.rs`).
+    pub(crate) hermetic: bool,
+}
+
+impl Recorded {
+    /// Looks at every file a successful run left in `out_dir` (its directories are `roots`):
+    /// a hermetic run's text first has its `stable` directory rewritten to `out_dir`; relocatable
+    /// text is then rewritten with placeholders, to be stored so (see [`Recorded::place`]).
+    ///
+    /// `Err` says why the run must not be recorded (a symbolic link leaving OUT_DIR, a file
+    /// that cannot be read back).
+    pub(crate) fn settle(
+        out_dir: &Path,
+        roots: &Roots,
+        stable: Option<&Path>,
+    ) -> Result<Recorded, String> {
+        let io = |path: &Path, err: std::io::Error| {
+            format!("cannot read back {}: {err}", path.display())
+        };
+        let mut recorded = Recorded { hermetic: stable.is_some(), ..Recorded::default() };
+        let stable = stable.and_then(Path::to_str);
+        let out = out_dir.to_str();
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        list_files(out_dir, Path::new(""), &mut files, &mut links);
+        if let Some(link) = links.iter().find(|link| !stays_inside(out_dir, link)) {
+            return Err(format!(
+                "it made {}, a symbolic link leaving OUT_DIR",
+                out_dir.join(link).display()
+            ));
+        }
+        files.sort();
+        for relative in files {
+            let path = out_dir.join(&relative);
+            let mut bytes = fs::read(&path).map_err(|err| io(&path, err))?;
+            if let (Some(stable), Some(out)) = (stable, out)
+                && contains(&bytes, stable.as_bytes())
+                && let Some(text) = text_of(&bytes)
+            {
+                bytes = text.replace(stable, out).into_bytes();
+                replace_file(&path, &bytes).map_err(|err| io(&path, err))?;
+            }
+            let spelled: Vec<(&str, &str)> =
+                roots.dirs().filter(|(_, dir)| contains(&bytes, dir.as_bytes())).collect();
+            if spelled.is_empty() {
+                continue;
+            }
+            match text_of(&bytes).filter(|text| relocatable(text, roots)) {
+                Some(text) => {
+                    replace_file(&path, roots.name(text).as_bytes())
+                        .map_err(|err| io(&path, err))?;
+                    recorded.relocated.push(slashed(&relative));
+                }
+                None => {
+                    for (name, dir) in spelled {
+                        if !recorded.bound.iter().any(|(known, _)| known == name) {
+                            recorded.bound.push((name.to_owned(), dir.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+        recorded.bound.sort();
+        Ok(recorded)
+    }
+
+    /// Rewrites the relocated files in `out_dir` with this build's directories: after a
+    /// restore, and after a miss was stored.
+    pub(crate) fn place(&self, out_dir: &Path, roots: &Roots) -> std::io::Result<()> {
+        for relative in &self.relocated {
+            let path = out_dir.join(relative);
+            let bytes = fs::read(&path)?;
+            let text = std::str::from_utf8(&bytes).map_err(std::io::Error::other)?;
+            replace_file(&path, roots.expand(text).as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Whether every directory the entry's byte-exact files spell is the same in this build.
+    pub(crate) fn holds_in(&self, here: &Roots) -> bool {
+        self.bound.iter().all(|(name, dir)| {
+            here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
+        })
+    }
+}
+
+/// `bytes` as text a tool reads paths from: UTF-8 without NUL.
+fn text_of(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok().filter(|text| !text.contains('\0'))
+}
+
+/// Whether every absolute path in `text` starts at one of `roots`. An absolute path starts with
+/// `/` at the start of the text or after a separator (space, `=`, a quote, `:`...), followed by
+/// a file-name character. Unix only: elsewhere no text is relocated (it binds instead).
+fn relocatable(text: &str, roots: &Roots) -> bool {
+    const BEFORE: &[u8] = b" \t\r\n=\"':,;([{<>`";
+    if !cfg!(unix) {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    text.match_indices('/').all(|(at, _)| {
+        let starts = at == 0 || BEFORE.contains(&bytes[at - 1]);
+        let named = bytes.get(at + 1).is_some_and(|&next| is_name_byte(next));
+        !(starts && named)
+            || roots.dirs().any(|(_, dir)| {
+                text[at..].strip_prefix(dir).is_some_and(|after| {
+                    after.bytes().next().is_none_or(|next| next == b'/' || !is_name_byte(next))
+                })
+            })
+    })
+}
+
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-_.~+@#%!$&^".contains(&byte) || byte >= 0x80
+}
+
+/// Replaces `path` by a file holding `bytes`, with its permissions: written beside it and
+/// renamed over it, never rewritten in place (a restored file may share its blocks).
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let permissions = fs::metadata(path)?.permissions();
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".memoshelve-tmp");
+    let staged = PathBuf::from(staged);
+    fs::write(&staged, bytes)?;
+    fs::set_permissions(&staged, permissions)?;
+    fs::rename(&staged, path)
+}
+
+/// The regular files and the symbolic links under `dir` (relative to it), leaving out the file
+/// step's marker directory.
+fn list_files(dir: &Path, relative: &Path, files: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir.join(relative)).into_iter().flatten().flatten() {
+        let path = relative.join(entry.file_name());
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() && path != Path::new(".memoshelve") => {
+                list_files(dir, &path, files, links);
+            }
+            Ok(kind) if kind.is_file() => files.push(path),
+            Ok(kind) if kind.is_symlink() => links.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// Whether the symbolic link `link` (relative to `dir`) points inside `dir`: a relative target
+/// that never climbs above it.
+fn stays_inside(dir: &Path, link: &Path) -> bool {
+    let Ok(target) = fs::read_link(dir.join(link)) else { return false };
+    let mut depth = link.components().count() - 1;
+    for part in target.components() {
+        match part {
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if depth > 0 => depth -= 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn slashed(relative: &Path) -> String {
+    let parts: Vec<String> =
+        relative.components().map(|part| part.as_os_str().to_string_lossy().into_owned()).collect();
+    parts.join("/")
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else { return true };
+    let mut at = 0;
+    while let Some(offset) = haystack[at..].iter().position(|&byte| byte == first) {
+        let start = at + offset + 1;
+        if haystack[start..].starts_with(rest) {
+            return true;
+        }
+        at = start;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots::new([("out", Path::new("/t/debug/build/p-1/out")), ("target", Path::new("/t"))])
+    }
+
+    #[test]
+    fn text_relocates_only_when_every_absolute_path_is_at_a_root() {
+        let roots = roots();
+        assert!(relocatable("prefix=/t/debug/build/p-1/out\nlibdir=${prefix}/lib\n", &roots));
+        assert!(relocatable("Cflags: -I/usr/include -I/t/debug/build/p-1/out/include", &roots));
+        assert!(relocatable("see https://example.org/a and a/b // c", &roots));
+        assert!(!relocatable("prefix=/t/debug/build/p-1/out\nsysroot=/usr\n", &roots));
+        assert!(!relocatable("\"/tx/y\"", &roots), "/tx is not the root /t");
+    }
+
+    #[test]
+    fn a_bound_entry_holds_only_where_its_directories_are_the_same() {
+        let here = roots();
+        assert!(Recorded::default().holds_in(&here));
+        let same = Recorded {
+            bound: vec![("out".into(), "/t/debug/build/p-1/out".into())],
+            ..Recorded::default()
+        };
+        assert!(same.holds_in(&here));
+        let elsewhere = Recorded {
+            bound: vec![("out".into(), "/u/debug/build/p-1/out".into())],
+            ..Recorded::default()
+        };
+        assert!(!elsewhere.holds_in(&here));
+        assert!(contains(b"prefix=/t/debug/build/p-1/out\n", b"/t/debug/build/p-1/out"));
+        assert!(!contains(b"/t/debug/build/p-2/out", b"/t/debug/build/p-1/out"));
+    }
+
+    #[test]
+    fn settles_and_places_a_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir_all(out.join("lib/pkgconfig")).unwrap();
+        let out_text = out.to_str().unwrap();
+        let stable = dir.path().join("stable/out");
+        let pc = format!("prefix={}\nlibdir=${{prefix}}/lib\n", stable.display());
+        fs::write(out.join("lib/pkgconfig/p.pc"), &pc).unwrap();
+        let binary = [b"\0\x7fELF".as_slice(), stable.to_str().unwrap().as_bytes()].concat();
+        fs::write(out.join("lib/libp.a"), &binary).unwrap();
+        fs::write(out.join("plain.rs"), "pub const X: u8 = 1;").unwrap();
+        let bound_file = [b"\0".as_slice(), out_text.as_bytes()].concat();
+        fs::write(out.join("bound.bin"), &bound_file).unwrap();
+        let roots = Roots::new([("out", out.as_path())]);
+
+        let recorded = Recorded::settle(&out, &roots, Some(&stable)).unwrap();
+        assert!(recorded.hermetic);
+        assert_eq!(recorded.relocated, ["lib/pkgconfig/p.pc"]);
+        assert_eq!(recorded.bound, [("out".to_owned(), out_text.to_owned())]);
+        let stored = fs::read_to_string(out.join("lib/pkgconfig/p.pc")).unwrap();
+        assert_eq!(stored, "prefix={memoshelve:out}\nlibdir=${prefix}/lib\n");
+        assert_eq!(fs::read(out.join("lib/libp.a")).unwrap(), binary, "binaries stay as built");
+
+        let elsewhere = dir.path().join("elsewhere/out");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::rename(out.join("lib"), elsewhere.join("lib")).unwrap();
+        recorded.place(&elsewhere, &Roots::new([("out", elsewhere.as_path())])).unwrap();
+        let placed = fs::read_to_string(elsewhere.join("lib/pkgconfig/p.pc")).unwrap();
+        assert_eq!(placed, format!("prefix={}\nlibdir=${{prefix}}/lib\n", elsewhere.display()));
+    }
+}

@@ -1,0 +1,130 @@
+//! Workload 11: transparent mode (`cargo-memoshelve` as `RUSTC_WRAPPER`).
+//!
+//! - Pass-through: what the front adds to a compile that is not a build script, as the median of
+//!   `rustc -vV` run directly, through the front, and through `sh -c 'exec rustc -vV'` (the
+//!   floor of any program in between), in alternation.
+//! - `examples/native-deps` (four vendored C libraries from crates.io), copied under the bench
+//!   directory: built cold by plain cargo, cold through the wrapper with an empty cache, again
+//!   after `cargo clean`, and at another checkout path with another target dir. The build
+//!   scripts' total time of each is cargo's own figure (`--timings`), the same for every tool.
+//!
+//! `--quick` (CI) measures the pass-through only, with few samples.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::bench_e2e::{build_scripts_seconds, cargo_in, timed};
+use crate::ci::project_root;
+
+pub(crate) fn transparent(out: &Path, front: &Path, quick: bool) -> anyhow::Result<Value> {
+    let pass_through = pass_through(front, if quick { 15 } else { 200 })?;
+    if quick {
+        return Ok(json!({ "pass_through": pass_through }));
+    }
+    let work = out.join("transparent");
+    let _ = fs::remove_dir_all(&work);
+    let checkout = work.join("checkout");
+    copy_tree(&project_root().join("examples/native-deps"), &checkout)?;
+    let cache = work.join("cache");
+    timed("fetch native-deps", cargo_in(&checkout).args(["fetch", "--locked"]))?;
+
+    let mut builds = serde_json::Map::new();
+    let mut build = |label: &str, dir: &Path, target: &Path, wrapped: bool| -> anyhow::Result<()> {
+        let mut command = cargo_in(dir);
+        command.args(["build", "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
+        command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
+        if wrapped {
+            command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", &cache);
+        }
+        let wall = timed(&format!("native-deps: {label}"), &mut command)?;
+        let scripts = build_scripts_seconds(target)?;
+        builds.insert(label.to_owned(), json!({ "wall": wall, "scripts": scripts }));
+        Ok(())
+    };
+    build("plain cargo, cold", &checkout, &work.join("target-plain"), false)?;
+    let target = work.join("target");
+    build("wrapper, cold, empty cache", &checkout, &target, true)?;
+    fs::remove_dir_all(&target)?;
+    build("wrapper, after cargo clean", &checkout, &target, true)?;
+    let moved = work.join("moved");
+    copy_tree(&checkout, &moved)?;
+    build("wrapper, another path and target dir", &moved, &work.join("target-moved"), true)?;
+    Ok(json!({ "pass_through": pass_through, "native_deps": builds }))
+}
+
+/// Medians, in milliseconds, of `rustc -vV` direct, through the front, and through `sh`'s exec.
+fn pass_through(front: &Path, samples: usize) -> anyhow::Result<Value> {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output()?;
+    let sysroot = String::from_utf8(sysroot.stdout).context("a UTF-8 sysroot")?;
+    let rustc = Path::new(sysroot.trim()).join("bin/rustc");
+    let rustc_text = rustc.to_str().context("a UTF-8 rustc path")?;
+    let variants: [(&str, Vec<&std::ffi::OsStr>); 3] = [
+        ("direct", vec![rustc.as_os_str(), "-vV".as_ref()]),
+        ("front", vec![front.as_os_str(), rustc.as_os_str(), "-vV".as_ref()]),
+        (
+            "sh_exec",
+            vec![
+                "/bin/sh".as_ref(),
+                "-c".as_ref(),
+                "exec \"$0\" -vV".as_ref(),
+                rustc_text.as_ref(),
+            ],
+        ),
+    ];
+    let mut times: [Vec<f64>; 3] = Default::default();
+    eprintln!("==> pass-through: {samples} rounds of rustc -vV, direct / front / sh exec");
+    for _ in 0..samples {
+        for (index, (label, argv)) in variants.iter().enumerate() {
+            let started = Instant::now();
+            let status = Command::new(argv[0])
+                .args(&argv[1..])
+                // Cargo sets CARGO for its wrapper.
+                .env("CARGO", "cargo")
+                .stdout(Stdio::null())
+                .status()
+                .with_context(|| format!("cannot run the {label} variant"))?;
+            if !status.success() {
+                bail!("rustc -vV ({label}) failed: {status}");
+            }
+            times[index].push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let [direct, front, sh_exec] = times.map(|mut times| median(&mut times));
+    Ok(json!({
+        "samples": samples,
+        "direct_ms": direct,
+        "front_ms": front,
+        "sh_exec_ms": sh_exec,
+        "added_ms": front - direct,
+        "floor_added_ms": sh_exec - direct,
+    }))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Copies a crate's tree, leaving out `target/`.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == "target" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
