@@ -699,3 +699,27 @@ fn a_result_that_spells_its_out_dir_restores_only_there() {
     assert_eq!(spelled.len(), 1, "{spelled:?}");
     assert!(spelled[0].contains(other.to_str().unwrap()), "{spelled:?}");
 }
+
+/// The real script deleted under its launcher: the build fails as it would without memoshelve
+/// when a build script is missing, naming the file; after `cargo clean` all is well.
+#[test]
+fn a_deleted_real_script_fails_like_a_missing_one_and_clean_mends_it() {
+    let world = World::new();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    let real = files_under(&world.target().join("debug/build"))
+        .into_iter()
+        .find(|path| {
+            path.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("provider-")
+                && path.to_string_lossy().ends_with(".memoshelve-real")
+        })
+        .expect("the provider's real script");
+    std::fs::remove_file(&real).unwrap();
+    std::fs::write(world.root.join("provider/input.txt"), "v2\n").unwrap();
+    let output = world.cargo(&["build", "-p", "user"]).output().unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(real.file_name().unwrap().to_str().unwrap()), "{stderr}");
+
+    ok(world.cargo(&["clean", "-q"]));
+    assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])).trim(), "v2 odd-name true");
+}

@@ -190,16 +190,7 @@ fn slashed(relative: &Path) -> String {
 
 /// Whether `needle` occurs in `haystack`.
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else { return true };
-    let mut at = 0;
-    while let Some(offset) = haystack[at..].iter().position(|&byte| byte == first) {
-        let start = at + offset + 1;
-        if haystack[start..].starts_with(rest) {
-            return true;
-        }
-        at = start;
-    }
-    false
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use memoshelve_build::{Memo, Status};
 use serde::Serialize;
 
 use super::hermetic::{self, Sandbox};
-use super::outputs::Recorded;
+use super::outputs::{Recorded, contains};
 use crate::protocol::{exit_code, inner_wrapper};
 
 /// Bumped when the key's meaning changes (2: the stored value became `Recorded`).
@@ -310,8 +310,15 @@ impl ScriptKey {
             }
             let value_text = value.to_string_lossy();
             env.push((name.to_owned(), unit.normalize(&value_text)));
+            // Only what this build made: a provider's OUT_DIR keeps its spelling when what is
+            // there changes. A path outside the target dir (`DEP_Z_INCLUDE=/usr/include` from a
+            // system zlib) is the system's, as any library a script finds: its spelling is in
+            // the key, its contents are not (hashing /usr/include took 2 s).
             if name.starts_with("DEP_")
-                && Path::new(&value).is_absolute()
+                && unit
+                    .target_dir
+                    .as_ref()
+                    .is_some_and(|target| Path::new(&value).starts_with(target))
                 && let Some(hash) = contents_hash(unit, Path::new(&value))
             {
                 dep_contents.push((name.to_owned(), hash));
@@ -350,11 +357,14 @@ fn contents_hash(unit: &Unit, path: &Path) -> Option<[u8; 32]> {
     Some(*hasher.finalize().as_bytes())
 }
 
+/// A file's bytes, or, when it is text that spells one of this build's directories, its text
+/// with them as placeholders (the check first: most files spell none, and naming is slow).
 fn file_into(unit: &Unit, path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
     let bytes = fs::read(path)?;
+    let spells = unit.roots.dirs().any(|(_, dir)| contains(&bytes, dir.as_bytes()));
     match std::str::from_utf8(&bytes) {
-        Ok(text) => hasher.update(unit.normalize(text).as_bytes()),
-        Err(_) => hasher.update(&bytes),
+        Ok(text) if spells => hasher.update(unit.normalize(text).as_bytes()),
+        _ => hasher.update(&bytes),
     };
     Ok(())
 }
