@@ -241,9 +241,21 @@ pub(crate) fn render(results: &Value) -> String {
             );
             for (label, row) in builds {
                 let seconds = |name: &str| row[name].as_f64().unwrap_or(f64::NAN);
+                let rounds: Vec<String> = row["rounds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|round| round["wall"].as_f64())
+                    .map(|wall| format!("{wall:.1}"))
+                    .collect();
+                let rounds = if rounds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (median of {} s)", rounds.join(" / "))
+                };
                 let _ = writeln!(
                     out,
-                    "| {label} | {:.1} s | {:.2} s |",
+                    "| {label} | {:.1} s{rounds} | {:.2} s |",
                     seconds("wall"),
                     seconds("scripts")
                 );

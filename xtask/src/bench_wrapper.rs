@@ -4,9 +4,10 @@
 //!   `rustc -vV` run directly, through the front, and through `sh -c 'exec rustc -vV'` (the
 //!   floor of any program in between), in alternation.
 //! - `examples/native-deps` (four vendored C libraries from crates.io), copied under the bench
-//!   directory: built cold by plain cargo, cold through the wrapper with an empty cache, again
-//!   after `cargo clean`, and at another checkout path with another target dir. The build
-//!   scripts' total time of each is cargo's own figure (`--timings`), the same for every tool.
+//!   directory: built cold by plain cargo and cold through the wrapper with an empty cache, in
+//!   alternation for three rounds (medians), then through the wrapper after `cargo clean`, and
+//!   at another checkout path with another target dir. The build scripts' total time of each is
+//!   cargo's own figure (`--timings`), the same for every tool.
 //!
 //! `--quick` (CI) measures the pass-through only, with few samples.
 
@@ -33,28 +34,53 @@ pub(crate) fn transparent(out: &Path, front: &Path, quick: bool) -> anyhow::Resu
     let cache = work.join("cache");
     timed("fetch native-deps", cargo_in(&checkout).args(["fetch", "--locked"]))?;
 
-    let mut builds = serde_json::Map::new();
-    let mut build = |label: &str, dir: &Path, target: &Path, wrapped: bool| -> anyhow::Result<()> {
+    let cargo_build = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>| {
         let mut command = cargo_in(dir);
         command.args(["build", "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
         command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
-        if wrapped {
-            command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", &cache);
+        if let Some(cache) = cache {
+            command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
         }
         let wall = timed(&format!("native-deps: {label}"), &mut command)?;
-        let scripts = build_scripts_seconds(target)?;
-        builds.insert(label.to_owned(), json!({ "wall": wall, "scripts": scripts }));
-        Ok(())
+        anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
     };
-    build("plain cargo, cold", &checkout, &work.join("target-plain"), false)?;
+    // The cold builds in alternation, round after round (each from nothing: its own target dir,
+    // and for the wrapper an empty cache): this machine's noise is larger than the difference.
+    let rounds = 3;
+    let (mut plain, mut cold) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let target = work.join(format!("target-plain-{round}"));
+        plain.push(cargo_build("plain cargo, cold", &checkout, &target, None)?);
+        let _ = fs::remove_dir_all(&target);
+        let _ = fs::remove_dir_all(&cache);
+        let target = work.join("target");
+        let _ = fs::remove_dir_all(&target);
+        cold.push(cargo_build("wrapper, cold, empty cache", &checkout, &target, Some(&cache))?);
+    }
+    let mut builds = serde_json::Map::new();
+    builds.insert("plain cargo, cold".to_owned(), medians(&plain));
+    builds.insert("wrapper, cold, empty cache".to_owned(), medians(&cold));
+    // The last round's cache serves the warm builds.
     let target = work.join("target");
-    build("wrapper, cold, empty cache", &checkout, &target, true)?;
     fs::remove_dir_all(&target)?;
-    build("wrapper, after cargo clean", &checkout, &target, true)?;
+    let label = "wrapper, after cargo clean";
+    builds.insert(label.to_owned(), cargo_build(label, &checkout, &target, Some(&cache))?);
     let moved = work.join("moved");
     copy_tree(&checkout, &moved)?;
-    build("wrapper, another path and target dir", &moved, &work.join("target-moved"), true)?;
+    let label = "wrapper, another path and target dir";
+    let other = work.join("target-moved");
+    builds.insert(label.to_owned(), cargo_build(label, &moved, &other, Some(&cache))?);
     Ok(json!({ "pass_through": pass_through, "native_deps": builds }))
+}
+
+/// The medians of the rounds' `wall` and `scripts`, with the rounds.
+fn medians(rounds: &[Value]) -> Value {
+    let median_of = |field: &str| {
+        let mut values: Vec<f64> =
+            rounds.iter().filter_map(|round| round[field].as_f64()).collect();
+        median(&mut values)
+    };
+    json!({ "wall": median_of("wall"), "scripts": median_of("scripts"), "rounds": rounds })
 }
 
 /// Medians, in milliseconds, of `rustc -vV` direct, through the front, and through `sh`'s exec.
