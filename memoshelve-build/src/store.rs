@@ -260,6 +260,23 @@ impl Store {
         Ok((entries, newer))
     }
 
+    /// A file step's whole manifest: its files and links, the inputs it declared while it ran,
+    /// the directives it replays, and its own value (`result`, postcard-encoded).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the entry is no file step or its manifest does not decode, or an
+    /// I/O error reading it.
+    pub fn file_step(&self, entry: &Entry) -> Result<OutputManifest> {
+        if !entry.is_file_step() {
+            return Err(Error::Corrupt {
+                root: self.root().to_owned(),
+                key: entry.record.key.clone(),
+                reason: "not a file step's entry".to_owned(),
+            });
+        }
+        self.manifest(&entry.record, &entry.key())
+    }
+
     fn manifest(&self, record: &EntryRecord, key: &Key) -> Result<OutputManifest> {
         let bytes = self.disk.load(record, key)?;
         postcard::from_bytes(&bytes).map_err(|err| Error::Corrupt {

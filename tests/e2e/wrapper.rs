@@ -22,7 +22,9 @@ fn main() {
     }
     let input = std::fs::read_to_string("input.txt").unwrap();
     std::fs::create_dir_all(out.join("include")).unwrap();
-    std::fs::write(out.join("include/prov.h"), format!("{}{mode}", input.trim())).unwrap();
+    let undeclared = std::env::var("PROV_UNDECLARED").unwrap_or_default();
+    std::fs::write(out.join("include/prov.h"), format!("{}{mode}{undeclared}", input.trim()))
+        .unwrap();
     let features = std::env::var_os("CARGO_FEATURE_EXTRA").map_or("", |_| "+extra");
     std::fs::write(out.join("gen.rs"), format!("pub const BUILT: &str = {features:?};")).unwrap();
     let runs = std::env::var("RUNS").unwrap();
@@ -405,6 +407,25 @@ fn runs_that_must_not_be_replayed_are_not_recorded() {
     }
 }
 
+/// `cargo memoshelve show --json` of the newest `build-script.provider` entry: its
+/// `build_script` part (how the run was made).
+fn shown_provider(world: &World) -> serde_json::Value {
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let mut command = Command::new(crate::cli_binary());
+        command.arg("memoshelve").arg("--json").args(args).env("MEMOSHELVE_DIR", &world.cache);
+        serde_json::from_str(&ok(command)).unwrap()
+    };
+    let listed = cli(&["list"]);
+    let newest = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["name"] == "build-script.provider")
+        .max_by_key(|entry| entry["created_ms"].as_u64())
+        .expect("a provider entry");
+    cli(&["show", newest["key"].as_str().unwrap()])["build_script"].clone()
+}
+
 /// What the runner did with the provider's run at `target`.
 fn provider_log(target: &Path) -> String {
     take_log(target).into_iter().find(|(package, _)| package == "provider").unwrap().1
@@ -436,6 +457,9 @@ fn a_pkg_config_file_is_relocated_to_each_build() {
         std::fs::read_to_string(&pc).unwrap(),
         format!("prefix={}\nlibdir=${{prefix}}/lib\n", out_dir.display())
     );
+    let shown = shown_provider(&world);
+    assert_eq!(shown["relocated"], serde_json::json!(["lib/pkgconfig/prov.pc"]), "{shown}");
+    assert_eq!(shown["bound"], serde_json::json!([]), "{shown}");
 }
 
 /// A hermetic run (OUT_DIR at a path under the cache root that every checkout shares) makes a
@@ -461,6 +485,11 @@ fn a_hermetic_run_makes_a_result_that_spells_out_dir_portable() {
         .filter(|path| path.extension().is_none_or(|extension| extension != "lock"))
         .collect();
     assert_eq!(left, Vec::<PathBuf>::new());
+    let shown = shown_provider(&world);
+    assert_eq!(
+        (&shown["hermetic"], &shown["bound"]),
+        (&serde_json::json!(true), &serde_json::json!([]))
+    );
 
     let other = world.root.with_file_name("other-target");
     world.take_runs();
@@ -687,6 +716,9 @@ fn a_result_that_spells_its_out_dir_restores_only_there() {
         take_log(target).into_iter().find(|(package, _)| package == "provider").unwrap().1
     };
     assert_eq!(build(&world.target()), "recorded");
+    let shown = shown_provider(&world);
+    let out_bound = shown["bound"].as_array().unwrap().iter().any(|pair| pair[0] == "out");
+    assert!(out_bound && shown["hermetic"] == false, "{shown}");
     ok(world.cargo(&["clean", "-q"]));
     assert_eq!(build(&world.target()), "restored", "the same target dir");
     let other = world.root.with_file_name("other-target");
@@ -722,4 +754,53 @@ fn a_deleted_real_script_fails_like_a_missing_one_and_clean_mends_it() {
 
     ok(world.cargo(&["clean", "-q"]));
     assert_eq!(ok(world.cargo(&["run", "-q", "-p", "user"])).trim(), "v2 odd-name true");
+}
+
+/// The settings: a skipped package always runs; a variable a script reads undeclared is a miss
+/// when it changes once it is listed in MEMOSHELVE_BUILD_SCRIPTS_ENV.
+#[test]
+fn skipped_packages_run_and_listed_variables_are_in_the_key() {
+    let world = World::new();
+    for expected in ["ran (in MEMOSHELVE_BUILD_SCRIPTS_SKIP)"; 2] {
+        ok(world.cargo(&["clean", "-q"]));
+        ok(world
+            .cargo(&["build", "-q", "-p", "user"])
+            .env("MEMOSHELVE_BUILD_SCRIPTS_SKIP", "x, provider"));
+        assert_eq!(provider_log(&world.target()), expected);
+        assert!(world.take_runs().contains(&"provider".to_owned()));
+    }
+
+    let run = |value: &str| {
+        ok(world.cargo(&["clean", "-q"]));
+        let printed = ok(world
+            .cargo(&["run", "-q", "-p", "user"])
+            .env("MEMOSHELVE_BUILD_SCRIPTS_ENV", "PROV_UNDECLARED")
+            .env("PROV_UNDECLARED", value));
+        (printed.trim().to_owned(), provider_log(&world.target()))
+    };
+    assert_eq!(run("-a"), ("v1-a odd-name true".to_owned(), "recorded".to_owned()));
+    assert_eq!(run("-b"), ("v1-b odd-name true".to_owned(), "recorded".to_owned()));
+    assert_eq!(run("-a"), ("v1-a odd-name true".to_owned(), "restored".to_owned()));
+}
+
+/// `cargo memoshelve explain` names the part of a build script's key that changed.
+#[test]
+fn explain_names_what_changed_in_a_build_scripts_key() {
+    let world = World::new();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    ok(world.cargo(&["clean", "-q"]));
+    ok(world.cargo(&["build", "-q", "-p", "user", "--features", "extra"]));
+    let mut explain = Command::new(crate::cli_binary());
+    explain
+        .args(["memoshelve", "--json", "explain", "build-script.provider"])
+        .env("MEMOSHELVE_DIR", &world.cache);
+    let report: serde_json::Value = serde_json::from_str(&ok(explain)).unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    let parts: Vec<&str> = changes.iter().filter_map(|change| change["part"].as_str()).collect();
+    assert!(parts.contains(&"value env:CARGO_FEATURE_EXTRA"), "{report}");
+    let feature = changes.iter().find(|change| change["part"] == "value env:CARGO_FEATURE_EXTRA");
+    assert_eq!(feature.unwrap()["before"], serde_json::Value::Null, "{report}");
+    // Cargo compiles the build script with the features too: its binary differs as well.
+    assert!(parts.contains(&"value script"), "{report}");
+    assert!(!parts.iter().any(|part| part.starts_with("value contents:")), "{report}");
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::cli::MemoshelveArgs;
 use crate::output;
+use crate::wrapper::outputs::Recorded;
 
 pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
     let store = super::store(args)?;
@@ -27,8 +28,21 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         ),
     };
     let counts = store.usage().remove(&entry.record.key).unwrap_or_default();
+    // A file step's manifest: what it declared while it ran, what it replays; a build script's
+    // entry (transparent mode) also says how its run was made.
+    let manifest = entry.is_file_step().then(|| store.file_step(&entry)).transpose()?;
+    let build_script = manifest
+        .as_ref()
+        .filter(|_| entry.record.name.starts_with("build-script."))
+        .and_then(|manifest| Recorded::decode(&manifest.result));
     if args.json {
-        return super::print_json(&json!({ "entry": entry, "usage": counts }));
+        return super::print_json(&json!({
+            "entry": entry,
+            "usage": counts,
+            "declared": manifest.as_ref().map(|manifest| &manifest.discovered),
+            "directives": manifest.as_ref().map(|manifest| &manifest.directives),
+            "build_script": build_script,
+        }));
     }
     let record = &entry.record;
     let mut out = std::io::stdout().lock();
@@ -52,15 +66,29 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         writeln!(out, "\nkey inputs:")?;
         let mut rows = vec![vec!["KIND".to_owned(), "NAME".to_owned(), "VALUE".to_owned()]];
         for input in &record.inputs {
-            let value = input.value.replace('\n', " ").replace('\0', "");
-            let value = if value.chars().count() > 72 {
-                format!("{}…", value.chars().take(72).collect::<String>())
-            } else {
-                value
-            };
-            rows.push(vec![input.kind.clone(), input.name.clone(), value]);
+            rows.push(vec![input.kind.clone(), input.name.clone(), short(&input.value)]);
         }
         output::table(&mut out, &rows)?;
+    }
+    if let Some(recorded) = &build_script {
+        writeln!(out, "\nbuild script:")?;
+        for (what, text) in recorded.describe() {
+            writeln!(out, "  {what:<10}{text}")?;
+        }
+    }
+    if let Some(manifest) = &manifest {
+        if !manifest.discovered.is_empty() {
+            writeln!(out, "\ndeclared while it ran (checked before a hit):")?;
+            let rows: Vec<Vec<String>> = manifest
+                .discovered
+                .iter()
+                .map(|input| {
+                    vec![format!("  {}", input.kind), input.name.clone(), short(&input.value)]
+                })
+                .collect();
+            output::table(&mut out, &rows)?;
+        }
+        writeln!(out, "\ndirectives replayed: {}", manifest.directives.len())?;
     }
     if entry.is_file_step() {
         writeln!(out, "\noutput files:")?;
@@ -81,4 +109,14 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         output::table(&mut out, &rows)?;
     }
     Ok(())
+}
+
+/// A value on one line, cut at 72 characters.
+fn short(value: &str) -> String {
+    let value = value.replace('\n', " ").replace('\0', "");
+    if value.chars().count() > 72 {
+        format!("{}…", value.chars().take(72).collect::<String>())
+    } else {
+        value
+    }
 }

@@ -27,6 +27,36 @@ pub(crate) struct Recorded {
 }
 
 impl Recorded {
+    /// The value of a build-script entry, from its manifest's `result`.
+    pub(crate) fn decode(result: &[u8]) -> Option<Recorded> {
+        postcard::from_bytes(result).ok()
+    }
+
+    /// How the run was made, in words (`cargo memoshelve show`).
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let run = if self.hermetic {
+            "hermetic (OUT_DIR was a sandbox every checkout shares)"
+        } else {
+            "in place (cargo's OUT_DIR)"
+        };
+        let mut rows = vec![("run", run.to_owned())];
+        if !self.relocated.is_empty() {
+            rows.push((
+                "relocated",
+                format!("{} (text, this build's paths on restore)", self.relocated.join(", ")),
+            ));
+        }
+        let bound = if self.bound.is_empty() {
+            "nothing: restores at any checkout and target dir".to_owned()
+        } else {
+            let dirs: Vec<String> =
+                self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
+            format!("{} (files spell them: restores only there)", dirs.join(", "))
+        };
+        rows.push(("bound to", bound));
+        rows
+    }
+
     /// Looks at every file a successful run left in `out_dir` (its directories are `roots`):
     /// a hermetic run's text first has its `stable` directory rewritten to `out_dir`; relocatable
     /// text is then rewritten with placeholders, to be stored so (see [`Recorded::place`]).

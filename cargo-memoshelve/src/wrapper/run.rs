@@ -15,6 +15,13 @@
 //! no `rerun-if-changed` that is empty, inside `OUT_DIR`, or changed while it ran. Any problem of
 //! the cache's runs the real script with one `cargo:warning`; a failing script's status and
 //! output reach cargo as they would without memoshelve.
+//!
+//! Settings are variables, which cargo hands every build script (set them for a project in
+//! `.cargo/config.toml`'s `[env]`, where `cargo memoshelve setup` writes): a dependency's script
+//! is told nothing of the workspace it is built for, so it cannot read the workspace's
+//! `Cargo.toml`. `MEMOSHELVE_BUILD_SCRIPTS_SKIP` (packages that always run),
+//! `MEMOSHELVE_BUILD_SCRIPTS_ENV` (variables scripts read undeclared, added to the key),
+//! `MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME`, `MEMOSHELVE_BUILD_SCRIPTS_HERMETIC` (see `hermetic`).
 
 #![expect(
     clippy::print_stdout,
@@ -31,14 +38,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
-use serde::Serialize;
 
 use super::hermetic::{self, Sandbox};
 use super::outputs::{Recorded, contains};
 use crate::protocol::{exit_code, inner_wrapper};
 
-/// Bumped when the key's meaning changes (2: the stored value became `Recorded`).
-const KEY_VERSION: u32 = 2;
+/// Packages whose scripts always run, never recorded (comma-separated names).
+const SKIP: &str = "MEMOSHELVE_BUILD_SCRIPTS_SKIP";
+
+/// More variables the key holds, for scripts that read some without declaring them.
+const EXTRA_ENV: &str = "MEMOSHELVE_BUILD_SCRIPTS_ENV";
+
+/// Whether the comma-separated list in the variable `list` names `name`.
+fn listed(list: &str, name: &str) -> bool {
+    std::env::var(list).is_ok_and(|names| names.split(',').any(|listed| listed.trim() == name))
+}
+
+/// The step's argument, bumped when the key's meaning changes (2: the stored value became
+/// `Recorded`; 3: the key's parts became named `input_value`s).
+const KEY_VERSION: u32 = 3;
 
 /// `args`: the real binary, then cargo's arguments for the script.
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
@@ -51,6 +69,10 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Ok(unit) => unit,
         Err(why) => return run_plain(&real, script_args, Some(&why)),
     };
+    if listed(SKIP, &unit.package) {
+        unit.log(&format!("ran (in {SKIP})"), None);
+        return run_plain(&real, script_args, None);
+    }
     if let Some(entry) = first_entry(&unit.out_dir) {
         // A rerun over what an earlier run left would record the leftovers as if this run made
         // them, or miss the ones it did not rewrite.
@@ -70,7 +92,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // An entry whose byte-exact files spell one of its build's directories restores only where
     // that directory is the same (see `outputs`).
     let here = unit.roots.clone();
-    let memo = Memo::new(format!("build-script.{}", unit.package))
+    let memo = key
+        .parts
+        .iter()
+        .fold(Memo::new(format!("build-script.{}", unit.package)), |memo, (name, value)| {
+            memo.input_value(name, value)
+        })
         .local_only()
         .validate(move |recorded: &Recorded| recorded.holds_in(&here));
     let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
@@ -85,7 +112,7 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     };
     let started = Instant::now();
     let mut redone = None;
-    let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&key, |_step| {
+    let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&KEY_VERSION, |_step| {
         let stable = match &sandbox {
             Some(sandbox) => match run_recorded(&unit, &real, script_args, Some(sandbox)) {
                 Err(Unrecorded::Redo { why, record }) => {
@@ -255,21 +282,17 @@ fn first_entry(dir: &Path) -> Option<String> {
         .find(|name| name != ".memoshelve")
 }
 
-/// The level-1 key: everything known before the run that determines it.
-#[derive(Serialize)]
+/// The level-1 key: everything known before the run that determines it, as named parts (the
+/// `Memo`'s `input_value`s, which `cargo memoshelve explain` names when one changes):
+/// - `script`: the blake3 of the script's binary (any change to its code or its dependencies');
+/// - `env:<NAME>`: cargo's environment for the unit, this build's directories as placeholders;
+/// - `contents:<DEP_NAME>`: what is behind a `DEP_*` value that is a path this build made (a
+///   `links` provider hands down paths whose spelling stays when what is there changes);
+/// - `package files`: for a package whose files can change under one version;
+/// - `host`: the OS and architecture.
+#[derive(Debug)]
 struct ScriptKey {
-    version: u32,
-    /// The blake3 of the script's binary: any change to its code or its dependencies' code.
-    script: [u8; 32],
-    /// Cargo's environment for the unit, normalized, sorted.
-    env: Vec<(String, String)>,
-    /// What is behind each `DEP_*` value that is a path (a `links` provider hands down paths
-    /// whose spelling stays when what is there changes).
-    dep_contents: Vec<(String, [u8; 32])>,
-    /// The package's files, for a package whose files can change under one version.
-    package_files: Option<[u8; 32]>,
-    os: &'static str,
-    arch: &'static str,
+    parts: Vec<(String, String)>,
 }
 
 /// Cargo's unit environment that a script may read without declaring it (never `NUM_JOBS` or
@@ -289,27 +312,34 @@ fn in_key(name: &str) -> bool {
     ];
     const PREFIXES: [&str; 6] =
         ["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "DEP_", "PKG_CONFIG_", "CARGO_TRIM_PATHS_"];
-    EXACT.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+    EXACT.contains(&name)
+        || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+        || name == EXTRA_ENV
 }
 
 impl ScriptKey {
     /// A short name of the key, for the hermetic sandbox.
     fn id(&self) -> String {
-        let text = serde_json::to_vec(self).expect("a key serializes");
-        blake3::hash(&text).to_hex()[..16].to_owned()
+        let mut hasher = blake3::Hasher::new();
+        for (name, value) in &self.parts {
+            for text in [name, value] {
+                hasher.update(&(text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+        }
+        hasher.finalize().to_hex()[..16].to_owned()
     }
 
     fn of(unit: &Unit, real: &Path) -> Result<ScriptKey, String> {
-        let script = hash_file(real)?;
-        let mut env = Vec::new();
-        let mut dep_contents = Vec::new();
+        let hex = |hash: [u8; 32]| blake3::Hash::from(hash).to_hex().to_string();
+        let mut parts = vec![("script".to_owned(), hex(hash_file(real)?))];
         for (name, value) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
-            if !in_key(name) {
+            if !in_key(name) && !listed(EXTRA_ENV, name) {
                 continue;
             }
             let value_text = value.to_string_lossy();
-            env.push((name.to_owned(), unit.normalize(&value_text)));
+            parts.push((format!("env:{name}"), unit.normalize(&value_text)));
             // Only what this build made: a provider's OUT_DIR keeps its spelling when what is
             // there changes. A path outside the target dir (`DEP_Z_INCLUDE=/usr/include` from a
             // system zlib) is the system's, as any library a script finds: its spelling is in
@@ -321,21 +351,16 @@ impl ScriptKey {
                     .is_some_and(|target| Path::new(&value).starts_with(target))
                 && let Some(hash) = contents_hash(unit, Path::new(&value))
             {
-                dep_contents.push((name.to_owned(), hash));
+                parts.push((format!("contents:{name}"), hex(hash)));
             }
         }
-        env.sort();
-        dep_contents.sort();
-        let package_files = unit.local.then(|| package_files(unit)).transpose()?;
-        Ok(ScriptKey {
-            version: KEY_VERSION,
-            script,
-            env,
-            dep_contents,
-            package_files,
-            os: std::env::consts::OS,
-            arch: std::env::consts::ARCH,
-        })
+        if unit.local {
+            parts.push(("package files".to_owned(), hex(package_files(unit)?)));
+        }
+        let host = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+        parts.push(("host".to_owned(), host));
+        parts.sort();
+        Ok(ScriptKey { parts })
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) enum Declared {
     Env(String),
     Tool { command: String, args: Vec<String> },
     BuildScript,
+    Value { name: String, value: String },
 }
 
 /// The directory relative paths are taken from: the package being built, else the current one.
@@ -267,6 +268,11 @@ pub(crate) fn collect(declared: &[Declared]) -> Vec<KeyInput> {
                 inputs.push(env_input(name));
             }
             Declared::Tool { command, args } => inputs.push(tool_input(command, args)),
+            Declared::Value { name, value } => inputs.push(KeyInput {
+                kind: "value".to_owned(),
+                name: name.clone(),
+                value: value.clone(),
+            }),
             Declared::BuildScript => {
                 let value = std::env::current_exe()
                     .and_then(|exe| hash_file(&exe))

@@ -275,6 +275,19 @@ impl<H> Memo<H> {
         self.declare(Declared::Env(name.into()))
     }
 
+    /// A value the caller worked out joins the key under `name`, as it is (a hash of something
+    /// the other inputs cannot name, a normalized setting); `cargo memoshelve explain` shows it
+    /// by name when it changes. Nothing is told to cargo.
+    ///
+    /// ```
+    /// let memo = memoshelve_build::Memo::new("codegen").input_value("schema", "v7");
+    /// let part = memo.key_inputs().iter().find(|input| input.kind == "value").unwrap();
+    /// assert_eq!((part.name.as_str(), part.value.as_str()), ("schema", "v7"));
+    /// ```
+    pub fn input_value(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.declare(Declared::Value { name: name.into(), value: value.into() })
+    }
+
     /// The standard output of `command args..` (e.g. `protoc --version`) joins the key.
     pub fn tool_version(self, command: impl Into<String>, args: &[&str]) -> Self {
         let args = args.iter().map(|arg| (*arg).to_owned()).collect();
