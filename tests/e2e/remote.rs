@@ -712,6 +712,40 @@ fn cli_status_push_pull_stats(kind: Kind) {
     assert!(String::from_utf8_lossy(&text.stdout).contains("remote hits: 2"));
 }
 
+/// Transparent mode's entries (`build-script.<package>`) stay on their machine: `remote push`
+/// keeps them back, and `remote pull` never takes one that reached the remote some other way
+/// (here a probe, as a build script with that name, wrote it through).
+fn build_script_entries_are_not_pushed_or_pulled(kind: Kind) {
+    let Some(remote) = Remote::new(kind, "bs") else { return };
+    let a = Machine::new(&remote);
+    let written = a.run(&["call", "--name", "build-script.fake", "--arg", "1", "--size", "5000"]);
+    assert_eq!(statuses(&written), ["miss"]);
+    assert_eq!(statuses(&a.values(1, 1)), ["miss"]);
+    let pushed = cli_json(&a, &["remote", "push"]);
+    assert_eq!(
+        (pushed["uploaded"].as_u64(), pushed["present"].as_u64(), pushed["kept_local"].as_u64()),
+        (Some(0), Some(1), Some(1)),
+        "{pushed}"
+    );
+
+    let b = Machine::new(&remote);
+    let pulled = cli_json(&b, &["remote", "pull"]);
+    assert_eq!(
+        (pulled["listed"].as_u64(), pulled["fetched"].as_u64(), pulled["other_names"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{pulled}"
+    );
+    let listed = cli_json(&b, &["list"]);
+    let names: Vec<&str> =
+        listed.as_array().unwrap().iter().filter_map(|entry| entry["name"].as_str()).collect();
+    assert_eq!(names, ["probe"]);
+}
+
+#[test]
+fn build_script_entries_are_not_pushed_or_pulled_http() {
+    build_script_entries_are_not_pushed_or_pulled(Kind::Http);
+}
+
 #[test]
 fn cli_status_push_pull_stats_redis() {
     cli_status_push_pull_stats(Kind::Redis);

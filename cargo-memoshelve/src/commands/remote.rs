@@ -117,6 +117,8 @@ pub(crate) struct PushSummary {
     entries: usize,
     uploaded: usize,
     present: usize,
+    /// Transparent mode's entries, which stay on this machine (see `push`).
+    kept_local: usize,
     blobs: u64,
     bytes: u64,
     failed: Vec<serde_json::Value>,
@@ -133,6 +135,9 @@ impl PushSummary {
             output::size(self.bytes),
             self.present
         );
+        if self.kept_local > 0 {
+            text = format!("{text}; {} build-script entries kept on this machine", self.kept_local);
+        }
         if !self.failed.is_empty() {
             text = format!("{text}; {} failed", self.failed.len());
         }
@@ -152,7 +157,9 @@ impl PushSummary {
     }
 }
 
-/// Pushes `entries` in parallel, with a progress bar.
+/// Pushes `entries` in parallel, with a progress bar. Transparent mode's entries
+/// (`build-script.<package>`) are kept back: what they restore is linked into binaries, and
+/// DESIGN lets them reach a remote only signed, which this version does not do.
 pub(crate) fn push(
     args: &MemoshelveArgs,
     store: &Store,
@@ -166,10 +173,12 @@ pub(crate) fn push(
             remote.settings().mode
         );
     }
+    let (kept, entries): (Vec<&Entry>, Vec<&Entry>) =
+        entries.iter().partition(|entry| entry.record.name.starts_with("build-script."));
     let bar = output::progress(args, entries.len() as u64, "pushing");
     let results: Vec<(&Entry, Result<Pushed, String>)> = entries
         .par_iter()
-        .map(|entry| {
+        .map(|&entry| {
             let pushed = remote.push(store, entry).map_err(|err| err.to_string());
             bar.inc(1);
             (entry, pushed)
@@ -179,6 +188,7 @@ pub(crate) fn push(
     let mut summary = PushSummary {
         url: remote.settings().redacted_url(),
         entries: entries.len(),
+        kept_local: kept.len(),
         ..PushSummary::default()
     };
     for (entry, pushed) in results {

@@ -239,7 +239,11 @@ impl Remote {
         let Some(payload) = found else {
             return Ok(Pulled::Missing);
         };
-        if name.is_some_and(|name| payload.record.name != name) {
+        // Transparent mode's entries (`build-script.<package>`) are never taken from a remote:
+        // what they restore is linked into binaries, and only signed ones could be trusted.
+        if name.is_some_and(|name| payload.record.name != name)
+            || payload.record.name.starts_with("build-script.")
+        {
             return Ok(Pulled::OtherName);
         }
         if disk.find(&payload.record.name, key).ok().flatten().is_some() {
