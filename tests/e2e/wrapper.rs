@@ -33,6 +33,10 @@ fn main() {
     if std::env::var_os("PROV_EMBED").is_some() {
         std::fs::write(out.join("paths.bin"), format!("\0built in {}\0", out.display())).unwrap();
     }
+    if std::env::var_os("PROV_NONDET").is_some() {
+        let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+        std::fs::write(out.join("stamp.txt"), now.to_string()).unwrap();
+    }
     if std::env::var_os("PROV_PC").is_some() {
         std::fs::create_dir_all(out.join("lib/pkgconfig")).unwrap();
         let pc = format!("prefix={}\nlibdir=${{prefix}}/lib\n", out.display());
@@ -305,6 +309,14 @@ fn each_changed_input_is_a_miss_and_the_build_is_right() {
     // And each of them is a hit the second time.
     let (printed, runs) = run(&[], &[("PROV_MODE", "-fast")]);
     assert_eq!((printed.as_str(), runs), ("v2-fast odd-name true", vec![]));
+
+    // Another version of the dependency (its `CARGO_PKG_VERSION`, and its script's binary).
+    let manifest = world.root.join("provider/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("version = \"0.1.0\"", "version = \"0.2.0\"")).unwrap();
+    let (printed, runs) = run(&[], &[]);
+    assert_eq!(printed, "v2 odd-name true");
+    assert!(runs.contains(&"provider".to_owned()), "a changed dependency version: {runs:?}");
 
     // Without `cargo clean`, cargo reruns the script over its last OUT_DIR: it runs for real.
     std::fs::write(world.root.join("provider/input.txt"), "v3\n").unwrap();
@@ -803,4 +815,32 @@ fn explain_names_what_changed_in_a_build_scripts_key() {
     // Cargo compiles the build script with the features too: its binary differs as well.
     assert!(parts.contains(&"value script"), "{report}");
     assert!(!parts.iter().any(|part| part.starts_with("value contents:")), "{report}");
+}
+
+/// `MEMOSHELVE_AUDIT=1`: every hit runs the real script again and compares; a script whose
+/// output differs from run to run is reported, one that does not is not.
+#[test]
+fn an_audit_reruns_hits_and_reports_a_difference() {
+    let world = World::new();
+    for (nondeterministic, reported) in [(false, false), (true, true)] {
+        let build = || {
+            let mut command = world.cargo(&["build", "-vv", "-p", "user"]);
+            command.env("MEMOSHELVE_AUDIT", "1");
+            if nondeterministic {
+                command.env("PROV_NONDET", "1");
+            }
+            let output = command.output().unwrap();
+            assert!(output.status.success(), "{}", describe(&output));
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr)
+        };
+        ok(world.cargo(&["clean", "-q"]));
+        build();
+        ok(world.cargo(&["clean", "-q"]));
+        world.take_runs();
+        let printed = build();
+        assert!(world.take_runs().contains(&"provider".to_owned()), "the audit ran the script");
+        let audit: Vec<&str> = printed.lines().filter(|line| line.contains("audit")).collect();
+        assert_eq!(!audit.is_empty(), reported, "nondeterministic={nondeterministic}: {audit:?}");
+    }
 }
