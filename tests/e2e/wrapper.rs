@@ -64,6 +64,7 @@ fn main() {
         std::fs::write(out.join("made.txt"), "x").unwrap();
         println!("cargo:rerun-if-changed={}", out.join("made.txt").display());
     }
+    eprintln!("provider: built in {}", out.display());
     println!("cargo:rerun-if-changed=input.txt");
     println!("cargo::rerun-if-env-changed=PROV_MODE");
     println!("cargo:include={}", out.join("include").display());
@@ -843,4 +844,28 @@ fn an_audit_reruns_hits_and_reports_a_difference() {
         let audit: Vec<&str> = printed.lines().filter(|line| line.contains("audit")).collect();
         assert_eq!(!audit.is_empty(), reported, "nondeterministic={nondeterministic}: {audit:?}");
     }
+}
+
+/// What a script printed to stderr comes back on a hit, naming this build's directories (cargo
+/// shows it with `-vv`).
+#[test]
+fn a_hit_replays_the_scripts_stderr_with_this_builds_paths() {
+    let world = World::new();
+    let build = |target: &Path| {
+        let output =
+            world.cargo_in(&world.root, target, &["build", "-vv", "-p", "user"]).output().unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let first = build(&world.target());
+    assert_eq!(provider_log(&world.target()), "recorded");
+    let other = world.root.with_file_name("other-target");
+    let second = build(&other);
+    assert_eq!(provider_log(&other), "restored");
+    let said = |stderr: &str| -> Option<String> {
+        stderr.lines().find_map(|line| Some(line.split_once("provider: built in ")?.1.to_owned()))
+    };
+    let (before, after) = (said(&first).expect(&first), said(&second).expect(&second));
+    assert!(before.starts_with(world.target().to_str().unwrap()), "{before}");
+    assert!(after.starts_with(other.to_str().unwrap()) && after.ends_with("/out"), "{after}");
 }

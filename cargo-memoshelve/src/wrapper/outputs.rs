@@ -24,6 +24,9 @@ pub(crate) struct Recorded {
     pub(crate) relocated: Vec<String>,
     /// Whether the run was hermetic (at the stable path, see `hermetic.rs`).
     pub(crate) hermetic: bool,
+    /// What the script printed to stderr (its first MiB), this build's directories as
+    /// placeholders; replayed on a hit.
+    pub(crate) stderr: String,
 }
 
 impl Recorded {

@@ -55,8 +55,11 @@ fn listed(list: &str, name: &str) -> bool {
 }
 
 /// The step's argument, bumped when the key's meaning changes (2: the stored value became
-/// `Recorded`; 3: the key's parts became named `input_value`s).
-const KEY_VERSION: u32 = 3;
+/// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr).
+const KEY_VERSION: u32 = 4;
+
+/// How much of a script's stderr an entry keeps, to replay on a hit.
+const STDERR_KEPT: usize = 1 << 20;
 
 /// `args`: the real binary, then cargo's arguments for the script.
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
@@ -113,27 +116,27 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let started = Instant::now();
     let mut redone = None;
     let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&KEY_VERSION, |_step| {
-        let stable = match &sandbox {
+        let (stable, stderr) = match &sandbox {
             Some(sandbox) => match run_recorded(&unit, &real, script_args, Some(sandbox)) {
                 Err(Unrecorded::Redo { why, record }) => {
                     // Whatever the script needs that a hermetic run does not give it, it gets
                     // in place: the build is never the worse for trying. A script that failed
                     // or reached outside OUT_DIR there depends on more than its key says.
-                    run_recorded(&unit, &real, script_args, None)?;
+                    let stderr = run_recorded(&unit, &real, script_args, None)?;
                     if !record {
                         return Err(Unrecorded::Bypassed(why));
                     }
                     redone = Some(why);
-                    None
+                    (None, stderr)
                 }
-                other => other.map(|()| Some(sandbox.out_dir()))?,
+                other => (Some(sandbox.out_dir()), other?),
             },
-            None => {
-                run_recorded(&unit, &real, script_args, None)?;
-                None
-            }
+            None => (None, run_recorded(&unit, &real, script_args, None)?),
         };
-        Recorded::settle(&unit.out_dir, &unit.roots, stable).map_err(Unrecorded::Bypassed)
+        let mut recorded =
+            Recorded::settle(&unit.out_dir, &unit.roots, stable).map_err(Unrecorded::Bypassed)?;
+        recorded.stderr = unit.normalize(&stderr);
+        Ok(recorded)
     });
     drop(sandbox);
     let took = Some(started.elapsed());
@@ -145,6 +148,10 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
                 unit.log("failed to relocate", took);
                 let why = format!("cannot relocate the restored files: {err}");
                 return run_plain(&real, script_args, Some(&why));
+            }
+            if status != Status::Miss {
+                // What the script printed to stderr when it ran (cargo shows it with `-vv`).
+                let _ = std::io::stderr().write_all(unit.roots.expand(&recorded.stderr).as_bytes());
             }
             let word = match status {
                 Status::Miss if recorded.hermetic => "recorded (hermetic)",
@@ -479,13 +486,13 @@ fn run_recorded(
     real: &Path,
     args: &[OsString],
     sandbox: Option<&Sandbox>,
-) -> Result<(), Unrecorded> {
+) -> Result<String, Unrecorded> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut command = script_command(real, args);
-    command.stdout(Stdio::piped());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let rename = sandbox.and_then(|sandbox| {
-        command.env("OUT_DIR", sandbox.out_dir()).stderr(Stdio::piped());
+        command.env("OUT_DIR", sandbox.out_dir());
         Some((sandbox.out_dir().to_str()?.to_owned(), unit.out_dir.to_str()?.to_owned()))
     });
     let mut child = match command.spawn() {
@@ -495,11 +502,26 @@ fn run_recorded(
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
+    // Stderr goes to cargo as it comes (held back in a hermetic run) and is kept, its first
+    // `STDERR_KEPT` bytes, to be replayed on a hit.
+    let passed_on = sandbox.is_none();
     let stderr = child.stderr.take().map(|mut stderr| {
         std::thread::spawn(move || {
-            let mut held = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut stderr, &mut held);
-            held
+            let mut kept = Vec::new();
+            let mut chunk = [0; 8192];
+            let mut to = std::io::stderr();
+            while let Ok(read) = std::io::Read::read(&mut stderr, &mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                if passed_on {
+                    let _ = to.write_all(&chunk[..read]);
+                }
+                if kept.len() < STDERR_KEPT || !passed_on {
+                    kept.extend_from_slice(&chunk[..read]);
+                }
+            }
+            kept
         })
     });
     let mut lines = Vec::new();
@@ -534,7 +556,8 @@ fn run_recorded(
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
-    let held_stderr = stderr.and_then(|thread| thread.join().ok());
+    let kept = stderr.and_then(|thread| thread.join().ok()).unwrap_or_default();
+    let mut stderr_text = String::from_utf8_lossy(&kept).into_owned();
     if let Some(sandbox) = sandbox {
         if !utf8 {
             // Its lines cannot be renamed to cargo's OUT_DIR.
@@ -559,7 +582,19 @@ fn run_recorded(
             let _ = out.write_all(line.as_bytes());
         }
         let _ = out.flush();
-        let _ = std::io::stderr().write_all(&held_stderr.unwrap_or_default());
+        let _ = std::io::stderr().write_all(&kept);
+        if let Some((stable, cargo)) = &rename {
+            stderr_text = stderr_text.replace(stable.as_str(), cargo);
+        }
+    }
+    if stderr_text.len() > STDERR_KEPT {
+        let mut end = STDERR_KEPT;
+        while !stderr_text.is_char_boundary(end) {
+            end -= 1;
+        }
+        stderr_text.truncate(end);
+        stderr_text
+            .push_str("\n[memoshelve: the rest of this build script's stderr was not kept]\n");
     }
     if !status.success() {
         return Err(Unrecorded::Failed(exit_code(status)));
@@ -579,7 +614,7 @@ fn run_recorded(
             bypass_for_input(unit, path, started)?;
         }
     }
-    Ok(())
+    Ok(stderr_text)
 }
 
 /// The path of a `rerun-if-changed` directive, in either syntax.
