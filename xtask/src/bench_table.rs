@@ -219,7 +219,7 @@ pub(crate) fn render(results: &Value) -> String {
     if let Some(transparent) = results["transparent"].as_object() {
         let _ =
             writeln!(out, "### Workload 11: transparent mode (`RUSTC_WRAPPER=cargo-memoshelve`)\n");
-        let pass = &transparent["pass_through"];
+        let pass = transparent.get("pass_through").unwrap_or(&Value::Null);
         let ms =
             |name: &str| pass[name].as_f64().map_or("–".to_owned(), |ms| format!("{ms:.2} ms"));
         let _ = writeln!(
@@ -233,7 +233,7 @@ pub(crate) fn render(results: &Value) -> String {
             ms("added_ms"),
             ms("floor_added_ms"),
         );
-        if let Some(builds) = transparent["native_deps"].as_object() {
+        if let Some(builds) = transparent.get("native_deps").and_then(Value::as_object) {
             let _ = writeln!(
                 out,
                 "| examples/native-deps, `cargo build` | whole build | build scripts (`--timings`) |\n\

@@ -4,6 +4,11 @@
 //! after `cargo clean -p grammar`: first with an empty cache, then with the cache the first build
 //! filled. It prints what memoshelve reported and how long the build-script step and the whole
 //! build took.
+//!
+//! Then transparent mode: `examples/native-deps` (libsqlite3-sys, zstd-sys, lz4-sys and
+//! libgit2-sys from crates.io, whose build scripts compile C) built through
+//! `RUSTC_WRAPPER=cargo-memoshelve` with an empty cache, `cargo clean`, and built again: the
+//! build scripts' total time both ways (cargo's `--timings`) and what the runner did with each.
 
 use std::path::Path;
 use std::process::Command;
@@ -75,6 +80,72 @@ pub(crate) fn run() -> anyhow::Result<()> {
         println!(
             "\nThe generator's step took {cold:.3} s cold and {warm:.4} s warm ({:.0}x less).",
             cold / warm.max(1e-6)
+        );
+    }
+    println!("Cache used: {} (delete it freely).", cache.display());
+    transparent(&root)
+}
+
+/// The second half: every build script of a real dependency graph, none of them edited.
+fn transparent(root: &Path) -> anyhow::Result<()> {
+    println!(
+        "\nTransparent mode: examples/native-deps depends on four crates from crates.io whose \
+         build scripts compile vendored C (sqlite, zstd, lz4, libgit2). None knows of memoshelve."
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["build", "--quiet", "--package", "cargo-memoshelve"])
+        .current_dir(root)
+        .status()
+        .context("cannot run cargo")?;
+    if !built.success() {
+        bail!("building cargo-memoshelve failed");
+    }
+    let front = root.join("target/debug/cargo-memoshelve");
+    let example = root.join("examples/native-deps");
+    let target = root.join("target/demo-native");
+    let cache = root.join("target/demo-native-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(&target);
+    let mut totals = Vec::new();
+    for label in ["cold: empty cache", "warm: after `cargo clean`"] {
+        let _ = std::fs::remove_dir_all(&target);
+        let started = Instant::now();
+        let output = Command::new(&cargo)
+            .args(["build", "--locked", "--timings"])
+            .current_dir(&example)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTC_WRAPPER", &front)
+            .env("MEMOSHELVE_DIR", &cache)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .context("cannot run cargo build")?;
+        if !output.status.success() {
+            bail!(
+                "cargo build of native-deps failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let took = started.elapsed().as_secs_f64();
+        let scripts = crate::bench_e2e::build_scripts_seconds(&target)?;
+        println!("\n{label}: `RUSTC_WRAPPER=cargo-memoshelve cargo build`");
+        let log = std::fs::read_to_string(target.join("debug/build/.memoshelve/runs.log"))
+            .unwrap_or_default();
+        for line in log.lines() {
+            let mut fields = line.split('\t');
+            let (package, what) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+            let ms = fields.next().unwrap_or("");
+            println!("  {package:<16} {what:<22} {ms}");
+        }
+        println!("  build scripts:   {scripts:.2} s in all (cargo --timings)");
+        println!("  whole build:     {took:.1} s");
+        totals.push(scripts);
+    }
+    if let [cold, warm] = totals[..] {
+        println!(
+            "\nThe build scripts took {cold:.1} s cold and {warm:.2} s after `cargo clean` ({:.1}% \
+             of cold).",
+            warm / cold * 100.0
         );
     }
     println!("Cache used: {} (delete it freely).", cache.display());
