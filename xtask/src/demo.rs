@@ -148,6 +148,10 @@ fn transparent(root: &Path) -> anyhow::Result<()> {
             warm / cold * 100.0
         );
     }
-    println!("Cache used: {} (delete it freely).", cache.display());
+    println!(
+        "(The tool here is a debug build; `cargo install cargo-memoshelve` builds it optimized, \
+         which hashes faster.)\nCache used: {} (delete it freely).",
+        cache.display()
+    );
     Ok(())
 }
