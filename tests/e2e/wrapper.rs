@@ -402,8 +402,12 @@ fn the_users_wrapper_sees_every_other_compile_and_the_script_sees_it() {
 
 #[test]
 fn runs_that_must_not_be_replayed_are_not_recorded() {
-    let cases =
-        [("PROV_OWN_INPUT", "inside OUT_DIR"), ("PROV_LINK", "a symbolic link leaving OUT_DIR")];
+    let cases = [
+        ("PROV_OWN_INPUT", "inside OUT_DIR"),
+        ("PROV_LINK", "a symbolic link leaving OUT_DIR"),
+        // The size cap, lowered: the provider leaves two files.
+        ("MEMOSHELVE_BUILD_SCRIPTS_MAX_FILES", "it left 2 files, more than 1"),
+    ];
     for (variable, why) in cases {
         let world = World::new();
         ok(world.cargo(&["build", "-q", "-p", "user"]).env(variable, "1"));

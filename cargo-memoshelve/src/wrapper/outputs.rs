@@ -87,6 +87,7 @@ impl Recorded {
             ));
         }
         files.sort();
+        Cap::from_env().check(out_dir, &files)?;
         for relative in files {
             let path = out_dir.join(&relative);
             let mut bytes = fs::read(&path).map_err(|err| io(&path, err))?;
@@ -138,6 +139,42 @@ impl Recorded {
         self.bound.iter().all(|(name, dir)| {
             here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
         })
+    }
+}
+
+/// The most a recorded run may leave: DESIGN's 2 GiB and 100,000 files by default,
+/// `MEMOSHELVE_BUILD_SCRIPTS_MAX_SIZE` (bytes) and `MEMOSHELVE_BUILD_SCRIPTS_MAX_FILES` otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    bytes: u64,
+    files: usize,
+}
+
+impl Cap {
+    fn from_env() -> Cap {
+        let number =
+            |name: &str| std::env::var(name).ok().and_then(|text| text.trim().parse().ok());
+        Cap {
+            bytes: number("MEMOSHELVE_BUILD_SCRIPTS_MAX_SIZE").unwrap_or(2 << 30),
+            files: number("MEMOSHELVE_BUILD_SCRIPTS_MAX_FILES")
+                .map_or(100_000, |files: u64| usize::try_from(files).unwrap_or(usize::MAX)),
+        }
+    }
+
+    /// Why `files` (under `dir`) are too many or too large to record, if they are.
+    fn check(self, dir: &Path, files: &[PathBuf]) -> Result<(), String> {
+        if files.len() > self.files {
+            return Err(format!("it left {} files, more than {}", files.len(), self.files));
+        }
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|file| fs::symlink_metadata(dir.join(file)).ok())
+            .map(|meta| meta.len())
+            .sum();
+        if bytes > self.bytes {
+            return Err(format!("it left {bytes} bytes, more than {}", self.bytes));
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +297,20 @@ mod tests {
         assert!(!elsewhere.holds_in(&here));
         assert!(contains(b"prefix=/t/debug/build/p-1/out\n", b"/t/debug/build/p-1/out"));
         assert!(!contains(b"/t/debug/build/p-2/out", b"/t/debug/build/p-1/out"));
+    }
+
+    #[test]
+    fn a_run_over_the_cap_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = ["a", "b"].iter().map(PathBuf::from).collect();
+        for file in &files {
+            fs::write(dir.path().join(file), [0; 10]).unwrap();
+        }
+        assert!(Cap { bytes: 20, files: 2 }.check(dir.path(), &files).is_ok());
+        let too_many = Cap { bytes: 20, files: 1 }.check(dir.path(), &files).unwrap_err();
+        assert!(too_many.contains("2 files, more than 1"), "{too_many}");
+        let too_large = Cap { bytes: 19, files: 2 }.check(dir.path(), &files).unwrap_err();
+        assert!(too_large.contains("20 bytes, more than 19"), "{too_large}");
     }
 
     #[test]
