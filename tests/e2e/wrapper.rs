@@ -33,6 +33,10 @@ fn main() {
     if std::env::var_os("PROV_EMBED").is_some() {
         std::fs::write(out.join("paths.bin"), format!("\0built in {}\0", out.display())).unwrap();
     }
+    if std::env::var_os("PROV_TOUCH_INPUT").is_some() {
+        // Its declared input, rewritten while it runs (the same bytes: only the time says so).
+        std::fs::write("input.txt", &input).unwrap();
+    }
     if std::env::var_os("PROV_NONDET").is_some() {
         let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos();
         std::fs::write(out.join("stamp.txt"), now.to_string()).unwrap();
@@ -405,6 +409,7 @@ fn runs_that_must_not_be_replayed_are_not_recorded() {
     let cases = [
         ("PROV_OWN_INPUT", "inside OUT_DIR"),
         ("PROV_LINK", "a symbolic link leaving OUT_DIR"),
+        ("PROV_TOUCH_INPUT", "input.txt changed while it ran"),
         // The size cap, lowered: the provider leaves two files.
         ("MEMOSHELVE_BUILD_SCRIPTS_MAX_FILES", "it left 2 files, more than 1"),
     ];
