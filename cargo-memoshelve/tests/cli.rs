@@ -945,3 +945,28 @@ fn setup_keeps_the_users_wrapper_and_file_and_undo_gives_them_back() {
     assert!(stderr.contains("config.toml is not valid TOML"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "[build\n");
 }
+
+/// The launcher without a record beside it is cargo's `host.runner` (nightly): its first
+/// argument is the build script. Switched off it runs the script itself; on, it hands it to the
+/// tool beside it, whose runner, outside a build (no `OUT_DIR`), runs it uncached with a warning.
+#[test]
+#[cfg(unix)]
+fn the_launcher_serves_as_a_host_runner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("build-script-build");
+    std::fs::write(&script, "#!/bin/sh\necho \"script ran with $*\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let launcher = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_memoshelve-launcher"));
+        command.arg(&script).args(["a", "b"]).env_remove("OUT_DIR");
+        command
+    };
+    let off = stdout(&launcher().env("MEMOSHELVE_DISABLE", "1").output().unwrap());
+    assert_eq!(off, "script ran with a b\n");
+    let on = stdout(&launcher().env_remove("MEMOSHELVE_DISABLE").output().unwrap());
+    let lines: Vec<&str> = on.lines().collect();
+    assert_eq!(lines.len(), 2, "{on}");
+    assert!(lines[0].starts_with("cargo:warning=memoshelve: OUT_DIR is not set"), "{on}");
+    assert_eq!(lines[1], "script ran with a b");
+}

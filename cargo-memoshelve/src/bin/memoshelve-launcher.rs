@@ -9,6 +9,9 @@
 //! script itself; otherwise it hands over to the tool, which
 //! restores the script's result or runs and records it.
 //!
+//! Without a record beside it, it is cargo's `host.runner` (nightly, cargo#16591): its first
+//! argument is then the build script, and the tool is the `memoshelve` beside the launcher.
+//!
 //! It is a native program, not a shell script, because a shell drops environment variables whose
 //! names are not identifiers, and cargo's `DEP_*` variables can be named so. It has no
 //! dependencies, so one copy per build script costs a few hundred kilobytes, not a full tool.
@@ -37,8 +40,31 @@ fn main() -> ExitCode {
         eprintln!("memoshelve launcher: cannot tell where this build script is");
         return ExitCode::from(101);
     };
-    let record = match std::fs::read(dir.join(RECORD)) {
-        Ok(record) => record,
+    let (tool, real, args, wrapped) = match std::fs::read(dir.join(RECORD)) {
+        Ok(record) => {
+            let Some((tool, real)) = parse(&record) else {
+                eprintln!(
+                    "memoshelve launcher: {} is not a launcher record; run `cargo clean`",
+                    dir.join(RECORD).display()
+                );
+                return ExitCode::from(101);
+            };
+            // Cargo hands a build script its `RUSTC_WRAPPER`: a launcher left from a build that
+            // had the wrapper (after `setup --undo`, say) runs the real script once the wrapper
+            // is gone.
+            let wrapped = std::env::var_os("RUSTC_WRAPPER")
+                .is_some_and(|wrapper| protocol::is_front(&wrapper));
+            (tool, dir.join(real), args, wrapped)
+        }
+        // No record: run as cargo's `host.runner` (`memoshelve-launcher <build script> <args>`),
+        // the tool beside this launcher.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && is_program(args.first()) => {
+            let Ok(tool) = protocol::sibling(protocol::TOOL) else {
+                eprintln!("memoshelve launcher: cannot tell where the tool is");
+                return ExitCode::from(101);
+            };
+            (tool, PathBuf::from(&args[0]), args[1..].to_vec(), true)
+        }
         Err(err) => {
             eprintln!(
                 "memoshelve launcher: cannot read {}: {err}; run `cargo clean` to rebuild this \
@@ -48,18 +74,6 @@ fn main() -> ExitCode {
             return ExitCode::from(101);
         }
     };
-    let Some((tool, real)) = parse(&record) else {
-        eprintln!(
-            "memoshelve launcher: {} is not a launcher record; run `cargo clean`",
-            dir.join(RECORD).display()
-        );
-        return ExitCode::from(101);
-    };
-    let real = dir.join(real);
-    // Cargo hands a build script its `RUSTC_WRAPPER`: a launcher left from a build that had the
-    // wrapper (after `setup --undo`, say) runs the real script once the wrapper is gone.
-    let wrapped =
-        std::env::var_os("RUSTC_WRAPPER").is_some_and(|wrapper| protocol::is_front(&wrapper));
     let off = !wrapped
         || std::env::var_os("MEMOSHELVE_DISABLE").is_some_and(|value| value == "1")
         || std::env::var_os("MEMOSHELVE_BUILD_SCRIPTS").is_some_and(|value| value == "off");
@@ -82,6 +96,11 @@ fn main() -> ExitCode {
     let err = exec(command);
     eprintln!("memoshelve launcher: cannot run the build script {}: {err}", real.display());
     ExitCode::from(101)
+}
+
+/// Whether `arg` names a file to run (as `host.runner`'s first argument does).
+fn is_program(arg: Option<&OsString>) -> bool {
+    arg.is_some_and(|arg| Path::new(arg).is_file())
 }
 
 /// `tool=<path>` and `real=<file name>` lines.
