@@ -25,7 +25,9 @@ const USAGE: &str =
   --compile-only  only workload 9, the compile cost of the build-dependency (a few minutes)
   --wrapper-only  only workload 11, transparent mode: pass-through cost, and examples/native-deps
                built cold, after `cargo clean` and at another path (a few minutes)
-  --peers      also time Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
+  --peers      also time mbx and kache on workload 11 (installed under
+               target/memoshelve-bench/peers by `cargo install`, ~10 minutes each the first time),
+               and Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
 
@@ -141,10 +143,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
         }
         if !options.compile_only {
-            transparent = crate::bench_wrapper::transparent(&out, &cli, options.quick)?;
+            transparent =
+                crate::bench_wrapper::transparent(&out, &cli, options.quick, options.peers)?;
         }
     }
-    let peers = if options.peers { crate::bench_e2e::python_peers(&out)? } else { Value::Null };
+    let peers = if options.peers && !options.wrapper_only {
+        crate::bench_e2e::python_peers(&out)?
+    } else {
+        Value::Null
+    };
 
     let results = json!({
         "quick": options.quick,

@@ -262,6 +262,32 @@ pub(crate) fn render(results: &Value) -> String {
             }
             out.push('\n');
         }
+        if let Some(peers) = transparent.get("peers").and_then(Value::as_object) {
+            let _ = writeln!(
+                out,
+                "| peer, examples/native-deps | build scripts cold | after `cargo clean` | \
+                 another path and target dir | whole build cold / clean / other |\n\
+                 |---|---|---|---|---|"
+            );
+            for (peer, rows) in peers {
+                let of = |row: &str, field: &str| rows[row][field].as_f64().unwrap_or(f64::NAN);
+                let cold = of("cold, empty cache", "scripts");
+                let share = |row: &str| {
+                    let scripts = of(row, "scripts");
+                    format!("{scripts:.2} s ({:.1}%)", scripts / cold * 100.0)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {peer} | {cold:.2} s | {} | {} | {:.1} / {:.1} / {:.1} s |",
+                    share("after cargo clean"),
+                    share("another path and target dir"),
+                    of("cold, empty cache", "wall"),
+                    of("after cargo clean", "wall"),
+                    of("another path and target dir", "wall"),
+                );
+            }
+            out.push('\n');
+        }
     }
 
     if let Some(peers) = results["python_peers"].as_object() {

@@ -9,6 +9,12 @@
 //!   at another checkout path with another target dir. The build scripts' total time of each is
 //!   cargo's own figure (`--timings`), the same for every tool.
 //!
+//! - With `--peers`, mbx and kache do the same three builds (cold with an empty cache of their
+//!   own, after `cargo clean`, at another path and target dir), each with a home directory of
+//!   its own so that its default cache starts empty; `CARGO_HOME` and `RUSTUP_HOME` stay. mbx
+//!   also caches rustc's outputs, so their whole-build times are not comparable to ours; the
+//!   build scripts' time is.
+//!
 //! `--quick` (CI) measures the pass-through only, with few samples.
 
 use std::fs;
@@ -22,7 +28,12 @@ use serde_json::{Value, json};
 use crate::bench_e2e::{build_scripts_seconds, cargo_in, timed};
 use crate::ci::project_root;
 
-pub(crate) fn transparent(out: &Path, front: &Path, quick: bool) -> anyhow::Result<Value> {
+pub(crate) fn transparent(
+    out: &Path,
+    front: &Path,
+    quick: bool,
+    peers: bool,
+) -> anyhow::Result<Value> {
     let pass_through = pass_through(front, if quick { 15 } else { 200 })?;
     if quick {
         return Ok(json!({ "pass_through": pass_through }));
@@ -70,7 +81,70 @@ pub(crate) fn transparent(out: &Path, front: &Path, quick: bool) -> anyhow::Resu
     let label = "wrapper, another path and target dir";
     let other = work.join("target-moved");
     builds.insert(label.to_owned(), cargo_build(label, &moved, &other, Some(&cache))?);
-    Ok(json!({ "pass_through": pass_through, "native_deps": builds }))
+    let peers = if peers { peer_builds(out, &work, &checkout, &moved)? } else { Value::Null };
+    Ok(json!({ "pass_through": pass_through, "native_deps": builds, "peers": peers }))
+}
+
+/// The peers: how each is installed and how it runs a cargo build.
+const PEERS: [(&str, &[&str]); 2] = [("mbx", &["--locked"]), ("kache", &[])];
+
+/// The three builds by each peer.
+fn peer_builds(out: &Path, work: &Path, checkout: &Path, moved: &Path) -> anyhow::Result<Value> {
+    let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
+        || Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        std::path::PathBuf::from,
+    );
+    let rustup_home = std::env::var_os("RUSTUP_HOME").map_or_else(
+        || Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".rustup"),
+        std::path::PathBuf::from,
+    );
+    let mut peers = serde_json::Map::new();
+    for (name, install_flags) in PEERS {
+        let root = out.join("peers").join(name);
+        let binary = root.join("bin").join(name);
+        if !binary.is_file() {
+            timed(
+                &format!("cargo install {name} (once)"),
+                cargo_in(out).args(["install", "--root"]).arg(&root).args(install_flags).arg(name),
+            )?;
+        }
+        let home = work.join(format!("home-{name}"));
+        let _ = fs::remove_dir_all(&home);
+        fs::create_dir_all(&home)?;
+        let build = |label: &str, dir: &Path, target: &Path| -> anyhow::Result<Value> {
+            let mut command = if name == "mbx" {
+                let mut command = Command::new(&binary);
+                command.arg("build");
+                command
+            } else {
+                let mut command = cargo_in(dir);
+                command.arg("build").env("RUSTC_WRAPPER", &binary);
+                command
+            };
+            command
+                .args(["--locked", "--timings"])
+                .current_dir(dir)
+                .env("CARGO_TARGET_DIR", target)
+                .env("HOME", &home)
+                .env("XDG_CACHE_HOME", home.join(".cache"))
+                .env("CARGO_HOME", &cargo_home)
+                .env("RUSTUP_HOME", &rustup_home)
+                .env_remove("RUSTFLAGS")
+                .env_remove("MEMOSHELVE_DIR");
+            let wall = timed(&format!("native-deps, {name}: {label}"), &mut command)?;
+            Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
+        };
+        let target = work.join(format!("target-{name}"));
+        let mut rows = serde_json::Map::new();
+        rows.insert("cold, empty cache".to_owned(), build("cold", checkout, &target)?);
+        fs::remove_dir_all(&target)?;
+        rows.insert("after cargo clean".to_owned(), build("after cargo clean", checkout, &target)?);
+        let other = work.join(format!("target-{name}-moved"));
+        let label = "another path and target dir";
+        rows.insert(label.to_owned(), build(label, moved, &other)?);
+        peers.insert(name.to_owned(), Value::Object(rows));
+    }
+    Ok(Value::Object(peers))
 }
 
 /// The medians of the rounds' `wall` and `scripts`, with the rounds.
