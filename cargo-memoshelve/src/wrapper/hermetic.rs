@@ -60,12 +60,21 @@ impl Sandbox {
         }
         let out_dir = root.join("target").join(profile).join("build").join(package).join("out");
         fs::create_dir_all(&out_dir)?;
+        // Spelled as the file system resolves it (a cache root behind a symbolic link, macOS's
+        // /var): a script that resolves its OUT_DIR (cmake does) prints the same path that is
+        // rewritten to cargo's.
+        let (root, out_dir) = (fs::canonicalize(&root)?, fs::canonicalize(&out_dir)?);
         Ok(Some(Sandbox { root, out_dir, _lock: lock }))
     }
 
     /// The `OUT_DIR` the script is given.
     pub(crate) fn out_dir(&self) -> &Path {
         &self.out_dir
+    }
+
+    /// Whether `text` still names the sandbox (after its OUT_DIR was rewritten to cargo's).
+    pub(crate) fn named_in(&self, text: &str) -> bool {
+        self.root.to_str().is_some_and(|root| text.contains(root))
     }
 
     /// Something the run made in the sandbox outside `OUT_DIR`.

@@ -572,6 +572,12 @@ fn run_recorded(
             let why = format!("a hermetic run wrote {} outside OUT_DIR", stray.display());
             return Err(Unrecorded::Redo { why, record: false });
         }
+        // A directive naming the sandbox in a way the rewrite missed would point cargo at a
+        // directory that is about to go.
+        if lines.iter().any(|line| sandbox.named_in(line)) {
+            let why = "its output names the hermetic sandbox in another spelling".to_owned();
+            return Err(Unrecorded::Redo { why, record: false });
+        }
         if let Err(err) = sandbox.move_into(&unit.out_dir) {
             clear(&unit.out_dir);
             let why = format!("cannot move the hermetic run's files: {err}");
