@@ -878,3 +878,62 @@ fn a_hit_replays_the_scripts_stderr_with_this_builds_paths() {
     assert!(before.starts_with(world.target().to_str().unwrap()), "{before}");
     assert!(after.starts_with(other.to_str().unwrap()) && after.ends_with("/out"), "{after}");
 }
+
+/// A `#![no_core]` library, so it builds for a target whose standard library is not installed.
+const BARE_BUILD: &str = r#"
+use std::io::Write as _;
+fn main() {
+    let out = std::env::var("OUT_DIR").unwrap();
+    std::fs::write(format!("{out}/target.txt"), std::env::var("TARGET").unwrap()).unwrap();
+    let runs = std::env::var("RUNS").unwrap();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
+    file.write_all(b"bare\n").unwrap();
+    println!("cargo::rerun-if-changed=build.rs");
+}
+"#;
+
+/// What the `bare` crate's script wrote for `target`, per OUT_DIR under `dir`.
+fn written_targets(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = files_under(dir)
+        .into_iter()
+        .filter(|path| path.ends_with("out/target.txt"))
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn another_target_is_a_miss_and_each_target_restores_its_own_result() {
+    let world = World::new();
+    let bare = world.root.with_file_name("bare");
+    for (path, text) in [
+        ("Cargo.toml", "[package]\nname = \"bare\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        ("build.rs", BARE_BUILD),
+        ("src/lib.rs", "#![feature(no_core)]\n#![no_core]\n"),
+    ] {
+        std::fs::create_dir_all(bare.join(path).parent().unwrap()).unwrap();
+        std::fs::write(bare.join(path), text).unwrap();
+    }
+    let target = bare.join("target");
+    let cargo = |args: &[&str]| {
+        let mut command = world.cargo_in(&bare, &target, args);
+        command.env("RUSTC_BOOTSTRAP", "1");
+        ok(command);
+        world.take_runs()
+    };
+    let wasm = "wasm32-unknown-unknown";
+    let version = ok(Command::new("rustc").arg("-vV"));
+    let host = version.lines().find_map(|line| line.strip_prefix("host: ")).unwrap();
+    assert_eq!(cargo(&["build", "-q"]), ["bare"]);
+    assert_eq!(cargo(&["build", "-q", "--target", wasm]), ["bare"], "another target: a miss");
+    let mut both = [wasm, host];
+    both.sort_unstable();
+    assert_eq!(written_targets(&target), both);
+
+    ok(world.cargo_in(&bare, &target, &["clean", "-q"]));
+    assert_eq!(cargo(&["build", "-q", "--target", wasm]), Vec::<String>::new());
+    assert_eq!(written_targets(&target), [wasm], "the wasm result, restored");
+    assert_eq!(cargo(&["build", "-q"]), Vec::<String>::new());
+    assert_eq!(written_targets(&target), both, "and the host's");
+}
