@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::ci::{cargo, project_root, step};
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only | --wrapper-only] [--peers] [FILTER]
+    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only | --wrapper-only] [--peers] [--heavy] [FILTER]
 
   --quick      CI's variant: tiny sizes and samples, one example; asserts nothing about time
                and writes the table to target/memoshelve-bench/BENCHMARKS.quick.md
@@ -29,6 +29,8 @@ const USAGE: &str =
                target/memoshelve-bench/peers by `cargo install`, ~10 minutes each the first time),
                and Python's memoshelve, joblib.Memory and diskcache (workloads 1-4) in a
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
+  --heavy      workload 11 on examples/heavy-native instead (openssl-src, jemalloc and six more
+               vendored C libraries; one round of cold builds, ~5 minutes each, more with --peers)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
 
 /// The servers the remote-hit bench runs against, by the variables `.ci/remote-servers` exports.
@@ -45,6 +47,7 @@ struct Options {
     compile_only: bool,
     wrapper_only: bool,
     peers: bool,
+    heavy: bool,
     filter: Option<String>,
 }
 
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--compile-only" => options.compile_only = true,
             "--wrapper-only" => options.wrapper_only = true,
             "--peers" => options.peers = true,
+            "--heavy" => options.heavy = true,
             "-h" | "--help" => bail!("{USAGE}"),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             filter => options.filter = Some(filter.to_owned()),
@@ -143,8 +147,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             compile = crate::bench_e2e::compile_cost(&out, options.quick)?;
         }
         if !options.compile_only {
-            transparent =
-                crate::bench_wrapper::transparent(&out, &cli, options.quick, options.peers)?;
+            transparent = crate::bench_wrapper::transparent(
+                &out,
+                &cli,
+                options.quick,
+                options.peers,
+                options.heavy,
+            )?;
         }
     }
     let peers = if options.peers && !options.wrapper_only {
@@ -173,6 +182,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         || options.skip_e2e
         || options.compile_only
         || options.wrapper_only
+        || options.heavy
     {
         out.join("BENCHMARKS.partial.md")
     } else {

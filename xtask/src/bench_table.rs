@@ -233,10 +233,11 @@ pub(crate) fn render(results: &Value) -> String {
             ms("added_ms"),
             ms("floor_added_ms"),
         );
-        if let Some(builds) = transparent.get("native_deps").and_then(Value::as_object) {
+        let workload = transparent.get("workload").and_then(Value::as_str).unwrap_or("native-deps");
+        if let Some(builds) = transparent.get("builds").and_then(Value::as_object) {
             let _ = writeln!(
                 out,
-                "| examples/native-deps, `cargo build` | whole build | build scripts (`--timings`) |\n\
+                "| examples/{workload}, `cargo build` | whole build | build scripts (`--timings`) |\n\
                  |---|---|---|"
             );
             for (label, row) in builds {
@@ -265,7 +266,7 @@ pub(crate) fn render(results: &Value) -> String {
         if let Some(peers) = transparent.get("peers").and_then(Value::as_object) {
             let _ = writeln!(
                 out,
-                "| peer, examples/native-deps | build scripts cold | after `cargo clean` | \
+                "| peer, examples/{workload} | build scripts cold | after `cargo clean` | \
                  another path and target dir | whole build cold / clean / other |\n\
                  |---|---|---|---|---|"
             );
@@ -422,7 +423,7 @@ fn targets(results: &Value) -> String {
         &|ms| format!("{ms:.2} ms"),
         &|ms| ms <= 1.0,
     );
-    let builds = &transparent["native_deps"];
+    let builds = &transparent["builds"];
     let of = |label: &str, field: &str| builds[label][field].as_f64();
     push(
         "transparent mode, cold with an empty cache ≤ 1.05x plain cargo (whole build)",

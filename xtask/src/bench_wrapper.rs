@@ -15,6 +15,10 @@
 //!   also caches rustc's outputs, so their whole-build times are not comparable to ours; the
 //!   build scripts' time is.
 //!
+//! - With `--heavy`, `examples/heavy-native` instead: the eight native dependencies the issue
+//!   measures peers on (openssl-src, jemalloc, libgit2, sqlite, zstd, lz4, bzip2, zlib), minutes
+//!   of build scripts per cold build, so one round of the cold builds instead of three.
+//!
 //! `--quick` (CI) measures the pass-through only, with few samples.
 
 use std::fs;
@@ -33,6 +37,7 @@ pub(crate) fn transparent(
     front: &Path,
     quick: bool,
     peers: bool,
+    heavy: bool,
 ) -> anyhow::Result<Value> {
     let pass_through = pass_through(front, if quick { 15 } else { 200 })?;
     if quick {
@@ -41,9 +46,10 @@ pub(crate) fn transparent(
     let work = out.join("transparent");
     let _ = fs::remove_dir_all(&work);
     let checkout = work.join("checkout");
-    copy_tree(&project_root().join("examples/native-deps"), &checkout)?;
+    let (workload, rounds) = if heavy { ("heavy-native", 1) } else { ("native-deps", 3) };
+    copy_tree(&project_root().join("examples").join(workload), &checkout)?;
     let cache = work.join("cache");
-    timed("fetch native-deps", cargo_in(&checkout).args(["fetch", "--locked"]))?;
+    timed(&format!("fetch {workload}"), cargo_in(&checkout).args(["fetch", "--locked"]))?;
 
     let cargo_build = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>| {
         let mut command = cargo_in(dir);
@@ -52,12 +58,11 @@ pub(crate) fn transparent(
         if let Some(cache) = cache {
             command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
         }
-        let wall = timed(&format!("native-deps: {label}"), &mut command)?;
+        let wall = timed(&format!("{workload}: {label}"), &mut command)?;
         anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
     };
     // The cold builds in alternation, round after round (each from nothing: its own target dir,
     // and for the wrapper an empty cache): this machine's noise is larger than the difference.
-    let rounds = 3;
     let (mut plain, mut cold) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let target = work.join(format!("target-plain-{round}"));
@@ -81,15 +86,27 @@ pub(crate) fn transparent(
     let label = "wrapper, another path and target dir";
     let other = work.join("target-moved");
     builds.insert(label.to_owned(), cargo_build(label, &moved, &other, Some(&cache))?);
-    let peers = if peers { peer_builds(out, &work, &checkout, &moved)? } else { Value::Null };
-    Ok(json!({ "pass_through": pass_through, "native_deps": builds, "peers": peers }))
+    let peers =
+        if peers { peer_builds(out, &work, workload, &checkout, &moved)? } else { Value::Null };
+    Ok(json!({
+        "pass_through": pass_through,
+        "workload": workload,
+        "builds": builds,
+        "peers": peers,
+    }))
 }
 
 /// The peers: how each is installed and how it runs a cargo build.
 const PEERS: [(&str, &[&str]); 2] = [("mbx", &["--locked"]), ("kache", &[])];
 
 /// The three builds by each peer.
-fn peer_builds(out: &Path, work: &Path, checkout: &Path, moved: &Path) -> anyhow::Result<Value> {
+fn peer_builds(
+    out: &Path,
+    work: &Path,
+    workload: &str,
+    checkout: &Path,
+    moved: &Path,
+) -> anyhow::Result<Value> {
     let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
         || Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
         std::path::PathBuf::from,
@@ -131,7 +148,7 @@ fn peer_builds(out: &Path, work: &Path, checkout: &Path, moved: &Path) -> anyhow
                 .env("RUSTUP_HOME", &rustup_home)
                 .env_remove("RUSTFLAGS")
                 .env_remove("MEMOSHELVE_DIR");
-            let wall = timed(&format!("native-deps, {name}: {label}"), &mut command)?;
+            let wall = timed(&format!("{workload}, {name}: {label}"), &mut command)?;
             Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
         };
         let target = work.join(format!("target-{name}"));
