@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::{counted, in_build_script, probe, statuses, warnings};
 
 /// A test server's variable, or `None` (skip) outside CI.
-fn server_var(name: &str) -> Option<String> {
+pub(crate) fn server_var(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Some(value),
         _ if std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false") => {
@@ -52,7 +52,7 @@ struct Remote {
 /// Redis databases handed out to tests (the shared server has 16; 0 is left alone).
 static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 
-fn unique(test: &str) -> String {
+pub(crate) fn unique(test: &str) -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{test}-{}-{nanos}", std::process::id())
@@ -712,10 +712,11 @@ fn cli_status_push_pull_stats(kind: Kind) {
     assert!(String::from_utf8_lossy(&text.stdout).contains("remote hits: 2"));
 }
 
-/// Transparent mode's entries (`build-script.<package>`) stay on their machine: `remote push`
-/// keeps them back, and `remote pull` never takes one that reached the remote some other way
-/// (here a probe, as a build script with that name, wrote it through).
-fn build_script_entries_are_not_pushed_or_pulled(kind: Kind) {
+/// Transparent mode's entries (`build-script.<package>`) stay on their machine unless opted in
+/// (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and signed (`MEMOSHELVE_REMOTE_KEY`): neither a
+/// probe's write-through (as a build script with that name) nor `remote push` sends one, and
+/// `remote pull` takes a signed one only opted in.
+fn build_script_entries_travel_only_opted_in_and_signed(kind: Kind) {
     let Some(remote) = Remote::new(kind, "bs") else { return };
     let a = Machine::new(&remote);
     let written = a.run(&["call", "--name", "build-script.fake", "--arg", "1", "--size", "5000"]);
@@ -732,18 +733,52 @@ fn build_script_entries_are_not_pushed_or_pulled(kind: Kind) {
     let pulled = cli_json(&b, &["remote", "pull"]);
     assert_eq!(
         (pulled["listed"].as_u64(), pulled["fetched"].as_u64(), pulled["other_names"].as_u64()),
-        (Some(2), Some(1), Some(1)),
-        "{pulled}"
+        (Some(1), Some(1), Some(0)),
+        "the probe's write-through kept it back too: {pulled}"
     );
     let listed = cli_json(&b, &["list"]);
-    let names: Vec<&str> =
+    let names_b: Vec<&str> =
         listed.as_array().unwrap().iter().filter_map(|entry| entry["name"].as_str()).collect();
-    assert_eq!(names, ["probe"]);
+    assert_eq!(names_b, ["probe"]);
+
+    // Opted in and signed, they travel; a reader takes them only opted in, and signed.
+    let Some(signed_remote) = Remote::new(kind, "bs-signed") else { return };
+    let signed = |machine: Machine| {
+        machine
+            .with("MEMOSHELVE_REMOTE", &signed_remote.url)
+            .with("MEMOSHELVE_REMOTE_KEY", "k")
+            .with("MEMOSHELVE_BUILD_SCRIPTS_REMOTE", "1")
+    };
+    let pushed = cli_json(&signed(a), &["remote", "push"]);
+    assert_eq!(
+        (pushed["uploaded"].as_u64(), pushed["kept_local"].as_u64()),
+        (Some(2), Some(0)),
+        "{pushed}"
+    );
+    let names = |machine: &Machine| -> Vec<String> {
+        let listed = cli_json(machine, &["list"]);
+        let mut names: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|entry| entry["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let keyed = Machine::new(&signed_remote).with("MEMOSHELVE_REMOTE_KEY", "k");
+    let pulled = cli_json(&keyed, &["remote", "pull"]);
+    assert_eq!((pulled["fetched"].as_u64(), pulled["other_names"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(names(&keyed), ["probe"], "not opted in: not taken");
+    let opted = signed(Machine::new(&signed_remote));
+    let pulled = cli_json(&opted, &["remote", "pull"]);
+    assert_eq!(pulled["fetched"].as_u64(), Some(2), "{pulled}");
+    assert_eq!(names(&opted), ["build-script.fake", "probe"]);
 }
 
 #[test]
-fn build_script_entries_are_not_pushed_or_pulled_http() {
-    build_script_entries_are_not_pushed_or_pulled(Kind::Http);
+fn build_script_entries_travel_only_opted_in_and_signed_http() {
+    build_script_entries_travel_only_opted_in_and_signed(Kind::Http);
 }
 
 #[test]

@@ -307,6 +307,18 @@ fn each_changed_input_is_a_miss_and_the_build_is_right() {
     assert_eq!(printed, "v2 odd-name true+extra");
     assert!(runs.contains(&"provider".to_owned()), "another feature set: {runs:?}");
 
+    // Another C compiler (here `cc` behind a script that says another version).
+    let fake_cc = world.root.with_file_name("fake-cc");
+    std::fs::write(
+        &fake_cc,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'fake-cc 99.1'; exit 0; }\nexec cc \"$@\"\n",
+    )
+    .unwrap();
+    make_executable(&fake_cc);
+    let (printed, runs) = run(&[], &[("CC", fake_cc.to_str().unwrap())]);
+    assert_eq!(printed, "v2 odd-name true");
+    assert!(runs.contains(&"provider".to_owned()), "another C compiler: {runs:?}");
+
     let (printed, runs) = run(&["--release"], &[]);
     assert_eq!(printed, "v2 odd-name true");
     assert_eq!(runs.len(), 2, "another profile: {runs:?}");
@@ -705,8 +717,8 @@ fn warm_builds_through_the_wrapper() {
     );
 }
 
-/// Build-script entries stay off the remote tier (DESIGN: only signed and opted into): a
-/// configured remote, here one that answers nothing, is never even tried.
+/// Build-script entries stay off the remote tier unless opted into (DESIGN: only signed and
+/// opted into): a configured remote, here one that answers nothing, is never even tried.
 #[test]
 fn build_script_entries_stay_off_the_remote() {
     let world = World::new();
@@ -936,4 +948,64 @@ fn another_target_is_a_miss_and_each_target_restores_its_own_result() {
     assert_eq!(written_targets(&target), [wasm], "the wasm result, restored");
     assert_eq!(cargo(&["build", "-q"]), Vec::<String>::new());
     assert_eq!(written_targets(&target), both, "and the host's");
+}
+
+/// Opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and signed (`MEMOSHELVE_REMOTE_KEY`),
+/// build-script entries travel through a real WebDAV server: another machine (its own cache,
+/// another checkout path and target dir) restores what the first recorded. Without the key
+/// nothing is written; a reader with another key, or without the opt-in, runs the scripts.
+#[test]
+fn signed_opted_in_entries_travel_through_the_remote() {
+    let Some(base) = crate::remote::server_var("MEMOSHELVE_TEST_HTTP") else { return };
+    let Some(root) = crate::remote::server_var("MEMOSHELVE_TEST_HTTP_ROOT") else { return };
+    let folder = crate::remote::unique("build-scripts");
+    let url = format!("{}/{folder}", base.trim_end_matches('/'));
+    let on_server = || files_under(&Path::new(&root).join(&folder)).len();
+    let world = World::new();
+    let moved = world.root.with_file_name("moved");
+    copy_tree(&world.root, &moved);
+    let machine = |name: &str| world.root.with_file_name(name);
+    // A build on `machine`'s cache, at `dir`, with the opt-in or not and a key or none.
+    let build = |cache: &str, dir: &Path, opt_in: bool, key: Option<&str>| {
+        let target = machine(&format!("target-{cache}"));
+        let _ = std::fs::remove_dir_all(&target);
+        let mut command = world.cargo_in(dir, &target, &["run", "-p", "user"]);
+        command
+            .env("MEMOSHELVE_DIR", machine(&format!("cache-{cache}")))
+            .env("MEMOSHELVE_REMOTE", &url)
+            .env("MEMOSHELVE_REMOTE_MODE", "read-write");
+        if opt_in {
+            command.env("MEMOSHELVE_BUILD_SCRIPTS_REMOTE", "1");
+        }
+        if let Some(key) = key {
+            command.env("MEMOSHELVE_REMOTE_KEY", key);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+        let printed = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(printed.trim(), "v1 odd-name true");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (sorted(take_log(&target)), world.take_runs().len(), stderr)
+    };
+    let recorded = [pair("provider", "recorded"), pair("user", "recorded")];
+
+    let (log, runs, stderr) = build("a0", &world.root, true, None);
+    assert_eq!((log, runs), (recorded.to_vec(), 2));
+    assert!(stderr.contains("MEMOSHELVE_REMOTE_KEY is not"), "the missing key is told:\n{stderr}");
+    assert_eq!(on_server(), 0, "nothing unsigned is written");
+
+    let (log, runs, _) = build("a", &world.root, true, Some("secret"));
+    assert_eq!((log, runs), (recorded.to_vec(), 2));
+    assert!(on_server() >= 2, "both entries written through, signed");
+
+    let (log, runs, stderr) = build("b-other-key", &moved, true, Some("another secret"));
+    assert_eq!((log, runs), (recorded.to_vec(), 2), "a wrong signature is not trusted");
+    assert!(stderr.contains("valid signature"), "{stderr}");
+
+    let (log, runs, _) = build("b-no-opt-in", &moved, false, Some("secret"));
+    assert_eq!((log, runs), (recorded.to_vec(), 2), "not opted in: not read");
+
+    let (log, runs, _) = build("b", &moved, true, Some("secret"));
+    let restored = [pair("provider", "restored (remote)"), pair("user", "restored (remote)")];
+    assert_eq!((log, runs), (restored.to_vec(), 0), "another machine restores them");
 }

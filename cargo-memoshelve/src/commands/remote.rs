@@ -84,6 +84,7 @@ fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "origin": settings.origin,
             "mode": settings.mode,
             "signing": settings.signing_key.is_some(),
+            "build_scripts": settings.carries("build-script."),
             "reachable": answered.is_ok(),
             "latency_ms": latency_ms,
             "error": error,
@@ -98,6 +99,14 @@ fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "off (set MEMOSHELVE_REMOTE_KEY to sign and check entries)"
         };
         writeln!(out, "signing:   {signing}")?;
+        let build_scripts = match (settings.carries("build-script."), settings.build_scripts) {
+            (true, _) => "shared, signed (MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1)",
+            (false, true) => {
+                "kept local: MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1 needs MEMOSHELVE_REMOTE_KEY"
+            }
+            (false, false) => "kept local (MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1 and a key share them)",
+        };
+        writeln!(out, "build scripts: {build_scripts}")?;
         match (&latency_ms, error) {
             (Some(ms), _) => writeln!(out, "reachable: yes, {ms:.2} ms")?,
             (None, Some(error)) => writeln!(out, "reachable: no: {error}")?,
@@ -136,7 +145,11 @@ impl PushSummary {
             self.present
         );
         if self.kept_local > 0 {
-            text = format!("{text}; {} build-script entries kept on this machine", self.kept_local);
+            text = format!(
+                "{text}; {} build-script entries kept on this machine (they travel signed, with \
+                 MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1 and MEMOSHELVE_REMOTE_KEY)",
+                self.kept_local
+            );
         }
         if !self.failed.is_empty() {
             text = format!("{text}; {} failed", self.failed.len());
@@ -158,8 +171,8 @@ impl PushSummary {
 }
 
 /// Pushes `entries` in parallel, with a progress bar. Transparent mode's entries
-/// (`build-script.<package>`) are kept back: what they restore is linked into binaries, and
-/// DESIGN lets them reach a remote only signed, which this version does not do.
+/// (`build-script.<package>`) are kept back unless the remote carries them: what they restore
+/// is linked into binaries, so they travel only opted into and signed (`Settings::carries`).
 pub(crate) fn push(
     args: &MemoshelveArgs,
     store: &Store,
@@ -174,7 +187,7 @@ pub(crate) fn push(
         );
     }
     let (kept, entries): (Vec<&Entry>, Vec<&Entry>) =
-        entries.iter().partition(|entry| entry.record.name.starts_with("build-script."));
+        entries.iter().partition(|entry| !remote.settings().carries(&entry.record.name));
     let bar = output::progress(args, entries.len() as u64, "pushing");
     let results: Vec<(&Entry, Result<Pushed, String>)> = entries
         .par_iter()

@@ -36,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use memoshelve_build::config::Project;
+use memoshelve_build::remote::{BUILD_SCRIPTS_REMOTE, Mode, Settings};
 use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
 
@@ -55,11 +57,25 @@ fn listed(list: &str, name: &str) -> bool {
 }
 
 /// The step's argument, bumped when the key's meaning changes (2: the stored value became
-/// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr).
-const KEY_VERSION: u32 = 4;
+/// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr; 5:
+/// the C compiler's version joined the key).
+const KEY_VERSION: u32 = 5;
 
 /// How much of a script's stderr an entry keeps, to replay on a hit.
 const STDERR_KEPT: usize = 1 << 20;
+
+/// Whether this build's remote takes and gives entries of cache `name`: only opted into and
+/// signed (`Settings::carries`); an opt-in without a signing key is warned about.
+fn remote_carries(name: &str) -> bool {
+    let Ok(Some(settings)) = Settings::resolve(&Project::from_env()) else { return false };
+    if settings.build_scripts && settings.signing_key.is_none() {
+        println!(
+            "cargo:warning=memoshelve: {BUILD_SCRIPTS_REMOTE} is set but MEMOSHELVE_REMOTE_KEY \
+             is not: build-script entries travel only signed, so this one stays local"
+        );
+    }
+    settings.mode != Mode::Off && settings.carries(name)
+}
 
 /// `args`: the real binary, then cargo's arguments for the script.
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
@@ -90,19 +106,17 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // Named `build-script.<package>`, not DESIGN's `build-script/<package>`: a cache name has no
     // `/` (entries are addressed as `<name>/<key>`, and the name names the step's marker file);
     // a package name has no `.`, so no other cache takes the name.
-    // Local only: DESIGN lets build-script entries reach a remote only signed and opted into,
-    // which this version does not do yet.
     // An entry whose byte-exact files spell one of its build's directories restores only where
     // that directory is the same (see `outputs`).
     let here = unit.roots.clone();
+    let name = format!("build-script.{}", unit.package);
+    let remote = remote_carries(&name);
     let memo = key
         .parts
         .iter()
-        .fold(Memo::new(format!("build-script.{}", unit.package)), |memo, (name, value)| {
-            memo.input_value(name, value)
-        })
-        .local_only()
+        .fold(Memo::new(&name), |memo, (name, value)| memo.input_value(name, value))
         .validate(move |recorded: &Recorded| recorded.holds_in(&here));
+    let memo = if remote { memo } else { memo.local_only() };
     let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
         Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
             Ok(sandbox) => sandbox,
@@ -296,7 +310,9 @@ fn first_entry(dir: &Path) -> Option<String> {
 /// - `contents:<DEP_NAME>`: what is behind a `DEP_*` value that is a path this build made (a
 ///   `links` provider hands down paths whose spelling stays when what is there changes);
 /// - `package files`: for a package whose files can change under one version;
-/// - `host`: the OS and architecture.
+/// - `host`: the OS and architecture;
+/// - `c compiler`: what the C compiler cc-rs would pick says of its version (a result built by
+///   another compiler is not this build's, the more so from a remote).
 #[derive(Debug)]
 struct ScriptKey {
     parts: Vec<(String, String)>,
@@ -366,8 +382,41 @@ impl ScriptKey {
         }
         let host = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
         parts.push(("host".to_owned(), host));
+        parts.push(("c compiler".to_owned(), c_compiler()));
         parts.sort();
         Ok(ScriptKey { parts })
+    }
+}
+
+/// The first line `--version` prints for the C compiler cc-rs would use for `TARGET`: the first
+/// of `CC_<target>`, `CC_<target_with_underscores>`, `TARGET_CC`, `CC` that is set, else `cc`
+/// (a wrapper such as `sccache cc` runs as it is given); `none` when it does not run.
+fn c_compiler() -> String {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let names = [
+        format!("CC_{target}"),
+        format!("CC_{}", target.replace('-', "_")),
+        "TARGET_CC".to_owned(),
+        "CC".to_owned(),
+    ];
+    let configured = names
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()));
+    let command = configured.unwrap_or_else(|| "cc".to_owned());
+    let mut words = command.split_whitespace();
+    let Some(program) = words.next() else { return "none".to_owned() };
+    let output = Command::new(program)
+        .args(words)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            format!("{command}: {}", text.lines().next().unwrap_or_default().trim())
+        }
+        _ => format!("{command}: none"),
     }
 }
 

@@ -79,6 +79,7 @@ impl fmt::Display for Mode {
 /// | `MEMOSHELVE_REMOTE_MODE` | `remote-mode` | `read-write` (default), `read-only`, `off` |
 /// | `MEMOSHELVE_REMOTE_TOKEN` | `remote-token` | HTTP: sent as `Authorization: Bearer` |
 /// | `MEMOSHELVE_REMOTE_KEY` | `remote-key` | secret: sign entries (a blake3 MAC), and accept only signed ones |
+/// | `MEMOSHELVE_BUILD_SCRIPTS_REMOTE` | – | `1`: transparent mode's entries travel too, signed (see [`Settings::carries`]) |
 ///
 /// S3 reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`
 /// (or `AWS_DEFAULT_REGION`) and `AWS_ENDPOINT_URL` (any S3-compatible server, path-style).
@@ -93,6 +94,9 @@ pub struct Settings {
     pub token: Option<String>,
     /// The secret entries are signed and checked with.
     pub signing_key: Option<String>,
+    /// Whether the user opted transparent mode's entries into the remote
+    /// (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`); they travel only signed ([`Settings::carries`]).
+    pub build_scripts: bool,
     /// Where the URL was set: `MEMOSHELVE_REMOTE` or a configuration file.
     pub origin: String,
 }
@@ -104,10 +108,17 @@ impl fmt::Debug for Settings {
             .field("mode", &self.mode)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("signing_key", &self.signing_key.as_ref().map(|_| "***"))
+            .field("build_scripts", &self.build_scripts)
             .field("origin", &self.origin)
             .finish()
     }
 }
+
+/// The opt-in of transparent mode's entries into the remote.
+pub const BUILD_SCRIPTS_REMOTE: &str = "MEMOSHELVE_BUILD_SCRIPTS_REMOTE";
+
+/// The start of transparent mode's cache names.
+const BUILD_SCRIPT_PREFIX: &str = "build-script.";
 
 fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.trim().is_empty())
@@ -146,8 +157,17 @@ impl Settings {
             mode,
             token: setting("MEMOSHELVE_REMOTE_TOKEN", "remote-token").map(|(token, _)| token),
             signing_key: setting("MEMOSHELVE_REMOTE_KEY", "remote-key").map(|(key, _)| key),
+            build_scripts: env_value(BUILD_SCRIPTS_REMOTE).is_some_and(|value| value != "0"),
             origin,
         }))
+    }
+
+    /// Whether entries of cache `name` may go to and come from this remote. Transparent mode's
+    /// (`build-script.<package>`) restore what is linked into binaries: they travel only when
+    /// the user opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and `MEMOSHELVE_REMOTE_KEY` is
+    /// set, so that each is signed when written and its signature is checked when read.
+    pub fn carries(&self, name: &str) -> bool {
+        !name.starts_with(BUILD_SCRIPT_PREFIX) || (self.build_scripts && self.signing_key.is_some())
     }
 
     /// The URL without its password or user name, for messages and `--json`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Scheme, Settings, env_value};
+use super::{BUILD_SCRIPTS_REMOTE, Mode, Scheme, Settings, env_value};
 use crate::cargo;
 use crate::key::Key;
 use crate::project::config::Project;
@@ -239,10 +239,9 @@ impl Remote {
         let Some(payload) = found else {
             return Ok(Pulled::Missing);
         };
-        // Transparent mode's entries (`build-script.<package>`) are never taken from a remote:
-        // what they restore is linked into binaries, and only signed ones could be trusted.
+        // Transparent mode's entries come only signed and opted into (`Settings::carries`).
         if name.is_some_and(|name| payload.record.name != name)
-            || payload.record.name.starts_with("build-script.")
+            || !self.settings.carries(&payload.record.name)
         {
             return Ok(Pulled::OtherName);
         }
@@ -419,6 +418,14 @@ impl Remote {
     /// Uploads a local entry (see [`Remote::push`]).
     fn push_record(&self, disk: &Disk, record: &EntryRecord) -> Result<Pushed, Problem> {
         let key = Key::from_hex(&record.key).ok_or_else(|| rejected("malformed key"))?;
+        if !self.settings.carries(&record.name) {
+            return Err(rejected(format!(
+                "entry {} of {:?} stays local: it travels only with {BUILD_SCRIPTS_REMOTE}=1 \
+                 and MEMOSHELVE_REMOTE_KEY set",
+                key.short(),
+                record.name
+            )));
+        }
         if self.backend.exists(&ac_path(&key))? {
             return Ok(Pushed::Present);
         }
@@ -650,7 +657,9 @@ fn active() -> Option<&'static Remote> {
 /// The read path's hook: after a disk miss, fetches `name`/`key` from the remote into `disk`.
 /// `true` when the disk tier now has it (the caller reads it from there, checked again).
 pub(crate) fn fetch(disk: &Disk, name: &str, key: &Key) -> bool {
-    let Some(remote) = active() else { return false };
+    let Some(remote) = active().filter(|remote| remote.settings.carries(name)) else {
+        return false;
+    };
     remote
         .guarded(|| {
             let Some(payload) = remote.entry(key)? else { return Ok(false) };
@@ -669,7 +678,9 @@ pub(crate) fn fetch(disk: &Disk, name: &str, key: &Key) -> bool {
 
 /// The write path's hook: after a computed entry was stored on disk, pushes it (read-write mode).
 pub(crate) fn write_through(disk: &Disk, name: &str, key: &Key) {
-    let Some(remote) = active().filter(|remote| remote.settings.mode == Mode::ReadWrite) else {
+    let Some(remote) = active()
+        .filter(|remote| remote.settings.mode == Mode::ReadWrite && remote.settings.carries(name))
+    else {
         return;
     };
     let Ok(Some(record)) = disk.find(name, key) else { return };
