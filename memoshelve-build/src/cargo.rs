@@ -309,3 +309,13 @@ mod unix {
             .unwrap_or(0)
     }
 }
+
+/// The directory above the profile's in cargo's build layout (`<target>[/<triple>]`), from an
+/// `OUT_DIR` below `<profile>/build/`; `None` for a path not in that layout.
+pub(crate) fn target_of(out_dir: &std::path::Path) -> Option<&std::path::Path> {
+    let build = out_dir
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.file_name().is_some_and(|name| name == "build"))?;
+    build.parent()?.parent()
+}

@@ -94,6 +94,11 @@ fn main() {
     let runs = std::env::var("RUNS").unwrap();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
     file.write_all(format!("user wrapper={wrapper}\n").as_bytes()).unwrap();
+    if std::env::var_os("USER_EMBED").is_some() {
+        // As a C compile's debug info spells the headers it read.
+        std::fs::write(out.join("deps.bin"), format!("\0{include}\0")).unwrap();
+        println!("cargo:rustc-link-search=native={include}");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }
 "#;
@@ -530,6 +535,44 @@ fn a_hermetic_run_makes_a_result_that_spells_out_dir_portable() {
     assert_eq!(ok(cargo(&other, &["run", "-q", "-p", "user"])).trim(), "v1 odd-name true");
     assert_eq!(provider_log(&other), "restored", "another target dir");
     assert!(!world.take_runs().contains(&"provider".to_owned()));
+}
+
+/// In a hermetic run a provider's `DEP_*` path is spelled inside the sandbox (a link to it), so
+/// a result that compiles it in (as debug info spells headers) stays portable; the directives
+/// naming it are rewritten to this build's.
+#[test]
+fn a_hermetic_run_gives_a_providers_paths_a_portable_spelling() {
+    let world = World::new();
+    let build = |target: &Path| {
+        let mut command = world.cargo_in(&world.root, target, &["run", "-q", "-p", "user"]);
+        command.env("USER_EMBED", "1").env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", "all");
+        assert_eq!(ok(command).trim(), "v1 odd-name true");
+        let build_dir = target.join("debug/build");
+        let output = files_under(&build_dir)
+            .into_iter()
+            .filter(|path| path.ends_with("output"))
+            .map(|path| std::fs::read_to_string(path).unwrap())
+            .find(|text| text.contains("rustc-link-search"))
+            .expect("the user's output");
+        let spelled = std::fs::read(one_file(&build_dir, "out/deps.bin")).unwrap();
+        (sorted(take_log(target)), output, String::from_utf8_lossy(&spelled).into_owned())
+    };
+    let (log, output, spelled) = build(&world.target());
+    let hermetic = [pair("provider", "recorded (hermetic)"), pair("user", "recorded (hermetic)")];
+    assert_eq!(log, hermetic);
+    assert!(spelled.contains(world.cache.join("hermetic").to_str().unwrap()), "{spelled}");
+    assert!(!spelled.contains(world.target().to_str().unwrap()), "{spelled}");
+    let search =
+        format!("rustc-link-search=native={}/debug/build/provider-", world.target().display());
+    assert!(output.contains(&search), "the directive names this build's provider: {output}");
+
+    world.take_runs();
+    let other = world.root.with_file_name("other-target");
+    let (log, output, _) = build(&other);
+    assert_eq!(log, [pair("provider", "restored"), pair("user", "restored")], "another target");
+    assert_eq!(world.take_runs(), Vec::<String>::new());
+    let search = format!("rustc-link-search=native={}/debug/build/provider-", other.display());
+    assert!(output.contains(&search), "and there, that build's: {output}");
 }
 
 /// A script that reaches outside OUT_DIR in a hermetic run is run again in place (so what it

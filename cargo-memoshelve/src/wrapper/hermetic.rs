@@ -8,6 +8,12 @@
 //! script that reaches outside `OUT_DIR` (`OUT_DIR/../..` to find the target dir) writes into
 //! the sandbox, where it is seen ([`Sandbox::stray`]) and the run is redone in place. After a
 //! good run the tree moves into cargo's `OUT_DIR` (a rename, or a copy across file systems).
+//!
+//! What a `links` provider hands down (`DEP_Z_INCLUDE=<target>/debug/build/libz-sys-<hash>/out/
+//! include`) is given a spelling inside the sandbox too ([`Sandbox::link_providers`]): a
+//! symbolic link at the same place below the sandbox's `target`. A C compile that reads the
+//! provider's headers then spells the sandbox in its debug info, not this build's target dir,
+//! and the result stays portable (measured: libgit2-sys over a vendored libz-sys).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,8 @@ pub(crate) fn wanted(package: &str, local: bool) -> bool {
 pub(crate) struct Sandbox {
     root: PathBuf,
     out_dir: PathBuf,
+    /// `(variable, its spelling in the sandbox, its value)` for each provider path linked.
+    links: Vec<(String, PathBuf, PathBuf)>,
     _lock: fs::File,
 }
 
@@ -64,12 +72,57 @@ impl Sandbox {
         // /var): a script that resolves its OUT_DIR (cmake does) prints the same path that is
         // rewritten to cargo's.
         let (root, out_dir) = (fs::canonicalize(&root)?, fs::canonicalize(&out_dir)?);
-        Ok(Some(Sandbox { root, out_dir, _lock: lock }))
+        Ok(Some(Sandbox { root, out_dir, links: Vec::new(), _lock: lock }))
     }
 
     /// The `OUT_DIR` the script is given.
+    #[cfg(test)]
     pub(crate) fn out_dir(&self) -> &Path {
         &self.out_dir
+    }
+
+    /// Links each `DEP_*` value of this process that is a path in cargo's target dir `target`
+    /// at the same place below the sandbox's `target` (shorter paths first: a longer one
+    /// already reachable through a link is not linked again). Best effort: a path that cannot
+    /// be linked keeps its spelling, and the result binds to the target dir as it would in place.
+    pub(crate) fn link_providers(&mut self, target: &Path) {
+        let mut found: Vec<(String, PathBuf)> = std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let name = name.into_string().ok().filter(|name| name.starts_with("DEP_"))?;
+                let path = PathBuf::from(value);
+                let inside = path.is_absolute() && path.starts_with(target) && path != target;
+                (inside && path.exists()).then_some((name, path))
+            })
+            .collect();
+        found.sort_by_key(|(name, path)| (path.components().count(), name.clone()));
+        let sandbox_target = self.root.join("target");
+        for (name, real) in found {
+            let Ok(relative) = real.strip_prefix(target) else { continue };
+            let linked = sandbox_target.join(relative);
+            // Reachable already through a link to an ancestor, or made here: nothing to do.
+            if !linked.exists() && !link(&real, &linked) {
+                continue;
+            }
+            self.links.push((name, linked, real));
+        }
+    }
+
+    /// The variables the script is given in the sandbox: `OUT_DIR` and the linked `DEP_*`.
+    pub(crate) fn env(&self) -> Vec<(&str, &Path)> {
+        let links = self.links.iter().map(|(name, linked, _)| (name.as_str(), linked.as_path()));
+        std::iter::once(("OUT_DIR", self.out_dir.as_path())).chain(links).collect()
+    }
+
+    /// `(sandbox spelling, this build's)` pairs, longest first: what the run's output and text
+    /// files are rewritten with, `OUT_DIR` to cargo's `out_dir`, each link to its target.
+    pub(crate) fn renames(&self, out_dir: &Path) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = std::iter::once((self.out_dir.as_path(), out_dir))
+            .chain(self.links.iter().map(|(_, linked, real)| (linked.as_path(), real.as_path())))
+            .filter_map(|(from, to)| Some((from.to_str()?.to_owned(), to.to_str()?.to_owned())))
+            .collect();
+        pairs.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        pairs.dedup();
+        pairs
     }
 
     /// Whether `text` still names the sandbox (after its OUT_DIR was rewritten to cargo's).
@@ -83,8 +136,13 @@ impl Sandbox {
         while let Some(dir) = pending.pop() {
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
+                if self.links.iter().any(|(_, linked, _)| *linked == path) {
+                    continue;
+                }
                 let on_the_way = entry.file_type().is_ok_and(|kind| kind.is_dir())
-                    && self.out_dir.starts_with(&path);
+                    && std::iter::once(&self.out_dir)
+                        .chain(self.links.iter().map(|(_, linked, _)| linked))
+                        .any(|kept| kept.starts_with(&path));
                 if !on_the_way {
                     return Some(path);
                 }
@@ -116,6 +174,31 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `text` with each `(from, to)` of `renames` (longest first) replaced.
+pub(crate) fn rename_all(mut text: String, renames: &[(String, String)]) -> String {
+    for (from, to) in renames {
+        if text.contains(from.as_str()) {
+            text = text.replace(from.as_str(), to);
+        }
+    }
+    text
+}
+
+/// Makes `linked` a symbolic link to `real`, and the directories above it; `false` when it
+/// cannot (or, off Unix, does not try: symbolic links need privileges on Windows).
+fn link(real: &Path, linked: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        linked.parent().is_some_and(|parent| fs::create_dir_all(parent).is_ok())
+            && std::os::unix::fs::symlink(real, linked).is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (real, linked);
+        false
     }
 }
 

@@ -2,12 +2,11 @@
 //! relocation).
 //!
 //! A file that spells none of this build's directories is portable as it is. A UTF-8 text file
-//! whose absolute paths all start at one of them (a pkg-config `prefix=<OUT_DIR>`) is stored
-//! with those directories as placeholders and rewritten with the restoring build's
-//! ([`Recorded::relocated`]). Any other file that spells one (a binary with a compiled-in
-//! prefix, text that also names other absolute paths) is kept byte for byte, and the
-//! directories it spells bind the entry: it restores only where they are the same
-//! ([`Recorded::bound`]).
+//! that spells them only as whole path components (a pkg-config `prefix=<OUT_DIR>`, a
+//! Makefile's `objroot`) is stored with those directories as placeholders and rewritten with
+//! the restoring build's ([`Recorded::relocated`]). Any other file that spells one (a binary
+//! with a compiled-in prefix) is kept byte for byte, and the directories it spells bind the
+//! entry: it restores only where they are the same ([`Recorded::bound`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,22 +60,21 @@ impl Recorded {
     }
 
     /// Looks at every file a successful run left in `out_dir` (its directories are `roots`):
-    /// a hermetic run's text first has its `stable` directory rewritten to `out_dir`; relocatable
-    /// text is then rewritten with placeholders, to be stored so (see [`Recorded::place`]).
+    /// a hermetic run's text first has the sandbox's spellings rewritten to this build's
+    /// (`renames`, see `Sandbox::renames`); text is then rewritten with placeholders, to be
+    /// stored so (see [`Recorded::place`]).
     ///
     /// `Err` says why the run must not be recorded (a symbolic link leaving OUT_DIR, a file
     /// that cannot be read back).
     pub(crate) fn settle(
         out_dir: &Path,
         roots: &Roots,
-        stable: Option<&Path>,
+        renames: Option<&[(String, String)]>,
     ) -> Result<Recorded, String> {
         let io = |path: &Path, err: std::io::Error| {
             format!("cannot read back {}: {err}", path.display())
         };
-        let mut recorded = Recorded { hermetic: stable.is_some(), ..Recorded::default() };
-        let stable = stable.and_then(Path::to_str);
-        let out = out_dir.to_str();
+        let mut recorded = Recorded { hermetic: renames.is_some(), ..Recorded::default() };
         let mut files = Vec::new();
         let mut links = Vec::new();
         list_files(out_dir, Path::new(""), &mut files, &mut links);
@@ -91,11 +89,11 @@ impl Recorded {
         for relative in files {
             let path = out_dir.join(&relative);
             let mut bytes = fs::read(&path).map_err(|err| io(&path, err))?;
-            if let (Some(stable), Some(out)) = (stable, out)
-                && contains(&bytes, stable.as_bytes())
+            if let Some(renames) = renames
+                && renames.iter().any(|(from, _)| contains(&bytes, from.as_bytes()))
                 && let Some(text) = text_of(&bytes)
             {
-                bytes = text.replace(stable, out).into_bytes();
+                bytes = super::hermetic::rename_all(text.to_owned(), renames).into_bytes();
                 replace_file(&path, &bytes).map_err(|err| io(&path, err))?;
             }
             let spelled: Vec<(&str, &str)> =
@@ -103,10 +101,9 @@ impl Recorded {
             if spelled.is_empty() {
                 continue;
             }
-            match text_of(&bytes).filter(|text| relocatable(text, roots)) {
-                Some(text) => {
-                    replace_file(&path, roots.name(text).as_bytes())
-                        .map_err(|err| io(&path, err))?;
+            match text_of(&bytes).and_then(|text| relocated(text, roots)) {
+                Some(named) => {
+                    replace_file(&path, named.as_bytes()).map_err(|err| io(&path, err))?;
                     recorded.relocated.push(slashed(&relative));
                 }
                 None => {
@@ -183,29 +180,18 @@ fn text_of(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok().filter(|text| !text.contains('\0'))
 }
 
-/// Whether every absolute path in `text` starts at one of `roots`. An absolute path starts with
-/// `/` at the start of the text or after a separator (space, `=`, a quote, `:`...), followed by
-/// a file-name character. Unix only: elsewhere no text is relocated (it binds instead).
-fn relocatable(text: &str, roots: &Roots) -> bool {
-    const BEFORE: &[u8] = b" \t\r\n=\"':,;([{<>`";
+/// `text` with this build's directories as placeholders, when that names every spelling of
+/// them: each is a whole path component wherever it appears (`/w/t/out`, never `/w/t-old`),
+/// so the restoring build's directories can take their place. Text that also names other
+/// absolute paths (a Makefile's `/bin/sh`, config.status's `/usr/bin/cc`) relocates too: those
+/// are the same wherever the entry restores on this machine. Unix only: elsewhere no text is
+/// relocated (it binds instead).
+fn relocated(text: &str, roots: &Roots) -> Option<String> {
     if !cfg!(unix) {
-        return false;
+        return None;
     }
-    let bytes = text.as_bytes();
-    text.match_indices('/').all(|(at, _)| {
-        let starts = at == 0 || BEFORE.contains(&bytes[at - 1]);
-        let named = bytes.get(at + 1).is_some_and(|&next| is_name_byte(next));
-        !(starts && named)
-            || roots.dirs().any(|(_, dir)| {
-                text[at..].strip_prefix(dir).is_some_and(|after| {
-                    after.bytes().next().is_none_or(|next| next == b'/' || !is_name_byte(next))
-                })
-            })
-    })
-}
-
-fn is_name_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"-_.~+@#%!$&^".contains(&byte) || byte >= 0x80
+    let named = roots.name(text);
+    (!roots.dirs().any(|(_, dir)| named.contains(dir))).then_some(named)
 }
 
 /// Replaces `path` by a file holding `bytes`, with its permissions: written beside it and
@@ -272,13 +258,20 @@ mod tests {
     }
 
     #[test]
-    fn text_relocates_only_when_every_absolute_path_is_at_a_root() {
+    fn text_relocates_when_every_spelling_of_a_root_is_a_whole_component() {
         let roots = roots();
-        assert!(relocatable("prefix=/t/debug/build/p-1/out\nlibdir=${prefix}/lib\n", &roots));
-        assert!(relocatable("Cflags: -I/usr/include -I/t/debug/build/p-1/out/include", &roots));
-        assert!(relocatable("see https://example.org/a and a/b // c", &roots));
-        assert!(!relocatable("prefix=/t/debug/build/p-1/out\nsysroot=/usr\n", &roots));
-        assert!(!relocatable("\"/tx/y\"", &roots), "/tx is not the root /t");
+        let named = |text: &str| relocated(text, &roots);
+        assert_eq!(
+            named("prefix=/t/debug/build/p-1/out\nlibdir=${prefix}/lib\n").as_deref(),
+            Some("prefix={memoshelve:out}\nlibdir=${prefix}/lib\n")
+        );
+        assert_eq!(
+            named("SHELL = /bin/sh\nobjroot = /t/debug/build/p-1/out/build/\n").as_deref(),
+            Some("SHELL = /bin/sh\nobjroot = {memoshelve:out}/build/\n"),
+            "other absolute paths stay as they are"
+        );
+        assert_eq!(named("\"/tx/y\" and /t/a").as_deref(), None, "/tx spells /t too: it binds");
+        assert_eq!(named("no paths").as_deref(), Some("no paths"));
     }
 
     #[test]
@@ -329,7 +322,8 @@ mod tests {
         fs::write(out.join("bound.bin"), &bound_file).unwrap();
         let roots = Roots::new([("out", out.as_path())]);
 
-        let recorded = Recorded::settle(&out, &roots, Some(&stable)).unwrap();
+        let renames = [(stable.to_str().unwrap().to_owned(), out_text.to_owned())];
+        let recorded = Recorded::settle(&out, &roots, Some(&renames)).unwrap();
         assert!(recorded.hermetic);
         assert_eq!(recorded.relocated, ["lib/pkgconfig/p.pc"]);
         assert_eq!(recorded.bound, [("out".to_owned(), out_text.to_owned())]);

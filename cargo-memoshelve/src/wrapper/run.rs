@@ -119,7 +119,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let memo = if remote { memo } else { memo.local_only() };
     let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
         Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
-            Ok(sandbox) => sandbox,
+            Ok(mut sandbox) => {
+                if let (Some(sandbox), Some(target)) = (&mut sandbox, &unit.target_dir) {
+                    sandbox.link_providers(target);
+                }
+                sandbox
+            }
             Err(err) => {
                 unit.log(&format!("in place (no sandbox: {err})"), None);
                 None
@@ -143,12 +148,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
                     redone = Some(why);
                     (None, stderr)
                 }
-                other => (Some(sandbox.out_dir()), other?),
+                other => (Some(sandbox.renames(&unit.out_dir)), other?),
             },
             None => (None, run_recorded(&unit, &real, script_args, None)?),
         };
-        let mut recorded =
-            Recorded::settle(&unit.out_dir, &unit.roots, stable).map_err(Unrecorded::Bypassed)?;
+        let mut recorded = Recorded::settle(&unit.out_dir, &unit.roots, stable.as_deref())
+            .map_err(Unrecorded::Bypassed)?;
         recorded.stderr = unit.normalize(&stderr);
         Ok(recorded)
     });
@@ -540,10 +545,14 @@ fn run_recorded(
     let clock = Instant::now();
     let mut command = script_command(real, args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let rename = sandbox.and_then(|sandbox| {
-        command.env("OUT_DIR", sandbox.out_dir());
-        Some((sandbox.out_dir().to_str()?.to_owned(), unit.out_dir.to_str()?.to_owned()))
+    let renames = sandbox.map(|sandbox| {
+        command.envs(sandbox.env());
+        sandbox.renames(&unit.out_dir)
     });
+    let unsandbox = |text: String| match &renames {
+        Some(renames) => hermetic::rename_all(text, renames),
+        None => text,
+    };
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -581,13 +590,11 @@ fn run_recorded(
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
             match String::from_utf8(std::mem::take(&mut line)) {
-                Ok(mut text) => {
-                    if let Some((stable, cargo)) = &rename {
-                        text = text.replace(stable.as_str(), cargo);
-                    } else {
+                Ok(text) => {
+                    if sandbox.is_none() {
                         let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
                     }
-                    lines.push(text);
+                    lines.push(unsandbox(text));
                 }
                 Err(err) => {
                     if sandbox.is_none() {
@@ -638,9 +645,7 @@ fn run_recorded(
         }
         let _ = out.flush();
         let _ = std::io::stderr().write_all(&kept);
-        if let Some((stable, cargo)) = &rename {
-            stderr_text = stderr_text.replace(stable.as_str(), cargo);
-        }
+        stderr_text = unsandbox(stderr_text);
     }
     if stderr_text.len() > STDERR_KEPT {
         let mut end = STDERR_KEPT;

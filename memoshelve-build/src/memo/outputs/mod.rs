@@ -277,13 +277,17 @@ impl<H> Outputs<'_, H> {
     }
 
     /// The directories that stored lines and inputs name by placeholder: the step's directory,
-    /// `OUT_DIR` and the package's directory.
+    /// `OUT_DIR`, the package's directory, and the target dir's profile parent that `OUT_DIR`
+    /// is in (`<target>[/<triple>]`, where a `links` provider's OUT_DIR is too: a line naming
+    /// `DEP_Z_INCLUDE` restores naming this build's).
     fn roots(&self) -> Roots {
         let base = inputs::base_dir();
         let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
         let out = std::env::var_os("OUT_DIR").map(PathBuf::from);
+        let target = out.as_deref().and_then(cargo::target_of);
         let mut roots = vec![("dir", dir.as_path()), ("manifest", base.as_path())];
         roots.extend(out.as_deref().map(|out| ("out", out)));
+        roots.extend(target.map(|target| ("target", target)));
         Roots::new(roots)
     }
 
