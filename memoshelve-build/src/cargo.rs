@@ -319,3 +319,7 @@ pub(crate) fn target_of(out_dir: &std::path::Path) -> Option<&std::path::Path> {
         .find(|dir| dir.file_name().is_some_and(|name| name == "build"))?;
     build.parent()?.parent()
 }
+
+/// The start of the cache names of transparent mode (`cargo-memoshelve` as `RUSTC_WRAPPER`
+/// names each script's entries `build-script.<package>`).
+pub(crate) const TRANSPARENT_PREFIX: &str = "build-script.";

@@ -907,6 +907,12 @@ fn an_audit_reruns_hits_and_reports_a_difference() {
         assert!(world.take_runs().contains(&"provider".to_owned()), "the audit ran the script");
         let audit: Vec<&str> = printed.lines().filter(|line| line.contains("audit")).collect();
         assert_eq!(!audit.is_empty(), reported, "nondeterministic={nondeterministic}: {audit:?}");
+        if reported {
+            assert!(
+                audit[0].contains("MEMOSHELVE_BUILD_SCRIPTS_ENV"),
+                "the fix is named: {audit:?}"
+            );
+        }
     }
 }
 

@@ -176,12 +176,18 @@ impl<H> Memo<H> {
         store(&fresh, took);
         match stored_hash(disk) {
             Some(after) if after != before => {
+                let fix = if self.options.name.starts_with(cargo::TRANSPARENT_PREFIX) {
+                    "list a variable it reads in MEMOSHELVE_BUILD_SCRIPTS_ENV, or always run \
+                     the package with MEMOSHELVE_BUILD_SCRIPTS_SKIP"
+                } else {
+                    "declare the input with input_file/input_glob/env, or bump version"
+                };
                 cargo::warn_once(
                     &format!("audit {} {key}", self.options.name),
                     &format!(
                         "audit: {} {} gave a different result when recomputed than the cached \
-                         one: it depends on something its key does not cover (declare the input \
-                         with input_file/input_glob/env, or bump version); keeping the fresh result",
+                         one: it depends on something its key does not cover ({fix}); keeping \
+                         the fresh result",
                         self.options.name,
                         key.short()
                     ),

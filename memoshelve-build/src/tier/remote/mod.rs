@@ -117,9 +117,6 @@ impl fmt::Debug for Settings {
 /// The opt-in of transparent mode's entries into the remote.
 pub const BUILD_SCRIPTS_REMOTE: &str = "MEMOSHELVE_BUILD_SCRIPTS_REMOTE";
 
-/// The start of transparent mode's cache names.
-const BUILD_SCRIPT_PREFIX: &str = "build-script.";
-
 fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.trim().is_empty())
 }
@@ -167,7 +164,8 @@ impl Settings {
     /// the user opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and `MEMOSHELVE_REMOTE_KEY` is
     /// set, so that each is signed when written and its signature is checked when read.
     pub fn carries(&self, name: &str) -> bool {
-        !name.starts_with(BUILD_SCRIPT_PREFIX) || (self.build_scripts && self.signing_key.is_some())
+        !name.starts_with(crate::cargo::TRANSPARENT_PREFIX)
+            || (self.build_scripts && self.signing_key.is_some())
     }
 
     /// The URL without its password or user name, for messages and `--json`.
