@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::ci::{cargo, project_root, step};
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only | --wrapper-only] [--peers] [--heavy] [FILTER]
+    "usage: cargo xtask bench [--quick] [--skip-e2e | --compile-only | --wrapper-only] [--peers] [--heavy] [--sccache] [FILTER]
 
   --quick      CI's variant: tiny sizes and samples, one example; asserts nothing about time
                and writes the table to target/memoshelve-bench/BENCHMARKS.quick.md
@@ -31,6 +31,8 @@ const USAGE: &str =
                venv under target/memoshelve-bench/venv (needs python3 and PyPI)
   --heavy      workload 11 on examples/heavy-native instead (openssl-src, jemalloc and six more
                vendored C libraries; one round of cold builds, ~5 minutes each, more with --peers)
+  --sccache     workload 11 also with sccache as the wrapper's inner one (`cargo install
+               --locked sccache` under target/memoshelve-bench/peers the first time)
   FILTER       passed to criterion: run only the benchmarks whose id matches it";
 
 /// The servers the remote-hit bench runs against, by the variables `.ci/remote-servers` exports.
@@ -48,6 +50,7 @@ struct Options {
     wrapper_only: bool,
     peers: bool,
     heavy: bool,
+    sccache: bool,
     filter: Option<String>,
 }
 
@@ -61,6 +64,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--wrapper-only" => options.wrapper_only = true,
             "--peers" => options.peers = true,
             "--heavy" => options.heavy = true,
+            "--sccache" => options.sccache = true,
             "-h" | "--help" => bail!("{USAGE}"),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             filter => options.filter = Some(filter.to_owned()),
@@ -153,6 +157,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 options.quick,
                 options.peers,
                 options.heavy,
+                options.sccache,
             )?;
         }
     }
@@ -183,6 +188,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         || options.compile_only
         || options.wrapper_only
         || options.heavy
+        || options.sccache
     {
         out.join("BENCHMARKS.partial.md")
     } else {

@@ -19,6 +19,10 @@
 //!   measures peers on (openssl-src, jemalloc, libgit2, sqlite, zstd, lz4, bzip2, zlib), minutes
 //!   of build scripts per cold build, so one round of the cold builds instead of three.
 //!
+//! - With `--sccache`, the wrapper with sccache as its inner wrapper (installed by `cargo
+//!   install --locked sccache` under the bench's `peers/`): the same three builds, empty caches
+//!   first. Whole-build time, to hold beside mbx's (which caches rustc's outputs too).
+//!
 //! `--quick` (CI) measures the pass-through only, with few samples.
 
 use std::fs;
@@ -38,6 +42,7 @@ pub(crate) fn transparent(
     quick: bool,
     peers: bool,
     heavy: bool,
+    sccache: bool,
 ) -> anyhow::Result<Value> {
     let pass_through = pass_through(front, if quick { 15 } else { 200 })?;
     if quick {
@@ -51,15 +56,27 @@ pub(crate) fn transparent(
     let cache = work.join("cache");
     timed(&format!("fetch {workload}"), cargo_in(&checkout).args(["fetch", "--locked"]))?;
 
-    let cargo_build = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>| {
+    let sccache = if sccache { Some(install(out, "sccache", &["--locked"])?) } else { None };
+    let sccache_dir = work.join("sccache");
+    // A build with the wrapper on (`cache`: its root), and sccache as its inner wrapper.
+    let build_with = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
         let mut command = cargo_in(dir);
         command.args(["build", "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
         command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
         if let Some(cache) = cache {
             command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
         }
+        if let Some(sccache) = sccache.as_deref().filter(|_| inner) {
+            command
+                .env("MEMOSHELVE_RUSTC_WRAPPER", sccache)
+                .env("SCCACHE_DIR", &sccache_dir)
+                .env("SCCACHE_SERVER_PORT", "4299");
+        }
         let wall = timed(&format!("{workload}: {label}"), &mut command)?;
         anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
+    };
+    let cargo_build = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>| {
+        build_with(label, dir, target, cache, false)
     };
     // The cold builds in alternation, round after round (each from nothing: its own target dir,
     // and for the wrapper an empty cache): this machine's noise is larger than the difference.
@@ -86,6 +103,28 @@ pub(crate) fn transparent(
     let label = "wrapper, another path and target dir";
     let other = work.join("target-moved");
     builds.insert(label.to_owned(), cargo_build(label, &moved, &other, Some(&cache))?);
+    if let Some(sccache) = &sccache {
+        // The whole build with sccache beside us (it caches the compiles, we the scripts): the
+        // figure to hold against mbx's, which caches both.
+        let cache = work.join("cache-sccache");
+        for (label, dir, target) in [
+            ("wrapper + sccache, cold, empty caches", &checkout, work.join("target-sccache")),
+            ("wrapper + sccache, after cargo clean", &checkout, work.join("target-sccache")),
+            (
+                "wrapper + sccache, another path and target dir",
+                &moved,
+                work.join("target-sccache-moved"),
+            ),
+        ] {
+            let _ = fs::remove_dir_all(&target);
+            builds.insert(label.to_owned(), build_with(label, dir, &target, Some(&cache), true)?);
+        }
+        let _ = Command::new(sccache)
+            .arg("--stop-server")
+            .env("SCCACHE_SERVER_PORT", "4299")
+            .stdout(Stdio::null())
+            .status();
+    }
     let peers =
         if peers { peer_builds(out, &work, workload, &checkout, &moved)? } else { Value::Null };
     Ok(json!({
@@ -117,14 +156,7 @@ fn peer_builds(
     );
     let mut peers = serde_json::Map::new();
     for (name, install_flags) in PEERS {
-        let root = out.join("peers").join(name);
-        let binary = root.join("bin").join(name);
-        if !binary.is_file() {
-            timed(
-                &format!("cargo install {name} (once)"),
-                cargo_in(out).args(["install", "--root"]).arg(&root).args(install_flags).arg(name),
-            )?;
-        }
+        let binary = install(out, name, install_flags)?;
         let home = work.join(format!("home-{name}"));
         let _ = fs::remove_dir_all(&home);
         fs::create_dir_all(&home)?;
@@ -162,6 +194,19 @@ fn peer_builds(
         peers.insert(name.to_owned(), Value::Object(rows));
     }
     Ok(Value::Object(peers))
+}
+
+/// A tool from crates.io, installed once under the bench's `peers/` directory: its binary.
+fn install(out: &Path, name: &str, flags: &[&str]) -> anyhow::Result<std::path::PathBuf> {
+    let root = out.join("peers").join(name);
+    let binary = root.join("bin").join(name);
+    if !binary.is_file() {
+        timed(
+            &format!("cargo install {name} (once)"),
+            cargo_in(out).args(["install", "--root"]).arg(&root).args(flags).arg(name),
+        )?;
+    }
+    Ok(binary)
 }
 
 /// The medians of the rounds' `wall` and `scripts`, with the rounds.
