@@ -58,8 +58,11 @@ fn listed(list: &str, name: &str) -> bool {
 
 /// The step's argument, bumped when the key's meaning changes (2: the stored value became
 /// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr; 5:
-/// the C compiler's version joined the key).
+/// the C compiler's version joined the key, the library's context parts left it).
 const KEY_VERSION: u32 = 5;
+
+/// The size past which the runner's record starts again (`Unit::log`).
+const RUNS_LOG_MAX: u64 = 1 << 20;
 
 /// How much of a script's stderr an entry keeps, to replay on a hit.
 const STDERR_KEPT: usize = 1 << 20;
@@ -115,6 +118,11 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         .parts
         .iter()
         .fold(Memo::new(&name), |memo, (name, value)| memo.input_value(name, value))
+        // The `env:` parts hold what the library's own context would add a second time (so
+        // `show` and `explain` listed each twice); it keeps `HOST` and `rustc -vV`.
+        .target_independent()
+        .profile_independent()
+        .features_independent()
         .validate(move |recorded: &Recorded| recorded.holds_in(&here));
     let memo = if remote { memo } else { memo.local_only() };
     let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
@@ -284,16 +292,17 @@ impl Unit {
 
     /// One line in `<build dir>/.memoshelve/runs.log`: what became of this script's run (the
     /// record the tests and `cargo memoshelve` read; a failure to write it changes nothing).
+    /// Past `RUNS_LOG_MAX` bytes the log becomes `runs.log.1` (the one before is dropped).
     fn log(&self, what: &str, took: Option<Duration>) {
         let dir = self.build_dir.join(".memoshelve");
+        let path = dir.join("runs.log");
+        if fs::metadata(&path).is_ok_and(|meta| meta.len() > RUNS_LOG_MAX) {
+            let _ = fs::rename(&path, dir.join("runs.log.1"));
+        }
         let took = took.map_or(String::new(), |took| format!("\t{} ms", took.as_millis()));
         let line = format!("{}\t{what}{took}\n", self.package);
         let _ = fs::create_dir_all(&dir).and_then(|()| {
-            fs::File::options()
-                .create(true)
-                .append(true)
-                .open(dir.join("runs.log"))?
-                .write_all(line.as_bytes())
+            fs::File::options().create(true).append(true).open(&path)?.write_all(line.as_bytes())
         });
     }
 }
@@ -734,6 +743,20 @@ mod tests {
             "-L {memoshelve:target}/debug/deps:{memoshelve:manifest}"
         );
         assert_eq!(unit.normalize("/tx/y /src/pq"), "/tx/y /src/pq");
+    }
+
+    #[test]
+    fn the_runs_log_starts_again_past_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = Unit { build_dir: dir.path().to_owned(), ..unit() };
+        let log = dir.path().join(".memoshelve/runs.log");
+        unit.log("recorded", None);
+        assert_eq!(fs::read_to_string(&log).unwrap(), "p\trecorded\n");
+        fs::write(&log, vec![b'x'; usize::try_from(RUNS_LOG_MAX).unwrap() + 1]).unwrap();
+        unit.log("restored", Some(Duration::from_millis(7)));
+        assert_eq!(fs::read_to_string(&log).unwrap(), "p\trestored\t7 ms\n");
+        let before = fs::metadata(dir.path().join(".memoshelve/runs.log.1")).unwrap().len();
+        assert_eq!(before, RUNS_LOG_MAX + 1, "the full log is kept once");
     }
 
     #[test]
