@@ -81,12 +81,17 @@ impl Sandbox {
         &self.out_dir
     }
 
-    /// Links each `DEP_*` value of this process that is a path in cargo's target dir `target`
+    /// Links each `DEP_*` value of `env` (this process's) that is a path in cargo's target dir `target`
     /// at the same place below the sandbox's `target` (shorter paths first: a longer one
     /// already reachable through a link is not linked again). Best effort: a path that cannot
     /// be linked keeps its spelling, and the result binds to the target dir as it would in place.
-    pub(crate) fn link_providers(&mut self, target: &Path) {
-        let mut found: Vec<(String, PathBuf)> = std::env::vars_os()
+    pub(crate) fn link_providers(
+        &mut self,
+        target: &Path,
+        env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) {
+        let mut found: Vec<(String, PathBuf)> = env
+            .into_iter()
             .filter_map(|(name, value)| {
                 let name = name.into_string().ok().filter(|name| name.starts_with("DEP_"))?;
                 let path = PathBuf::from(value);
@@ -254,5 +259,45 @@ mod tests {
         drop(sandbox);
         assert!(!root.exists());
         assert!(Sandbox::claim(cache.path(), "k1", Path::new("debug"), "p").unwrap().is_some());
+    }
+
+    #[test]
+    fn providers_paths_are_linked_below_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let provider = target.join("debug/build/z-1/out");
+        fs::create_dir_all(provider.join("include")).unwrap();
+        fs::write(provider.join("include/z.h"), "z").unwrap();
+        let mut sandbox = Sandbox::claim(&dir.path().join("cache"), "k", Path::new("debug"), "p")
+            .unwrap()
+            .unwrap();
+        let env = [
+            ("DEP_Z_INCLUDE", provider.join("include")),
+            ("DEP_Z_ROOT", provider.clone()),
+            ("DEP_Z_GONE", target.join("debug/build/z-1/missing")),
+            ("DEP_SYS_INCLUDE", "/usr/include".into()),
+            ("PATH", provider.clone()),
+        ]
+        .map(|(name, value)| (name.into(), value.into_os_string()));
+        sandbox.link_providers(&target, env);
+        let given: Vec<(&str, PathBuf)> =
+            sandbox.env().into_iter().map(|(name, path)| (name, path.to_owned())).collect();
+        let linked_root = sandbox.root.join("target/debug/build/z-1/out");
+        assert_eq!(
+            given,
+            [
+                ("OUT_DIR", sandbox.out_dir().to_owned()),
+                ("DEP_Z_ROOT", linked_root.clone()),
+                ("DEP_Z_INCLUDE", linked_root.join("include")),
+            ]
+        );
+        assert_eq!(fs::read_to_string(linked_root.join("include/z.h")).unwrap(), "z");
+        assert_eq!(sandbox.stray(), None, "the links and the way to them are no strays");
+        let renames = sandbox.renames(&dir.path().join("cargo-out"));
+        let text = format!("-I{}/include", linked_root.display());
+        assert_eq!(rename_all(text, &renames), format!("-I{}/include", provider.display()));
+        let root = sandbox.root.clone();
+        drop(sandbox);
+        assert!(!root.exists() && provider.join("include/z.h").is_file(), "only the links go");
     }
 }

@@ -129,7 +129,7 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
             Ok(mut sandbox) => {
                 if let (Some(sandbox), Some(target)) = (&mut sandbox, &unit.target_dir) {
-                    sandbox.link_providers(target);
+                    sandbox.link_providers(target, std::env::vars_os());
                 }
                 sandbox
             }
