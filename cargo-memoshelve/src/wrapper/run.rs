@@ -70,6 +70,10 @@ const STDERR_KEPT: usize = 1 << 20;
 /// Whether this build's remote takes and gives entries of cache `name`: only opted into and
 /// signed (`Settings::carries`); an opt-in without a signing key is warned about.
 fn remote_carries(name: &str) -> bool {
+    // Without the opt-in (a variable only) nothing is read: the usual case costs nothing.
+    if std::env::var_os(BUILD_SCRIPTS_REMOTE).is_none_or(|value| value.is_empty() || value == "0") {
+        return false;
+    }
     let Ok(Some(settings)) = Settings::resolve(&Project::from_env()) else { return false };
     if settings.build_scripts && settings.signing_key.is_none() {
         println!(
