@@ -84,7 +84,7 @@ fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "origin": settings.origin,
             "mode": settings.mode,
             "signing": settings.signing_key.is_some(),
-            "build_scripts": settings.carries("build-script."),
+            "build_scripts": settings.carries_build_scripts(),
             "reachable": answered.is_ok(),
             "latency_ms": latency_ms,
             "error": error,
@@ -99,7 +99,7 @@ fn status(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "off (set MEMOSHELVE_REMOTE_KEY to sign and check entries)"
         };
         writeln!(out, "signing:   {signing}")?;
-        let build_scripts = match (settings.carries("build-script."), settings.build_scripts) {
+        let build_scripts = match (settings.carries_build_scripts(), settings.build_scripts) {
             (true, _) => "shared, signed (MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1)",
             (false, true) => {
                 "kept local: MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1 needs MEMOSHELVE_REMOTE_KEY"

@@ -37,7 +37,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use memoshelve_build::config::Project;
-use memoshelve_build::remote::{BUILD_SCRIPTS_REMOTE, Mode, Settings};
+use memoshelve_build::remote::{BUILD_SCRIPTS_REMOTE, Mode, Settings, build_scripts_opted_in};
 use memoshelve_build::store::Roots;
 use memoshelve_build::{Memo, Status};
 
@@ -71,7 +71,7 @@ const STDERR_KEPT: usize = 1 << 20;
 /// signed (`Settings::carries`); an opt-in without a signing key is warned about.
 fn remote_carries(name: &str) -> bool {
     // Without the opt-in (a variable only) nothing is read: the usual case costs nothing.
-    if std::env::var_os(BUILD_SCRIPTS_REMOTE).is_none_or(|value| value.is_empty() || value == "0") {
+    if !build_scripts_opted_in() {
         return false;
     }
     let Ok(Some(settings)) = Settings::resolve(&Project::from_env()) else { return false };

@@ -117,6 +117,13 @@ impl fmt::Debug for Settings {
 /// The opt-in of transparent mode's entries into the remote.
 pub const BUILD_SCRIPTS_REMOTE: &str = "MEMOSHELVE_BUILD_SCRIPTS_REMOTE";
 
+/// Whether this process opted transparent mode's entries into the remote
+/// (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE` set, not empty and not `0`): a variable only, so a caller
+/// can skip reading the remote's settings without it.
+pub fn build_scripts_opted_in() -> bool {
+    env_value(BUILD_SCRIPTS_REMOTE).is_some_and(|value| value != "0")
+}
+
 fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.trim().is_empty())
 }
@@ -154,7 +161,7 @@ impl Settings {
             mode,
             token: setting("MEMOSHELVE_REMOTE_TOKEN", "remote-token").map(|(token, _)| token),
             signing_key: setting("MEMOSHELVE_REMOTE_KEY", "remote-key").map(|(key, _)| key),
-            build_scripts: env_value(BUILD_SCRIPTS_REMOTE).is_some_and(|value| value != "0"),
+            build_scripts: build_scripts_opted_in(),
             origin,
         }))
     }
@@ -164,10 +171,13 @@ impl Settings {
     /// the user opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and `MEMOSHELVE_REMOTE_KEY` is
     /// set, so that each is signed when written and its signature is checked when read.
     pub fn carries(&self, name: &str) -> bool {
-        !name.starts_with(crate::cargo::TRANSPARENT_PREFIX)
-            || (self.build_scripts && self.signing_key.is_some())
+        !name.starts_with(crate::cargo::TRANSPARENT_PREFIX) || self.carries_build_scripts()
     }
 
+    /// Whether transparent mode's entries travel: opted in, and a key to sign and check them.
+    pub fn carries_build_scripts(&self) -> bool {
+        self.build_scripts && self.signing_key.is_some()
+    }
     /// The URL without its password or user name, for messages and `--json`.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
