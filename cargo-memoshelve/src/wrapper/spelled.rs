@@ -33,6 +33,11 @@ pub(crate) struct Spelling {
     pub(crate) member: Option<String>,
     /// The ELF section; `None` outside every section, or in a file that is not ELF.
     pub(crate) section: Option<String>,
+    /// The path spelled: the directory and what follows it up to a NUL, a quote, white space,
+    /// `:` or `;` (at most 4 KiB), such as `<OUT_DIR>/openssl-build/install/lib/engines-3`.
+    /// Whether that path exists in the run's output tells a compiled-in data directory from
+    /// one that plain cargo's build names in vain too.
+    pub(crate) path: String,
 }
 
 impl fmt::Display for Spelling {
@@ -48,8 +53,8 @@ impl fmt::Display for Spelling {
     }
 }
 
-/// Each place (member and section, once each) where `needle` occurs in `bytes` outside debug
-/// information, in file order; see [`spelled_outside_debug_info`].
+/// Each place (member, section and path, once each) where `needle` occurs in `bytes` outside
+/// debug information, in file order; see [`spelled_outside_debug_info`].
 pub(crate) fn spellings_outside_debug_info(bytes: &[u8], needle: &[u8]) -> Vec<Spelling> {
     let mut found = Vec::new();
     if needle.is_empty() || memmem::find(bytes, needle).is_none() {
@@ -91,7 +96,13 @@ fn judge(bytes: &[u8], needle: &[u8], member: Option<&str>, found: &mut Vec<Spel
             }
             None => None,
         };
-        let spelling = Spelling { member: member.map(str::to_owned), section };
+        let rest = &bytes[start..bytes.len().min(start + 4096)];
+        let end = rest[needle.len()..]
+            .iter()
+            .position(|byte| b"\0\"'`:; \t\r\n".contains(byte))
+            .map_or(rest.len(), |end| needle.len() + end);
+        let path = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let spelling = Spelling { member: member.map(str::to_owned), section, path };
         if !found.contains(&spelling) {
             found.push(spelling);
         }
@@ -314,6 +325,12 @@ mod tests {
         assert_eq!(places(&read("libboth.a"), needle), ["(a_long_member_name_data.o) .rodata"]);
         assert_eq!(places(&read("libdebug.so"), needle), [] as [&str; 0]);
         assert_eq!(places(&read("librpath.so"), needle), [".dynstr"]);
+        let paths = |name: &str| -> Vec<String> {
+            let spellings = spellings_outside_debug_info(&read(name), needle.as_bytes());
+            spellings.into_iter().map(|spelling| spelling.path).collect()
+        };
+        assert_eq!(paths("libboth.a"), [format!("{needle}/x")]);
+        assert_eq!(paths("librpath.so"), [format!("{needle}/lib")]);
         let sibling = format!("{needle}-other");
         assert_eq!(places(&read("data.o"), &sibling), [] as [&str; 0], "not spelled at all");
         for name in ["data.o", "libboth.a"] {
@@ -356,7 +373,9 @@ mod tests {
             ["(data.o) .rodata", "(notes.txt) outside ELF sections"]
         );
         archive.truncate(archive.len() - 20);
-        assert_eq!(places(&archive, needle), ["outside ELF sections"], "cut short: all counts");
+        let mut cut_short = places(&archive, needle);
+        cut_short.dedup();
+        assert_eq!(cut_short, ["outside ELF sections"], "cut short: the whole file counts");
     }
 
     #[test]
