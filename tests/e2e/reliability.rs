@@ -429,3 +429,48 @@ fn a_lock_whose_holder_was_killed_blocks_nobody() {
     assert_eq!(statuses(&output), ["miss"]);
     assert!(warnings(&output).is_empty(), "{output:?}");
 }
+
+/// A writer killed (SIGKILL) while it stores a value leaves its temporary file in `tmp-b3/`; the
+/// next process's first store deletes it once it has been left alone for a minute (aged here by
+/// hand), and not before.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_writers_temporary_file_goes_with_the_next_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let root_arg = root.to_str().unwrap();
+    let temporary = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(root.join("tmp-b3"))
+            .map(|listing| listing.flatten().map(|item| item.path()).collect())
+            .unwrap_or_default()
+    };
+    let store = |arg: &str| lines(probe(&["call", "--dir", root_arg, "--arg", arg]));
+    let mut left = Vec::new();
+    for attempt in 0..10 {
+        // 64 MiB: its blob takes long enough to write that the kill lands while it does.
+        let mut writer = probe(&["call", "--dir", root_arg, "--arg", &attempt.to_string()])
+            .args(["--size", "67108864"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while temporary().is_empty() && writer.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        writer.kill().unwrap();
+        writer.wait().unwrap();
+        left = temporary();
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no kill landed during a store");
+    // A young file stays: its writer may be alive in another PID namespace.
+    assert_eq!(statuses(&store("1000")), ["miss"]);
+    assert_eq!(temporary(), left, "a file younger than a minute was swept");
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    for path in &left {
+        std::fs::File::open(path).unwrap().set_modified(two_minutes_ago).unwrap();
+    }
+    assert_eq!(statuses(&store("1001")), ["miss"]);
+    assert_eq!(temporary(), Vec::<std::path::PathBuf>::new(), "the killed writer's file stayed");
+}

@@ -2,11 +2,16 @@
 //! its blake3 hash (`blobs-b3/aa/bb/<hex>`, read-only), written beside in `tmp-b3/` and renamed
 //! into place when complete, and checked by size and blake3 on every read.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
-use super::files::{rename_in_dir, set_mode, short_temp_name, unique_name};
+use super::files::{
+    process_ended, rename_in_dir, set_mode, short_temp_name, unique_name, writer_of,
+};
 use super::{Disk, EntryRecord, io_error};
 use crate::error::{Error, Result};
 use crate::hashing;
@@ -14,6 +19,11 @@ use crate::key::{Key, hex_lower};
 
 pub(super) const BLOB_DIR: &str = "blobs-b3";
 pub(super) const TMP_DIR: &str = "tmp-b3";
+/// How long a temporary file of an ended writer must have been left alone before a store sweeps
+/// it: a live writer renames its file soon after its last write. (A record that `remove_if`
+/// moved aside keeps its old mtime, but its writer is seen alive unless it is in another PID
+/// namespace: then the worst is that the entry is removed, a miss.)
+const SWEEP_AGE: Duration = Duration::from_secs(60);
 
 impl Disk {
     fn blob_path(&self, blake3_hex: &str) -> Option<PathBuf> {
@@ -33,10 +43,16 @@ impl Disk {
         Error::Corrupt { root: self.root.clone(), key: blake3_hex.to_owned(), reason }
     }
 
-    /// A fresh path in the root's temporary area (created if needed).
+    /// A fresh path in the root's temporary area (created if needed). A process's first one in
+    /// a root (on its first store) also sweeps what killed writers left: see
+    /// [`sweep_ended_writers`].
     pub(crate) fn temporary_file(&self, stem: &str) -> Result<PathBuf> {
+        static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(|err| io_error("create", &tmp_dir, err))?;
+        if SWEPT.lock().unwrap_or_else(PoisonError::into_inner).insert(tmp_dir.clone()) {
+            sweep_ended_writers(&tmp_dir);
+        }
         Ok(tmp_dir.join(unique_name(stem)))
     }
 
@@ -215,6 +231,25 @@ impl Disk {
             return Err(io_error("move restored file to", target, err));
         }
         Ok(())
+    }
+}
+
+/// Deletes the temporary files in `tmp_dir` that a killed writer left: those whose writer (the
+/// process named in them) has ended and that have not been written to for [`SWEEP_AGE`]. Either
+/// alone is not enough: a pid of another PID namespace looks ended here, and a young file may be
+/// a live writer's. Best effort: what stays is `compact`'s. Other files (`events-<pid>.log`, the
+/// event log's scratch file; a restore's staging directory) are not this tier's to sweep.
+fn sweep_ended_writers(tmp_dir: &Path) {
+    let Ok(listing) = fs::read_dir(tmp_dir) else { return };
+    let Some(cutoff) = SystemTime::now().checked_sub(SWEEP_AGE) else { return };
+    for item in listing.flatten() {
+        let Some(writer) = item.file_name().to_str().and_then(writer_of) else { continue };
+        let idle = item.metadata().is_ok_and(|meta| {
+            meta.is_file() && meta.modified().is_ok_and(|modified| modified < cutoff)
+        });
+        if idle && process_ended(writer) {
+            let _ = fs::remove_file(item.path());
+        }
     }
 }
 

@@ -159,6 +159,35 @@ pub(crate) fn unique_name(stem: &str) -> String {
     format!("{stem}.{}.{}.{nanos}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The process that made a [`unique_name`], read back from it (the stem may hold dots).
+pub(crate) fn writer_of(name: &str) -> Option<u32> {
+    let mut parts = name.strip_suffix(".tmp")?.rsplitn(4, '.');
+    let (nanos, counter, pid) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    nanos.parse::<u32>().ok()?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether the process `pid` is known to have ended. On Linux: `/proc/<pid>` is absent while
+/// `/proc` is mounted. That is also what a live process of another PID namespace (a container
+/// sharing the cache root) or one hidden by `hidepid` looks like, so callers must not rely on
+/// it alone. Elsewhere it is never known (`kill(pid, 0)` would need libc): `false`.
+pub(crate) fn process_ended(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let absent = |path: &str| {
+            fs::symlink_metadata(path).is_err_and(|err| err.kind() == ErrorKind::NotFound)
+        };
+        !absent("/proc/self") && absent(&format!("/proc/{pid}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
 /// Makes `to` a copy-on-write clone of `from` (a new file) where the filesystem can (Btrfs, XFS,
 /// bcachefs, APFS...): no data is copied. `false` when it cannot; nothing is left behind then.
 /// A direct system call, not a crate: the one a crate would make.
@@ -224,6 +253,19 @@ pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_temporary_name_tells_its_writer() {
+        use super::{short_temp_name, unique_name, writer_of};
+        let pid = std::process::id();
+        assert_eq!(writer_of(&unique_name("record")), Some(pid));
+        assert_eq!(writer_of(&unique_name(&"ab".repeat(32))), Some(pid));
+        assert_eq!(writer_of(&short_temp_name()), Some(pid));
+        assert_eq!(writer_of("a.b.12.3.4.tmp"), Some(12), "a stem with dots");
+        for other in ["events-12.log", "12.3.4.tmp", "x.12.3.tmp", "x.12.3.4", "x.y.3.4.tmp"] {
+            assert_eq!(writer_of(other), None, "{other}");
+        }
+    }
 
     /// A small file is read whole: with its size from an fstat (stopping there), with a size that
     /// is out of date because the file grew (read on to the end), and without one.

@@ -3,7 +3,8 @@
 //! ```text
 //! index/aa/<hex key>   one record file per entry (see `record`): replaced whole, self-checking
 //! blobs-b3/aa/bb/<hex> values too large to inline and every output file, by blake3, read-only
-//! tmp-b3/              records and blobs being written, renamed into place when complete
+//! tmp-b3/              records and blobs being written, renamed into place when complete (a
+//!                      killed writer's go with a later process's first store, or `compact`)
 //! locks/               the per-key compute locks and the root-wide writer/compactor lock
 //! events/, events.log  what hit and what missed (see `events`)
 //! ```

@@ -1,4 +1,5 @@
-//! Unit tests of the disk tier: where records live, last use, values read in parts.
+//! Unit tests of the disk tier: where records live, last use, values read in parts, temporary
+//! files of killed writers.
 
 use crate::tier::disk::Disk;
 use crate::{Memo, Status};
@@ -65,4 +66,40 @@ fn a_large_byte_vector_is_read_in_parts_and_checked_whole() {
         memo.put(&1u8, &value).unwrap();
         assert_eq!(memo.call_with_status::<_, Vec<u8>>(&1u8, || unreachable!()).1, Status::Disk);
     }
+}
+
+/// The first store of a process in a root deletes the temporary files of writers that have
+/// ended (killed, say) once they are a minute old; a live writer's file, a young file and the
+/// event log's scratch file stay. Later stores of the process do not look again.
+#[cfg(unix)]
+#[test]
+fn the_first_store_sweeps_the_old_temporary_files_of_ended_writers() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp-b3");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    let (ended, live) = (child.id(), std::process::id());
+    let file = |name: String, age: u64| {
+        let path = tmp.join(name);
+        std::fs::write(&path, "half").unwrap();
+        let modified = SystemTime::now() - Duration::from_secs(age);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        path
+    };
+    let killed = file(format!("{}.{ended}.0.1.tmp", "ab".repeat(32)), 120);
+    let others = [
+        file(format!("record.{live}.0.1.tmp"), 120),
+        file(format!("record.{ended}.1.1.tmp"), 10),
+        file(format!("events-{ended}.log"), 120),
+    ];
+    let memo = Memo::new("unit-sweep").dir(dir.path());
+    memo.put(&1u8, &2u8).unwrap();
+    // Where a writer's end cannot be known (not Linux), nothing is swept by a store.
+    assert_eq!(killed.exists(), !cfg!(target_os = "linux"), "the killed writer's file");
+    assert!(others.iter().all(|path| path.exists()), "{others:?}");
+    let later = file(format!("record.{ended}.2.1.tmp"), 120);
+    memo.put(&1u8, &3u8).unwrap();
+    assert!(later.exists(), "swept once per process and root");
 }
