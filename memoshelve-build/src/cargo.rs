@@ -81,6 +81,26 @@ pub(crate) fn capture_stdout<R>(work: impl FnOnce() -> R) -> (R, Option<Vec<u8>>
     (work(), None)
 }
 
+/// Whether threads other than this one and memoshelve's own (named `memoshelve-…`: a capture's
+/// forwarder, which may outlive its capture while a child holds the pipe) are running in the
+/// process: then what a capture records may be theirs. Known on Linux (`/proc/self/task`, each
+/// thread's `comm`); elsewhere `false`.
+pub(crate) fn other_threads_running() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let me = std::fs::read_link("/proc/thread-self").ok();
+        let me = me.as_deref().and_then(std::path::Path::file_name);
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+        tasks.flatten().any(|task| {
+            Some(task.file_name().as_os_str()) != me
+                && std::fs::read(task.path().join("comm"))
+                    .is_ok_and(|name| !name.starts_with(b"memoshelve-"))
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 #[cfg(unix)]
 mod unix {
     //! The descriptor juggling behind [`super::capture_stdout`].

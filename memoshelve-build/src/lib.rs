@@ -202,7 +202,7 @@ pub use crate::tier::remote;
 
 pub use crate::error::{CodecError, Error, Result};
 pub use crate::key::{KEY_FORMAT_TAG, Key, KeyInput};
-pub use crate::memo::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Step};
+pub use crate::memo::outputs::{OutputFile, OutputLink, OutputManifest, Outputs, Report, Step};
 pub use crate::memo::status::{Log, Status};
 pub use crate::memo::{ArgsEncoder, Cacheable, CustomArgs, Memo, PostcardArgs};
 pub use crate::project::location::{CacheRoot, RootSource, resolve_root, resolve_root_in};

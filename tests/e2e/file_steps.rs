@@ -600,7 +600,8 @@ fn main() {
     assert_eq!(listing(&out_dir("fs-half")), ["full"], "the failed run's file came back");
 }
 
-// 6. Two steps on two threads: each line reaches cargo once, cold and on hits.
+// 6. Two steps on two threads: each line reaches cargo once, cold and on hits. With other
+// threads running, a step's stdout may hold their lines: it reports its own through `Step`.
 #[test]
 fn two_steps_on_two_threads_each_print_their_lines_once_cold_and_on_hits() {
     let build = r#"
@@ -614,7 +615,7 @@ fn main() {
                 Memo::new(name).outputs(out).call(&(), |step: &mut Step| {
                     ran(name);
                     meet(met, 2);
-                    println!("cargo:rustc-env={var}={value}");
+                    step.directive(&format!("rustc-env={var}={value}"));
                     std::fs::write(step.dir().join(format!("{name}.txt")), value).unwrap();
                 });
             });
@@ -639,6 +640,62 @@ fn main() {
     fixture.build(&[]);
     assert_eq!((fixture.runs("thread-a"), fixture.runs("thread-b")), (1, 1), "not two hits");
     check("after cargo clean (hits)");
+}
+
+// 6b. Another thread prints while a step runs: a hit replays none of its lines (each reaches
+// cargo once), and a step whose own lines cannot be told from the thread's is not cached.
+#[test]
+fn a_thread_printing_beside_a_step_has_its_lines_once_and_never_replayed() {
+    let build = r#"
+fn main() {
+    let out = out_dir();
+    let go = std::sync::Barrier::new(2);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            go.wait();
+            // Prints until the second step is done: some of it while that step captures.
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 3 {
+                println!("cargo:rustc-env=BESIDE{n}=1");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // The thread is there, silent: a step that reports its lines through `Step` is cached.
+        Memo::new("reported").outputs(out.join("r")).call(&(), |step: &mut Step| {
+            ran("reported");
+            step.directive("rustc-env=REPORTED=1");
+            std::fs::write(step.dir().join("r.txt"), "r").unwrap();
+        });
+        go.wait();
+        Memo::new("printed").outputs(out.join("p")).call(&(), |step: &mut Step| {
+            ran("printed");
+            std::thread::sleep(Duration::from_millis(200));
+            println!("cargo:rustc-env=PRINTED=1");
+            std::fs::write(step.dir().join("p.txt"), "p").unwrap();
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+"#;
+    let main =
+        r#"fn main() { print!("{} {} {}", env!("REPORTED"), env!("PRINTED"), env!("BESIDE0")); }"#;
+    let fixture = Fixture::single("beside", &Package::bin("fs-beside", build, main));
+    let check = |when: &str| {
+        let output = cargo_output("fs-beside");
+        for line in output.lines().filter(|line| line.starts_with("cargo:")) {
+            assert_eq!(count(&output, line), 1, "{when}: {line} not exactly once in:\n{output}");
+        }
+        assert_eq!(run_binary("fs-beside"), "1 1 1", "{when}");
+    };
+    fixture.build(&[]);
+    check("cold");
+    fixture.clean(&["fs-beside"]);
+    fixture.build(&[]);
+    check("after cargo clean");
+    assert_eq!(fixture.runs("reported"), 1, "the step that reported its line is a hit");
+    assert_eq!(fixture.runs("printed"), 2, "the step whose line may be the thread's runs");
 }
 
 /// A step that prints `cargo:rustc-env=X=1`, in a build script that sets its own TMPDIR to

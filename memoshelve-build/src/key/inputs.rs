@@ -94,7 +94,7 @@ fn file_value(path: &Path) -> String {
 
 /// A path a step reported with `rerun-if-changed`, named `name`, as a key part: a file's
 /// contents, a directory's whole tree (the names, kinds and contents of everything below it,
-/// symbolic links by their targets), or the missing marker (also for a directory with nothing
+/// symbolic links by their text and what they point to), or the missing marker (also for a directory with nothing
 /// in it). `skip` leaves parts of a tree out, by their path relative to `path`.
 pub(crate) fn path_input(name: String, path: &Path, skip: &dyn Fn(&Path) -> bool) -> KeyInput {
     let value = match std::fs::metadata(path) {
@@ -111,10 +111,14 @@ pub(crate) fn env_input(name: &str) -> KeyInput {
 }
 
 /// The blake3 of a directory tree: every entry's relative path, kind, and contents (files) or
-/// target (links), in byte order of the paths.
+/// text (links), in byte order of the paths. A symbolic link also counts by what it points to
+/// (a monorepo links shared protos into a crate): a file's contents, a directory's tree (each
+/// directory once: a link back up is not followed again), or missing.
 fn tree_value(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
     let mut parts: Vec<(Vec<u8>, u8, Vec<u8>)> = Vec::new();
     let mut pending = vec![PathBuf::new()];
+    let mut walked: std::collections::HashSet<PathBuf> =
+        std::fs::canonicalize(dir).into_iter().collect();
     while let Some(relative) = pending.pop() {
         let listing = match std::fs::read_dir(dir.join(&relative)) {
             Ok(listing) => listing,
@@ -135,7 +139,19 @@ fn tree_value(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
                 pending.push(path);
             } else if kind.is_symlink() {
                 let target = std::fs::read_link(item.path()).unwrap_or_default();
-                parts.push((name, b'l', path_bytes(&target)));
+                parts.push((name.clone(), b'l', path_bytes(&target)));
+                match std::fs::metadata(item.path()) {
+                    Ok(meta) if meta.is_dir() => {
+                        let real = std::fs::canonicalize(item.path()).unwrap_or_default();
+                        if walked.insert(real.clone()) {
+                            pending.push(path);
+                        } else {
+                            parts.push((name, b'c', path_bytes(&real)));
+                        }
+                    }
+                    Ok(_) => parts.push((name, b'f', file_value(&item.path()).into_bytes())),
+                    Err(_) => parts.push((name, b'f', MISSING.as_bytes().to_vec())),
+                }
             } else {
                 parts.push((name, b'f', file_value(&item.path()).into_bytes()));
             }

@@ -254,11 +254,9 @@ fn thread_step(name: &str, out: &Path, cache: &Path, runs: &Path, met: Option<&M
         if let Some(met) = met {
             met.arrive();
         }
-        std::io::Write::write_all(
-            &mut std::io::stdout(),
-            format!("cargo:rustc-env={var}={value}\n").as_bytes(),
-        )
-        .unwrap();
+        // Reported through `Step`: with another thread running, a step's own lines are told
+        // from the other thread's that way.
+        step.directive(&format!("rustc-env={var}={value}"));
         fs::write(step.dir().join(format!("{var}.txt")), value).unwrap();
     });
 }
@@ -353,4 +351,59 @@ fn each_entry_replays_only_the_directives_of_its_own_step() {
         assert_eq!(runs(), 2, "scenario {scenario} should have been a hit");
         assert_eq!(env_lines(&replayed), [line], "scenario {scenario} replayed {replayed:?}");
     }
+}
+
+// An empty directory the step made is part of its result: back after `cargo clean`.
+#[test]
+fn an_empty_directory_the_step_made_is_restored() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let memo = Memo::new("it-fs-empty-dir").dir(cache.path()).mem_capacity(0);
+    let step = |step: &mut Step| {
+        fs::create_dir_all(step.dir().join("include/sub")).unwrap();
+        fs::write(step.dir().join("lib.rs"), "").unwrap();
+    };
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Miss);
+    empty(out.path());
+    assert_eq!(memo.outputs(out.path()).call_with_status(&(), step).1, Status::Disk);
+    assert!(out.path().join("include/sub").is_dir());
+    assert_eq!(fs::read_dir(out.path().join("include/sub")).unwrap().count(), 0);
+}
+
+// A key keeps its last runs whose declared inputs differ: an input that goes A, B, A hits on
+// the way back; the report says why a miss missed; the least recently used run goes first.
+#[test]
+fn a_key_keeps_its_last_runs_and_a_miss_says_why() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let input = cache.path().join("input.txt");
+    let memo = Memo::new("it-fs-runs").dir(cache.path()).mem_capacity(0);
+    let call = |content: &str| {
+        fs::write(&input, content).unwrap();
+        empty(out.path());
+        let (value, report) = memo
+            .outputs(out.path())
+            .try_call_with_report(&(), |step: &mut Step| {
+                step.input_file(&input);
+                let text = fs::read_to_string(&input).unwrap();
+                fs::write(step.dir().join("out.txt"), &text).unwrap();
+                Ok::<_, std::convert::Infallible>(text)
+            })
+            .unwrap();
+        assert_eq!(value, content);
+        assert_eq!(fs::read_to_string(out.path().join("out.txt")).unwrap(), content);
+        assert_eq!(report.not_stored, None);
+        (report.status, report.missed)
+    };
+    assert_eq!(call("a"), (Status::Miss, None), "nothing stored yet");
+    let changed = Some(format!("file {}", input.display()));
+    assert_eq!(call("b"), (Status::Miss, changed.clone()));
+    assert_eq!(call("a"), (Status::Disk, None), "A after B");
+    assert_eq!(call("b"), (Status::Disk, None), "B after A");
+    for content in ["c", "d", "e"] {
+        assert_eq!(call(content).0, Status::Miss);
+    }
+    // Four runs kept: e, d, c and the least recently used of a and b (b was used last) is out.
+    assert_eq!(call("b").0, Status::Disk);
+    assert_eq!(call("a"), (Status::Miss, changed));
 }

@@ -72,13 +72,16 @@ pub(crate) fn parse(line: &str) -> Option<Directive<'_>> {
     Some(Directive { syntax, key, value: value.trim_end() })
 }
 
-/// The lines of a build script's stdout that cargo reads as directives, as printed (without
-/// their `\n`; a line that is not UTF-8 is not for cargo either).
+/// The lines of a build script's stdout as printed, directives or not (cargo keeps them all in
+/// its `output` file), without their `\n`; a line that is not UTF-8 is left out.
 pub(crate) fn lines_of(stdout: &[u8]) -> impl Iterator<Item = &str> {
+    let lines = if stdout.is_empty() { 0 } else { usize::MAX };
     stdout
+        .strip_suffix(b"\n")
+        .unwrap_or(stdout)
         .split(|&byte| byte == b'\n')
+        .take(lines)
         .filter_map(|line| std::str::from_utf8(line).ok())
-        .filter(|line| parse(line).is_some())
 }
 
 /// The placeholder that escapes a literal `{memoshelve:` in a stored line.
@@ -211,10 +214,17 @@ mod tests {
     }
 
     #[test]
-    fn directive_lines_are_kept_as_printed() {
+    fn stdout_lines_are_kept_as_printed() {
         let stdout = b"compiling\ncargo:rustc-cfg=a\r\n\xffcargo:x=1\n  cargo::metadata=k=v\ncargo:warning=w";
         let lines: Vec<&str> = lines_of(stdout).collect();
-        assert_eq!(lines, ["cargo:rustc-cfg=a\r", "  cargo::metadata=k=v", "cargo:warning=w"]);
+        assert_eq!(
+            lines,
+            ["compiling", "cargo:rustc-cfg=a\r", "  cargo::metadata=k=v", "cargo:warning=w"]
+        );
+        let lines: Vec<&str> = lines_of(b"a\n\nb\n").collect();
+        assert_eq!(lines, ["a", "", "b"], "empty lines are kept, the last newline ends a line");
+        assert_eq!(lines_of(b"").count(), 0);
+        assert_eq!(lines_of(b"\n").collect::<Vec<_>>(), [""]);
     }
 
     #[test]

@@ -47,16 +47,47 @@ use crate::key::{Key, KeyInput};
 use crate::memo::codec;
 use crate::memo::status::Status;
 use crate::memo::{ArgsEncoder, Cacheable, Memo};
-use crate::tier::disk::Disk;
 use crate::tier::disk::files::mode_of;
 use crate::tier::disk::manifest::{FilesOf, path_from_bytes, safe_relative};
+use crate::tier::disk::{Disk, EntryRecord};
 
 /// How a file step's result was had.
 enum Run {
     /// Restored from an entry; these lines (this build's paths) are for cargo.
     Restored(Vec<String>),
-    /// Computed; what to store, or `None` when the step's output could not be captured.
-    Computed(Option<Captured>),
+    /// Computed; what to store, or why it cannot be.
+    Computed(std::result::Result<Captured, String>),
+}
+
+/// How many recorded runs one key keeps (DESIGN section 9: several runs may share a level-1
+/// key, the first whose declared inputs all match is the hit): an input that goes A, B, A hits
+/// on the way back. The newest is the entry of the key itself; older ones are kept under keys
+/// derived from it ([`run_key`]), least recently used out.
+const RUNS_PER_KEY: u8 = 4;
+
+/// The key of the `slot`th recorded run of `key` (slot 0 is `key` itself).
+fn run_key(key: &Key, slot: u8) -> Key {
+    if slot == 0 {
+        return *key;
+    }
+    let derived = blake3::keyed_hash(key.as_bytes(), &[b'r', slot]);
+    Key::from_hex(&derived.to_hex()).expect("a blake3 hex is a key")
+}
+
+/// What became of one call of a file step: where its files came from, and, on a miss, why no
+/// stored run served and whether this one was stored. For callers that keep a record of their
+/// own, as `cargo-memoshelve`'s build-script runner does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Where the files came from.
+    pub status: Status,
+    /// On a miss, why the newest run stored under this key did not serve: the first of its
+    /// inputs that changed (`file {memoshelve:manifest}/x.h`, `env NAME`), or the check that
+    /// failed. `None` when no run was stored under the key (or on a hit).
+    pub missed: Option<String>,
+    /// On a miss, why this run was not stored; `None` when it was (or on a hit).
+    pub not_stored: Option<String>,
 }
 
 /// What a miss leaves to store: the directive lines it printed, and the directory as it was
@@ -71,14 +102,23 @@ struct Captured {
 #[derive(Debug)]
 pub struct Step {
     dir: PathBuf,
-    /// The lines reported outside a build script (inside one they go to stdout, captured).
+    /// The lines the step reported (inside a build script they also go to stdout, captured).
     lines: Vec<String>,
+    /// Why no stored run served (see [`Report::missed`]).
+    missed: Option<String>,
 }
 
 impl Step {
     /// The directory to write the outputs into.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Why the step runs: the first input of the newest run stored under this key that changed
+    /// (`file {memoshelve:manifest}/x.h`, `env NAME`), or the check it failed; `None` when no run
+    /// is stored under the key, or the cache is off. The same as the call's [`Report::missed`].
+    pub fn missed(&self) -> Option<&str> {
+        self.missed.as_deref()
     }
 
     /// Reports an input the step found while running (a header an included header includes,
@@ -108,12 +148,13 @@ impl Step {
         self.report(line);
     }
 
+    /// Inside a build script the line is printed now (and captured); it is kept in any case,
+    /// so that a step whose stdout other threads share can tell its own lines (`own_lines`).
     fn report(&mut self, line: String) {
         if cargo::in_build_script() {
             cargo::print_line(&line);
-        } else {
-            self.lines.push(line);
         }
+        self.lines.push(line);
     }
 
     /// Feeds the output of a generator that speaks cargo's protocol (bindgen's
@@ -214,13 +255,35 @@ impl<H> Outputs<'_, H> {
     where
         H: ArgsEncoder<A>,
     {
+        self.try_call_with_report(args, step).map(|(value, report)| (value, report.status))
+    }
+
+    /// Like [`Outputs::try_call`], and reports what became of the call: where the files came
+    /// from, why a miss missed, and whether its run was stored ([`Report`]).
+    ///
+    /// # Errors
+    /// Only the errors of `step`.
+    pub fn try_call_with_report<A: ?Sized, R: Cacheable, E>(
+        &self,
+        args: &A,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+    ) -> Result<(R, Report), E>
+    where
+        H: ArgsEncoder<A>,
+    {
         let memo = self.memo;
+        let uncached = |why: &str| Report {
+            status: Status::Miss,
+            missed: None,
+            not_stored: Some(why.to_owned()),
+        };
         let key = if memo.disabled() { None } else { memo.key_of::<A, FilesOf<R>>(args) };
         let (Some(key), Some(disk)) = (key, memo.disk()) else {
             // Exactly as with the cache on, minus the cache: the same inputs resolved (their
             // rerun directives), the directory made before the step runs.
             memo.key_inputs();
-            return self.run_uncached(step);
+            let why = if memo.disabled() { "the cache is off" } else { "no usable cache root" };
+            return self.run_uncached(step).map(|(value, _)| (value, uncached(why)));
         };
         // One file step at a time in a process: a step's before/after snapshots must not see
         // another's files appear, and standard output is the process's.
@@ -234,23 +297,35 @@ impl<H> Outputs<'_, H> {
                     memo.lock_timeout().as_secs()
                 ),
             );
-            return self.run_uncached(step);
+            let why = "a file step on another thread held its turn";
+            return self.run_uncached(step).map(|(value, _)| (value, uncached(why)));
         };
         let roots = self.roots();
+        // Why the newest stored run did not serve (the last lookup's word), and why a computed
+        // run was not stored.
+        let missed = std::cell::RefCell::new(None);
+        let mut not_stored = None;
         let found = memo.memoize(
             key,
             |disk_only| {
                 memo.read_stored_tiers(&key, disk_only, |disk| {
-                    self.restore::<R>(disk, &key, &roots)
+                    let (found, why) = self.restore_any::<R>(disk, &key, &roots);
+                    *missed.borrow_mut() = why;
+                    found
                 })
             },
-            || self.compute(step),
+            || self.compute(step, missed.borrow().clone()),
             |(value, run), took| {
-                let Run::Computed(Some(captured)) = run else { return };
+                let captured = match run {
+                    Run::Computed(Ok(captured)) => captured,
+                    Run::Computed(Err(why)) => return not_stored = Some(why.clone()),
+                    Run::Restored(_) => return,
+                };
                 let args = memo.render_args(args);
                 let stored = self.store(disk, &key, value, captured, &roots, args, took);
                 if let Err(err) = memo.written(disk, &key, stored) {
                     memo.warn_store_failed(&err);
+                    not_stored = Some(err.to_string());
                 }
             },
         )?;
@@ -263,7 +338,8 @@ impl<H> Outputs<'_, H> {
                 cargo::print_line(line);
             }
         }
-        Ok((value, status))
+        let missed = if status == Status::Miss { missed.into_inner() } else { None };
+        Ok((value, Report { status, missed, not_stored }))
     }
 
     /// Runs the step with no cache, as it runs with one: its directory made first.
@@ -272,7 +348,7 @@ impl<H> Outputs<'_, H> {
         step: impl FnOnce(&mut Step) -> Result<R, E>,
     ) -> Result<(R, Status), E> {
         let _ = std::fs::create_dir_all(&self.dir);
-        let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new() })?;
+        let value = step(&mut Step { dir: self.dir.clone(), lines: Vec::new(), missed: None })?;
         Ok((value, Status::Miss))
     }
 
@@ -292,17 +368,23 @@ impl<H> Outputs<'_, H> {
     }
 
     /// A miss: runs the step, with its stdout captured inside a build script.
-    fn compute<R, E>(&self, step: impl FnOnce(&mut Step) -> Result<R, E>) -> Result<(R, Run), E> {
+    fn compute<R, E>(
+        &self,
+        step: impl FnOnce(&mut Step) -> Result<R, E>,
+        missed: Option<String>,
+    ) -> Result<(R, Run), E> {
         let name = self.memo.name();
         // The step's own files of an earlier run go first, so that a generator that skips
         // rewriting unchanged files still writes every one of them, and all are seen.
         remove_own_outputs(&self.dir, name);
         let before = snapshot(&self.dir, Some(SystemTime::now()));
         let _ = std::fs::create_dir_all(&self.dir);
-        let mut state = Step { dir: self.dir.clone(), lines: Vec::new() };
+        let mut state = Step { dir: self.dir.clone(), lines: Vec::new(), missed };
         // Until the step has returned `Ok`, the files it creates are listed as its own: a
         // failed or panicking run leaves nothing that a later run could take for another's.
         let pending = MarkCreated { dir: &self.dir, name, before: &before };
+        // Standard output is the process's: with other threads running, a line may be theirs.
+        let shared = cargo::in_build_script() && cargo::other_threads_running();
         let (value, printed) = if cargo::in_build_script() {
             let (value, printed) = cargo::capture_stdout(|| step(&mut state));
             (value, Some(printed))
@@ -313,29 +395,93 @@ impl<H> Outputs<'_, H> {
         std::mem::forget(pending);
         let lines = match printed {
             None => state.lines,
-            Some(Some(bytes)) => directive_lines(&bytes),
+            Some(Some(bytes)) if shared => match own_lines(&stdout_lines(&bytes), state.lines) {
+                Ok(lines) => lines,
+                Err(line) => {
+                    let why = format!(
+                        "other threads ran while it printed {line:?}, which it did not report \
+                         through `Step`: the line may be theirs (report the step's directives \
+                         with `Step::directive` or `Step::cargo_output` to cache it)"
+                    );
+                    cargo::warn_once(
+                        &format!("threads {name}"),
+                        &format!("{name}: not cached: {why}"),
+                    );
+                    return Ok((value, Run::Computed(Err(why))));
+                }
+            },
+            Some(Some(bytes)) => stdout_lines(&bytes),
             Some(None) => {
+                let why = "the step's stdout could not be captured (a descriptor call failed)";
                 cargo::warn_once(
                     &format!("capture {name}"),
-                    &format!(
-                        "{name}: the step's stdout could not be captured (a descriptor call \
-                         failed): it ran, and is not cached"
-                    ),
+                    &format!("{name}: {why}: it ran, and is not cached"),
                 );
-                return Ok((value, Run::Computed(None)));
+                return Ok((value, Run::Computed(Err(why.to_owned()))));
             }
         };
-        Ok((value, Run::Computed(Some(Captured { lines, before }))))
+        Ok((value, Run::Computed(Ok(Captured { lines, before }))))
     }
 
-    fn restore<R: Cacheable>(&self, disk: &Disk, key: &Key, roots: &Roots) -> Option<(R, Run)> {
+    /// The first of the key's recorded runs ([`RUNS_PER_KEY`]) that restores, newest first; a
+    /// hit on an older one makes it the newest. Else why the newest one present did not serve
+    /// (`None` when none is).
+    fn restore_any<R: Cacheable>(
+        &self,
+        disk: &Disk,
+        key: &Key,
+        roots: &Roots,
+    ) -> (Option<(R, Run)>, Option<String>) {
+        let mut missed = None;
+        for slot in 0..RUNS_PER_KEY {
+            match self.restore::<R>(disk, &run_key(key, slot), roots) {
+                Ok(found) => {
+                    if slot > 0 {
+                        self.promote(disk, key, slot);
+                    }
+                    return (Some(found), None);
+                }
+                Err(why) => missed = missed.or(why),
+            }
+        }
+        (None, missed)
+    }
+
+    /// Makes the run in `slot` the key's newest, the newer ones one older each.
+    fn promote(&self, disk: &Disk, key: &Key, slot: u8) {
+        let _guard = disk.write_guard();
+        let runs: Vec<_> = (0..=slot)
+            .filter_map(|slot| disk.find(self.memo.name(), &run_key(key, slot)).ok().flatten())
+            .collect();
+        if runs.len() != usize::from(slot) + 1 {
+            return; // changed meanwhile: left as it is
+        }
+        let order = runs.iter().skip(usize::from(slot)).chain(&runs[..usize::from(slot)]);
+        for (to, record) in order.enumerate() {
+            let mut record = record.clone();
+            record.key = run_key(key, to as u8).to_hex();
+            let _ = disk.insert_record(&record);
+        }
+    }
+
+    /// The run stored under `key`, checked and restored into the directory; else why not
+    /// (`None`: nothing stored).
+    fn restore<R: Cacheable>(
+        &self,
+        disk: &Disk,
+        key: &Key,
+        roots: &Roots,
+    ) -> std::result::Result<(R, Run), Option<String>> {
         let memo = self.memo;
-        let (_, manifest, _) = memo.read_entry::<OutputManifest>(disk, key)?;
+        let Some((_, manifest, _)) = memo.read_entry::<OutputManifest>(disk, key) else {
+            return Err(None);
+        };
         let unsafe_path = manifest
             .files
             .iter()
             .map(|file| &file.path)
             .chain(manifest.links.iter().map(|link| &link.path))
+            .chain(&manifest.dirs)
             .find(|path| safe_relative(path).is_none());
         let bad_link = manifest.links.iter().find(|link| {
             let (path, target) = (path_from_bytes(&link.path), path_from_bytes(&link.target));
@@ -357,31 +503,33 @@ impl<H> Outputs<'_, H> {
             Ok(value) => value,
             Err(reason) => {
                 memo.discard(disk, key, &disk.corrupt(memo.name(), key, reason));
-                return None;
+                return Err(Some("its entry was damaged".to_owned()));
             }
         };
         // A step's value that fails the `Memo::validate` check of its type: a miss, as for values.
         if !memo.is_valid(&value) {
-            return None;
+            return Err(Some("its value failed the `Memo::validate` check".to_owned()));
         }
         // The second level of the key: the inputs the step declared must be unchanged.
         let produced = produced_paths(&manifest);
-        let changed = manifest.discovered.iter().any(|recorded| {
+        let changed = manifest.discovered.iter().find(|recorded| {
             let current = match recorded.kind.as_str() {
-                "env" => Some(inputs::env_input(&recorded.name)),
+                "env" => Some(env_input(&recorded.name, roots)),
                 _ => {
                     let path = PathBuf::from(roots.expand(&recorded.name));
                     self.discovered_input(recorded.name.clone(), &path, &produced)
                 }
             };
-            current.is_some_and(|current| current != *recorded)
+            current.is_some_and(|current| current != **recorded)
         });
-        if changed {
-            return None;
+        if let Some(changed) = changed {
+            return Err(Some(format!("{} {}", changed.kind, changed.name)));
         }
         // Never write through a symbolic link: a link inside the output directory could point
         // anywhere. (Such a directory is a miss; the step runs and writes as it always would.)
-        if let Some(path) = produced.iter().find(|path| through_link(&self.dir, path)) {
+        let mut in_the_way =
+            produced.iter().copied().chain(manifest.dirs.iter().map(Vec::as_slice));
+        if let Some(path) = in_the_way.find(|path| through_link(&self.dir, path)) {
             cargo::warn_once(
                 &format!("link {}", self.dir.display()),
                 &format!(
@@ -391,7 +539,7 @@ impl<H> Outputs<'_, H> {
                     self.dir.display()
                 ),
             );
-            return None;
+            return Err(Some("a symbolic link is in the way of its files".to_owned()));
         }
         let target_of = |path: &[u8]| self.dir.join(safe_relative(path).expect("checked above"));
         let ours: HashMap<Vec<u8>, Record> = read_marker(&marker_path(&self.dir, memo.name()))
@@ -418,14 +566,35 @@ impl<H> Outputs<'_, H> {
             .map(|file| (file, target_of(&file.path)))
             .filter(|(file, target)| !already_there(target, file))
             .collect();
+        // What a failed restore must take away again, so that the step runs on the directory as
+        // it was: the paths that were not there before.
+        let absent: Vec<PathBuf> = restores
+            .iter()
+            .map(|(_, target)| target.clone())
+            .chain(manifest.links.iter().map(|link| target_of(&link.path)))
+            .chain(manifest.dirs.iter().map(|dir| target_of(dir)))
+            .filter(|path| std::fs::symlink_metadata(path).is_err())
+            .collect();
         // Files are restored in parallel: a tree of generated sources is many small copies.
         let restored = crate::parallel::map(&restores, |(file, target)| {
             disk.restore_file(&file.blake3, file.size, target, file.mode)
         });
         let linked = manifest.links.iter().map(|link| restore_link(&target_of(&link.path), link));
-        if let Some(err) = restored.into_iter().chain(linked).find_map(Result::err) {
+        let made = manifest.dirs.iter().map(|dir| {
+            let path = target_of(dir);
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                action: "restore the empty directory",
+                path,
+                source,
+            })
+        });
+        if let Some(err) = restored.into_iter().chain(linked).chain(made).find_map(Result::err) {
             memo.discard(disk, key, &err);
-            return None;
+            for path in absent.iter().rev() {
+                let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+            }
+            remove_empty_parents(&self.dir, &absent);
+            return Err(Some(format!("its files could not be restored ({err})")));
         }
         // What the step created here for another key goes.
         for old in ours.values() {
@@ -439,7 +608,7 @@ impl<H> Outputs<'_, H> {
         }
         write_marker(&self.dir, memo.name(), &placed);
         let lines = manifest.directives.iter().map(|line| roots.expand(line)).collect();
-        Some((value, Run::Restored(lines)))
+        Ok((value, Run::Restored(lines)))
     }
 
     /// A path the step declared, as a key part, or `None` for one of the step's own outputs
@@ -476,7 +645,8 @@ impl<H> Outputs<'_, H> {
     ) -> Result<()> {
         let name = self.memo.name();
         let uncacheable = |reason: String| Error::Uncacheable { name: name.to_owned(), reason };
-        let (mut files, mut links, mut created) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut files, mut links, mut dirs, mut created) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // Every blob and then the manifest's record, under the root's write lock.
         let _guard = disk.write_guard();
         let claimed = claimed_by_others(&self.dir, name);
@@ -485,16 +655,19 @@ impl<H> Outputs<'_, H> {
             let path = self.dir.join(&relative);
             let name = path_bytes(&relative);
             let changed = seen.changed_since(before, &path);
-            if !changed && (claimed.contains(&name) || matches!(seen, Seen::Link(_))) {
+            if !changed
+                && (claimed.contains(&name) || matches!(seen, Seen::Link(_) | Seen::EmptyDir))
+            {
                 continue; // there before, left alone, and someone else's
             }
             if safe_relative(&name).is_none() {
                 return Err(uncacheable(format!("{} has a backslash in its name", path.display())));
             }
-            if before.is_none() {
+            if before.is_none() && !matches!(seen, Seen::EmptyDir) {
                 created.push(name.clone());
             }
             match seen {
+                Seen::EmptyDir => dirs.push(name),
                 Seen::File { mode, .. } => {
                     let (size, blake3) = disk.store_file(&path)?;
                     files.push(OutputFile { path: name, mode, size, blake3, if_missing: !changed });
@@ -513,9 +686,11 @@ impl<H> Outputs<'_, H> {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         links.sort_by(|a, b| a.path.cmp(&b.path));
+        dirs.sort();
         let mut manifest = OutputManifest {
             files,
             links,
+            dirs,
             discovered: Vec::new(),
             directives: captured.lines.iter().map(|line| roots.name(line)).collect(),
             result: Vec::new(),
@@ -536,7 +711,7 @@ impl<H> Outputs<'_, H> {
             .filter_map(|line| {
                 let directive = directive::parse(line)?;
                 match directive.key {
-                    "rerun-if-env-changed" => Some(inputs::env_input(directive.value)),
+                    "rerun-if-env-changed" => Some(env_input(directive.value, roots)),
                     "rerun-if-changed" => {
                         let path = base.join(directive.value);
                         self.discovered_input(roots.name(&path.to_string_lossy()), &path, &produced)
@@ -555,7 +730,33 @@ impl<H> Outputs<'_, H> {
         })?;
         let bytes = postcard::to_allocvec(&manifest).expect("a manifest always encodes");
         let record = self.memo.record_for(*key, type_name::<FilesOf<R>>(), args, took);
+        self.keep_older_runs::<R>(disk, key, &manifest.discovered);
         disk.store(record, &bytes)
+    }
+
+    /// Before a new run is stored under `key`: the runs stored for it that the new one does
+    /// not supersede move one slot older, the oldest beyond [`RUNS_PER_KEY`] dropping out. A
+    /// run is superseded when it would have served this build: the same declared inputs, with
+    /// the same values, and a value that passes `Memo::validate` here.
+    fn keep_older_runs<R: Cacheable>(&self, disk: &Disk, key: &Key, discovered: &[KeyInput]) {
+        let memo = self.memo;
+        let mut kept: Vec<EntryRecord> = (0..RUNS_PER_KEY)
+            .filter_map(|slot| memo.read_entry::<OutputManifest>(disk, &run_key(key, slot)))
+            .filter(|(_, manifest, _)| {
+                manifest.discovered != discovered
+                    || !codec::decode::<R>(manifest.result.clone())
+                        .is_ok_and(|value| memo.is_valid(&value))
+            })
+            .map(|(record, _, _)| record)
+            .collect();
+        kept.truncate(usize::from(RUNS_PER_KEY) - 1);
+        for (older, record) in (1..).zip(&mut kept) {
+            record.key = run_key(key, older).to_hex();
+            let _ = disk.insert_record(record);
+        }
+        for slot in (kept.len() + 1)..usize::from(RUNS_PER_KEY) {
+            let _ = disk.remove(memo.name(), &run_key(key, slot as u8));
+        }
     }
 }
 
@@ -596,17 +797,53 @@ impl Drop for StepTurn {
     }
 }
 
-/// The directive lines of a step's captured stdout, as printed, but memoshelve's own warnings:
-/// they speak of this run, not of the step's output.
-fn directive_lines(printed: &[u8]) -> Vec<String> {
+/// The lines of a step's captured stdout as printed (cargo keeps every line in its `output`
+/// file, directive or not), but lines that are not UTF-8 and memoshelve's own warnings: they
+/// speak of this run, not of the step's output.
+fn stdout_lines(printed: &[u8]) -> Vec<String> {
     directive::lines_of(printed)
         .filter(|line| {
-            directive::parse(line).is_some_and(|directive| {
-                !(directive.key == "warning" && directive.value.starts_with("memoshelve:"))
+            !directive::parse(line).is_some_and(|directive| {
+                directive.key == "warning" && directive.value.starts_with("memoshelve:")
             })
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// The lines to store for a step whose stdout other threads shared: those it reported through
+/// [`Step`], when every directive line printed meanwhile is one of them; else the first line
+/// that could be another thread's (`Err`), and nothing is stored. Other lines are left out:
+/// nothing tells whose they are.
+fn own_lines(
+    printed: &[String],
+    reported: Vec<String>,
+) -> std::result::Result<Vec<String>, String> {
+    let mut unclaimed: Vec<&str> = reported.iter().map(String::as_str).collect();
+    for line in printed.iter().filter(|line| directive::parse(line).is_some()) {
+        match unclaimed.iter().position(|own| own == line) {
+            Some(at) => {
+                unclaimed.swap_remove(at);
+            }
+            None => return Err(line.clone()),
+        }
+    }
+    Ok(reported)
+}
+
+/// Removes the directories between `dir` and each of `paths` that are empty now (made for a
+/// restore that failed), deepest first; `dir` itself stays.
+fn remove_empty_parents(dir: &Path, paths: &[PathBuf]) {
+    let mut parents: Vec<&Path> = paths
+        .iter()
+        .flat_map(|path| path.ancestors().skip(1))
+        .filter(|parent| parent.starts_with(dir) && *parent != dir)
+        .collect();
+    parents.sort_by_key(|parent| std::cmp::Reverse(parent.components().count()));
+    parents.dedup();
+    for parent in parents {
+        let _ = std::fs::remove_dir(parent);
+    }
 }
 
 /// The paths of every file and link of a manifest.
@@ -631,6 +868,15 @@ fn owned_records(manifest: &OutputManifest) -> impl Iterator<Item = (Record, boo
         (Record { path: link.path.clone(), what, created: false }, false)
     });
     files.chain(links)
+}
+
+/// A declared variable as a key part, its value with this build's directories as placeholders
+/// (`OUT_DIR` itself, a provider's `DEP_*_INCLUDE` in the target dir), so that it compares
+/// equal at another checkout path and target dir.
+fn env_input(name: &str, roots: &Roots) -> KeyInput {
+    let mut input = inputs::env_input(name);
+    input.value = roots.name(&input.value);
+    input
 }
 
 /// Puts a symbolic link in place atomically (a temporary link renamed over the path).
@@ -818,6 +1064,7 @@ impl Drop for MarkCreated<'_> {
                         Owned::File(inputs::hash_file(&self.dir.join(&relative)).ok()?)
                     }
                     Seen::Link(target) => Owned::Link(path_bytes(&target)),
+                    Seen::EmptyDir => return None,
                 };
                 Some(Record { path: path_bytes(&relative), what, created: true })
             })
@@ -839,6 +1086,8 @@ enum Seen {
         hash: Option<String>,
     },
     Link(PathBuf),
+    /// A directory with nothing in it.
+    EmptyDir,
 }
 
 /// What tells a rewritten file from an untouched one without reading it.
@@ -866,19 +1115,21 @@ impl Seen {
                     })
             }
             (Some(Seen::Link(was)), Seen::Link(now)) => was != now,
+            (Some(Seen::EmptyDir), Seen::EmptyDir) => false,
             _ => true,
         }
     }
 }
 
-/// Regular files and symbolic links under `dir` (relative paths); other kinds and the markers'
-/// directory are skipped. With `hash_recent`, files changed within [`COARSE_CLOCK`] of that
+/// Regular files, symbolic links and empty directories under `dir` (relative paths); other
+/// kinds and the markers' directory are skipped. With `hash_recent`, files changed within [`COARSE_CLOCK`] of that
 /// moment are hashed too.
 fn snapshot(dir: &Path, hash_recent: Option<SystemTime>) -> Snapshot {
     let mut seen = HashMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(dir.join(&relative)) else { continue };
+        let mut empty = true;
         for entry in entries.flatten() {
             // `DirEntry::metadata` does not follow a symbolic link (an lstat).
             let Ok(meta) = entry.metadata() else { continue };
@@ -886,6 +1137,7 @@ fn snapshot(dir: &Path, hash_recent: Option<SystemTime>) -> Snapshot {
             if path == Path::new(MARKER_DIR) {
                 continue;
             }
+            empty = false;
             if meta.is_dir() {
                 pending.push(path);
             } else if meta.is_symlink() {
@@ -900,6 +1152,9 @@ fn snapshot(dir: &Path, hash_recent: Option<SystemTime>) -> Snapshot {
                 let hash = if recent { inputs::hash_file(&entry.path()).ok() } else { None };
                 seen.insert(path, Seen::File { stamp, mode: mode_of(&meta), hash });
             }
+        }
+        if empty && !relative.as_os_str().is_empty() {
+            seen.insert(relative, Seen::EmptyDir);
         }
     }
     seen

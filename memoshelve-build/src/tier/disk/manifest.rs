@@ -19,11 +19,16 @@ pub struct OutputManifest {
     pub files: Vec<OutputFile>,
     /// Every symbolic link the step produced (relative, staying inside the directory).
     pub links: Vec<OutputLink>,
+    /// Every empty directory the step made (relative, `/`-separated, sorted): restored too, as
+    /// a tool may list one (an `include` dir a `links` provider hands down).
+    #[serde(with = "paths_text_or_bytes")]
+    pub dirs: Vec<Vec<u8>>,
     /// Inputs the step declared while it ran (`rerun-if-changed`, `rerun-if-env-changed`), with
     /// their hashes or values when it ran.
     pub discovered: Vec<KeyInput>,
-    /// The directive lines the step printed, whole (`cargo:` or `cargo::` as printed), this
-    /// build's directories as placeholders; replayed on a hit.
+    /// The lines the step printed on stdout inside a build script (directives whole, `cargo:`
+    /// or `cargo::` as printed, and any other line: cargo keeps them all in its `output` file),
+    /// this build's directories as placeholders; replayed on a hit.
     pub directives: Vec<String>,
     /// The step's own return value, postcard-encoded.
     pub result: Vec<u8>,
@@ -88,6 +93,32 @@ mod text_or_bytes {
         } else {
             Vec::<u8>::deserialize(deserializer)
         }
+    }
+}
+
+/// A list of manifest paths, each as [`text_or_bytes`] does it.
+mod paths_text_or_bytes {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Path(#[serde(with = "super::text_or_bytes")] Vec<u8>);
+
+    pub(super) fn serialize<S: Serializer>(
+        paths: &[Vec<u8>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(paths.len()))?;
+        for path in paths {
+            seq.serialize_element(&Path(path.clone()))?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Vec<u8>>, D::Error> {
+        Ok(Vec::<Path>::deserialize(deserializer)?.into_iter().map(|Path(path)| path).collect())
     }
 }
 

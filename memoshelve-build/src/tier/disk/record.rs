@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::key::KeyInput;
 
 /// The on-disk format version written into every record; records of another version are misses.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The first bytes of every record file.
 const MAGIC: &[u8; 8] = b"memoshv\n";
 /// Magic and format.
