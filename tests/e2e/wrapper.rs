@@ -31,7 +31,14 @@ fn main() {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
     file.write_all(b"provider\n").unwrap();
     if std::env::var_os("PROV_EMBED").is_some() {
-        std::fs::write(out.join("paths.bin"), format!("\0built in {}\0", out.display())).unwrap();
+        // An object whose debug information spells OUT_DIR (its compile directory).
+        std::fs::write(out.join("embed.c"), "int prov_embed = 1;\n").unwrap();
+        let status = std::process::Command::new("cc")
+            .args(["-g", "-c", "embed.c", "-o", "paths.bin"])
+            .current_dir(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
     if std::env::var_os("PROV_TOUCH_INPUT").is_some() {
         // Its declared input, rewritten while it runs (the same bytes: only the time says so).
@@ -64,6 +71,47 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    if std::env::var_os("PROV_EMPTY").is_some() {
+        // An empty directory is valid output: a dependent lists it.
+        std::fs::create_dir_all(out.join("empty")).unwrap();
+        println!("cargo:empty={}", out.join("empty").display());
+    }
+    if std::env::var_os("PROV_LINKED").is_some() {
+        // Package files that are symbolic links to files and a directory outside the package.
+        let file = std::fs::read_to_string("linked.txt").unwrap();
+        let dir = std::fs::read_to_string("linkdir/x.txt").unwrap();
+        std::fs::write(out.join("include/prov.h"), format!("{}{}", file.trim(), dir.trim()))
+            .unwrap();
+    }
+    if std::env::var_os("PROV_CDIR").is_some() {
+        // C with a compiled-in directory of OUT_DIR, which the built program looks in.
+        std::fs::create_dir_all(out.join("share")).unwrap();
+        std::fs::write(out.join("share/data.txt"), "d").unwrap();
+        let source = format!(
+            "const char *prov_share(void) {{ return \"{}/share\"; }}\n",
+            out.display()
+        );
+        std::fs::write(out.join("share.c"), source).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .current_dir(&out)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} {args:?}");
+        };
+        run("cc", &["-g", "-c", "share.c", "-o", "share.o"]);
+        run("ar", &["rcs", "libprovshare.a", "share.o"]);
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static=provshare");
+        println!("cargo:rustc-cfg=prov_cdir");
+    }
+    println!("cargo:rustc-check-cfg=cfg(prov_cdir)");
+    if std::env::var_os("PROV_DECLARE_OUT").is_some() {
+        println!("cargo:rerun-if-env-changed=OUT_DIR");
+    }
+    // Not a directive: cargo keeps it in the unit's `output` file all the same.
+    println!("provider: a line for the output file");
     if std::env::var_os("PROV_OWN_INPUT").is_some() {
         std::fs::write(out.join("made.txt"), "x").unwrap();
         println!("cargo:rerun-if-changed={}", out.join("made.txt").display());
@@ -94,6 +142,12 @@ fn main() {
     let runs = std::env::var("RUNS").unwrap();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
     file.write_all(format!("user wrapper={wrapper}\n").as_bytes()).unwrap();
+    if let Ok(empty) = std::env::var("DEP_PROV_EMPTY") {
+        assert_eq!(std::fs::read_dir(empty).unwrap().count(), 0);
+    }
+    if std::env::var_os("USER_DECLARE_DEP").is_some() {
+        println!("cargo:rerun-if-env-changed=DEP_PROV_INCLUDE");
+    }
     if std::env::var_os("USER_EMBED").is_some() {
         // As a C compile's debug info spells the headers it read.
         std::fs::write(out.join("deps.bin"), format!("\0{include}\0")).unwrap();
@@ -121,7 +175,14 @@ fn workspace(dir: &Path) {
     write(
         "provider/src/lib.rs",
         "include!(concat!(env!(\"OUT_DIR\"), \"/gen.rs\"));\n\
-         #[cfg(prov_built)]\npub const CFG: bool = true;\n",
+         #[cfg(prov_built)]\npub const CFG: bool = true;\n\
+         #[cfg(prov_cdir)]\nunsafe extern \"C\" { fn prov_share() -> *const std::ffi::c_char; }\n\
+         /// The directory the C code names, as the built program sees it.\n\
+         #[cfg(prov_cdir)]\npub fn share() -> std::path::PathBuf {\n\
+             let name = unsafe { std::ffi::CStr::from_ptr(prov_share()) };\n\
+             std::path::PathBuf::from(name.to_str().unwrap())\n}\n\
+         #[cfg(prov_cdir)]\n#[test]\nfn the_compiled_in_directory_is_there() {\n\
+             assert!(share().join(\"data.txt\").is_file(), \"{}\", share().display());\n}\n",
     );
     write(
         "user/Cargo.toml",
@@ -621,9 +682,21 @@ fn a_runner_killed_mid_run_leaves_nothing_wrong() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let pids = std::fs::read_to_string(&ready).unwrap();
-    let (runner, _script) = pids.split_once(' ').unwrap();
+    let (runner, script) = pids.split_once(' ').unwrap();
     let killed = Command::new("kill").args(["-KILL", runner]).status().unwrap();
     assert!(killed.success());
+    // The script dies with its runner (it would wait for the gate for minutes).
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{script}/stat")).is_ok_and(|stat| {
+            // The state follows the command's closing parenthesis; a zombie has ended.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!alive(), "the script {script} outlived its killed runner by a second");
     std::fs::write(&gate, "").unwrap();
     assert!(!build.wait().unwrap().success(), "a killed build script fails the build");
 
@@ -1057,4 +1130,204 @@ fn signed_opted_in_entries_travel_through_the_remote() {
     let (log, runs, _) = build("b", &moved, true, Some("secret"));
     let restored = [pair("provider", "restored (remote)"), pair("user", "restored (remote)")];
     assert_eq!((log, runs), (restored.to_vec(), 0), "another machine restores them");
+}
+
+/// The runner's record for `target`, whole lines, then emptied.
+fn take_log_lines(target: &Path) -> Vec<String> {
+    let path = target.join("debug/build/.memoshelve/runs.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    text.lines().map(str::to_owned).collect()
+}
+
+/// Cargo's `output` file of the provider's script run (the one that hands down `include`).
+fn provider_output(target: &Path) -> String {
+    std::fs::read_dir(target.join("debug/build"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("output")).ok())
+        .find(|text| text.contains("cargo:include="))
+        .expect("the provider's output")
+}
+
+// Issue 28, 1: an empty directory a provider makes (and hands down) is there after a restore,
+// in place and hermetic alike; its dependent's script lists it.
+#[test]
+fn an_empty_directory_a_script_made_is_restored() {
+    for hermetic in ["registry", "all"] {
+        let world = World::new();
+        let build = || {
+            let mut command = world.cargo(&["build", "-q", "-p", "user"]);
+            command.env("PROV_EMPTY", "1").env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", hermetic);
+            command
+        };
+        ok(build());
+        ok(world.cargo(&["clean", "-q"]));
+        take_log(&world.target());
+        ok(build());
+        assert_eq!(provider_log(&world.target()), "restored", "{hermetic}");
+    }
+}
+
+// Issue 28, 2: package files that are symbolic links to a file and a directory outside the
+// package count by what they point to; and a declared input that goes A, B, A hits on the
+// way back (several recorded runs per key).
+#[test]
+fn inputs_behind_symbolic_links_count_and_a_b_a_hits_on_the_way_back() {
+    let world = World::new();
+    let shared = world.root.with_file_name("shared");
+    std::fs::create_dir_all(shared.join("dir")).unwrap();
+    std::fs::write(shared.join("file.txt"), "f1").unwrap();
+    std::fs::write(shared.join("dir/x.txt"), "d1").unwrap();
+    std::os::unix::fs::symlink(shared.join("file.txt"), world.root.join("provider/linked.txt"))
+        .unwrap();
+    std::os::unix::fs::symlink(shared.join("dir"), world.root.join("provider/linkdir")).unwrap();
+    let run = |env: &[(&str, &str)]| {
+        ok(world.cargo(&["clean", "-q"]));
+        let mut command = world.cargo(&["run", "-q", "-p", "user"]);
+        command.envs(env.iter().copied());
+        let printed = ok(command);
+        (printed.trim().to_owned(), world.take_runs().contains(&"provider".to_owned()))
+    };
+    let linked = [("PROV_LINKED", "1")];
+    assert_eq!(run(&linked), ("f1d1 odd-name true".to_owned(), true));
+    std::fs::write(shared.join("file.txt"), "f2").unwrap();
+    assert_eq!(run(&linked), ("f2d1 odd-name true".to_owned(), true), "a linked file edited");
+    std::fs::write(shared.join("dir/x.txt"), "d2").unwrap();
+    assert_eq!(run(&linked), ("f2d2 odd-name true".to_owned(), true), "a linked dir edited");
+    std::fs::write(shared.join("file.txt"), "f1").unwrap();
+    std::fs::write(shared.join("dir/x.txt"), "d1").unwrap();
+    assert_eq!(run(&linked), ("f1d1 odd-name true".to_owned(), false), "back: a hit");
+
+    // A declared variable A, B, A: the third build is a hit (the first run was kept).
+    let world = World::new();
+    let run = |mode: &str| {
+        ok(world.cargo(&["clean", "-q"]));
+        let printed = ok(world.cargo(&["run", "-q", "-p", "user"]).env("PROV_MODE", mode));
+        (printed.trim().to_owned(), world.take_runs().contains(&"provider".to_owned()))
+    };
+    assert_eq!(run(""), ("v1 odd-name true".to_owned(), true));
+    assert_eq!(run("-b"), ("v1-b odd-name true".to_owned(), true));
+    assert_eq!(run(""), ("v1 odd-name true".to_owned(), false), "A after B: a hit");
+    assert_eq!(run("-b"), ("v1-b odd-name true".to_owned(), false), "B after A: a hit");
+    let runs = shown_runs(&world);
+    assert_eq!(runs, 2, "two recorded runs of one key");
+}
+
+/// How many `build-script.provider` entries `cargo memoshelve list --json` shows.
+fn shown_runs(world: &World) -> usize {
+    let mut command = Command::new(crate::cli_binary());
+    command.args(["memoshelve", "--json", "list"]).env("MEMOSHELVE_DIR", &world.cache);
+    let listed: serde_json::Value = serde_json::from_str(&ok(command)).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["name"] == "build-script.provider")
+        .count()
+}
+
+// Issue 28, 3: a hermetic script whose binary output names a directory under OUT_DIR that the
+// built program uses runs in place, so the program finds it, on the miss and on every hit.
+#[test]
+fn a_hermetic_run_whose_binary_names_a_directory_it_made_is_made_in_place() {
+    let world = World::new();
+    let cargo = |args: &[&str]| {
+        let mut command = world.cargo(args);
+        command.env("PROV_CDIR", "1").env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", "all");
+        command
+    };
+    // `cargo test -p provider` runs a program that looks in the compiled-in directory.
+    ok(cargo(&["test", "-q", "-p", "provider"]));
+    let log = provider_log(&world.target());
+    assert!(log.starts_with("recorded (in place: a binary names "), "{log}");
+    ok(world.cargo(&["clean", "-q"]));
+    world.take_runs();
+    ok(cargo(&["test", "-q", "-p", "provider"]));
+    assert_eq!(provider_log(&world.target()), "restored");
+    assert!(!world.take_runs().contains(&"provider".to_owned()));
+}
+
+// Issue 28, 4: the record says what happened: a store that failed is no "recorded"; a hit
+// leaves cargo's `output` file as the run did (lines that are not directives too).
+#[test]
+fn records_say_what_happened_and_a_hit_keeps_the_whole_output() {
+    let world = World::new();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    let first = provider_output(&world.target());
+    assert!(first.contains("provider: a line for the output file\n"), "{first}");
+    ok(world.cargo(&["clean", "-q"]));
+    take_log(&world.target());
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    assert_eq!(provider_log(&world.target()), "restored");
+    assert_eq!(provider_output(&world.target()), first, "a hit's output file is the run's");
+
+    // A directory where the blob of the provider's gen.rs goes: the store fails.
+    let world = World::new();
+    let hex = blake3_hex(b"pub const BUILT: &str = \"\";");
+    let blob = world.cache.join("blobs-b3").join(&hex[..2]).join(&hex[2..4]).join(&hex);
+    std::fs::create_dir_all(blob.join("in-the-way")).unwrap();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    let log = provider_log(&world.target());
+    assert!(log.starts_with("ran (not stored: "), "{log}");
+    ok(world.cargo(&["clean", "-q"]));
+    world.take_runs();
+    ok(world.cargo(&["build", "-q", "-p", "user"]));
+    assert!(world.take_runs().contains(&"provider".to_owned()), "nothing was stored");
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+// Issue 28, 6 and 7: variables declared with `rerun-if-env-changed` whose values spell this
+// build's directories (OUT_DIR, a provider's DEP_*_INCLUDE) hit at another checkout path and
+// target dir; a miss says why in runs.log and in `explain`.
+#[test]
+fn declared_variables_naming_this_builds_directories_hit_elsewhere_and_misses_say_why() {
+    let world = World::new();
+    let cargo_in = |dir: &Path, target: &Path, mode: &str| {
+        let mut command = world.cargo_in(dir, target, &["run", "-q", "-p", "user"]);
+        command.env("PROV_DECLARE_OUT", "1").env("USER_DECLARE_DEP", "1").env("PROV_MODE", mode);
+        ok(command).trim().to_owned()
+    };
+    assert_eq!(cargo_in(&world.root, &world.target(), ""), "v1 odd-name true");
+    assert_eq!(
+        sorted(take_log(&world.target())),
+        [pair("provider", "recorded"), pair("user", "recorded")]
+    );
+    let moved = world.root.with_file_name("moved");
+    copy_tree(&world.root, &moved);
+    std::fs::remove_dir_all(moved.join("target")).unwrap();
+    let other_target = world.root.with_file_name("other-target");
+    assert_eq!(cargo_in(&moved, &other_target, ""), "v1 odd-name true");
+    assert_eq!(
+        sorted(take_log(&other_target)),
+        [pair("provider", "restored"), pair("user", "restored")]
+    );
+
+    // A miss: its reason, in runs.log and, after the fact, in `explain`.
+    ok(world.cargo(&["clean", "-q"]));
+    assert_eq!(cargo_in(&world.root, &world.target(), "-x"), "v1-x odd-name true");
+    let lines = take_log_lines(&world.target());
+    let provider = lines.iter().find(|line| line.starts_with("provider\t")).unwrap();
+    assert!(provider.ends_with("\tmissed: env PROV_MODE"), "{lines:?}");
+    let mut explain = Command::new(crate::cli_binary());
+    explain
+        .args(["memoshelve", "explain", "build-script.provider"])
+        .env("MEMOSHELVE_DIR", &world.cache);
+    let explained = ok(explain);
+    assert!(explained.contains("missed on: env PROV_MODE"), "{explained}");
+
+    // A level-1 miss names the key part: another feature set.
+    ok(world.cargo(&["clean", "-q"]));
+    ok(world.cargo(&["build", "-q", "-p", "user", "--features", "extra"]));
+    let lines = take_log_lines(&world.target());
+    let provider = lines.iter().find(|line| line.starts_with("provider\t")).unwrap();
+    // `CARGO_CFG_FEATURE` (cargo 1.80 on) sorts before `CARGO_FEATURE_EXTRA`.
+    let missed = provider.split_once("\tmissed: ").map(|(_, missed)| missed);
+    assert!(
+        matches!(missed, Some("env:CARGO_CFG_FEATURE" | "env:CARGO_FEATURE_EXTRA")),
+        "{lines:?}"
+    );
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::MemoshelveArgs;
 use crate::output;
+use crate::wrapper::outputs::Recorded;
 
 /// One key part that differs: `(part, before, after)`; `None` where it was absent.
 type Change = (String, Option<String>, Option<String>);
@@ -22,6 +23,15 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
             store.root().display()
         );
     };
+    // A build script's run keeps why it missed: the first key part that differed from the
+    // nearest stored run when it ran (which may be gone since, or the same level-1 key).
+    let missed = newest
+        .is_file_step()
+        .then(|| store.file_step(newest).ok())
+        .flatten()
+        .filter(|_| name.starts_with("build-script."))
+        .and_then(|manifest| Recorded::decode(&manifest.result))
+        .and_then(|recorded| recorded.missed);
     let previous = match against {
         Some(prefix) => {
             let matching: Vec<_> =
@@ -34,9 +44,25 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
                 ),
             }
         }
-        None => match entries.get(1) {
-            Some(previous) => previous,
-            None => bail!("{name:?} has one entry only: nothing to compare it with"),
+        None => match (entries.get(1), &missed) {
+            (Some(previous), _) => previous,
+            (None, Some(missed)) => {
+                if args.json {
+                    return super::print_json(&json!({
+                        "name": name,
+                        "newest": newest.record.key,
+                        "missed": missed,
+                    }));
+                }
+                writeln!(
+                    std::io::stdout().lock(),
+                    "{name}: newest {} ({}) ran because it missed on: {missed}",
+                    newest.key().short(),
+                    output::age(newest.record.created_ms)
+                )?;
+                return Ok(());
+            }
+            (None, None) => bail!("{name:?} has one entry only: nothing to compare it with"),
         },
     };
     let mut changes: Vec<Change> = Vec::new();
@@ -86,6 +112,7 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
             "against": previous.record.key,
             "changes": rows,
             "unchanged": unchanged,
+            "missed": missed,
         }));
     }
     let mut out = std::io::stdout().lock();
@@ -97,6 +124,9 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
         previous.key().short(),
         output::age(previous.record.created_ms)
     )?;
+    if let Some(missed) = &missed {
+        writeln!(out, "  it ran because it missed on: {missed}")?;
+    }
     if changes.is_empty() {
         writeln!(
             out,

@@ -12,11 +12,9 @@ use crate::wrapper::outputs::Recorded;
 pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
     let store = super::store(args)?;
     let prefix = prefix.to_ascii_lowercase();
-    let mut matches: Vec<_> = store
-        .entries(None)?
-        .into_iter()
-        .filter(|entry| entry.record.key.starts_with(&prefix))
-        .collect();
+    let all = store.entries(None)?;
+    let mut matches: Vec<_> =
+        all.iter().filter(|entry| entry.record.key.starts_with(&prefix)).cloned().collect();
     let entry = match matches.len() {
         0 => bail!(
             "no entry's key starts with {prefix:?} in {} (see `cargo memoshelve list`)",
@@ -35,6 +33,18 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         .as_ref()
         .filter(|_| entry.record.name.starts_with("build-script."))
         .and_then(|manifest| Recorded::decode(&manifest.result));
+    // The other runs kept for the same key (a file step keeps a few whose declared inputs
+    // differ): the same name and key inputs, another entry.
+    let mut runs: Vec<_> = all
+        .iter()
+        .filter(|other| {
+            entry.is_file_step()
+                && other.record.name == entry.record.name
+                && other.record.inputs == entry.record.inputs
+                && other.record.key != entry.record.key
+        })
+        .collect();
+    runs.sort_by_key(|other| std::cmp::Reverse(other.last_used_ms));
     if args.json {
         return super::print_json(&json!({
             "entry": entry,
@@ -42,6 +52,7 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
             "declared": manifest.as_ref().map(|manifest| &manifest.discovered),
             "directives": manifest.as_ref().map(|manifest| &manifest.directives),
             "build_script": build_script,
+            "other_runs": runs.iter().map(|other| &other.record.key).collect::<Vec<_>>(),
         }));
     }
     let record = &entry.record;
@@ -89,6 +100,20 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
             output::table(&mut out, &rows)?;
         }
         writeln!(out, "\ndirectives replayed: {}", manifest.directives.len())?;
+    }
+    if !runs.is_empty() {
+        writeln!(
+            out,
+            "\nother runs of its key (declared inputs that differ; a hit takes the first that matches):"
+        )?;
+        for other in &runs {
+            writeln!(
+                out,
+                "  {} (last used {})",
+                other.key().short(),
+                output::age(other.last_used_ms)
+            )?;
+        }
     }
     if entry.is_file_step() {
         writeln!(out, "\noutput files:")?;

@@ -18,6 +18,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::spelled::spellings_outside_debug_info;
+
 /// Which packages run hermetically: `MEMOSHELVE_BUILD_SCRIPTS_HERMETIC` is `registry` (the
 /// default: packages from `CARGO_HOME`, whose only directory that differs between checkouts is
 /// `OUT_DIR`), `all`, `none`, or a comma-separated list of package names.
@@ -153,6 +155,44 @@ impl Sandbox {
                 }
                 if path != self.out_dir {
                     pending.push(path);
+                }
+            }
+        }
+        None
+    }
+
+    /// A path the run made (in cargo's `out_dir`, where its tree is by now) that a binary it
+    /// left names through the sandbox outside debug information: a compiled-in directory the built program
+    /// would look in, gone with the sandbox (in cargo's `OUT_DIR` instead). Such a run must be
+    /// made in place. A compiled-in path to nothing (openssl's `ENGINESDIR`: plain cargo's
+    /// names a missing directory too) keeps the run portable. Text is left out: it is relocated.
+    pub(crate) fn names_made_path(&self, out_dir: &Path) -> Option<String> {
+        let needle = self.root.to_str()?;
+        let renames = self.renames(out_dir);
+        let mut pending = vec![out_dir.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => pending.push(path),
+                    Ok(kind) if kind.is_file() => {
+                        let Ok(bytes) = fs::read(&path) else { continue };
+                        let text =
+                            std::str::from_utf8(&bytes).is_ok_and(|text| !text.contains('\0'));
+                        if text || !super::outputs::contains(&bytes, needle.as_bytes()) {
+                            continue;
+                        }
+                        let made = spellings_outside_debug_info(&bytes, needle.as_bytes())
+                            .into_iter()
+                            .map(|spelling| rename_all(spelling.path, &renames))
+                            .find(|named| {
+                                Path::new(named).starts_with(out_dir) && Path::new(named).exists()
+                            });
+                        if made.is_some() {
+                            return made;
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

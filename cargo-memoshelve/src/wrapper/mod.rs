@@ -10,3 +10,4 @@
 pub(crate) mod hermetic;
 pub(crate) mod outputs;
 pub(crate) mod run;
+pub(crate) mod spelled;

@@ -26,6 +26,10 @@ pub(crate) struct Recorded {
     /// What the script printed to stderr (its first MiB), this build's directories as
     /// placeholders; replayed on a hit.
     pub(crate) stderr: String,
+    /// Why the run missed: the first key part that differed from the nearest stored run
+    /// (`env:OUT_DIR`, `file {memoshelve:manifest}/x.h`, `script`); `None` for a package's
+    /// first run. `cargo memoshelve explain` shows it.
+    pub(crate) missed: Option<String>,
 }
 
 impl Recorded {
@@ -56,7 +60,17 @@ impl Recorded {
             format!("{} (files spell them: restores only there)", dirs.join(", "))
         };
         rows.push(("bound to", bound));
+        if let Some(missed) = &self.missed {
+            rows.push(("missed on", missed.clone()));
+        }
         rows
+    }
+
+    /// The directories the entry is bound to, in words (why it did not hold elsewhere).
+    pub(crate) fn describe_bound(&self) -> String {
+        let dirs: Vec<String> =
+            self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
+        format!("bound to {}", dirs.join(", "))
     }
 
     /// Looks at every file a successful run left in `out_dir` (its directories are `roots`):

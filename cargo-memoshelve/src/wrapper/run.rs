@@ -58,8 +58,9 @@ fn listed(list: &str, name: &str) -> bool {
 
 /// The step's argument, bumped when the key's meaning changes (2: the stored value became
 /// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr; 5:
-/// the C compiler's version joined the key, the library's context parts left it).
-const KEY_VERSION: u32 = 5;
+/// the C compiler's version joined the key, the library's context parts left it; 6: `Recorded`
+/// keeps why the run missed).
+const KEY_VERSION: u32 = 6;
 
 /// The size past which the runner's record starts again (`Unit::log`).
 const RUNS_LOG_MAX: u64 = 1 << 20;
@@ -118,6 +119,8 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let here = unit.roots.clone();
     let name = format!("build-script.{}", unit.package);
     let remote = remote_carries(&name);
+    // What binds a stored run that does not hold here, for the record of the miss.
+    let unbound = std::sync::Arc::new(std::sync::Mutex::new(None));
     let memo = key
         .parts
         .iter()
@@ -127,7 +130,16 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         .target_independent()
         .profile_independent()
         .features_independent()
-        .validate(move |recorded: &Recorded| recorded.holds_in(&here));
+        .validate({
+            let unbound = unbound.clone();
+            move |recorded: &Recorded| {
+                let holds = recorded.holds_in(&here);
+                if !holds && let Ok(mut unbound) = unbound.lock() {
+                    *unbound = Some(recorded.describe_bound());
+                }
+                holds
+            }
+        });
     let memo = if remote { memo } else { memo.local_only() };
     let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
         Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
@@ -146,7 +158,16 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     };
     let started = Instant::now();
     let mut redone = None;
-    let outcome = memo.outputs(&unit.out_dir).try_call_with_status(&KEY_VERSION, |_step| {
+    let outcome = memo.outputs(&unit.out_dir).try_call_with_report(&KEY_VERSION, |step| {
+        // Why no stored run served: the library's word for the newest under this key, else
+        // (none there) the nearest run of the package's other keys.
+        let missed = match step.missed() {
+            Some(why) if why.contains("Memo::validate") => {
+                unbound.lock().ok().and_then(|mut unbound| unbound.take()).or(Some(why.to_owned()))
+            }
+            Some(why) => Some(why.to_owned()),
+            None => memo.root().and_then(|root| nearest_difference(&root, &name, &key.parts)),
+        };
         let (stable, stderr) = match &sandbox {
             Some(sandbox) => match run_recorded(&unit, &real, script_args, Some(sandbox)) {
                 Err(Unrecorded::Redo { why, record }) => {
@@ -167,12 +188,14 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         let mut recorded = Recorded::settle(&unit.out_dir, &unit.roots, stable.as_deref())
             .map_err(Unrecorded::Bypassed)?;
         recorded.stderr = unit.normalize(&stderr);
+        recorded.missed = missed;
         Ok(recorded)
     });
     drop(sandbox);
     let took = Some(started.elapsed());
     match outcome {
-        Ok((recorded, status)) => {
+        Ok((recorded, report)) => {
+            let status = report.status;
             if let Err(err) = recorded.place(&unit.out_dir, &unit.roots) {
                 // A relocated file still holds placeholders: the script runs again in place.
                 clear(&unit.out_dir);
@@ -184,16 +207,18 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
                 // What the script printed to stderr when it ran (cargo shows it with `-vv`).
                 let _ = std::io::stderr().write_all(unit.roots.expand(&recorded.stderr).as_bytes());
             }
-            let word = match status {
-                Status::Miss if recorded.hermetic => "recorded (hermetic)",
-                Status::Miss => "recorded",
-                Status::Memory | Status::Disk => "restored",
-                _ => "restored (remote)",
+            let word = match (status, &report.not_stored) {
+                (Status::Miss, Some(why)) => format!("ran (not stored: {why})"),
+                (Status::Miss, None) if recorded.hermetic => "recorded (hermetic)".to_owned(),
+                (Status::Miss, None) => "recorded".to_owned(),
+                (Status::Memory | Status::Disk, _) => "restored".to_owned(),
+                _ => "restored (remote)".to_owned(),
             };
-            match redone {
-                Some(why) => unit.log(&format!("{word} (in place: {why})"), took),
-                None => unit.log(word, took),
-            }
+            let word = match redone {
+                Some(why) => format!("{word} (in place: {why})"),
+                None => word,
+            };
+            unit.log_miss(&word, took, recorded.missed.as_deref().filter(|_| !status.is_hit()));
             ExitCode::SUCCESS
         }
         Err(Unrecorded::Failed(code)) => {
@@ -312,17 +337,51 @@ impl Unit {
     /// record the tests and `cargo memoshelve` read; a failure to write it changes nothing).
     /// Past `RUNS_LOG_MAX` bytes the log becomes `runs.log.1` (the one before is dropped).
     fn log(&self, what: &str, took: Option<Duration>) {
+        self.log_miss(what, took, None);
+    }
+
+    /// [`Unit::log`], with why the run missed (a field of its own: `missed: <key part>`).
+    fn log_miss(&self, what: &str, took: Option<Duration>, missed: Option<&str>) {
         let dir = self.build_dir.join(".memoshelve");
         let path = dir.join("runs.log");
         if fs::metadata(&path).is_ok_and(|meta| meta.len() > RUNS_LOG_MAX) {
             let _ = fs::rename(&path, dir.join("runs.log.1"));
         }
         let took = took.map_or(String::new(), |took| format!("\t{} ms", took.as_millis()));
-        let line = format!("{}\t{what}{took}\n", self.package);
+        let missed = missed.map_or(String::new(), |why| format!("\tmissed: {why}"));
+        let line = format!("{}\t{what}{took}{missed}\n", self.package);
         let _ = fs::create_dir_all(&dir).and_then(|()| {
             fs::File::options().create(true).append(true).open(&path)?.write_all(line.as_bytes())
         });
     }
+}
+
+/// Why a run of `name` keyed by `parts` found nothing stored under its key: the first part (in
+/// name order) in which the nearest of the name's stored runs differs, the nearest being the
+/// one with the fewest differing parts (the newest among equals); `None` when there is none, or
+/// the nearest differs in none of these parts.
+fn nearest_difference(root: &Path, name: &str, parts: &[(String, String)]) -> Option<String> {
+    let entries = memoshelve_build::store::Store::open(root).entries(Some(name)).ok()?;
+    let ours: std::collections::BTreeMap<&str, &str> =
+        parts.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+    let differences = |entry: &memoshelve_build::store::Entry| {
+        let theirs: std::collections::BTreeMap<&str, &str> = entry
+            .record
+            .inputs
+            .iter()
+            .filter(|input| input.kind == "value")
+            .map(|input| (input.name.as_str(), input.value.as_str()))
+            .collect();
+        let names: std::collections::BTreeSet<&str> =
+            ours.keys().chain(theirs.keys()).copied().collect();
+        let differing: Vec<&str> =
+            names.into_iter().filter(|name| ours.get(name) != theirs.get(name)).collect();
+        let first = differing.first().map(|part| (*part).to_owned());
+        (differing.len(), std::cmp::Reverse(entry.record.created_ms), first)
+    };
+    // No part differs: this very key (an audit's rerun), or a part the library adds (`rustc
+    // -vV`): nothing to name.
+    entries.iter().map(differences).min()?.2
 }
 
 /// The first entry of `dir` (cargo makes it empty; a rerun finds the last run's files), leaving
@@ -463,7 +522,7 @@ fn contents_hash(unit: &Unit, path: &Path) -> Option<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
     let meta = fs::metadata(path).ok()?;
     if meta.is_dir() {
-        tree_into(unit, path, &mut hasher, &[]).ok()?;
+        tree_into(unit, path, &mut hasher, &[], &mut Walked::new(path)).ok()?;
     } else {
         file_into(unit, path, &mut hasher).ok()?;
     }
@@ -482,12 +541,25 @@ fn file_into(unit: &Unit, path: &Path, hasher: &mut blake3::Hasher) -> std::io::
     Ok(())
 }
 
-/// Names, kinds and contents of the tree under `dir`, sorted, leaving out `skip`.
+/// The directories a tree walk entered through a symbolic link (and its root): each once, so
+/// that a link back up ends the walk.
+struct Walked(std::collections::HashSet<PathBuf>);
+
+impl Walked {
+    fn new(root: &Path) -> Walked {
+        Walked(fs::canonicalize(root).into_iter().collect())
+    }
+}
+
+/// Names, kinds and contents of the tree under `dir`, sorted, leaving out `skip`. A symbolic
+/// link counts by its text and by what it points to: a file's contents, a directory's tree
+/// (once: see `Walked`), or nothing there.
 fn tree_into(
     unit: &Unit,
     dir: &Path,
     hasher: &mut blake3::Hasher,
     skip: &[&Path],
+    walked: &mut Walked,
 ) -> std::io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(fs::DirEntry::file_name);
@@ -502,10 +574,30 @@ fn tree_into(
         hasher.update(name.as_encoded_bytes());
         if kind.is_symlink() {
             hasher.update(b"l");
-            hasher.update(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
+            let text = fs::read_link(&path)?;
+            hasher.update(&(text.as_os_str().len() as u64).to_le_bytes());
+            hasher.update(text.as_os_str().as_encoded_bytes());
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    if walked.0.insert(fs::canonicalize(&path)?) {
+                        hasher.update(b"d");
+                        tree_into(unit, &path, hasher, skip, walked)?;
+                        hasher.update(b"e");
+                    } else {
+                        hasher.update(b"c");
+                    }
+                }
+                Ok(_) => {
+                    hasher.update(b"f");
+                    file_into(unit, &path, hasher)?;
+                }
+                Err(_) => {
+                    hasher.update(b"m");
+                }
+            }
         } else if kind.is_dir() {
             hasher.update(b"d");
-            tree_into(unit, &path, hasher, skip)?;
+            tree_into(unit, &path, hasher, skip, walked)?;
             hasher.update(b"e");
         } else {
             hasher.update(b"f");
@@ -524,7 +616,7 @@ fn package_files(unit: &Unit) -> Result<[u8; 32], String> {
     let mut skip = vec![target.as_path(), git.as_path(), unit.out_dir.as_path()];
     skip.extend(unit.target_dir.as_deref());
     let mut hasher = blake3::Hasher::new();
-    tree_into(unit, root, &mut hasher, &skip)
+    tree_into(unit, root, &mut hasher, &skip, &mut Walked::new(root))
         .map_err(|err| format!("cannot hash the package {}: {err}", root.display()))?;
     Ok(*hasher.finalize().as_bytes())
 }
@@ -538,8 +630,40 @@ fn script_command(real: &Path, args: &[OsString]) -> Command {
         Some(inner) => command.env("RUSTC_WRAPPER", inner),
         None => command.env_remove("RUSTC_WRAPPER"),
     };
+    dies_with_runner(&mut command);
     command
 }
+
+/// Makes the script die with the runner (Linux's `PR_SET_PDEATHSIG`): cargo runs the runner in
+/// the script's place, so a runner killed with SIGKILL must leave no script running on after
+/// cargo gave up on it. (Its own children are the script's to end, as without memoshelve.)
+#[cfg(target_os = "linux")]
+fn dies_with_runner(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    unsafe extern "C" {
+        fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+        fn getppid() -> std::ffi::c_int;
+    }
+    const PR_SET_PDEATHSIG: std::ffi::c_int = 1;
+    const SIGKILL: std::ffi::c_ulong = 9;
+    let runner = std::process::id().cast_signed();
+    // SAFETY: between fork and exec, two system calls that touch no memory of the parent's.
+    unsafe {
+        command.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The runner ended before the call: nobody would wait for the script.
+            if getppid() != runner {
+                return Err(std::io::Error::other("the runner has ended"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn dies_with_runner(_command: &mut Command) {}
 
 /// Runs the real script uncached, its output straight to cargo; `why` is a cache problem to
 /// report first.
@@ -664,6 +788,11 @@ fn run_recorded(
         if let Err(err) = sandbox.move_into(&unit.out_dir) {
             clear(&unit.out_dir);
             let why = format!("cannot move the hermetic run's files: {err}");
+            return Err(Unrecorded::Redo { why, record: true });
+        }
+        if let Some(path) = sandbox.names_made_path(&unit.out_dir) {
+            clear(&unit.out_dir);
+            let why = format!("a binary names {path} through the sandbox, outside debug info");
             return Err(Unrecorded::Redo { why, record: true });
         }
         let mut out = std::io::stdout();

@@ -6,7 +6,7 @@
 //! not: openssl-src's `libcrypto.a` has its `ENGINESDIR` and `MODULESDIR` (below `OUT_DIR`) in
 //! `.rodata`, where the built program looks for engines and providers (measured: its other
 //! binaries, and jemalloc's and libgit2's, spell `OUT_DIR` in debug information only).
-//! [`spelled_outside_debug_info`] tells the two apart by the file's structure: an ELF
+//! [`spellings_outside_debug_info`] tells the two apart by the file's structure: an ELF
 //! object or shared library by its sections, an `ar` archive member by member. Any other file
 //! that spells the directory counts, and so does one whose structure cannot be read.
 
@@ -22,6 +22,7 @@ use memchr::memmem;
 /// sections, `.comment`, `.note*`, `.symtab`, `.strtab` and debug relocations do not count;
 /// any other section (`.rodata`, `.data`, `.dynstr` with a run path...) and bytes outside every
 /// section do. An `ar` archive is judged member by member, its symbol and name tables left out.
+#[cfg(test)]
 pub(crate) fn spelled_outside_debug_info(bytes: &[u8], needle: &[u8]) -> bool {
     !spellings_outside_debug_info(bytes, needle).is_empty()
 }
