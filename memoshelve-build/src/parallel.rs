@@ -100,7 +100,10 @@ pub(crate) fn run_threads(count: usize, helper: &(dyn Fn() + Sync), here: &mut d
     std::thread::scope(|scope| {
         let started = (0..count)
             .filter(|_| {
+                // Named, so that a file step can tell memoshelve's threads from the program's
+                // (`cargo::other_threads_running`), even while one is still exiting.
                 std::thread::Builder::new()
+                    .name("memoshelve-work".to_owned())
                     .spawn_scoped(scope, || {
                         INSIDE.with(|inside| inside.set(true));
                         helper();
