@@ -361,17 +361,21 @@ fn main() {
     fixture.build(&[("FLAVOR", "two")]);
     assert_eq!(run_binary("fs-flavor"), "two", "FLAVOR changed, and the old entry was served");
     assert_eq!(fixture.runs("flavor"), 2);
-    // One entry per key: back to FLAVOR=one, the recorded run (FLAVOR=two) is a miss, and the
-    // step runs again; it is never served with the wrong value.
+    // A key keeps its last runs: back to FLAVOR=one after `cargo clean`, the run recorded with
+    // `one` hits, and the one with `two` is never served for it.
     fixture.clean(&["fs-flavor"]);
     fixture.build(&[("FLAVOR", "one")]);
     assert_eq!(run_binary("fs-flavor"), "one");
+    assert_eq!(fixture.runs("flavor"), 2, "FLAVOR=one again: a hit");
+    fixture.clean(&["fs-flavor"]);
+    fixture.build(&[("FLAVOR", "two")]);
+    assert_eq!(run_binary("fs-flavor"), "two");
+    assert_eq!(fixture.runs("flavor"), 2, "FLAVOR=two again: a hit");
+    // A third value runs the step.
+    fixture.clean(&["fs-flavor"]);
+    fixture.build(&[("FLAVOR", "three")]);
+    assert_eq!(run_binary("fs-flavor"), "three");
     assert_eq!(fixture.runs("flavor"), 3);
-    // And the entry it recorded hits while FLAVOR stays.
-    fixture.clean(&["fs-flavor"]);
-    fixture.build(&[("FLAVOR", "one")]);
-    assert_eq!(run_binary("fs-flavor"), "one");
-    assert_eq!(fixture.runs("flavor"), 3, "FLAVOR=one again: a hit");
 }
 
 // 2. A directory the step declared itself (`cargo:rerun-if-changed=data`) is hashed as a tree.

@@ -136,7 +136,8 @@ fn directives_a_step_prints_itself_are_forwarded_once_and_replayed_on_a_hit() {
         "the printed directive was not replayed: {second:?}"
     );
     assert_eq!(count(&second, "cargo:rustc-link-lib=probe"), 1, "{second:?}");
-    assert_eq!(count(&second, "generator chatter"), 0, "only directives are replayed: {second:?}");
+    // Cargo keeps every line in its `output` file: a hit gives it the chatter too, once.
+    assert_eq!(count(&second, "generator chatter"), 1, "every line is replayed: {second:?}");
 }
 
 #[test]

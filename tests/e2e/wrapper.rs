@@ -1331,3 +1331,61 @@ fn declared_variables_naming_this_builds_directories_hit_elsewhere_and_misses_sa
         "{lines:?}"
     );
 }
+
+// Issue 30, 3: a cache root that cannot be used is said once per build, where the user sees
+// it without `-v` (the scripts' `cargo:warning`s would show only for local packages, with
+// `-vv` for registry ones), and `runs.log` says the runs were not stored.
+#[test]
+fn an_unusable_cache_root_is_said_once_per_build_and_in_the_record() {
+    let world = World::new();
+    std::fs::write(&world.cache, "not a directory").unwrap();
+    for _ in 0..2 {
+        ok(world.cargo(&["clean", "-q"]));
+        let output = world.cargo(&["build", "-p", "user"]).output().unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let told = "warning: memoshelve: build scripts run but are not cached: ";
+        assert_eq!(stderr.matches(told).count(), 1, "{stderr}");
+        let line = stderr.lines().find(|line| line.starts_with(told)).unwrap();
+        assert!(line.contains(world.cache.to_str().unwrap()), "names the root: {line}");
+        let log = sorted(take_log(&world.target()));
+        assert_eq!(log.len(), 2, "{log:?}");
+        for (_, what) in &log {
+            assert!(what.starts_with("ran (not stored: "), "{log:?}");
+        }
+    }
+}
+
+// Issue 30, 4: a damaged blob costs one run, not two: the failed restore leaves OUT_DIR as it
+// found it, so the hermetic run that follows moves its tree in and is recorded.
+#[test]
+fn a_damaged_blob_costs_one_run() {
+    let world = World::new();
+    let build = || {
+        let mut command = world.cargo(&["build", "-q", "-p", "user"]);
+        command.env("MEMOSHELVE_BUILD_SCRIPTS_HERMETIC", "all");
+        ok(command);
+    };
+    build();
+    world.take_runs();
+    take_log(&world.target());
+    // One flipped byte in the blob of the provider's `gen.rs`: its `include/prov.h` is
+    // restored before the failure is known, and a tree left there would keep the hermetic run
+    // from moving its own `include` in ("Directory not empty").
+    let hex = blake3_hex(b"pub const BUILT: &str = \"\";");
+    let blob = world.cache.join("blobs-b3").join(&hex[..2]).join(&hex[2..4]).join(&hex);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    make_writable(&blob);
+    std::fs::write(&blob, bytes).unwrap();
+    ok(world.cargo(&["clean", "-q"]));
+    build();
+    let runs: Vec<String> = world.take_runs().into_iter().filter(|run| run == "provider").collect();
+    assert_eq!(runs, ["provider"], "the provider's script ran once");
+    assert_eq!(provider_log(&world.target()), "recorded (hermetic)");
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}

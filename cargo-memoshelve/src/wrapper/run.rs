@@ -219,6 +219,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
                 None => word,
             };
             unit.log_miss(&word, took, recorded.missed.as_deref().filter(|_| !status.is_hit()));
+            if let Some(why) = &report.not_stored {
+                unit.tell_once(&format!(
+                    "build scripts run but are not cached: {why} (what each did: {})",
+                    unit.build_dir.join(".memoshelve/runs.log").display()
+                ));
+            }
             ExitCode::SUCCESS
         }
         Err(Unrecorded::Failed(code)) => {
@@ -331,6 +337,50 @@ impl Unit {
             .and_then(|()| fs::write(&path, b"t"))
             .and_then(|()| fs::metadata(&path)?.modified());
         stamped.unwrap_or_else(|_| SystemTime::now() - Duration::from_secs(1))
+    }
+
+    /// Tells the person at the build, once per cargo process, a cache problem they must see:
+    /// a `cargo:warning` of a package from the registry shows only with `-vv`, and what a rustc
+    /// wrapper prints is stored by cargo and replayed on later fresh builds (stale once mended).
+    /// On Linux the line goes to cargo's own stderr (its terminal or CI log); elsewhere, or when
+    /// that cannot be opened, it is a `cargo:warning`.
+    fn tell_once(&self, message: &str) {
+        #[cfg(target_os = "linux")]
+        {
+            let cargo = std::os::unix::process::parent_id();
+            // Its start time tells this cargo from an earlier one with the same pid.
+            let started = fs::read_to_string(format!("/proc/{cargo}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit_once(") ")?.1.split(' ').nth(19).map(str::to_owned));
+            let dir = self.build_dir.join(".memoshelve");
+            let told = dir.join(format!("told-{cargo}-{}", started.unwrap_or_default()));
+            if fs::create_dir_all(&dir).is_err() {
+                println!("cargo:warning=memoshelve: {message}");
+                return;
+            }
+            match fs::File::create_new(&told) {
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => return,
+                Err(_) => {}
+                Ok(_) => {
+                    // The marks of earlier builds go.
+                    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        let name = entry.file_name();
+                        if name.to_string_lossy().starts_with("told-") && entry.path() != told {
+                            let _ = fs::remove_file(entry.path());
+                        }
+                    }
+                }
+            }
+            let line = format!("warning: memoshelve: {message}\n");
+            let written = fs::OpenOptions::new()
+                .append(true)
+                .open(format!("/proc/{cargo}/fd/2"))
+                .and_then(|mut stderr| stderr.write_all(line.as_bytes()));
+            if written.is_ok() {
+                return;
+            }
+        }
+        println!("cargo:warning=memoshelve: {message}");
     }
 
     /// One line in `<build dir>/.memoshelve/runs.log`: what became of this script's run (the

@@ -75,7 +75,8 @@ struct Options {
     /// and the key prefix they give; replaced whenever a builder changes a part of the prefix.
     resolved: Arc<Resolved>,
     namespace: Arc<Namespace>,
-    disk: Arc<OnceLock<Option<Disk>>>,
+    /// The disk tier, opened on first use; or why the root cannot be used.
+    disk: Arc<OnceLock<std::result::Result<Disk, String>>>,
 }
 
 /// What a `Memo` works out once: its key inputs and its key prefix.
@@ -355,7 +356,7 @@ impl<H> Memo<H> {
             return None;
         }
         match self.options.disk.get() {
-            Some(opened) => opened.as_ref().map(|disk| disk.root().to_owned()),
+            Some(opened) => opened.as_ref().ok().map(|disk| disk.root().to_owned()),
             None => resolve_root(self.options.dir.as_deref()).ok().map(|root| root.path),
         }
     }
@@ -387,21 +388,24 @@ impl<H> Memo<H> {
                     }
                     Err(message) => {
                         cargo::warn_once("root", &format!("{message}; caching in memory only"));
-                        return None;
+                        return Err(message.to_string());
                     }
                 };
-                match Disk::open(&root) {
-                    Ok(disk) => Some(disk),
-                    Err(err) => {
-                        cargo::warn_once(
-                            &format!("root {}", root.display()),
-                            &format!("{err}; caching in memory only"),
-                        );
-                        None
-                    }
-                }
+                Disk::open(&root).map_err(|err| {
+                    cargo::warn_once(
+                        &format!("root {}", root.display()),
+                        &format!("{err}; caching in memory only"),
+                    );
+                    err.to_string()
+                })
             })
             .as_ref()
+            .ok()
+    }
+
+    /// Why the cache root cannot be used, once [`Memo::disk`] found out.
+    pub(crate) fn root_problem(&self) -> Option<&str> {
+        self.options.disk.get()?.as_ref().err().map(String::as_str)
     }
 
     pub(crate) fn is_valid<T: 'static>(&self, value: &T) -> bool {

@@ -282,7 +282,11 @@ impl<H> Outputs<'_, H> {
             // Exactly as with the cache on, minus the cache: the same inputs resolved (their
             // rerun directives), the directory made before the step runs.
             memo.key_inputs();
-            let why = if memo.disabled() { "the cache is off" } else { "no usable cache root" };
+            let why = match memo.root_problem() {
+                _ if memo.disabled() => "the cache is off",
+                Some(problem) => problem,
+                None => "no usable cache root",
+            };
             return self.run_uncached(step).map(|(value, _)| (value, uncached(why)));
         };
         // One file step at a time in a process: a step's before/after snapshots must not see
