@@ -11,6 +11,64 @@ pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
+/// The target directory every step shares (`CARGO_TARGET_DIR`, else `<root>/target`).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
+/// Where `main` keeps the caller's own `XDG_CACHE_HOME` (empty: unset) before pointing it
+/// under the target dir.
+pub(crate) const USER_CACHE_HOME: &str = "MEMOSHELVE_XTASK_USER_CACHE_HOME";
+
+/// The user's own memoshelve cache and cargo configuration, as found: every file's path, size
+/// and modification time. `ci` takes it first and checks it last: a test that wrote there
+/// (the default cache root, `setup --global`) fails the run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UserFiles(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+impl UserFiles {
+    pub(crate) fn take() -> UserFiles {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let cache = std::env::var_os(USER_CACHE_HOME)
+            .filter(|dir| !dir.is_empty())
+            .map_or_else(|| home.join(".cache"), PathBuf::from);
+        let cargo_home =
+            std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+        UserFiles::under(vec![
+            cache.join("memoshelve"),
+            home.join("Library/Caches/memoshelve"),
+            cargo_home.join("config.toml"),
+            cargo_home.join("config"),
+        ])
+    }
+
+    /// The files at and below `pending`.
+    fn under(mut pending: Vec<PathBuf>) -> UserFiles {
+        let mut files = Vec::new();
+        while let Some(path) = pending.pop() {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                pending.extend(
+                    std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()),
+                );
+            }
+            files.push((path, meta.len(), meta.modified().ok()));
+        }
+        files.sort();
+        UserFiles(files)
+    }
+
+    /// The first path that differs from `before` (made, removed or changed).
+    pub(crate) fn changed_since(&self, before: &UserFiles) -> Option<PathBuf> {
+        let (now, then) = (&self.0, &before.0);
+        let differing = now.iter().find(|file| !then.contains(file));
+        let gone = then.iter().find(|file| !now.contains(file));
+        differing.or(gone).map(|(path, ..)| path.clone())
+    }
+}
+
 pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
@@ -29,6 +87,7 @@ pub(crate) fn step(name: &str, command: &mut Command) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run() -> anyhow::Result<()> {
+    let user_files = UserFiles::take();
     let examples = project_root().join("examples/Cargo.toml");
     step("tidy", cargo().args(["run", "--quiet", "--package", "xtask", "--", "tidy"]))?;
     step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -70,9 +129,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // Users run the tests with CARGO_TARGET_DIR set (CI, a shared target dir): the tests that
     // ask cargo where a project's target dir is must not see the caller's. The same target dir,
     // named explicitly: nothing is rebuilt.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
+    let target = target_dir();
     step(
         "test with CARGO_TARGET_DIR set",
         cargo()
@@ -93,6 +150,38 @@ pub(crate) fn run() -> anyhow::Result<()> {
             .args(["--features", "macros,maintenance"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // Nothing above may write into the user's own cache or cargo configuration.
+    if let Some(path) = UserFiles::take().changed_since(&user_files) {
+        bail!(
+            "a step wrote {} (the user's own cache or cargo configuration): tests and example \
+             builds must use a cache root of their own",
+            path.display()
+        );
+    }
     eprintln!("\nci: all steps passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_made_changed_or_removed_under_the_users_cache_is_seen() {
+        let home = tempfile::tempdir().unwrap();
+        let root = home.path().join("cache/memoshelve");
+        let take = || UserFiles::under(vec![root.clone(), home.path().join("config.toml")]);
+        let before = take();
+        assert_eq!(take().changed_since(&before), None, "nothing there, nothing changed");
+        std::fs::create_dir_all(root.join("index")).unwrap();
+        let made = take();
+        assert_eq!(made.changed_since(&before), Some(root.clone()));
+        std::fs::write(root.join("index/entry"), "x").unwrap();
+        // The new file, or the directory it changed.
+        let changed = take().changed_since(&made);
+        assert!(changed.as_ref().is_some_and(|path| path.starts_with(root.join("index"))));
+        let with_entry = take();
+        std::fs::write(home.path().join("config.toml"), "[build]").unwrap();
+        assert_eq!(take().changed_since(&with_entry), Some(home.path().join("config.toml")));
+    }
 }

@@ -22,6 +22,19 @@ tasks:
   tidy    repository hygiene: module docs, trailing whitespace, ARCHITECTURE.md names every crate";
 
 fn main() -> ExitCode {
+    // No test, example build or bench run from here touches the user's own cache: the per-user
+    // default root (`$XDG_CACHE_HOME/memoshelve`, asked before the platform's) goes under the
+    // target dir, for this process and everything it runs. What `ci` finds of the user's own
+    // cache is checked unchanged at its end (`ci::UserFiles`).
+    let home = ci::target_dir().join("xtask-home");
+    // SAFETY: the first thing the process does, with no other thread running.
+    unsafe {
+        std::env::set_var(
+            ci::USER_CACHE_HOME,
+            std::env::var_os("XDG_CACHE_HOME").unwrap_or_default(),
+        );
+        std::env::set_var("XDG_CACHE_HOME", home.join("cache"));
+    }
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("bench") => bench::run(&std::env::args().skip(2).collect::<Vec<_>>()),
