@@ -50,16 +50,20 @@ pub(crate) struct MemoshelveArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Print the cache root in use and why it was chosen.
+    /// Print the cache root in use and why it was chosen, and what is there when it is not a
+    /// directory (a file, a dangling link, a directory that cannot be read).
     ///
-    /// With --json: {"path": "...", "source": "...", "exists": true}.
+    /// With --json: {"path": "...", "source": "...", "config", "exists": true, "kind":
+    /// "directory" | "missing" | "file" | "dangling link" | ..., "problem": "..." | null,
+    /// "warnings"}.
     Path,
     /// List the entries: name, short key, size, age, last use, compute time, disk hits.
     ///
     /// With --json: an array of {name, key, version, type_name, bytes, created_ms,
     /// last_used_ms, compute_us, hits, misses, files, args}.
     List {
-        /// Only entries of this cache name.
+        /// Only entries of this cache name (a package name stands for its build script,
+        /// `build-script.NAME`, when no entry has the name itself).
         #[arg(long)]
         name: Option<String>,
         /// Order of the rows.
@@ -103,7 +107,8 @@ pub(crate) enum Command {
     ///
     /// With --json: {name, newest, against, changes: [{part, before, after}], unchanged}.
     Explain {
-        /// The cache name (see `list`).
+        /// The cache name (see `list`); a package name stands for its build script,
+        /// `build-script.NAME`, when no entry has the name itself.
         name: String,
         /// Compare with this entry (a unique key prefix) instead of the one before the newest.
         key: Option<String>,
@@ -111,10 +116,12 @@ pub(crate) enum Command {
     /// Delete least recently used entries until the cache fits the limits, then free the space
     /// of content nothing refers to any more.
     ///
-    /// Entries used in the last 10 minutes are never pruned: a build may be using them.
+    /// Entries used in the last 10 minutes (--keep-recent) are never pruned: a build may be
+    /// using them. The report says how many the limits spared for that.
     ///
-    /// With --json: {dry_run, removed: [{name, key, bytes}], kept, kept_bytes, freed_files,
-    /// freed_bytes}.
+    /// With --json: {dry_run, removed: [{name, key, bytes}], kept, kept_bytes, protected,
+    /// keep_recent_s, freed_files, freed_bytes}, where protected counts the kept entries the
+    /// limits would have removed but for their recent use.
     Prune {
         /// Keep at most this much (e.g. 2GiB, 500MB, 1048576).
         #[arg(long, value_parser = parse_size)]
@@ -122,7 +129,12 @@ pub(crate) enum Command {
         /// Delete entries not used for this long (e.g. 30d, 12h, 90m).
         #[arg(long, value_parser = parse_age)]
         max_age: Option<std::time::Duration>,
-        /// Only entries of this cache name.
+        /// Never delete entries used this recently (e.g. 1h; 0s turns the protection off):
+        /// a build running now may be using them.
+        #[arg(long, value_parser = parse_age, value_name = "AGE", default_value = "10m")]
+        keep_recent: std::time::Duration,
+        /// Only entries of this cache name (a package name stands for its build script,
+        /// `build-script.NAME`, when no entry has the name itself).
         #[arg(long)]
         name: Option<String>,
         /// Show what would be deleted, delete nothing.
@@ -152,11 +164,19 @@ pub(crate) enum Command {
     /// `.cargo/config.toml` (or, with --global, `$CARGO_HOME/config.toml`), so that every
     /// build script cargo runs is memoized, unchanged.
     ///
+    /// The wrapper is written by its bare name, `cargo-memoshelve`, when the first one on PATH
+    /// is this one: the file then names no path of this machine and can be committed.
+    /// Otherwise it is this binary's absolute path, and a note says why.
+    ///
     /// A wrapper already set there (sccache, say) is kept as the inner one, in `[env]
     /// MEMOSHELVE_RUSTC_WRAPPER`: every other compile still goes to it. The rest of the file,
-    /// comments included, stays as it is. Undo with `cargo memoshelve setup --undo`.
+    /// comments included, stays as it is. Undo with `cargo memoshelve setup --undo`, which
+    /// removes the file when nothing else is left in it (and a project's `.cargo` directory
+    /// when that is then empty).
     ///
-    /// With --json: {"config": "...", "wrapper": "...", "inner": "..." | null, "changed": true}.
+    /// With --json: {"config": "...", "scope": "project" | "global", "wrapper": "...",
+    /// "inner": "..." | null, "changed": true, "by_name": true, "reason": "...", "removed":
+    /// ["..."]} (by_name and reason are null with --undo).
     Setup {
         /// Write `$CARGO_HOME/config.toml` (every project of this user) instead.
         #[arg(long)]
@@ -204,7 +224,8 @@ pub(crate) enum Command {
     ///
     /// Asks for confirmation on a terminal; elsewhere it refuses to run without --yes.
     Clear {
-        /// Only entries of this cache name.
+        /// Only entries of this cache name (a package name stands for its build script,
+        /// `build-script.NAME`, when no entry has the name itself).
         #[arg(long)]
         name: Option<String>,
         /// Do not ask.

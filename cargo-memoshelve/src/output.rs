@@ -68,6 +68,55 @@ pub(crate) fn size(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// `1 entry`, `3 entries`, `0 files`, `2 damaged index records`: a count and its noun, the noun
+/// (its last word) plural unless the count is one.
+pub(crate) fn count(n: impl std::fmt::Display, noun: &str) -> String {
+    let n = n.to_string();
+    if n == "1" {
+        return format!("{n} {noun}");
+    }
+    let consonant_y = noun.strip_suffix('y').filter(|stem| {
+        stem.chars().last().is_some_and(|last| !matches!(last, 'a' | 'e' | 'i' | 'o' | 'u'))
+    });
+    match consonant_y {
+        Some(stem) => format!("{n} {stem}ies"),
+        None if ["s", "x", "sh", "ch"].iter().any(|end| noun.ends_with(end)) => {
+            format!("{n} {noun}es")
+        }
+        None => format!("{n} {noun}s"),
+    }
+}
+
+/// A duration as `parse_age` reads it back: `10m`, `36h`, `45s`, `7d`.
+pub(crate) fn span(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => "0s".to_owned(),
+        _ if seconds.is_multiple_of(86_400) => format!("{}d", seconds / 86_400),
+        _ if seconds.is_multiple_of(3600) => format!("{}h", seconds / 3600),
+        _ if seconds.is_multiple_of(60) => format!("{}m", seconds / 60),
+        _ => format!("{seconds}s"),
+    }
+}
+
+/// The error and its causes joined as `{:#}` joins them, each said once: a cause whose text the
+/// messages before it already hold (an error that writes its source into its own message and
+/// also returns it from `source()`, as `memoshelve_build::Error` does) is left out.
+pub(crate) fn error_message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if cause.is_empty() || text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
@@ -137,5 +186,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "NAME    SIZE\nprotos  1.5 KiB\n");
+    }
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotADirectory, "Not a directory");
+        // An error that writes its source into its message and returns it as its source.
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot list /r/index: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Repeats(io)).context("stats failed");
+        assert_eq!(
+            format!("{err:#}"),
+            "stats failed: cannot list /r/index: Not a directory: Not a directory"
+        );
+        assert_eq!(
+            super::error_message(&err),
+            "stats failed: cannot list /r/index: Not a directory"
+        );
+        let plain = anyhow::anyhow!("denied").context("cannot read x");
+        assert_eq!(super::error_message(&plain), "cannot read x: denied");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(super::count(1, "entry"), "1 entry");
+        assert_eq!(super::count(0, "entry"), "0 entries");
+        assert_eq!(super::count(3_u64, "entry"), "3 entries");
+        assert_eq!(super::count(1_usize, "blob"), "1 blob");
+        assert_eq!(super::count(2, "file"), "2 files");
+        assert_eq!(super::count(2, "key"), "2 keys");
+        assert_eq!(super::count(11, "damaged index record"), "11 damaged index records");
+        assert_eq!(super::count(2, "pass"), "2 passes");
+        assert_eq!(super::span(std::time::Duration::from_secs(600)), "10m");
+        assert_eq!(super::span(std::time::Duration::from_secs(86_400)), "1d");
+        assert_eq!(super::span(std::time::Duration::from_secs(90)), "90s");
+        assert_eq!(super::span(std::time::Duration::ZERO), "0s");
     }
 }

@@ -907,6 +907,8 @@ proptest::proptest! {
 #[test]
 fn setup_keeps_the_users_wrapper_and_file_and_undo_gives_them_back() {
     let dir = tempfile::tempdir().unwrap();
+    // No cargo-memoshelve on PATH: the wrapper is written as this one's absolute path.
+    let empty_path = tempfile::tempdir().unwrap();
     let config = dir.path().join(".cargo/config.toml");
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
     let original = "# my settings\n[build]\nrustc-wrapper = \"sccache\"\njobs = 2\n";
@@ -916,6 +918,7 @@ fn setup_keeps_the_users_wrapper_and_file_and_undo_gives_them_back() {
             .args(["memoshelve", "setup", "--json"])
             .args(extra)
             .current_dir(dir.path())
+            .env("PATH", empty_path.path())
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -969,4 +972,272 @@ fn the_launcher_serves_as_a_host_runner() {
     assert_eq!(lines.len(), 2, "{on}");
     assert!(lines[0].starts_with("cargo:warning=memoshelve: OUT_DIR is not set"), "{on}");
     assert_eq!(lines[1], "script ran with a b");
+}
+
+/// `setup` run in `project`, with HOME and CARGO_HOME (`home/.cargo`) in `home` and PATH as
+/// given.
+fn setup_in(project: &Path, home: &Path, path: &std::ffi::OsStr, extra: &[&str]) -> Output {
+    bin()
+        .args(["memoshelve", "setup"])
+        .args(extra)
+        .current_dir(project)
+        .env("HOME", home)
+        .env("CARGO_HOME", home.join(".cargo"))
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+fn setup_json(
+    project: &Path,
+    home: &Path,
+    path: &std::ffi::OsStr,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut with_json = extra.to_vec();
+    with_json.push("--json");
+    let output = setup_in(project, home, path, &with_json);
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+fn wrapper_in(config: &Path) -> String {
+    let parsed: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    parsed["build"]["rustc-wrapper"].as_str().unwrap().to_owned()
+}
+
+/// A project's `.cargo/config.toml` is committed: `setup` writes the bare name when the
+/// `cargo-memoshelve` first on PATH is the one running, else its absolute path and why.
+#[test]
+fn setup_writes_the_bare_name_when_this_binary_is_first_on_path_and_says_why() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let config = project.path().join(".cargo/config.toml");
+    let me = Path::new(env!("CARGO_BIN_EXE_cargo-memoshelve"));
+    let bin_dir = me.parent().unwrap().as_os_str();
+
+    // Not on PATH: the absolute path, and a note saying why and how to get the bare name.
+    let nothing = tempfile::tempdir().unwrap();
+    let done = setup_json(project.path(), home.path(), nothing.path().as_os_str(), &[]);
+    assert_eq!(done["wrapper"], me.to_str().unwrap(), "{done}");
+    assert_eq!(done["by_name"], false);
+    assert_eq!(done["scope"], "project");
+    assert!(done["reason"].as_str().unwrap().contains("no cargo-memoshelve is on PATH"), "{done}");
+    assert_eq!(wrapper_in(&config), me.to_str().unwrap());
+
+    // On PATH: the bare name replaces the path, and the output says where and why.
+    let human = setup_in(project.path(), home.path(), bin_dir, &[]);
+    assert!(human.status.success());
+    let said = String::from_utf8_lossy(&human.stderr);
+    assert!(
+        said.contains(&config.display().to_string())
+            && said.contains("rustc-wrapper = \"cargo-memoshelve\"")
+            && said.contains("by name"),
+        "{said}"
+    );
+    assert!(said.lines().count() <= 2, "one or two lines: {said}");
+    assert_eq!(wrapper_in(&config), "cargo-memoshelve");
+    let again = setup_json(project.path(), home.path(), bin_dir, &[]);
+    assert_eq!((again["changed"].as_bool(), again["by_name"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(again["wrapper"], "cargo-memoshelve");
+
+    // Another cargo-memoshelve first on PATH: the bare name would run that one.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(me, other.path().join("cargo-memoshelve")).unwrap();
+    let path = std::env::join_paths([other.path().as_os_str(), bin_dir]).unwrap();
+    let human = setup_in(project.path(), home.path(), &path, &[]);
+    let said = String::from_utf8_lossy(&human.stderr);
+    assert!(human.status.success(), "{said}");
+    assert!(
+        said.contains("note: by absolute path")
+            && said.contains(&other.path().join("cargo-memoshelve").display().to_string()),
+        "{said}"
+    );
+    assert_eq!(wrapper_in(&config), me.to_str().unwrap());
+}
+
+/// `setup --undo` leaves no trace of a setup in a project that had no cargo config: not an
+/// empty file, not an empty `.cargo`; it keeps a `.cargo` holding something else, and
+/// `$CARGO_HOME` itself.
+#[test]
+fn setup_undo_removes_the_file_and_the_dot_cargo_directory_it_created() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cargo-memoshelve")).parent().unwrap().as_os_str();
+    let dot_cargo = project.path().join(".cargo");
+    let config = dot_cargo.join("config.toml");
+
+    assert_eq!(setup_json(project.path(), home.path(), bin_dir, &[])["changed"], true);
+    assert!(config.is_file());
+    let undone = setup_json(project.path(), home.path(), bin_dir, &["--undo"]);
+    assert_eq!(undone["changed"], true);
+    assert!(!config.exists(), "undo left {}", config.display());
+    assert!(!dot_cargo.exists(), "undo left an empty {}", dot_cargo.display());
+    assert_eq!(undone["removed"].as_array().unwrap().len(), 2, "{undone}");
+    let human = setup_in(project.path(), home.path(), bin_dir, &["--undo"]);
+    assert!(String::from_utf8_lossy(&human.stderr).contains("nothing to undo"), "{human:?}");
+
+    // A `.cargo` holding something else stays.
+    std::fs::create_dir_all(&dot_cargo).unwrap();
+    std::fs::write(dot_cargo.join("audit.toml"), "").unwrap();
+    setup_json(project.path(), home.path(), bin_dir, &[]);
+    setup_json(project.path(), home.path(), bin_dir, &["--undo"]);
+    assert!(!config.exists() && dot_cargo.join("audit.toml").is_file());
+
+    // --global: `$CARGO_HOME/config.toml`; undo removes the file, never `$CARGO_HOME`.
+    let cargo_home = home.path().join(".cargo");
+    std::fs::create_dir_all(&cargo_home).unwrap();
+    let global = setup_json(project.path(), home.path(), bin_dir, &["--global"]);
+    assert_eq!(global["scope"], "global");
+    assert_eq!(wrapper_in(&cargo_home.join("config.toml")), "cargo-memoshelve");
+    setup_json(project.path(), home.path(), bin_dir, &["--global", "--undo"]);
+    assert!(!cargo_home.join("config.toml").exists());
+    assert!(cargo_home.is_dir(), "undo removed CARGO_HOME");
+}
+
+/// `prune --max-size` on a cache whose entries were all just used keeps them: it says how many
+/// it protected and the option that sets the window.
+#[test]
+fn prune_says_how_many_recently_used_entries_it_protected_and_how_to_change_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    sample_cache(&root);
+    let human = stdout(&cli(&root, &["prune", "--max-size", "1KiB", "--dry-run"]));
+    assert!(human.contains("0 entries (0 B) would be removed, 4 kept"), "{human}");
+    assert!(
+        human.contains("4 entries kept though over the limits: used in the last 10m")
+            && human.contains("--keep-recent"),
+        "{human}"
+    );
+    let report = json(&root, &["prune", "--max-size", "1KiB", "--dry-run"]);
+    assert_eq!(
+        (report["protected"].as_u64(), report["keep_recent_s"].as_u64()),
+        (Some(4), Some(600))
+    );
+    let unprotected =
+        json(&root, &["prune", "--max-size", "1KiB", "--dry-run", "--keep-recent", "0s"]);
+    assert_eq!(unprotected["protected"], 0, "{unprotected}");
+    assert!(unprotected["kept_bytes"].as_u64().unwrap() <= 1024, "{unprotected}");
+    assert!(!unprotected["removed"].as_array().unwrap().is_empty());
+}
+
+/// Transparent mode names a build script's entries `build-script.<package>`: the package name
+/// alone finds them, with a note saying so.
+#[test]
+fn a_package_name_stands_for_its_build_script_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let memo = memoshelve_build::Memo::new("build-script.zstd-sys").dir(&root);
+    let now_ms = || std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis();
+    memo.call(&1, || 1u8);
+    let written = now_ms();
+    while now_ms() <= written {
+        std::thread::yield_now();
+    }
+    memo.call(&2, || 2u8);
+
+    let explained = cli(&root, &["explain", "zstd-sys", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&explained)).unwrap();
+    assert_eq!(report["name"], "build-script.zstd-sys");
+    let note = String::from_utf8_lossy(&explained.stderr);
+    assert!(note.contains("\"build-script.zstd-sys\""), "{note}");
+    let human = stdout(&cli(&root, &["explain", "zstd-sys"]));
+    assert!(human.starts_with("build-script.zstd-sys: newest"), "{human}");
+
+    assert_eq!(json(&root, &["list", "--name", "zstd-sys"]).as_array().unwrap().len(), 2);
+    assert_eq!(json(&root, &["list", "--name", "zstd_sys"]).as_array().unwrap().len(), 2);
+    let none = stdout(&cli(&root, &["list", "--name", "zlib-sys"]));
+    assert!(none.starts_with("no entries named \"zlib-sys\""), "{none}");
+    let cleared = json(&root, &["clear", "--name", "zstd-sys", "--yes"]);
+    assert_eq!(
+        (cleared["removed"].as_u64(), cleared["name"].as_str()),
+        (Some(2), Some("build-script.zstd-sys"))
+    );
+    assert_eq!(json(&root, &["list"]).as_array().unwrap().len(), 0);
+}
+
+/// A count of one reads "1 entry", not "1 entries".
+#[test]
+fn counts_of_one_are_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    memoshelve_build::Memo::new("solo").dir(&root).call(&1, || "x".repeat(50_000));
+    let verified = stdout(&cli(&root, &["verify"]));
+    assert_eq!(verified, "checked 1 entry: 0 damaged; 0 damaged index records\n");
+    let archive = dir.path().join("one.tar.zst");
+    let written = stdout(&cli(&root, &["backup", archive.to_str().unwrap()]));
+    assert!(written.starts_with("wrote 1 entry and 1 blob ("), "{written}");
+    let restored = stdout(&cli(&dir.path().join("other"), &["restore", archive.to_str().unwrap()]));
+    assert!(restored.starts_with("restored 1 entry (1 blob) into"), "{restored}");
+    let pruned =
+        stdout(&cli(&root, &["prune", "--max-size", "0", "--keep-recent", "0s", "--dry-run"]));
+    assert!(pruned.contains("1 entry ("), "{pruned}");
+    let cleared = stdout(&cli(&root, &["clear", "--yes"]));
+    assert!(cleared.starts_with("deleted the only entry ("), "{cleared}");
+}
+
+/// A cache root that is not a directory: the commands say what is there, and an error's cause
+/// is printed once.
+#[test]
+#[cfg(unix)]
+fn a_root_that_is_not_a_directory_is_named_and_each_cause_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a cache").unwrap();
+    let with_root = |root: &Path, args: &[&str]| {
+        bin().arg("memoshelve").args(args).env("MEMOSHELVE_DIR", root).output().unwrap()
+    };
+    for command in ["list", "stats"] {
+        let output = with_root(&file, &[command]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} (from MEMOSHELVE_DIR) is a file", file.display())),
+            "{command}: {stderr}"
+        );
+        assert_eq!(stderr.matches("os error").count(), 0, "{command}: {stderr}");
+    }
+    let path = with_root(&file, &["path"]);
+    let said = String::from_utf8_lossy(&path.stderr);
+    assert!(
+        said.contains("is a file, not a directory") && !said.contains("does not exist"),
+        "{said}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&with_root(&file, &["path", "--json"]))).unwrap();
+    assert_eq!((report["exists"].as_bool(), report["kind"].as_str()), (Some(true), Some("file")));
+
+    // A dangling symbolic link: named by its target.
+    let link = dir.path().join("a-link");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &link).unwrap();
+    let said = String::from_utf8_lossy(&with_root(&link, &["path"]).stderr).into_owned();
+    assert!(
+        said.contains(&format!("is a symbolic link to {}", dir.path().join("gone").display())),
+        "{said}"
+    );
+    let listed = with_root(&link, &["list"]);
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("symbolic link"), "{listed:?}");
+
+    // A directory that cannot be read (where permissions bind: not as root).
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read_dir(&locked).is_err() {
+        let said = String::from_utf8_lossy(&with_root(&locked, &["path"]).stderr).into_owned();
+        assert!(said.contains("is a directory that cannot be read"), "{said}");
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Damage inside a root (its index a file): the library's error holds its cause, which
+    // comes once.
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("index"), "").unwrap();
+    for command in ["list", "stats"] {
+        let output = with_root(&root, &[command]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert_eq!(stderr.matches("Not a directory").count(), 1, "{command}: {stderr}");
+    }
 }

@@ -44,9 +44,9 @@ pub(crate) fn run(
 /// `wrote 3 entries and 2 blobs (1.2 MiB) to ci.tar.zst (200.0 KiB compressed)`.
 pub(crate) fn describe(written: &Written) -> String {
     format!(
-        "wrote {} entries and {} blobs ({}) to {} ({} compressed)",
-        written.entries,
-        written.blobs,
+        "wrote {} and {} ({}) to {} ({} compressed)",
+        output::count(written.entries, "entry"),
+        output::count(written.blobs, "blob"),
         output::size(written.bytes),
         written.file.display(),
         output::size(written.archive_bytes)

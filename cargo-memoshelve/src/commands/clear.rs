@@ -14,11 +14,22 @@ const OWN_PATHS: [&str; 8] =
 
 pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, yes: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
-    let entries = store.entries(name)?;
+    let (name, entries) = match name {
+        // A package name stands for its build script's entries (`build-script.<package>`).
+        Some(name) => {
+            let (name, entries) = super::entries_named(args, &store, name)?;
+            (Some(name), entries)
+        }
+        None => (None, store.entries(None)?),
+    };
     let bytes: u64 = entries.iter().map(|entry| entry.bytes).sum();
-    let what = match name {
-        Some(name) => format!("{} entries of {name:?} ({})", entries.len(), output::size(bytes)),
-        None => format!("all {} entries ({})", entries.len(), output::size(bytes)),
+    let size = output::size(bytes);
+    let what = match (&name, entries.len()) {
+        (Some(name), _) => {
+            format!("{} of {name:?} ({size})", output::count(entries.len(), "entry"))
+        }
+        (None, 1) => format!("the only entry ({size})"),
+        (None, n) => format!("all {n} entries ({size})"),
     };
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -59,7 +70,9 @@ pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, yes: bool) -> anyho
         }
     }
     if args.json {
-        return super::print_json(&json!({ "removed": entries.len(), "bytes": bytes }));
+        return super::print_json(
+            &json!({ "name": name, "removed": entries.len(), "bytes": bytes }),
+        );
     }
     writeln!(std::io::stdout(), "deleted {what}")?;
     Ok(())

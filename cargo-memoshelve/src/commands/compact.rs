@@ -24,13 +24,13 @@ pub(crate) fn run(args: &MemoshelveArgs, backup: Option<&Path>) -> anyhow::Resul
     }
     writeln!(
         std::io::stdout(),
-        "index {} -> {}; {} files of unreferenced content deleted ({} freed); event log {} -> {} lines",
+        "index {} -> {}; {} of unreferenced content deleted ({} freed); event log {} -> {}",
         output::size(done.index_before),
         output::size(done.index_after),
-        done.freed_files,
+        output::count(done.freed_files, "file"),
         output::size(done.freed_bytes),
         done.events_before,
-        done.events_after,
+        output::count(done.events_after, "line"),
     )?;
     Ok(())
 }

@@ -15,11 +15,14 @@ type Change = (String, Option<String>, Option<String>);
 
 pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> anyhow::Result<()> {
     let store = super::store(args)?;
-    let mut entries = store.entries(Some(name))?;
+    // A package name stands for its build script's entries (`build-script.<package>`).
+    let (name, mut entries) = super::entries_named(args, &store, name)?;
+    let name = name.as_str();
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.record.created_ms));
     let Some(newest) = entries.first() else {
         bail!(
-            "no entry named {name:?} in {} (see `cargo memoshelve list`)",
+            "no entry named {name:?} or \"build-script.{name}\" in {} (see `cargo memoshelve \
+             list`)",
             store.root().display()
         );
     };
@@ -155,6 +158,11 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
         ]);
     }
     output::table(&mut out, &rows)?;
-    writeln!(out, "  {unchanged} other key parts are the same")?;
+    writeln!(
+        out,
+        "  {} {} the same",
+        output::count(unchanged, "other key part"),
+        if unchanged == 1 { "is" } else { "are" }
+    )?;
     Ok(())
 }

@@ -9,7 +9,14 @@ use crate::output;
 
 pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, sort: Sort) -> anyhow::Result<()> {
     let store = super::store(args)?;
-    let mut entries = store.entries(name)?;
+    let (name, mut entries) = match name {
+        // A package name stands for its build script's entries (`build-script.<package>`).
+        Some(name) => {
+            let (name, entries) = super::entries_named(args, &store, name)?;
+            (Some(name), entries)
+        }
+        None => (None, store.entries(None)?),
+    };
     let usage = store.usage();
     match sort {
         Sort::Name => {}
@@ -43,7 +50,12 @@ pub(crate) fn run(args: &MemoshelveArgs, name: Option<&str>, sort: Sort) -> anyh
     // Buffered: a listing can be 100k lines, and stdout alone writes each line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if entries.is_empty() {
-        writeln!(stdout, "no entries in {}", store.root().display())?;
+        match &name {
+            Some(name) => {
+                writeln!(stdout, "no entries named {name:?} in {}", store.root().display())?
+            }
+            None => writeln!(stdout, "no entries in {}", store.root().display())?,
+        }
         stdout.flush()?;
         return Ok(());
     }

@@ -9,12 +9,15 @@ use serde_json::json;
 use crate::cli::MemoshelveArgs;
 use crate::output;
 
-/// Entries used this recently are never pruned: a build may be using them right now.
+/// Content written this recently is never freed: a build may be storing an entry that will
+/// refer to it.
 const IN_USE: Duration = Duration::from_secs(10 * 60);
 
 pub(crate) struct Limits {
     pub(crate) max_size: Option<u64>,
     pub(crate) max_age: Option<Duration>,
+    /// Entries used this recently are never pruned: a build may be using them right now.
+    pub(crate) keep_recent: Duration,
 }
 
 pub(crate) fn run(
@@ -24,24 +27,33 @@ pub(crate) fn run(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let store = super::store(args)?;
-    let mut entries = store.entries(name)?;
+    let mut entries = match name {
+        Some(name) => super::entries_named(args, &store, name)?.1,
+        None => store.entries(None)?,
+    };
     entries.sort_by_key(|entry| entry.last_used_ms);
     let now = output::now_ms();
-    let in_use = |last_used_ms: u64| now.saturating_sub(last_used_ms) < IN_USE.as_millis() as u64;
+    let recent = |last_used_ms: u64| {
+        now.saturating_sub(last_used_ms) < limits.keep_recent.as_millis() as u64
+    };
     let mut total: u64 = entries.iter().map(|entry| entry.bytes).sum();
     let mut doomed = Vec::new();
+    // Entries the limits would have removed but for their recent use.
+    let mut protected = 0;
     for entry in &entries {
-        if in_use(entry.last_used_ms) {
-            continue;
-        }
         let too_old = limits.max_age.is_some_and(|max_age| {
             now.saturating_sub(entry.last_used_ms) > max_age.as_millis() as u64
         });
         let too_big = limits.max_size.is_some_and(|max_size| total > max_size);
-        if too_old || too_big {
-            total -= entry.bytes;
-            doomed.push(entry);
+        if !(too_old || too_big) {
+            continue;
         }
+        if recent(entry.last_used_ms) {
+            protected += 1;
+            continue;
+        }
+        total -= entry.bytes;
+        doomed.push(entry);
     }
     let freed_bytes: u64 = doomed.iter().map(|entry| entry.bytes).sum();
     let (mut blob_files, mut blob_bytes) = (0, 0);
@@ -52,6 +64,7 @@ pub(crate) fn run(
         let freed = store.collect_garbage(IN_USE)?;
         (blob_files, blob_bytes) = (freed.files, freed.bytes);
     }
+    let kept = entries.len() - doomed.len();
     if args.json {
         let rows: Vec<serde_json::Value> = doomed
             .iter()
@@ -60,8 +73,10 @@ pub(crate) fn run(
         return super::print_json(&json!({
             "dry_run": dry_run,
             "removed": rows,
-            "kept": entries.len() - doomed.len(),
+            "kept": kept,
             "kept_bytes": total,
+            "protected": protected,
+            "keep_recent_s": limits.keep_recent.as_secs(),
             "freed_files": blob_files,
             "freed_bytes": blob_bytes,
         }));
@@ -78,13 +93,12 @@ pub(crate) fn run(
             output::age(entry.last_used_ms)
         )?;
     }
+    let removed = if dry_run { "would be removed" } else { "removed" };
     writeln!(
         out,
-        "{} entries ({}) {}, {} kept ({}){}",
-        doomed.len(),
+        "{} ({}) {removed}, {kept} kept ({}){}",
+        output::count(doomed.len(), "entry"),
         output::size(freed_bytes),
-        if dry_run { "would be removed" } else { "removed" },
-        entries.len() - doomed.len(),
         output::size(total),
         if dry_run {
             String::new()
@@ -92,5 +106,21 @@ pub(crate) fn run(
             format!("; {} freed on disk", output::size(blob_bytes))
         }
     )?;
+    if protected > 0 {
+        let window = output::span(limits.keep_recent);
+        let over = match limits.max_size {
+            Some(max_size) if total > max_size => {
+                format!(", and the cache stays over {}", output::size(max_size))
+            }
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{} kept though over the limits: used in the last {window}, a build may be using \
+             {}{over} (`--keep-recent` sets that window; `--keep-recent 0s` prunes them too)",
+            output::count(protected, "entry"),
+            if protected == 1 { "it" } else { "them" },
+        )?;
+    }
     Ok(())
 }

@@ -15,7 +15,9 @@ use super::backup::PREFIX;
 use crate::cli::MemoshelveArgs;
 
 pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Result<()> {
-    let root = crate::project::cache_root(args)?.path;
+    let root = crate::project::cache_root(args)?;
+    super::path::check_usable(&root)?;
+    let root = root.path;
     let store = Store::create(&root)?;
     if !merge && !store.entries(None)?.is_empty() {
         bail!(
@@ -35,7 +37,9 @@ pub(crate) fn run(args: &MemoshelveArgs, file: &Path, merge: bool) -> anyhow::Re
     }
     writeln!(
         std::io::stdout(),
-        "restored {added} entries ({blobs} blobs) into {}",
+        "restored {} ({}) into {}",
+        crate::output::count(added, "entry"),
+        crate::output::count(blobs, "blob"),
         root.display()
     )?;
     Ok(())

@@ -75,11 +75,11 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     writeln!(out, "entries:     {}", entries.len())?;
     writeln!(
         out,
-        "stored:      {} ({} on disk, {} in {} blobs after deduplication)",
+        "stored:      {} ({} on disk, {} in {} after deduplication)",
         output::size(logical),
         output::size(footprint.total_bytes),
         output::size(footprint.blob_bytes),
-        footprint.blobs
+        output::count(footprint.blobs, "blob")
     )?;
     writeln!(
         out,

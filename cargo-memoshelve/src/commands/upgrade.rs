@@ -21,9 +21,9 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "the cache is at format {}: {} entries of other formats dropped, nothing to migrate{}",
+        "the cache is at format {}: {} of other formats dropped, nothing to migrate{}",
         memoshelve_build::FORMAT_VERSION,
-        dropped.len(),
+        crate::output::count(dropped.len(), "entry"),
         if dropped.is_empty() {
             ""
         } else {

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::cli::MemoshelveArgs;
+use crate::output;
 
 pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     let store = super::store(args)?;
@@ -61,11 +62,11 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
         }
         writeln!(
             out,
-            "checked {} entries: {} damaged{}; {} damaged index records{}",
-            entries.len(),
+            "checked {}: {} damaged{}; {}{}",
+            output::count(entries.len(), "entry"),
             damaged.len(),
             if repair { format!(", {repaired} removed") } else { String::new() },
-            index_damage.len(),
+            output::count(index_damage.len(), "damaged index record"),
             if repair { format!(", {index_repaired} repaired") } else { String::new() },
         )?;
         if !clean && !repair {
@@ -77,9 +78,9 @@ pub(crate) fn run(args: &MemoshelveArgs, repair: bool) -> anyhow::Result<()> {
     }
     if !clean {
         bail!(
-            "{} damaged entries and {} damaged index records in {}",
-            damaged.len(),
-            index_damage.len(),
+            "{} and {} in {}",
+            output::count(damaged.len(), "damaged entry"),
+            output::count(index_damage.len(), "damaged index record"),
             store.root().display()
         );
     }

@@ -55,8 +55,8 @@ pub(crate) fn run(args: &MemoshelveArgs, cargo_args: &[String], push: bool) -> a
     } else {
         writeln!(
             std::io::stderr(),
-            "memoshelve: {} entries added to {} ({}, {} of computation)",
-            added.len(),
+            "memoshelve: {} added to {} ({}, {} of computation)",
+            output::count(added.len(), "entry"),
             store.root().display(),
             output::size(bytes),
             output::duration(compute_us)
