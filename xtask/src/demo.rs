@@ -149,8 +149,8 @@ fn transparent(root: &Path) -> anyhow::Result<()> {
         );
     }
     println!(
-        "(The tool here is a debug build; `cargo install cargo-memoshelve` builds it optimized, \
-         which hashes faster.)\nCache used: {} (delete it freely).",
+        "(The tool here is a debug build; `cargo install --locked --path cargo-memoshelve` builds \
+         it optimized, which hashes faster.)\nCache used: {} (delete it freely).",
         cache.display()
     );
     Ok(())
