@@ -18,6 +18,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::outputs::{contains, list_files, text_of};
 use super::spelled::spellings_outside_debug_info;
 
 /// Which packages run hermetically: `MEMOSHELVE_BUILD_SCRIPTS_HERMETIC` is `registry` (the
@@ -169,34 +170,18 @@ impl Sandbox {
     pub(crate) fn names_made_path(&self, out_dir: &Path) -> Option<String> {
         let needle = self.root.to_str()?;
         let renames = self.renames(out_dir);
-        let mut pending = vec![out_dir.to_path_buf()];
-        while let Some(dir) = pending.pop() {
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                match entry.file_type() {
-                    Ok(kind) if kind.is_dir() => pending.push(path),
-                    Ok(kind) if kind.is_file() => {
-                        let Ok(bytes) = fs::read(&path) else { continue };
-                        let text =
-                            std::str::from_utf8(&bytes).is_ok_and(|text| !text.contains('\0'));
-                        if text || !super::outputs::contains(&bytes, needle.as_bytes()) {
-                            continue;
-                        }
-                        let made = spellings_outside_debug_info(&bytes, needle.as_bytes())
-                            .into_iter()
-                            .map(|spelling| rename_all(spelling.path, &renames))
-                            .find(|named| {
-                                Path::new(named).starts_with(out_dir) && Path::new(named).exists()
-                            });
-                        if made.is_some() {
-                            return made;
-                        }
-                    }
-                    _ => {}
-                }
+        let (mut files, mut links) = (Vec::new(), Vec::new());
+        list_files(out_dir, Path::new(""), &mut files, &mut links);
+        files.into_iter().find_map(|relative| {
+            let bytes = fs::read(out_dir.join(relative)).ok()?;
+            if text_of(&bytes).is_some() || !contains(&bytes, needle.as_bytes()) {
+                return None;
             }
-        }
-        None
+            spellings_outside_debug_info(&bytes, needle.as_bytes())
+                .into_iter()
+                .map(|spelling| rename_all(spelling.path, &renames))
+                .find(|named| Path::new(named).starts_with(out_dir) && Path::new(named).exists())
+        })
     }
 
     /// Moves what the run left into `out_dir` (cargo's, empty): entry by entry, a rename, or a

@@ -190,7 +190,7 @@ impl Cap {
 }
 
 /// `bytes` as text a tool reads paths from: UTF-8 without NUL.
-fn text_of(bytes: &[u8]) -> Option<&str> {
+pub(crate) fn text_of(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok().filter(|text| !text.contains('\0'))
 }
 
@@ -222,7 +222,12 @@ fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The regular files and the symbolic links under `dir` (relative to it), leaving out the file
 /// step's marker directory.
-fn list_files(dir: &Path, relative: &Path, files: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) {
+pub(crate) fn list_files(
+    dir: &Path,
+    relative: &Path,
+    files: &mut Vec<PathBuf>,
+    links: &mut Vec<PathBuf>,
+) {
     for entry in fs::read_dir(dir.join(relative)).into_iter().flatten().flatten() {
         let path = relative.join(entry.file_name());
         match entry.file_type() {
