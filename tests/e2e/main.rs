@@ -12,6 +12,8 @@ mod processes;
 mod reliability;
 mod remote;
 mod roots;
+#[cfg(target_os = "linux")]
+mod traced;
 #[cfg(unix)]
 mod wrapper;
 

@@ -200,15 +200,15 @@ fn workspace(dir: &Path) {
 }
 
 /// One test's world: a workspace, a cache root, the runs file.
-struct World {
-    _temp: tempfile::TempDir,
-    root: PathBuf,
-    cache: PathBuf,
-    runs: PathBuf,
+pub(crate) struct World {
+    pub(crate) _temp: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) cache: PathBuf,
+    pub(crate) runs: PathBuf,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("ws");
         workspace(&root);
@@ -221,7 +221,7 @@ impl World {
     }
 
     /// `cargo <args>` in `dir` with the wrapper on, its target dir `target`.
-    fn cargo_in(&self, dir: &Path, target: &Path, args: &[&str]) -> Command {
+    pub(crate) fn cargo_in(&self, dir: &Path, target: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         command.args(args).current_dir(dir);
         crate::without_callers_cargo_env(&mut command);
@@ -243,20 +243,22 @@ impl World {
             .env("CARGO_TARGET_DIR", target)
             .env("MEMOSHELVE_DIR", &self.cache)
             .env("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME", "0")
-            .env("RUNS", &self.runs);
+            .env("RUNS", &self.runs)
+            // The scripts' own record of their runs is no output of theirs.
+            .env("MEMOSHELVE_BUILD_SCRIPTS_IGNORE", &self.runs);
         command
     }
 
-    fn target(&self) -> PathBuf {
+    pub(crate) fn target(&self) -> PathBuf {
         self.root.join("target")
     }
 
-    fn cargo(&self, args: &[&str]) -> Command {
+    pub(crate) fn cargo(&self, args: &[&str]) -> Command {
         self.cargo_in(&self.root, &self.target(), args)
     }
 
     /// The lines real script runs appended, then emptied.
-    fn take_runs(&self) -> Vec<String> {
+    pub(crate) fn take_runs(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.runs).unwrap_or_default();
         let _ = std::fs::remove_file(&self.runs);
         text.lines().map(str::to_owned).collect()
@@ -264,14 +266,14 @@ impl World {
 }
 
 /// Runs `command`, asserting success; its stdout.
-fn ok(mut command: impl std::borrow::BorrowMut<Command>) -> String {
+pub(crate) fn ok(mut command: impl std::borrow::BorrowMut<Command>) -> String {
     let command = command.borrow_mut();
     let output = command.output().unwrap();
     assert!(output.status.success(), "{command:?} failed:\n{}", describe(&output));
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "{}\nstdout: {}\nstderr: {}",
         output.status,
@@ -281,7 +283,7 @@ fn describe(output: &Output) -> String {
 }
 
 /// The runner's record for `target`: `(package, what)` per script run, then emptied.
-fn take_log(target: &Path) -> Vec<(String, String)> {
+pub(crate) fn take_log(target: &Path) -> Vec<(String, String)> {
     let path = target.join("debug/build/.memoshelve/runs.log");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let _ = std::fs::remove_file(&path);
@@ -509,7 +511,7 @@ fn runs_that_must_not_be_replayed_are_not_recorded() {
 
 /// `cargo memoshelve show --json` of the newest `build-script.provider` entry: its
 /// `build_script` part (how the run was made).
-fn shown_provider(world: &World) -> serde_json::Value {
+pub(crate) fn shown_provider(world: &World) -> serde_json::Value {
     let cli = |args: &[&str]| -> serde_json::Value {
         let mut command = Command::new(crate::cli_binary());
         command.arg("memoshelve").arg("--json").args(args).env("MEMOSHELVE_DIR", &world.cache);
@@ -744,7 +746,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -757,7 +759,7 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn make_executable(path: &Path) {
+pub(crate) fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -1133,7 +1135,7 @@ fn signed_opted_in_entries_travel_through_the_remote() {
 }
 
 /// The runner's record for `target`, whole lines, then emptied.
-fn take_log_lines(target: &Path) -> Vec<String> {
+pub(crate) fn take_log_lines(target: &Path) -> Vec<String> {
     let path = target.join("debug/build/.memoshelve/runs.log");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let _ = std::fs::remove_file(&path);

@@ -11,3 +11,5 @@ pub(crate) mod hermetic;
 pub(crate) mod outputs;
 pub(crate) mod run;
 pub(crate) mod spelled;
+pub(crate) mod statcache;
+pub(crate) mod trace;

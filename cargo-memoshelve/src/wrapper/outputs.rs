@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use memoshelve_build::store::Roots;
 use serde::{Deserialize, Serialize};
 
+use super::trace::inputs::Traced;
+
 /// The value a build-script entry stores beside its files.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Recorded {
@@ -30,6 +32,11 @@ pub(crate) struct Recorded {
     /// (`env:OUT_DIR`, `file {memoshelve:manifest}/x.h`, `script`); `None` for a package's
     /// first run. `cargo memoshelve explain` shows it.
     pub(crate) missed: Option<String>,
+    /// What the traced run read, ran, listed and left beside `OUT_DIR` (see `trace::inputs`);
+    /// `None` for a run keyed by what it declared.
+    pub(crate) traced: Option<Traced>,
+    /// Why the run was not traced (`None`: it was, or the entry predates tracing).
+    pub(crate) untraced: Option<String>,
 }
 
 impl Recorded {
@@ -60,6 +67,12 @@ impl Recorded {
             format!("{} (files spell them: restores only there)", dirs.join(", "))
         };
         rows.push(("bound to", bound));
+        let inputs = match (&self.traced, &self.untraced) {
+            (Some(traced), _) => format!("traced: {}", traced.counts()),
+            (None, Some(why)) => format!("declared only ({why})"),
+            (None, None) => "declared only".to_owned(),
+        };
+        rows.push(("inputs", inputs));
         if let Some(missed) = &self.missed {
             rows.push(("missed on", missed.clone()));
         }
@@ -135,12 +148,16 @@ impl Recorded {
 
     /// Rewrites the relocated files in `out_dir` with this build's directories: after a
     /// restore, and after a miss was stored.
+    /// The files a traced run left beside `OUT_DIR` are put back too.
     pub(crate) fn place(&self, out_dir: &Path, roots: &Roots) -> std::io::Result<()> {
         for relative in &self.relocated {
             let path = out_dir.join(relative);
             let bytes = fs::read(&path)?;
             let text = std::str::from_utf8(&bytes).map_err(std::io::Error::other)?;
             replace_file(&path, roots.expand(text).as_bytes())?;
+        }
+        if let Some(traced) = &self.traced {
+            traced.place_beside(roots)?;
         }
         Ok(())
     }

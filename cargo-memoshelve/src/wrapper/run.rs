@@ -34,6 +34,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use memoshelve_build::config::Project;
@@ -43,6 +44,8 @@ use memoshelve_build::{Memo, Status};
 
 use super::hermetic::{self, Sandbox};
 use super::outputs::{Recorded, contains};
+use super::statcache::StatCache;
+use super::trace::{self, inputs::Traced};
 use crate::protocol::{exit_code, inner_wrapper};
 
 /// Packages whose scripts always run, never recorded (comma-separated names).
@@ -59,8 +62,9 @@ fn listed(list: &str, name: &str) -> bool {
 /// The step's argument, bumped when the key's meaning changes (2: the stored value became
 /// `Recorded`; 3: the key's parts became named `input_value`s; 4: `Recorded` keeps stderr; 5:
 /// the C compiler's version joined the key, the library's context parts left it; 6: `Recorded`
-/// keeps why the run missed).
-const KEY_VERSION: u32 = 6;
+/// keeps why the run missed; 7: traced inputs replace the package's files and the C compiler's
+/// version, `Recorded` keeps them).
+const KEY_VERSION: u32 = 7;
 
 /// The size past which the runner's record starts again (`Unit::log`).
 const RUNS_LOG_MAX: u64 = 1 << 20;
@@ -106,7 +110,16 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         unit.log(&format!("ran (OUT_DIR not empty: {entry})"), None);
         return run_plain(&real, script_args, None);
     }
-    let key = match std::panic::catch_unwind(|| ScriptKey::of(&unit, &real)) {
+    // Whether the run is traced (DESIGN.md section 10), or keyed by what it declares.
+    let untraced = trace::unavailable().or_else(|| unit.tracing_failed());
+    if let Some(why) = untraced.as_deref().filter(|why| !why.starts_with(trace::TRACE_VAR)) {
+        unit.tell_once(&format!(
+            "build scripts are cached by what they declare, not traced: {why} (an input a \
+             script reads without declaring it is not checked)"
+        ));
+    }
+    let traced = untraced.is_none();
+    let key = match std::panic::catch_unwind(|| ScriptKey::of(&unit, &real, traced)) {
         Ok(Ok(key)) => key,
         Ok(Err(why)) => return run_plain(&real, script_args, Some(&why)),
         Err(_) => return run_plain(&real, script_args, Some("the key's computation panicked")),
@@ -119,8 +132,11 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let here = unit.roots.clone();
     let name = format!("build-script.{}", unit.package);
     let remote = remote_carries(&name);
-    // What binds a stored run that does not hold here, for the record of the miss.
-    let unbound = std::sync::Arc::new(std::sync::Mutex::new(None));
+    // Why a stored run does not hold here (its files bind it elsewhere, a traced input
+    // changed), for the record of the miss.
+    let unbound = Arc::new(Mutex::new(None));
+    // The stat cache the hit check and the record share (saved in the cache root below).
+    let stats = Arc::new(Mutex::new(StatCache::default()));
     let memo = key
         .parts
         .iter()
@@ -131,17 +147,43 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         .profile_independent()
         .features_independent()
         .validate({
-            let unbound = unbound.clone();
+            let (unbound, stats) = (unbound.clone(), stats.clone());
             move |recorded: &Recorded| {
-                let holds = recorded.holds_in(&here);
-                if !holds && let Ok(mut unbound) = unbound.lock() {
-                    *unbound = Some(recorded.describe_bound());
+                let why = if recorded.holds_in(&here) {
+                    let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+                    recorded
+                        .traced
+                        .as_ref()
+                        .and_then(|traced| traced.first_change(&here, &mut stats))
+                } else {
+                    Some(recorded.describe_bound())
+                };
+                let holds = why.is_none();
+                // The newest run's reason (checked first), as the library's own word is.
+                if let Some(why) = why
+                    && let Ok(mut unbound) = unbound.lock()
+                {
+                    unbound.get_or_insert(why);
                 }
                 holds
             }
         });
     let memo = if remote { memo } else { memo.local_only() };
-    let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| memo.root()).flatten() {
+    let root = memo.root();
+    if let Some(root) = &root {
+        *stats.lock().unwrap_or_else(PoisonError::into_inner) =
+            StatCache::open(root.join("tracing").join("stat").join(&name));
+    }
+    let tracing = match &root {
+        Some(root) if traced => Some(Tracing {
+            tools: root.join("tracing"),
+            left_out: trace::inputs::machine_left_out(Some(root), unit.cargo_home.as_deref()),
+            stats: stats.clone(),
+        }),
+        _ => None,
+    };
+    let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| root.clone()).flatten()
+    {
         Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
             Ok(mut sandbox) => {
                 if let (Some(sandbox), Some(target)) = (&mut sandbox, &unit.target_dir) {
@@ -168,30 +210,36 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             Some(why) => Some(why.to_owned()),
             None => memo.root().and_then(|root| nearest_difference(&root, &name, &key.parts)),
         };
-        let (stable, stderr) = match &sandbox {
-            Some(sandbox) => match run_recorded(&unit, &real, script_args, Some(sandbox)) {
-                Err(Unrecorded::Redo { why, record }) => {
-                    // Whatever the script needs that a hermetic run does not give it, it gets
-                    // in place: the build is never the worse for trying. A script that failed
-                    // or reached outside OUT_DIR there depends on more than its key says.
-                    let stderr = run_recorded(&unit, &real, script_args, None)?;
-                    if !record {
-                        return Err(Unrecorded::Bypassed(why));
+        let tracing = tracing.as_ref();
+        let (stable, ran) = match &sandbox {
+            Some(sandbox) => {
+                match run_recorded(&unit, &real, script_args, Some(sandbox), tracing) {
+                    Err(Unrecorded::Redo { why, record }) => {
+                        // Whatever the script needs that a hermetic run does not give it, it gets
+                        // in place: the build is never the worse for trying. A script that failed
+                        // or reached outside OUT_DIR there depends on more than its key says.
+                        let ran = run_recorded(&unit, &real, script_args, None, tracing)?;
+                        if !record {
+                            return Err(Unrecorded::Bypassed(why));
+                        }
+                        redone = Some(why);
+                        (None, ran)
                     }
-                    redone = Some(why);
-                    (None, stderr)
+                    other => (Some(sandbox.renames(&unit.out_dir)), other?),
                 }
-                other => (Some(sandbox.renames(&unit.out_dir)), other?),
-            },
-            None => (None, run_recorded(&unit, &real, script_args, None)?),
+            }
+            None => (None, run_recorded(&unit, &real, script_args, None, tracing)?),
         };
         let mut recorded = Recorded::settle(&unit.out_dir, &unit.roots, stable.as_deref())
             .map_err(Unrecorded::Bypassed)?;
-        recorded.stderr = unit.normalize(&stderr);
+        recorded.stderr = unit.normalize(&ran.stderr);
         recorded.missed = missed;
+        recorded.traced = ran.traced;
+        recorded.untraced = untraced.clone();
         Ok(recorded)
     });
     drop(sandbox);
+    stats.lock().unwrap_or_else(PoisonError::into_inner).save();
     let took = Some(started.elapsed());
     match outcome {
         Ok((recorded, report)) => {
@@ -277,6 +325,23 @@ struct Unit {
     roots: Roots,
     /// Whether the package's sources can change under one version (not from `CARGO_HOME`).
     local: bool,
+    cargo_home: Option<PathBuf>,
+}
+
+/// How a traced run is watched and recorded.
+struct Tracing {
+    /// Where the `getenv` interposer is installed (in the cache root).
+    tools: PathBuf,
+    /// The machine's directories whose contents are no input (see `trace::inputs`).
+    left_out: Vec<PathBuf>,
+    stats: Arc<Mutex<StatCache>>,
+}
+
+/// What a run that may be recorded gave.
+struct Ran {
+    stderr: String,
+    /// Its traced inputs (`None`: untraced).
+    traced: Option<Traced>,
 }
 
 impl Unit {
@@ -298,17 +363,33 @@ impl Unit {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
         let local = cargo_home.as_ref().is_none_or(|home| !manifest_dir.starts_with(home));
+        // A local package's workspace: a traced read of a sibling names it by placeholder.
+        let workspace = if local { workspace_of(&manifest_dir) } else { None };
         let roots = Roots::new(
             [
                 ("out", Some(out_dir.as_path())),
                 ("manifest", Some(manifest_dir.as_path())),
+                ("workspace", workspace.as_deref()),
                 ("target", target_dir.as_deref()),
                 ("cargo-home", cargo_home.as_deref()),
             ]
             .into_iter()
             .filter_map(|(name, dir)| Some((name, dir?))),
         );
-        Ok(Unit { package, out_dir, manifest_dir, build_dir, target_dir, roots, local })
+        Ok(Unit { package, out_dir, manifest_dir, build_dir, target_dir, roots, local, cargo_home })
+    }
+
+    /// Why an earlier run of this build found that tracing cannot run here (`ptrace` or
+    /// seccomp refused), if one did.
+    fn tracing_failed(&self) -> Option<String> {
+        fs::read_to_string(self.build_dir.join(".memoshelve").join("tracing-failed")).ok()
+    }
+
+    /// Remembers for the rest of this build (its target dir) that tracing cannot run here.
+    fn mark_tracing_failed(&self, why: &str) {
+        let dir = self.build_dir.join(".memoshelve");
+        let _ = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(dir.join("tracing-failed"), format!("tracing failed: {why}")));
     }
 
     /// The profile's directory below the target dir (`debug`, `<triple>/release`).
@@ -434,6 +515,18 @@ fn nearest_difference(root: &Path, name: &str, parts: &[(String, String)]) -> Op
     entries.iter().map(differences).min()?.2
 }
 
+/// The root of the workspace a local package at `manifest_dir` is in, by cargo's rule: the
+/// nearest directory above whose `Cargo.toml` has a `[workspace]` table; `None` when none has.
+fn workspace_of(manifest_dir: &Path) -> Option<PathBuf> {
+    manifest_dir.ancestors().skip(1).find_map(|dir| {
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+        manifest
+            .lines()
+            .any(|line| line.trim_start().starts_with("[workspace"))
+            .then(|| dir.to_path_buf())
+    })
+}
+
 /// The first entry of `dir` (cargo makes it empty; a rerun finds the last run's files), leaving
 /// out the marker a file step keeps there.
 fn first_entry(dir: &Path) -> Option<String> {
@@ -494,7 +587,8 @@ impl ScriptKey {
         hasher.finalize().to_hex()[..16].to_owned()
     }
 
-    fn of(unit: &Unit, real: &Path) -> Result<ScriptKey, String> {
+    /// `traced`: the run's traced inputs stand for the package's files and the C compiler.
+    fn of(unit: &Unit, real: &Path, traced: bool) -> Result<ScriptKey, String> {
         let hex = |hash: [u8; 32]| blake3::Hash::from(hash).to_hex().to_string();
         let mut parts = vec![("script".to_owned(), hex(hash_file(real)?))];
         for (name, value) in std::env::vars_os() {
@@ -518,12 +612,17 @@ impl ScriptKey {
                 parts.push((format!("contents:{name}"), hex(hash)));
             }
         }
-        if unit.local {
-            parts.push(("package files".to_owned(), hex(package_files(unit)?)));
+        if traced {
+            parts.push(("inputs".to_owned(), "traced".to_owned()));
+        } else {
+            parts.push(("inputs".to_owned(), "declared".to_owned()));
+            if unit.local {
+                parts.push(("package files".to_owned(), hex(package_files(unit)?)));
+            }
+            parts.push(("c compiler".to_owned(), c_compiler()));
         }
         let host = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
         parts.push(("host".to_owned(), host));
-        parts.push(("c compiler".to_owned(), c_compiler()));
         parts.sort();
         Ok(ScriptKey { parts })
     }
@@ -730,8 +829,9 @@ fn run_plain(real: &Path, args: &[OsString], why: Option<&str>) -> ExitCode {
     }
 }
 
-/// A miss: runs the real script, its stdout passed on line by line as it comes (through the
-/// file step's capture, to cargo), and says whether the run may be recorded.
+/// A miss: runs the real script (traced with `tracing`), its stdout passed on line by line as
+/// it comes (through the file step's capture, to cargo), and says whether the run may be
+/// recorded, with its traced inputs.
 ///
 /// In a `sandbox` (a hermetic run) the script's `OUT_DIR` is the sandbox's, which its output
 /// lines name as cargo's; its stdout and stderr are held until it is known to have succeeded
@@ -741,7 +841,8 @@ fn run_recorded(
     real: &Path,
     args: &[OsString],
     sandbox: Option<&Sandbox>,
-) -> Result<String, Unrecorded> {
+    tracing: Option<&Tracing>,
+) -> Result<Ran, Unrecorded> {
     let started = unit.file_clock();
     let clock = Instant::now();
     let mut command = script_command(real, args);
@@ -750,21 +851,36 @@ fn run_recorded(
         command.envs(sandbox.env());
         sandbox.renames(&unit.out_dir)
     });
-    let unsandbox = |text: String| match &renames {
+    let unsandbox = move |text: String| match &renames {
         Some(renames) => hermetic::rename_all(text, renames),
         None => text,
     };
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let scratch = unit.build_dir.join(".memoshelve");
+    let dirs = tracing.map(|tracing| trace::Dirs { tools: &tracing.tools, scratch: &scratch });
+    let run = match trace::spawn(&mut command, dirs.as_ref()) {
+        Ok(run) => run,
+        Err(err) if tracing.is_some() => {
+            // `ptrace` or seccomp refused (a container's policy): the script runs untraced,
+            // and so do the rest of this build's, keyed by what they declare.
+            let why = err.to_string();
+            unit.mark_tracing_failed(&why);
+            unit.tell_once(&format!(
+                "build scripts are cached by what they declare, not traced: tracing failed \
+                 ({why})"
+            ));
+            run_recorded(unit, real, args, sandbox, None)?;
+            return Err(Unrecorded::Bypassed(format!("tracing failed: {why}")));
+        }
         Err(err) => {
             eprintln!("error: memoshelve: cannot run the build script {}: {err}", real.display());
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
+    let mut run = run;
     // Stderr goes to cargo as it comes (held back in a hermetic run) and is kept, its first
     // `STDERR_KEPT` bytes, to be replayed on a hit.
     let passed_on = sandbox.is_none();
-    let stderr = child.stderr.take().map(|mut stderr| {
+    let stderr = run.child.stderr.take().map(|mut stderr| {
         std::thread::spawn(move || {
             let mut kept = Vec::new();
             let mut chunk = [0; 8192];
@@ -783,38 +899,60 @@ fn run_recorded(
             kept
         })
     });
-    let mut lines = Vec::new();
-    let mut utf8 = true;
-    if let Some(stdout) = child.stdout.take() {
-        let mut reader = BufReader::new(stdout);
-        let mut out = std::io::stdout();
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
-            match String::from_utf8(std::mem::take(&mut line)) {
-                Ok(text) => {
-                    if sandbox.is_none() {
-                        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    // Stdout on a thread of its own too: a traced run is followed on this one.
+    let stdout = run.child.stdout.take().map(|stdout| {
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut utf8 = true;
+            let mut reader = BufReader::new(stdout);
+            let mut out = std::io::stdout();
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+                match String::from_utf8(std::mem::take(&mut line)) {
+                    Ok(text) => {
+                        if passed_on {
+                            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                        }
+                        lines.push(unsandbox(text));
                     }
-                    lines.push(unsandbox(text));
-                }
-                Err(err) => {
-                    if sandbox.is_none() {
-                        let _ = out.write_all(err.as_bytes()).and_then(|()| out.flush());
+                    Err(err) => {
+                        if passed_on {
+                            let _ = out.write_all(err.as_bytes()).and_then(|()| out.flush());
+                        }
+                        utf8 = false;
                     }
-                    utf8 = false;
                 }
             }
-        }
-    }
-    let status = match child.wait() {
-        Ok(status) => status,
+            (lines, utf8)
+        })
+    });
+    let (status, observed) = match run.wait() {
+        Ok(ended) => ended,
         Err(err) => {
             eprintln!("error: memoshelve: lost the build script {}: {err}", real.display());
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
+    let took = clock.elapsed();
+    let (lines, utf8) = stdout.and_then(|thread| thread.join().ok()).unwrap_or((Vec::new(), true));
     let kept = stderr.and_then(|thread| thread.join().ok()).unwrap_or_default();
     let mut stderr_text = String::from_utf8_lossy(&kept).into_owned();
+    // What the run read and wrote, as inputs; why it cannot be recorded otherwise.
+    let traced = match (&observed, tracing) {
+        (Some(observed), Some(tracing)) if status.success() => {
+            let keyed = |name: &str| in_key(name) || listed(EXTRA_ENV, name);
+            let scope = trace::inputs::Scope {
+                roots: &unit.roots,
+                own: vec![unit.out_dir.clone(), scratch.clone()],
+                target_dir: unit.target_dir.as_deref(),
+                left_out: tracing.left_out.clone(),
+                keyed_env: &keyed,
+            };
+            let mut stats = tracing.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            trace::inputs::record(observed, &scope, &mut stats).map(Some)
+        }
+        _ => Ok(None),
+    };
     if let Some(sandbox) = sandbox {
         if !utf8 {
             // Its lines cannot be renamed to cargo's OUT_DIR.
@@ -851,7 +989,7 @@ fn run_recorded(
         }
         let _ = out.flush();
         let _ = std::io::stderr().write_all(&kept);
-        stderr_text = unsandbox(stderr_text);
+        stderr_text = hermetic::rename_all(stderr_text, &sandbox.renames(&unit.out_dir));
     }
     if stderr_text.len() > STDERR_KEPT {
         let mut end = STDERR_KEPT;
@@ -872,7 +1010,7 @@ fn run_recorded(
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(Duration::from_millis(50), Duration::from_millis);
-    if clock.elapsed() < min_time {
+    if took < min_time {
         return Err(Unrecorded::Bypassed(format!("faster than {} ms", min_time.as_millis())));
     }
     for line in &lines {
@@ -880,7 +1018,8 @@ fn run_recorded(
             bypass_for_input(unit, path, started)?;
         }
     }
-    Ok(stderr_text)
+    let traced = traced.map_err(Unrecorded::Bypassed)?;
+    Ok(Ran { stderr: stderr_text, traced })
 }
 
 /// The path of a `rerun-if-changed` directive, in either syntax.
@@ -928,6 +1067,7 @@ mod tests {
                 ("target", Path::new("/t")),
             ]),
             local: true,
+            cargo_home: None,
         }
     }
 

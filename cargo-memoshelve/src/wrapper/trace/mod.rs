@@ -1,0 +1,156 @@
+//! Watching a build script's run (DESIGN.md section 10): every path it and the processes it
+//! starts looked at, listed, ran and wrote, and the variables they read by name.
+//!
+//! One small interface over the mechanisms: [`spawn`] starts the script watched where this
+//! machine allows it (Linux with glibc: `ptrace` stops on the file system calls a seccomp
+//! filter picks, see `ptrace`, and a `getenv` interposer, see `env`), plainly elsewhere;
+//! [`Run::wait`] gives its exit status and, when watched, what it [`Observed`]. Turning what
+//! was observed into an entry's inputs (what is left out, what each path holds) is
+//! `inputs`' business; the mechanisms only report.
+
+#[cfg(target_os = "linux")]
+pub(crate) mod env;
+pub(crate) mod inputs;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod ptrace;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+
+/// `0` turns tracing off: scripts are keyed by what they declare (DESIGN.md section 9's rules).
+pub(crate) const TRACE_VAR: &str = "MEMOSHELVE_BUILD_SCRIPTS_TRACE";
+
+/// What a watched run did, as the processes spelled it (a relative path made absolute against
+/// the process's working directory or directory descriptor, links not resolved).
+#[derive(Debug)]
+pub(crate) struct Observed {
+    /// Paths opened to read, `stat`ed, `access`ed, read as links, or executed (found or not).
+    pub(crate) looked: BTreeSet<PathBuf>,
+    /// Directories read as listings.
+    pub(crate) listed: BTreeSet<PathBuf>,
+    /// Paths created, opened to write, truncated, renamed (both names), removed, or whose
+    /// times, mode or owner were set.
+    pub(crate) written: BTreeSet<PathBuf>,
+    /// The programs that ran (each image an `exec` loaded).
+    pub(crate) ran: BTreeSet<PathBuf>,
+    /// The variables read by name (`getenv`), or why they could not be watched.
+    pub(crate) env: Result<BTreeSet<String>, String>,
+    /// Whether the script's own process was watched for its `getenv`s (a static binary, or
+    /// one that drops `LD_PRELOAD`, is not).
+    pub(crate) script_env_watched: bool,
+    /// Whether a process other than the script ran a program (a shell or perl reads its
+    /// inherited environment without `getenv`).
+    pub(crate) started_programs: bool,
+    /// Why the run, though it succeeded, must not be recorded: a process that outlived the
+    /// script, a call the tracer cannot read.
+    pub(crate) unrecordable: Option<String>,
+}
+
+impl Default for Observed {
+    fn default() -> Observed {
+        Observed {
+            looked: BTreeSet::new(),
+            listed: BTreeSet::new(),
+            written: BTreeSet::new(),
+            ran: BTreeSet::new(),
+            env: Err("not watched".to_owned()),
+            script_env_watched: false,
+            started_programs: false,
+            unrecordable: None,
+        }
+    }
+}
+
+/// Where the watch keeps its own files (left out of what the run read and wrote).
+pub(crate) struct Dirs<'a> {
+    /// The installed `getenv` interposer's directory (in the cache root: shared by builds).
+    pub(crate) tools: &'a Path,
+    /// This build's scratch directory for the logs of one run.
+    pub(crate) scratch: &'a Path,
+}
+
+/// Why runs cannot be watched here; `None` when they can (the cheap checks: a machine that
+/// refuses `ptrace` is found out by the first run, see [`Run::wait`]'s error).
+pub(crate) fn unavailable() -> Option<String> {
+    if std::env::var_os(TRACE_VAR).is_some_and(|value| value == "0") {
+        return Some(format!("{TRACE_VAR}=0"));
+    }
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return Some("runs are traced on Linux only".to_owned());
+    }
+    // A build inside a traced build script (a script that runs cargo): one tracer per process,
+    // and the outer run records all the inner one reads.
+    let traced = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|line| line.starts_with("TracerPid:"))?;
+        Some(line.split_whitespace().nth(1)? != "0")
+    });
+    match traced {
+        Some(false) => None,
+        Some(true) => Some("this build runs inside a traced process (a build script)".to_owned()),
+        None => Some("cannot read /proc/self/status".to_owned()),
+    }
+}
+
+/// A started script: its process (take its pipes from `child`), and the watch when it is
+/// watched.
+pub(crate) struct Run {
+    pub(crate) child: Child,
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    watch: Option<(ptrace::Tracer, Result<env::EnvWatch, String>)>,
+}
+
+/// Starts `command`, watched when `dirs` is given (the caller has checked [`unavailable`]; an
+/// error then may be the machine refusing to trace: the caller can start it unwatched).
+pub(crate) fn spawn(command: &mut Command, dirs: Option<&Dirs<'_>>) -> io::Result<Run> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if let Some(dirs) = dirs {
+        let watch = env::EnvWatch::prepare(dirs.tools, dirs.scratch);
+        if let Ok(watch) = &watch {
+            command.envs(watch.env());
+        }
+        let pending = ptrace::prepare(command)?;
+        return match command.spawn() {
+            Ok(child) => Ok(Run { child, watch: Some((pending.started(), watch)) }),
+            Err(err) => {
+                pending.abandon();
+                Err(err)
+            }
+        };
+    }
+    let _ = dirs;
+    Ok(Run {
+        child: command.spawn()?,
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        watch: None,
+    })
+}
+
+impl Run {
+    /// Waits for the script (and, watched, for every process it started, or lets go of those
+    /// that outlive it); its exit status and what it was seen to do. An error of a watched
+    /// run means the tracer failed (the script's process is gone).
+    pub(crate) fn wait(mut self) -> io::Result<(ExitStatus, Option<Observed>)> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if let Some((tracer, watch)) = self.watch.take() {
+            // The tracer, a thread of the script's parent process, reaps it.
+            let (status, mut observed) = tracer.run()?;
+            if let Ok(watch) = &watch {
+                for own in watch.own_paths() {
+                    observed.looked.remove(&own);
+                    observed.written.remove(&own);
+                }
+            }
+            match watch.and_then(env::EnvWatch::finish) {
+                Ok(reads) => {
+                    observed.script_env_watched = reads.loaded.contains(&self.child.id());
+                    observed.env = Ok(reads.names);
+                }
+                Err(why) => observed.env = Err(why),
+            }
+            return Ok((status, Some(observed)));
+        }
+        Ok((self.child.wait()?, None))
+    }
+}
