@@ -375,7 +375,8 @@ fn each_changed_input_is_a_miss_and_the_build_is_right() {
     assert_eq!(printed, "v2 odd-name true+extra");
     assert!(runs.contains(&"provider".to_owned()), "another feature set: {runs:?}");
 
-    // Another C compiler (here `cc` behind a script that says another version).
+    // Another C compiler (here `cc` behind a script that says another version), for a run that
+    // compiles C (`PROV_EMBED`): a miss. A run that starts no program reads no `CC`: a hit.
     let fake_cc = world.root.with_file_name("fake-cc");
     std::fs::write(
         &fake_cc,
@@ -383,9 +384,14 @@ fn each_changed_input_is_a_miss_and_the_build_is_right() {
     )
     .unwrap();
     make_executable(&fake_cc);
-    let (printed, runs) = run(&[], &[("CC", fake_cc.to_str().unwrap())]);
+    let (_, runs) = run(&[], &[("PROV_EMBED", "1")]);
+    assert!(runs.contains(&"provider".to_owned()), "an undeclared variable read: {runs:?}");
+    let fake = fake_cc.to_str().unwrap();
+    let (printed, runs) = run(&[], &[("PROV_EMBED", "1"), ("CC", fake)]);
     assert_eq!(printed, "v2 odd-name true");
     assert!(runs.contains(&"provider".to_owned()), "another C compiler: {runs:?}");
+    let (printed, runs) = run(&[], &[("CC", fake)]);
+    assert_eq!((printed.as_str(), runs), ("v2 odd-name true", vec![]), "CC unread");
 
     let (printed, runs) = run(&["--release"], &[]);
     assert_eq!(printed, "v2 odd-name true");

@@ -366,10 +366,18 @@ fn env_inputs(observed: &Observed, scope: &Scope<'_>) -> Vec<(String, Option<Str
         _ => std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()).collect(),
     };
     if observed.started_programs {
+        // Those set, and each exact name unset too: setting `CC` later is a change.
         names.extend(
             std::env::vars_os()
                 .filter_map(|(name, _)| name.into_string().ok())
                 .filter(|name| tool_env(name)),
+        );
+        names.extend(
+            TOOL_ENV
+                .iter()
+                .map(|pattern| pattern.trim_end_matches('*'))
+                .filter(|name| !name.ends_with('_'))
+                .map(str::to_owned),
         );
     }
     names
@@ -643,5 +651,18 @@ mod tests {
                 .unwrap();
         assert!(traced.env.iter().any(|(name, _)| name == "PATH"));
         assert!(traced.env.iter().all(|(name, _)| name != "NUM_JOBS" && name != "TARGET"));
+        // A run that started programs: what build tools read counts, set or not.
+        let started = Observed {
+            env: Ok(BTreeSet::new()),
+            script_env_watched: true,
+            started_programs: true,
+            ..Observed::default()
+        };
+        let traced =
+            record(&started, &scope(&roots, dir.path(), &keyed), &mut StatCache::default())
+                .unwrap();
+        for name in ["CC", "CFLAGS", "LANG"] {
+            assert!(traced.env.iter().any(|(listed, _)| listed == name), "{name}: {traced:?}");
+        }
     }
 }
