@@ -263,6 +263,24 @@ pub(crate) fn render(results: &Value) -> String {
             }
             out.push('\n');
         }
+        if let Some(checks) = transparent.get("hit_checks").and_then(Value::as_array) {
+            let _ = writeln!(
+                out,
+                "| hit check after `cargo clean` (traced inputs) | inputs | time | files from the stat cache |\n\
+                 |---|---|---|---|"
+            );
+            for check in checks {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} ms | {} |",
+                    check["package"].as_str().unwrap_or("?"),
+                    check["inputs"],
+                    check["ms"].as_f64().unwrap_or(f64::NAN),
+                    check["from_stat_cache"]
+                );
+            }
+            out.push('\n');
+        }
         if let Some(peers) = transparent.get("peers").and_then(Value::as_object) {
             let _ = writeln!(
                 out,
@@ -432,6 +450,20 @@ fn targets(results: &Value) -> String {
             .map(|(ours, plain)| ours / plain),
         &x,
         &|value| value <= 1.05,
+    );
+    push(
+        "traced cold build ≤ 1.10x untraced (aiming at 1.05x; whole build)",
+        of("wrapper, cold, empty cache", "wall")
+            .zip(of("wrapper untraced, cold, empty cache", "wall"))
+            .map(|(traced, untraced)| traced / untraced),
+        &x,
+        &|value| value <= 1.10,
+    );
+    push(
+        "hit check of the largest traced set ≤ 20 ms",
+        transparent["hit_checks"][0]["ms"].as_f64(),
+        &|ms| format!("{ms:.1} ms"),
+        &|ms| ms <= 20.0,
     );
     for (label, what) in [
         ("wrapper, after cargo clean", "after `cargo clean`"),

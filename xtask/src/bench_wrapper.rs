@@ -58,13 +58,18 @@ pub(crate) fn transparent(
 
     let sccache = if sccache { Some(install(out, "sccache", &["--locked"])?) } else { None };
     let sccache_dir = work.join("sccache");
-    // A build with the wrapper on (`cache`: its root), and sccache as its inner wrapper.
+    // A build with the wrapper on (`cache`: its root), and sccache as its inner wrapper; a label
+    // with "untraced" turns tracing off (DESIGN.md section 10's budget is traced ÷ untraced).
     let build_with = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
         let mut command = cargo_in(dir);
         command.args(["build", "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
         command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
+        command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_TRACE");
         if let Some(cache) = cache {
             command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
+        }
+        if label.contains("untraced") {
+            command.env("MEMOSHELVE_BUILD_SCRIPTS_TRACE", "0");
         }
         if let Some(sccache) = sccache.as_deref().filter(|_| inner) {
             command
@@ -80,10 +85,17 @@ pub(crate) fn transparent(
     };
     // The cold builds in alternation, round after round (each from nothing: its own target dir,
     // and for the wrapper an empty cache): this machine's noise is larger than the difference.
-    let (mut plain, mut cold) = (Vec::new(), Vec::new());
+    let (mut plain, mut cold, mut untraced) = (Vec::new(), Vec::new(), Vec::new());
+    let untraced_label = "wrapper untraced, cold, empty cache";
     for round in 0..rounds {
         let target = work.join(format!("target-plain-{round}"));
         plain.push(cargo_build("plain cargo, cold", &checkout, &target, None)?);
+        let _ = fs::remove_dir_all(&target);
+        let untraced_cache = work.join("cache-untraced");
+        let _ = fs::remove_dir_all(&untraced_cache);
+        let target = work.join("target-untraced");
+        let _ = fs::remove_dir_all(&target);
+        untraced.push(cargo_build(untraced_label, &checkout, &target, Some(&untraced_cache))?);
         let _ = fs::remove_dir_all(&target);
         let _ = fs::remove_dir_all(&cache);
         let target = work.join("target");
@@ -92,12 +104,14 @@ pub(crate) fn transparent(
     }
     let mut builds = serde_json::Map::new();
     builds.insert("plain cargo, cold".to_owned(), medians(&plain));
+    builds.insert(untraced_label.to_owned(), medians(&untraced));
     builds.insert("wrapper, cold, empty cache".to_owned(), medians(&cold));
     // The last round's cache serves the warm builds.
     let target = work.join("target");
     fs::remove_dir_all(&target)?;
     let label = "wrapper, after cargo clean";
     builds.insert(label.to_owned(), cargo_build(label, &checkout, &target, Some(&cache))?);
+    let hit_checks = hit_checks(&target)?;
     let moved = work.join("moved");
     copy_tree(&checkout, &moved)?;
     let label = "wrapper, another path and target dir";
@@ -131,8 +145,38 @@ pub(crate) fn transparent(
         "pass_through": pass_through,
         "workload": workload,
         "builds": builds,
+        "hit_checks": hit_checks,
         "peers": peers,
     }))
+}
+
+/// How each restored script's traced inputs were checked, from the runner's `runs.log`
+/// (`checked: <n> inputs in <ms> ms (<k> files from the stat cache)`), largest set first.
+fn hit_checks(target: &Path) -> anyhow::Result<Value> {
+    let log = fs::read_to_string(target.join("debug/build/.memoshelve/runs.log"))
+        .context("the runner's runs.log")?;
+    let mut checks: Vec<Value> = log
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let package = fields.next()?;
+            let checked = fields.find_map(|field| field.strip_prefix("checked: "))?;
+            let number = |text: &str| text.trim().parse::<f64>().ok();
+            let (inputs, rest) = checked.split_once(" inputs in ")?;
+            let (ms, rest) = rest.split_once(" ms (")?;
+            let (reused, _) = rest.split_once(' ')?;
+            Some(json!({
+                "package": package,
+                "inputs": number(inputs)?,
+                "ms": number(ms)?,
+                "from_stat_cache": number(reused)?,
+            }))
+        })
+        .collect();
+    checks.sort_by(|a, b| {
+        b["inputs"].as_f64().partial_cmp(&a["inputs"].as_f64()).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    Ok(Value::Array(checks))
 }
 
 /// The peers: how each is installed and how it runs a cargo build.

@@ -143,6 +143,8 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let unbound = Arc::new(Mutex::new(None));
     // The stat cache the hit check and the record share (saved in the cache root below).
     let stats = Arc::new(Mutex::new(StatCache::default()));
+    // How the last hit check went (for `runs.log`, and the bench).
+    let checked = Arc::new(Mutex::new(None));
     let memo = key
         .parts
         .iter()
@@ -153,14 +155,26 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         .profile_independent()
         .features_independent()
         .validate({
-            let (unbound, stats) = (unbound.clone(), stats.clone());
+            let (unbound, stats, checked) = (unbound.clone(), stats.clone(), checked.clone());
             move |recorded: &Recorded| {
                 let why = if recorded.holds_in(&here) {
                     let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
-                    recorded
+                    let (reused, started) = (stats.reused, Instant::now());
+                    let changed = recorded
                         .traced
                         .as_ref()
-                        .and_then(|traced| traced.first_change(&here, &mut stats))
+                        .and_then(|traced| traced.first_change(&here, &mut stats));
+                    if let Some(traced) = &recorded.traced
+                        && let Ok(mut checked) = checked.lock()
+                    {
+                        *checked = Some(format!(
+                            "checked: {} inputs in {:.1} ms ({} files from the stat cache)",
+                            traced.len(),
+                            started.elapsed().as_secs_f64() * 1000.0,
+                            stats.reused - reused
+                        ));
+                    }
+                    changed
                 } else {
                     Some(recorded.describe_bound())
                 };
@@ -272,7 +286,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
                 Some(why) => format!("{word} (in place: {why})"),
                 None => word,
             };
-            unit.log_miss(&word, took, recorded.missed.as_deref().filter(|_| !status.is_hit()));
+            let field = if status.is_hit() {
+                checked.lock().ok().and_then(|mut checked| checked.take())
+            } else {
+                recorded.missed.as_ref().map(|why| format!("missed: {why}"))
+            };
+            unit.log_with(&word, took, field.as_deref());
             if let Some(why) = &report.not_stored {
                 unit.tell_once(&format!(
                     "build scripts run but are not cached: {why} (what each did: {})",

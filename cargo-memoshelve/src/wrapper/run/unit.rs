@@ -151,19 +151,19 @@ impl Unit {
     /// record the tests and `cargo memoshelve` read; a failure to write it changes nothing).
     /// Past `RUNS_LOG_MAX` bytes the log becomes `runs.log.1` (the one before is dropped).
     pub(super) fn log(&self, what: &str, took: Option<Duration>) {
-        self.log_miss(what, took, None);
+        self.log_with(what, took, None);
     }
 
-    /// [`Unit::log`], with why the run missed (a field of its own: `missed: <key part>`).
-    pub(super) fn log_miss(&self, what: &str, took: Option<Duration>, missed: Option<&str>) {
+    /// [`Unit::log`], with one more field (`missed: <key part>`, `checked: <the hit check>`).
+    pub(super) fn log_with(&self, what: &str, took: Option<Duration>, field: Option<&str>) {
         let dir = self.build_dir.join(".memoshelve");
         let path = dir.join("runs.log");
         if fs::metadata(&path).is_ok_and(|meta| meta.len() > RUNS_LOG_MAX) {
             let _ = fs::rename(&path, dir.join("runs.log.1"));
         }
         let took = took.map_or(String::new(), |took| format!("\t{} ms", took.as_millis()));
-        let missed = missed.map_or(String::new(), |why| format!("\tmissed: {why}"));
-        let line = format!("{}\t{what}{took}{missed}\n", self.package);
+        let field = field.map_or(String::new(), |field| format!("\t{field}"));
+        let line = format!("{}\t{what}{took}{field}\n", self.package);
         let _ = fs::create_dir_all(&dir).and_then(|()| {
             fs::File::options().create(true).append(true).open(&path)?.write_all(line.as_bytes())
         });

@@ -454,6 +454,11 @@ impl Traced {
         Ok(())
     }
 
+    /// How many inputs it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.files.len() + self.programs.len() + self.listings.len() + self.env.len()
+    }
+
     /// How many inputs of each kind, in words (`cargo memoshelve show`).
     pub(crate) fn counts(&self) -> String {
         format!(
