@@ -85,6 +85,18 @@ fn an_undeclared_variable_set_by_a_parent_cargo_config_is_an_input() {
     let (printed, line) = run();
     assert_eq!((printed.as_str(), word(&line)), ("sour", "recorded"), "{line}");
     assert!(line.ends_with("missed: env APP_FLAVOR"), "{line}");
+    // `explain` names the variable, with both values.
+    let mut explain = Command::new(crate::cli_binary());
+    explain.args(["memoshelve", "--json", "explain", "app"]).env("MEMOSHELVE_DIR", &world.cache);
+    let report: serde_json::Value = serde_json::from_str(&ok(explain)).unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|change| change["part"] == "env APP_FLAVOR"
+            && change["before"] == "sweet"
+            && change["after"] == "sour"),
+        "{report}"
+    );
+    assert_eq!(report["missed"], "env APP_FLAVOR", "{report}");
     flavor("sweet");
     let (printed, line) = run();
     assert_eq!((printed.as_str(), word(&line)), ("sweet", "restored"), "{line}");

@@ -107,6 +107,10 @@ fn main() {
         println!("cargo:rustc-cfg=prov_cdir");
     }
     println!("cargo:rustc-check-cfg=cfg(prov_cdir)");
+    if let Some(path) = std::env::var_os("PROV_SYSTEM_FILE") {
+        // A file of the machine's (a system header), read and not declared.
+        let _ = std::fs::read(path);
+    }
     if std::env::var_os("PROV_DECLARE_OUT").is_some() {
         println!("cargo:rerun-if-env-changed=OUT_DIR");
     }
@@ -1095,12 +1099,16 @@ fn signed_opted_in_entries_travel_through_the_remote() {
     let moved = world.root.with_file_name("moved");
     copy_tree(&world.root, &moved);
     let machine = |name: &str| world.root.with_file_name(name);
+    // A file of each machine's system the provider reads (the same everywhere but on `c`).
+    let system = machine("system.h");
+    std::fs::write(&system, "#define SYSTEM 1\n").unwrap();
     // A build on `machine`'s cache, at `dir`, with the opt-in or not and a key or none.
     let build = |cache: &str, dir: &Path, opt_in: bool, key: Option<&str>| {
         let target = machine(&format!("target-{cache}"));
         let _ = std::fs::remove_dir_all(&target);
         let mut command = world.cargo_in(dir, &target, &["run", "-p", "user"]);
         command
+            .env("PROV_SYSTEM_FILE", &system)
             .env("MEMOSHELVE_DIR", machine(&format!("cache-{cache}")))
             .env("MEMOSHELVE_REMOTE", &url)
             .env("MEMOSHELVE_REMOTE_MODE", "read-write");
@@ -1138,6 +1146,13 @@ fn signed_opted_in_entries_travel_through_the_remote() {
     let (log, runs, _) = build("b", &moved, true, Some("secret"));
     let restored = [pair("provider", "restored (remote)"), pair("user", "restored (remote)")];
     assert_eq!((log, runs), (restored.to_vec(), 0), "another machine restores them");
+
+    // A machine whose system file differs: the reader checks the traced inputs, so the
+    // provider runs there; what it makes is the same, so its dependent restores.
+    std::fs::write(&system, "#define SYSTEM 2\n").unwrap();
+    let (log, runs, _) = build("c", &moved, true, Some("secret"));
+    let expected = [pair("provider", "recorded"), pair("user", "restored (remote)")];
+    assert_eq!((log, runs), (expected.to_vec(), 1), "another system: the provider runs");
 }
 
 /// The runner's record for `target`, whole lines, then emptied.

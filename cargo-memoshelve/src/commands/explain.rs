@@ -104,6 +104,17 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
     // Recorded parts: every input, the version and the value type (the arguments are extra).
     let unchanged =
         all_parts.len() + 2 - changes.iter().filter(|(part, ..)| part != "arguments").count();
+    // Two traced runs of a build script: the files, programs and variables they used that
+    // differ (two runs of one level-1 key differ there only).
+    let traced = |entry: &memoshelve_build::store::Entry| {
+        let manifest = store.file_step(entry).ok()?;
+        Recorded::decode(&manifest.result)?.traced
+    };
+    if name.starts_with("build-script.")
+        && let (Some(before), Some(after)) = (traced(previous), traced(newest))
+    {
+        changes.extend(before.differences(&after));
+    }
     if args.json {
         let rows: Vec<serde_json::Value> = changes
             .iter()

@@ -118,7 +118,11 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     }
     // Whether the run is traced (DESIGN.md section 10), or keyed by what it declares.
     let untraced = trace::unavailable().or_else(|| unit.tracing_failed());
-    if let Some(why) = untraced.as_deref().filter(|why| !why.starts_with(trace::TRACE_VAR)) {
+    // Said once per build on Linux, where tracing is the rule (elsewhere the README says so).
+    if let Some(why) = untraced
+        .as_deref()
+        .filter(|why| cfg!(target_os = "linux") && !why.starts_with(trace::TRACE_VAR))
+    {
         unit.tell_once(&format!(
             "build scripts are cached by what they declare, not traced: {why} (an input a \
              script reads without declaring it is not checked)"
@@ -220,6 +224,8 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     };
     let started = Instant::now();
     let mut redone = None;
+    // What tracing the run found and cost, for `runs.log`.
+    let mut cost = None;
     let outcome = memo.outputs(&unit.out_dir).try_call_with_report(&KEY_VERSION, |step| {
         // Why no stored run served: the library's word for the newest under this key, else
         // (none there) the nearest run of the package's other keys.
@@ -254,6 +260,9 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             .map_err(Unrecorded::Bypassed)?;
         recorded.stderr = unit.normalize(&ran.stderr);
         recorded.missed = missed;
+        if let (Some(traced), Some(stops)) = (&ran.traced, ran.stops) {
+            cost = Some(format!("traced: {} inputs, {stops} calls stopped", traced.len()));
+        }
         recorded.traced = ran.traced;
         recorded.untraced = untraced.clone();
         Ok(recorded)
@@ -289,7 +298,9 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             let field = if status.is_hit() {
                 checked.lock().ok().and_then(|mut checked| checked.take())
             } else {
-                recorded.missed.as_ref().map(|why| format!("missed: {why}"))
+                let missed = recorded.missed.as_ref().map(|why| format!("missed: {why}"));
+                let fields: Vec<String> = cost.into_iter().chain(missed).collect();
+                (!fields.is_empty()).then(|| fields.join("\t"))
             };
             unit.log_with(&word, took, field.as_deref());
             if let Some(why) = &report.not_stored {
@@ -351,6 +362,8 @@ struct Ran {
     stderr: String,
     /// Its traced inputs (`None`: untraced).
     traced: Option<Traced>,
+    /// How many of its system calls stopped for the tracer.
+    stops: Option<u64>,
 }
 
 /// The first entry of `dir` (cargo makes it empty; a rerun finds the last run's files), leaving

@@ -268,7 +268,8 @@ pub(super) fn run_recorded(
         }
     }
     let traced = traced.map_err(Unrecorded::Bypassed)?;
-    Ok(Ran { stderr: stderr_text, traced })
+    let stops = observed.map(|observed| observed.stops);
+    Ok(Ran { stderr: stderr_text, traced, stops })
 }
 
 /// The path of a `rerun-if-changed` directive, in either syntax.

@@ -293,6 +293,7 @@ pub(crate) fn record(
         script_env_watched: observed.script_env_watched,
         started_programs: observed.started_programs,
         unrecordable: None,
+        stops: observed.stops,
     };
     let mut traced = Traced::default();
     let mut beside_bytes = 0;
@@ -452,6 +453,51 @@ impl Traced {
             fs::rename(&temp, &path)?;
         }
         Ok(())
+    }
+
+    /// The inputs that differ between this run and `newer`, as `(part, before, after)`
+    /// (`file <path>`, `program <path>`, `listing <dir>`, `env <NAME>`; `None`: not an input
+    /// of that run, or a variable not set), for `cargo memoshelve explain`.
+    pub(crate) fn differences(
+        &self,
+        newer: &Traced,
+    ) -> Vec<(String, Option<String>, Option<String>)> {
+        let mut changes = Vec::new();
+        let lists = [
+            ("program", &self.programs, &newer.programs),
+            ("file", &self.files, &newer.files),
+            ("listing", &self.listings, &newer.listings),
+        ];
+        for (kind, before, after) in lists {
+            let before: BTreeMap<&String, &String> = before.iter().map(|(k, v)| (k, v)).collect();
+            let after: BTreeMap<&String, &String> = after.iter().map(|(k, v)| (k, v)).collect();
+            let names: BTreeSet<&&String> = before.keys().chain(after.keys()).collect();
+            for name in names {
+                let (was, is) = (before.get(*name), after.get(*name));
+                if was != is {
+                    changes.push((
+                        format!("{kind} {name}"),
+                        was.map(|value| (*value).clone()),
+                        is.map(|value| (*value).clone()),
+                    ));
+                }
+            }
+        }
+        let before: BTreeMap<&String, &Option<String>> =
+            self.env.iter().map(|(k, v)| (k, v)).collect();
+        let after: BTreeMap<&String, &Option<String>> =
+            newer.env.iter().map(|(k, v)| (k, v)).collect();
+        let names: BTreeSet<&&String> = before.keys().chain(after.keys()).collect();
+        for name in names {
+            let (was, is) = (
+                before.get(*name).copied().cloned().flatten(),
+                after.get(*name).copied().cloned().flatten(),
+            );
+            if was != is {
+                changes.push((format!("env {name}"), was, is));
+            }
+        }
+        changes
     }
 
     /// How many inputs it holds.

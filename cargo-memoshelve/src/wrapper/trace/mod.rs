@@ -46,6 +46,8 @@ pub(crate) struct Observed {
     /// Why the run, though it succeeded, must not be recorded: a process that outlived the
     /// script, a call the tracer cannot read.
     pub(crate) unrecordable: Option<String>,
+    /// How many system calls stopped for the tracer (what tracing cost).
+    pub(crate) stops: u64,
 }
 
 impl Default for Observed {
@@ -59,6 +61,7 @@ impl Default for Observed {
             script_env_watched: false,
             started_programs: false,
             unrecordable: None,
+            stops: 0,
         }
     }
 }
