@@ -17,8 +17,9 @@
 //!
 //! Left out by rule: `OUT_DIR` and the hermetic sandbox (the entry's own files), the target
 //! dir (what cargo built: level 1 holds the script and the `DEP_*` directories), `/proc`,
-//! `/dev`, `/sys`, `/run`, the cache root, sources from the registry or a git checkout under
-//! `CARGO_HOME` (cargo checks them; their paths name the version), the Rust toolchains under
+//! `/dev`, `/sys`, `/run`, the cache root, the registry and git sources under `CARGO_HOME`
+//! (cargo checks them; their paths name the version) and cargo's locks and last-use records
+//! there (a cargo the script runs writes them), the Rust toolchains under
 //! `RUSTUP_HOME` (level 1 holds `rustc -vV`), and paths the run itself wrote before reading.
 //! Paths are stored with this build's directories as placeholders, so an entry restores at
 //! another checkout path and target dir.
@@ -167,7 +168,8 @@ impl Scope<'_> {
 pub(crate) const IGNORE_VAR: &str = "MEMOSHELVE_BUILD_SCRIPTS_IGNORE";
 
 /// The directories left out for this machine: the cache root, the registry's and git's
-/// sources under `CARGO_HOME`, the toolchains under `RUSTUP_HOME`, and [`IGNORE_VAR`]'s.
+/// sources and cargo's own records under `CARGO_HOME`, the toolchains under `RUSTUP_HOME`, and
+/// [`IGNORE_VAR`]'s.
 pub(crate) fn machine_left_out(
     cache_root: Option<&Path>,
     cargo_home: Option<&Path>,
@@ -177,7 +179,12 @@ pub(crate) fn machine_left_out(
         dirs.extend(std::env::split_paths(&ignored).filter(|path| path.is_absolute()));
     }
     if let Some(home) = cargo_home {
-        dirs.extend([home.join("registry/src"), home.join("git/checkouts")]);
+        // Sources, downloads and the index (cargo checks what it takes by checksum), and the
+        // locks and last-use records a cargo the script runs writes.
+        dirs.extend(
+            ["registry", "git", ".package-cache", ".package-cache-mutate", ".global-cache"]
+                .map(|name| home.join(name)),
+        );
     }
     let rustup = std::env::var_os("RUSTUP_HOME")
         .map(PathBuf::from)

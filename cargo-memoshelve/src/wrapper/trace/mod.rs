@@ -2,15 +2,20 @@
 //! starts looked at, listed, ran and wrote, and the variables they read by name.
 //!
 //! One small interface over the mechanisms: [`spawn`] starts the script watched where this
-//! machine allows it (Linux with glibc: `ptrace` stops on the file system calls a seccomp
-//! filter picks, see `ptrace`, and a `getenv` interposer, see `env`), plainly elsewhere;
+//! machine allows it (Linux with glibc: a seccomp filter picks the file system calls, `calls`,
+//! and sends them to the runner by user notification, `notify`, or before Linux 5.8 as
+//! `ptrace` stops, `ptrace`; a `getenv` interposer, `env`, logs the variables), plainly elsewhere;
 //! [`Run::wait`] gives its exit status and, when watched, what it [`Observed`]. Turning what
 //! was observed into an entry's inputs (what is left out, what each path holds) is
 //! `inputs`' business; the mechanisms only report.
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod calls;
 #[cfg(target_os = "linux")]
 pub(crate) mod env;
 pub(crate) mod inputs;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod notify;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod ptrace;
 
@@ -19,8 +24,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
-/// `0` turns tracing off: scripts are keyed by what they declare (DESIGN.md section 9's rules).
+/// `0` turns tracing off: scripts are keyed by what they declare (DESIGN.md section 9's rules);
+/// `ptrace` picks that watcher where user notification would be used.
 pub(crate) const TRACE_VAR: &str = "MEMOSHELVE_BUILD_SCRIPTS_TRACE";
+
+/// How a run is watched: `notify` where the kernel allows it (5.8), else `ptrace`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+enum Watcher {
+    Notify(notify::Watch),
+    Ptrace(ptrace::Tracer),
+}
 
 /// What a watched run did, as the processes spelled it (a relative path made absolute against
 /// the process's working directory or directory descriptor, links not resolved).
@@ -101,7 +114,7 @@ pub(crate) fn unavailable() -> Option<String> {
 pub(crate) struct Run {
     pub(crate) child: Child,
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    watch: Option<(ptrace::Tracer, Result<env::EnvWatch, String>)>,
+    watch: Option<(Watcher, Result<env::EnvWatch, String>)>,
 }
 
 /// Starts `command`, watched when `dirs` is given (the caller has checked [`unavailable`]; an
@@ -113,9 +126,25 @@ pub(crate) fn spawn(command: &mut Command, dirs: Option<&Dirs<'_>>) -> io::Resul
         if let Ok(watch) = &watch {
             command.envs(watch.env());
         }
+        let ptrace = std::env::var_os(TRACE_VAR).is_some_and(|value| value == "ptrace");
+        if notify::supported() && !ptrace {
+            let pending = notify::prepare(command)?;
+            return match command.spawn() {
+                Ok(child) => {
+                    let watcher = Watcher::Notify(pending.started(child.id()));
+                    Ok(Run { child, watch: Some((watcher, watch)) })
+                }
+                Err(err) => {
+                    pending.abandon();
+                    Err(err)
+                }
+            };
+        }
         let pending = ptrace::prepare(command)?;
         return match command.spawn() {
-            Ok(child) => Ok(Run { child, watch: Some((pending.started(), watch)) }),
+            Ok(child) => {
+                Ok(Run { child, watch: Some((Watcher::Ptrace(pending.started()), watch)) })
+            }
             Err(err) => {
                 pending.abandon();
                 Err(err)
@@ -136,9 +165,15 @@ impl Run {
     /// run means the tracer failed (the script's process is gone).
     pub(crate) fn wait(mut self) -> io::Result<(ExitStatus, Option<Observed>)> {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if let Some((tracer, watch)) = self.watch.take() {
-            // The tracer, a thread of the script's parent process, reaps it.
-            let (status, mut observed) = tracer.run()?;
+        if let Some((watcher, watch)) = self.watch.take() {
+            let (status, mut observed) = match watcher {
+                Watcher::Notify(watcher) => {
+                    let status = self.child.wait()?;
+                    (status, watcher.finish()?)
+                }
+                // The tracer, a thread of the script's parent process, reaps it.
+                Watcher::Ptrace(tracer) => tracer.run()?,
+            };
             if let Ok(watch) = &watch {
                 for own in watch.own_paths() {
                     observed.looked.remove(&own);
