@@ -272,11 +272,11 @@ pub(crate) fn render(results: &Value) -> String {
             for check in checks {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.1} ms | {} |",
+                    "| {} | {:.0} | {:.1} ms | {:.0} |",
                     check["package"].as_str().unwrap_or("?"),
-                    check["inputs"],
+                    check["inputs"].as_f64().unwrap_or(f64::NAN),
                     check["ms"].as_f64().unwrap_or(f64::NAN),
-                    check["from_stat_cache"]
+                    check["from_stat_cache"].as_f64().unwrap_or(f64::NAN)
                 );
             }
             out.push('\n');
