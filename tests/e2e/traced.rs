@@ -252,6 +252,15 @@ fn main() {{
     assert_eq!(word(&line), "recorded", "{line}");
     assert_eq!(conf(&world.target()), expected(&world.target(), "two"));
 
+    // Back as it was: the first run hits, and its file is put back.
+    write(&world.root, "shared/data.txt", "one\n");
+    let (_, line) = run();
+    assert_eq!(word(&line), "restored", "{line}");
+    assert_eq!(conf(&world.target()), expected(&world.target(), "one"));
+    write(&world.root, "shared/data.txt", "two\n");
+    let (_, line) = run();
+    assert_eq!(word(&line), "restored", "{line}");
+
     // At another target dir the file is there too, naming that target dir.
     let other = world.root.with_file_name("other-target");
     ok(world.cargo_in(&world.root, &other, &["build", "-q", "-p", "app"]));

@@ -1,7 +1,7 @@
-//! Which environment variables a traced run reads by name: `ptrace` cannot see a `getenv`, so
-//! the run's processes preload an interposer of libc's `getenv` and `secure_getenv`
-//! (`shim/getenv.rs`, compiled by `build.rs` and embedded here) that logs each name it is
-//! asked for to a file this module creates, parses and removes.
+//! Which environment variables a traced run reads by name: the watchers cannot see a `getenv`,
+//! so the run's processes preload an interposer of libc's `getenv` and `secure_getenv`
+//! (`memoshelve-env-shim/shim/getenv.rs`, compiled by that crate's `build.rs`, embedded here)
+//! that logs each name it is asked for to a file this module creates, parses and removes.
 //!
 //! What it cannot see: a process that reads its inherited `environ` without `getenv` (sh,
 //! perl, python, Rust's `env::vars()`), a static binary or one that drops `LD_PRELOAD`, a
@@ -24,12 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// never logs a read of it: its value differs on every run.
 const LOG_VAR: &str = "MEMOSHELVE_ENV_LOG";
 
-/// The interposer, built for this target by `build.rs` (`None` where it is not).
-#[cfg(not(memoshelve_no_env_shim))]
-const SHIM: Option<&[u8]> =
-    Some(include_bytes!(concat!(env!("OUT_DIR"), "/memoshelve-env-shim.so")));
-#[cfg(memoshelve_no_env_shim)]
-const SHIM: Option<&[u8]> = None;
+/// The interposer, built for this target by `memoshelve-env-shim` (`None` where it is not).
+const SHIM: Option<&[u8]> = memoshelve_env_shim::SHIM;
 
 /// Ends a name in [`EnvReads::names`] that the shim had to cut (see there).
 const TRUNCATED: char = '\0';
@@ -59,7 +55,7 @@ impl EnvWatch {
     /// of its bytes>.so`, written to a temp file in the same dir and renamed, so concurrent
     /// runners never see half a file) and makes an empty log file in `log_dir` (a name unique
     /// to this process and call). Err(why) when the shim is unavailable (not built for this
-    /// target, `memoshelve_no_env_shim`, or a write failed).
+    /// target, the shim crate built none, or a write failed).
     ///
     /// An installed file whose bytes differ (damaged, or a half-written file from before) is
     /// replaced. Both directories are created when missing. A `shim_dir` whose path holds a
@@ -67,7 +63,7 @@ impl EnvWatch {
     pub(crate) fn prepare(shim_dir: &Path, log_dir: &Path) -> Result<EnvWatch, String> {
         let Some(bytes) = SHIM else {
             return Err(
-                "the getenv interposer was not built for this target (see build.rs)".to_owned()
+                "the getenv interposer was not built for this target (see memoshelve-env-shim's build.rs)".to_owned()
             );
         };
         let shim = install(shim_dir, bytes)?;
@@ -274,7 +270,11 @@ mod tests {
 
     #[test]
     fn the_shim_is_built_for_glibc_and_prepare_says_when_it_is_not() {
-        assert_eq!(SHIM.is_some(), cfg!(target_env = "gnu"), "see build.rs's warning");
+        assert_eq!(
+            SHIM.is_some(),
+            cfg!(target_env = "gnu"),
+            "see memoshelve-env-shim's build.rs warning"
+        );
         if SHIM.is_none() {
             let root = tempfile::tempdir().unwrap();
             assert!(EnvWatch::prepare(root.path(), root.path()).is_err());

@@ -80,6 +80,10 @@ impl Default for Observed {
 }
 
 /// Where the watch keeps its own files (left out of what the run read and wrote).
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu")),
+    expect(dead_code, reason = "read by the Linux watchers only")
+)]
 pub(crate) struct Dirs<'a> {
     /// The installed `getenv` interposer's directory (in the cache root: shared by builds).
     pub(crate) tools: &'a Path,
@@ -94,7 +98,7 @@ pub(crate) fn unavailable() -> Option<String> {
         return Some(format!("{TRACE_VAR}=0"));
     }
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
-        return Some("runs are traced on Linux only".to_owned());
+        return Some("runs are traced on Linux with glibc only".to_owned());
     }
     // A build inside a traced build script (a script that runs cargo): one tracer per process,
     // and the outer run records all the inner one reads.

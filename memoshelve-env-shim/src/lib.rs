@@ -1,0 +1,13 @@
+//! The `getenv` interposer that `cargo-memoshelve`'s runner preloads into the processes of a
+//! traced build script (`shim/getenv.rs`, a `no_std` cdylib that `build.rs` compiles for the
+//! target), embedded as bytes: `None` where it is not built (not Linux with glibc, or it did
+//! not compile, which `build.rs` says as a warning).
+
+/// The interposer's bytes (a shared library), where it was built.
+#[cfg(not(memoshelve_no_env_shim))]
+pub const SHIM: Option<&[u8]> =
+    Some(include_bytes!(concat!(env!("OUT_DIR"), "/memoshelve-env-shim.so")));
+
+/// The interposer's bytes (a shared library), where it was built.
+#[cfg(memoshelve_no_env_shim)]
+pub const SHIM: Option<&[u8]> = None;
