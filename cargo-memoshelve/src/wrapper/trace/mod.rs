@@ -196,3 +196,32 @@ impl Run {
         Ok((self.child.wait()?, None))
     }
 }
+
+/// Runs this test binary's test `test` again as user `nobody`, from a copy that user can run:
+/// watching needs no privilege. Only as root (as in CI): run as a user, the other tests show
+/// it already.
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+pub(super) fn passes_as_nobody(test: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let binary = dir.path().join("tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new(&binary)
+        .args(["--exact", test, "--test-threads=1"])
+        .env("TMPDIR", dir.path())
+        .current_dir(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("1 passed"), "{text}");
+}

@@ -382,35 +382,12 @@ mod tests {
         assert_eq!(observed.unrecordable, None);
     }
 
-    /// No privilege needed: run as root (as in CI), the test above runs again as `nobody`
-    /// from a copy of this binary that user can run.
+    /// No privilege needed: the test above, as `nobody`.
     #[test]
     fn a_user_without_privileges_watches() {
-        // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return; // not root: the test above already shows it
-        }
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let binary = dir.path().join("tests");
-        std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let output = Command::new(&binary)
-            .args([
-                "--exact",
-                "wrapper::trace::notify::tests::sees_reads_misses_lists_writes_and_programs_of_every_process",
-                "--test-threads=1",
-            ])
-            .env("TMPDIR", dir.path())
-            .current_dir(dir.path())
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
-        assert!(text.contains("1 passed"), "{text}");
+        super::super::passes_as_nobody(
+            "wrapper::trace::notify::tests::sees_reads_misses_lists_writes_and_programs_of_every_process",
+        );
     }
 
     #[test]
