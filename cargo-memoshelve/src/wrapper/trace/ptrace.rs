@@ -187,11 +187,23 @@ fn follow(root: Pid, calls: &Calls) -> io::Result<(ExitStatus, Observed)> {
                     }
                     _ => {}
                 }
-                let _ = ptrace::cont(pid, None);
+                // One being let go of may stop here before its interrupt does (which is then
+                // lost): let go of it now.
+                if letting_go.remove(&pid) {
+                    let _ = ptrace::detach(pid, None);
+                    live.remove(&pid);
+                } else {
+                    let _ = ptrace::cont(pid, None);
+                }
             }
             WaitStatus::Stopped(pid, signal) => {
-                // A signal on its way to the process: delivered.
-                let _ = ptrace::cont(pid, signal);
+                // A signal on its way to the process: delivered (as it is let go of, if it is).
+                if letting_go.remove(&pid) {
+                    let _ = ptrace::detach(pid, signal);
+                    live.remove(&pid);
+                } else {
+                    let _ = ptrace::cont(pid, signal);
+                }
             }
             WaitStatus::Exited(pid, code) => {
                 live.remove(&pid);
