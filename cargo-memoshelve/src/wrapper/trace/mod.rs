@@ -225,3 +225,30 @@ pub(super) fn passes_as_nobody(test: &str) {
     assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("1 passed"), "{text}");
 }
+
+/// The one scenario both watchers must see whole: `run(dir, script)` runs `sh -c script` in
+/// `dir`, watched. A read, a missing path, a listing, writes (one by a child that changed
+/// directory: its relative path resolves against its own cwd), programs, an exit code.
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+pub(super) fn sees_every_process(run: impl FnOnce(&Path, &str) -> (ExitStatus, Observed)) {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    std::fs::write(dir.join("input"), "x").unwrap();
+    std::fs::create_dir(dir.join("listed")).unwrap();
+    let (status, observed) = run(
+        &dir,
+        "cat input > written; test -e missing || true; ls listed >/dev/null; \
+         (cd listed && cat ../input > ../from-a-child); exit 3",
+    );
+    assert_eq!(status.code(), Some(3));
+    assert!(observed.looked.contains(&dir.join("input")), "{observed:?}");
+    assert!(observed.looked.contains(&dir.join("missing")), "{observed:?}");
+    assert!(observed.listed.contains(&dir.join("listed")), "{observed:?}");
+    assert!(observed.written.contains(&dir.join("written")), "{observed:?}");
+    assert!(observed.written.contains(&dir.join("listed/../from-a-child")), "{observed:?}");
+    let ran: Vec<_> = observed.ran.iter().filter_map(|path| path.file_name()).collect();
+    assert!(ran.iter().any(|name| *name == "cat"), "{observed:?}");
+    assert!(ran.iter().any(|name| *name == "ls"), "{observed:?}");
+    assert!(observed.started_programs);
+    assert_eq!(observed.unrecordable, None);
+}

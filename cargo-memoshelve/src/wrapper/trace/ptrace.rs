@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -187,23 +188,11 @@ fn follow(root: Pid, calls: &Calls) -> io::Result<(ExitStatus, Observed)> {
                     }
                     _ => {}
                 }
-                // One being let go of may stop here before its interrupt does (which is then
-                // lost): let go of it now.
-                if letting_go.remove(&pid) {
-                    let _ = ptrace::detach(pid, None);
-                    live.remove(&pid);
-                } else {
-                    let _ = ptrace::cont(pid, None);
-                }
+                resume(pid, None, &mut letting_go, &mut live);
             }
             WaitStatus::Stopped(pid, signal) => {
-                // A signal on its way to the process: delivered (as it is let go of, if it is).
-                if letting_go.remove(&pid) {
-                    let _ = ptrace::detach(pid, signal);
-                    live.remove(&pid);
-                } else {
-                    let _ = ptrace::cont(pid, signal);
-                }
+                // A signal on its way to the process: delivered.
+                resume(pid, Some(signal), &mut letting_go, &mut live);
             }
             WaitStatus::Exited(pid, code) => {
                 live.remove(&pid);
@@ -252,6 +241,22 @@ fn follow(root: Pid, calls: &Calls) -> io::Result<(ExitStatus, Observed)> {
     Ok((status, observed))
 }
 
+/// Lets a stopped process go on with `signal`, or go altogether when it is being let go of
+/// (it may stop on an event already queued before its interrupt does, which is then lost).
+fn resume(
+    pid: Pid,
+    signal: Option<Signal>,
+    letting_go: &mut HashSet<Pid>,
+    live: &mut HashSet<Pid>,
+) {
+    if letting_go.remove(&pid) {
+        let _ = ptrace::detach(pid, signal);
+        live.remove(&pid);
+    } else {
+        let _ = ptrace::cont(pid, signal);
+    }
+}
+
 /// One stopped call: its arguments, read through `ptrace`.
 fn stopped(pid: Pid, calls: &Calls, observed: &mut Observed) {
     match ptrace::syscall_info(pid) {
@@ -285,26 +290,7 @@ mod tests {
 
     #[test]
     fn sees_reads_misses_lists_writes_and_programs_of_every_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let dir = dir.path().canonicalize().unwrap();
-        std::fs::write(dir.join("input"), "x").unwrap();
-        std::fs::create_dir(dir.join("listed")).unwrap();
-        let (status, observed) = traced(
-            &dir,
-            "cat input > written; test -e missing || true; ls listed >/dev/null; \
-             (cd listed && cat ../input > ../from-a-child); exit 3",
-        );
-        assert_eq!(status.code(), Some(3));
-        assert!(observed.looked.contains(&dir.join("input")), "{observed:?}");
-        assert!(observed.looked.contains(&dir.join("missing")), "{observed:?}");
-        assert!(observed.listed.contains(&dir.join("listed")), "{observed:?}");
-        assert!(observed.written.contains(&dir.join("written")), "{observed:?}");
-        // A relative path in a child that changed directory resolves against its own cwd.
-        assert!(observed.written.contains(&dir.join("listed/../from-a-child")), "{observed:?}");
-        let ran: Vec<_> = observed.ran.iter().filter_map(|path| path.file_name()).collect();
-        assert!(ran.iter().any(|name| *name == "cat"), "{observed:?}");
-        assert!(observed.started_programs);
-        assert_eq!(observed.unrecordable, None);
+        super::super::sees_every_process(traced);
     }
 
     #[test]
