@@ -17,12 +17,13 @@ use std::process::Command;
 /// The file `src/wrapper/trace/env.rs` includes from OUT_DIR (keep the two in step).
 const SHIM: &str = "memoshelve-env-shim.so";
 
+/// The shim's crate root (`shim/files.rs` and `shim/page.rs` are its modules).
 const SOURCE: &str = "shim/getenv.rs";
 
 const NO_SHIM_CFG: &str = "memoshelve_no_env_shim";
 
 fn main() {
-    println!("cargo::rerun-if-changed={SOURCE}");
+    println!("cargo::rerun-if-changed=shim");
     println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
     println!("cargo::rustc-check-cfg=cfg({NO_SHIM_CFG})");
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -70,6 +71,9 @@ fn compile(shim: &Path) -> Result<String, String> {
             "2024",
         ])
         .args(["-C", "panic=abort", "-C", "opt-level=2", "-C", "debuginfo=0"])
+        // One unit: split in several, the link keeps core's unwinding tables, whose
+        // `rust_eh_personality` no process the shim is loaded into defines.
+        .args(["-C", "codegen-units=1"])
         // Drops the local symbol table only: `getenv` stays in the dynamic one (`nm -D`).
         .args(["-C", "strip=symbols"])
         .args(["--target", &target])

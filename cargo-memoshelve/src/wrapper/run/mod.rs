@@ -260,8 +260,11 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             .map_err(Unrecorded::Bypassed)?;
         recorded.stderr = unit.normalize(&ran.stderr);
         recorded.missed = missed;
-        if let (Some(traced), Some(stops)) = (&ran.traced, ran.stops) {
-            cost = Some(format!("traced: {} inputs, {stops} calls stopped", traced.len()));
+        if let (Some(traced), Some((stops, logged))) = (&ran.traced, ran.stops) {
+            cost = Some(format!(
+                "traced: {} inputs, {stops} calls stopped, {logged} logged",
+                traced.len()
+            ));
         }
         recorded.traced = ran.traced;
         recorded.untraced = untraced.clone();
@@ -362,8 +365,9 @@ struct Ran {
     stderr: String,
     /// Its traced inputs (`None`: untraced).
     traced: Option<Traced>,
-    /// How many of its system calls stopped for the tracer.
-    stops: Option<u64>,
+    /// How many of its system calls stopped for the tracer, and how many the preloaded shim
+    /// logged instead.
+    stops: Option<(u64, u64)>,
 }
 
 /// The first entry of `dir` (cargo makes it empty; a rerun finds the last run's files), leaving

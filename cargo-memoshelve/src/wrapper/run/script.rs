@@ -268,7 +268,7 @@ pub(super) fn run_recorded(
         }
     }
     let traced = traced.map_err(Unrecorded::Bypassed)?;
-    let stops = observed.map(|observed| observed.stops);
+    let stops = observed.map(|observed| (observed.stops, observed.logged));
     Ok(Ran { stderr: stderr_text, traced, stops })
 }
 

@@ -111,6 +111,8 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
+#[cfg(target_arch = "x86_64")]
+const BPF_AND_K: u16 = 0x54;
 
 fn statement(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt: 0, jf: 0, k }
@@ -122,15 +124,29 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 
 /// The filter: another ABI's calls and this one's traced calls go to the watcher (`action`:
 /// `SECCOMP_RET_USER_NOTIF` or `SECCOMP_RET_TRACE`); `io_uring_setup` fails with `ENOSYS`
-/// (its operations would pass the filter unseen); the rest runs.
+/// (its operations would pass the filter unseen); the rest runs. On x86_64 so do the calls
+/// made from the preloaded shim's page (`memoshelve-env-shim/shim/files.rs`), which logged
+/// their paths before it made them.
 pub(super) fn filter(action: u32) -> Vec<libc::sock_filter> {
     let trace = statement(BPF_RET_K, action);
     let mut program = vec![
         statement(BPF_LD_W_ABS, 4), // seccomp_data.arch
         jump(BPF_JEQ_K, ARCH, 1, 0),
         trace,
-        statement(BPF_LD_W_ABS, 0), // seccomp_data.nr
     ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let page = memoshelve_env_shim::page::FAST_PAGE;
+        program.extend([
+            statement(BPF_LD_W_ABS, 12), // seccomp_data.instruction_pointer, high half
+            jump(BPF_JEQ_K, (page >> 32) as u32, 0, 4),
+            statement(BPF_LD_W_ABS, 8), // low half
+            statement(BPF_AND_K, 0xFFFF_F000),
+            jump(BPF_JEQ_K, page as u32, 0, 1),
+            statement(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        ]);
+    }
+    program.push(statement(BPF_LD_W_ABS, 0)); // seccomp_data.nr
     #[cfg(target_arch = "x86_64")]
     program.extend([jump(BPF_JGE_K, 0x4000_0000, 0, 1), trace]); // x32
     program.extend([

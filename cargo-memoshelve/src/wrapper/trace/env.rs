@@ -15,7 +15,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,11 @@ pub(crate) struct EnvReads {
     pub(crate) names: std::collections::BTreeSet<String>,
     /// The processes the shim was loaded into (by pid; a pid appears once per exec'd image).
     pub(crate) loaded: std::collections::BTreeSet<u32>,
+    /// The paths the shim's fast path looked at (x86_64: `shim/files.rs`), each logged before
+    /// the call, which then did not stop for the watcher.
+    pub(crate) looked: std::collections::BTreeSet<PathBuf>,
+    /// How many calls the fast path logged.
+    pub(crate) logged: u64,
 }
 
 impl EnvWatch {
@@ -205,6 +210,11 @@ fn parse(log: &[u8]) -> Result<EnvReads, String> {
         match (fields.next(), fields.next()) {
             (Some(b"L"), None) => {
                 reads.loaded.insert(pid);
+            }
+            (Some(b"F"), Some(path)) if path.first() == Some(&b'/') => {
+                let path = unescape(path).ok_or_else(bad_line)?;
+                reads.looked.insert(PathBuf::from(OsString::from_vec(path)));
+                reads.logged += 1;
             }
             (Some(tag @ (b"G" | b"T")), Some(escaped)) => {
                 let bytes = unescape(escaped).ok_or_else(bad_line)?;

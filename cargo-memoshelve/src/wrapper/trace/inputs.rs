@@ -301,6 +301,7 @@ pub(crate) fn record(
         started_programs: observed.started_programs,
         unrecordable: None,
         stops: observed.stops,
+        logged: observed.logged,
     };
     let mut traced = Traced::default();
     let mut beside_bytes = 0;

@@ -13,6 +13,8 @@
 mod calls;
 #[cfg(target_os = "linux")]
 pub(crate) mod env;
+#[cfg(all(test, target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod fast;
 pub(crate) mod inputs;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod notify;
@@ -61,6 +63,9 @@ pub(crate) struct Observed {
     pub(crate) unrecordable: Option<String>,
     /// How many system calls stopped for the tracer (what tracing cost).
     pub(crate) stops: u64,
+    /// How many file calls the preloaded shim logged instead (`memoshelve-env-shim`'s fast
+    /// path: they did not stop).
+    pub(crate) logged: u64,
 }
 
 impl Default for Observed {
@@ -75,6 +80,7 @@ impl Default for Observed {
             started_programs: false,
             unrecordable: None,
             stops: 0,
+            logged: 0,
         }
     }
 }
@@ -178,18 +184,26 @@ impl Run {
                 // The tracer, a thread of the script's parent process, reaps it.
                 Watcher::Ptrace(tracer) => tracer.run()?,
             };
-            if let Ok(watch) = &watch {
-                for own in watch.own_paths() {
-                    observed.looked.remove(&own);
-                    observed.written.remove(&own);
-                }
-            }
-            match watch.and_then(env::EnvWatch::finish) {
-                Ok(reads) => {
+            let own_paths = watch.as_ref().map(env::EnvWatch::own_paths).unwrap_or_default();
+            match watch.map(env::EnvWatch::finish) {
+                Ok(Ok(mut reads)) => {
                     observed.script_env_watched = reads.loaded.contains(&self.child.id());
                     observed.env = Ok(reads.names);
+                    observed.looked.append(&mut reads.looked);
+                    observed.logged = reads.logged;
                 }
+                // The fast path's paths are in the log too: without them, what the run read
+                // is not known.
+                Ok(Err(why)) => {
+                    observed.unrecordable.get_or_insert_with(|| why.clone());
+                    observed.env = Err(why);
+                }
+                // No shim was preloaded: the variables are not known, the paths all stopped.
                 Err(why) => observed.env = Err(why),
+            }
+            for own in own_paths {
+                observed.looked.remove(&own);
+                observed.written.remove(&own);
             }
             return Ok((status, Some(observed)));
         }

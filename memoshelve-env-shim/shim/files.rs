@@ -1,0 +1,1073 @@
+//! The fast path of a watched run (x86_64): the file calls programs make most often (`open`,
+//! `stat`, `access`, `readlink`, `realpath`, `fopen` to read...) log their path to the run's
+//! log and make the system call from one page at a fixed address, [`FAST_PAGE`], which the
+//! seccomp filter lets run without stopping. A stop costs about 10 µs; a logged line, one
+//! `writev` (issue 29's measurements are in BENCHMARKS.md).
+//!
+//! The rule that keeps it right: a call is logged *before* it is made, and whatever this file
+//! cannot log exactly as the watcher would record it (no log, no page, a path with a control
+//! byte or a backslash, a relative path whose base cannot be read, an open that may write, a
+//! version of `__xstat` it does not know) goes to libc's function, whose system call the
+//! filter stops as before. So the shim only moves work; it never hides a call. Calls libc
+//! makes inside itself (`fopen`'s `open`, `opendir`, the loader's) do not come here and stop.
+//!
+//! Log lines: `<pid>\tF\t<absolute path>\n`, a path looked at (opened to read, `stat`ed,
+//! `access`ed, read as a link), spelled as the watcher spells it (a relative path joined to
+//! the working directory or the directory descriptor's path, links not resolved).
+
+use core::ffi::{CStr, c_char, c_int, c_long, c_uint, c_void};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use super::{RTLD_NEXT, SavedErrno, abort, dlsym, log_fd};
+
+include!("page.rs");
+
+const PAGE_SIZE: usize = 4096;
+const PATH_MAX: usize = 4096;
+/// Links followed by one `realpath` before `ELOOP` (glibc's threshold).
+const MAX_LINKS: usize = 40;
+
+const SYS_OPENAT: c_long = 257;
+const SYS_NEWFSTATAT: c_long = 262;
+const SYS_READLINKAT: c_long = 267;
+const SYS_FACCESSAT: c_long = 269;
+const SYS_GETCWD: c_long = 79;
+const SYS_STATX: c_long = 332;
+const SYS_FACCESSAT2: c_long = 439;
+
+const AT_FDCWD: c_int = -100;
+const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
+const AT_EMPTY_PATH: c_int = 0x1000;
+const O_ACCMODE: c_int = 0o3;
+const O_RDONLY: c_int = 0;
+const O_CREAT: c_int = 0o100;
+const O_TRUNC: c_int = 0o1000;
+const O_TMPFILE: c_int = 0o20_000_000;
+const O_CLOEXEC: c_int = 0o2_000_000;
+const EBADF: c_int = 9;
+const ENOMEM: c_int = 12;
+const ENOENT: c_int = 2;
+const EINVAL: c_int = 22;
+const ELOOP: c_int = 40;
+const F_OK: c_int = 0;
+
+const PROT_READ: c_int = 1;
+const PROT_WRITE: c_int = 2;
+const PROT_EXEC: c_int = 4;
+const MAP_PRIVATE: c_int = 0x02;
+const MAP_ANONYMOUS: c_int = 0x20;
+const MAP_FIXED_NOREPLACE: c_int = 0x10_0000;
+
+#[link(name = "c")]
+unsafe extern "C" {
+    fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: i64,
+    ) -> *mut c_void;
+    fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
+    fn syscall(number: c_long, ...) -> c_long;
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
+    fn close(fd: c_int) -> c_int;
+    fn fdopen(fd: c_int, mode: *const c_char) -> *mut c_void;
+}
+
+/// `fn(number, a1, .., a6) -> result` (the kernel's: `-errno` on failure), as machine code:
+/// the System V arguments moved to the kernel's registers, `syscall`, `ret`.
+const ENTRY: [u8; 26] = [
+    0x48, 0x89, 0xf8, // mov rax, rdi
+    0x48, 0x89, 0xf7, // mov rdi, rsi
+    0x48, 0x89, 0xd6, // mov rsi, rdx
+    0x48, 0x89, 0xca, // mov rdx, rcx
+    0x4d, 0x89, 0xc2, // mov r10, r8
+    0x4d, 0x89, 0xc8, // mov r8, r9
+    0x4c, 0x8b, 0x4c, 0x24, 0x08, // mov r9, [rsp + 8]
+    0x0f, 0x05, // syscall
+    0xc3, // ret
+];
+
+type Entry = unsafe extern "C" fn(c_long, usize, usize, usize, usize, usize, usize) -> c_long;
+
+/// Whether this process image has the page: 0 not yet tried, 1 yes, 2 no.
+static PAGE: AtomicU8 = AtomicU8::new(0);
+
+/// Maps the page (the constructor calls this once per image, before `main`; before it, and
+/// where the address is taken, every call goes the slow way).
+pub(crate) fn map_page() {
+    if PAGE.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let at = FAST_PAGE as usize as *mut c_void;
+    // SAFETY: a new anonymous mapping at an address nothing else holds (NOREPLACE).
+    let mapped = unsafe {
+        mmap(
+            at,
+            PAGE_SIZE,
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    let ready = if mapped == at {
+        // SAFETY: the page is ours, writable and PAGE_SIZE long.
+        unsafe { ptr::copy_nonoverlapping(ENTRY.as_ptr(), at.cast::<u8>(), ENTRY.len()) };
+        // SAFETY: as above.
+        unsafe { mprotect(at, PAGE_SIZE, PROT_READ | PROT_EXEC) == 0 }
+    } else {
+        // A kernel before 4.17 takes NOREPLACE as a hint and maps elsewhere.
+        if !mapped.is_null() && mapped as isize != -1 {
+            // SAFETY: the mapping just made, unused.
+            unsafe { munmap(mapped, PAGE_SIZE) };
+        }
+        false
+    };
+    PAGE.store(if ready { 1 } else { 2 }, Ordering::Release);
+}
+
+fn fast() -> bool {
+    PAGE.load(Ordering::Acquire) == 1
+}
+
+/// A system call from the page (the caller has checked [`fast`]); the kernel's result.
+fn entry(number: c_long, args: [usize; 5]) -> c_long {
+    // SAFETY: the page holds ENTRY (fast() said so), a function of this type.
+    let call = unsafe { core::mem::transmute::<usize, Entry>(FAST_PAGE as usize) };
+    // SAFETY: the arguments are the caller's call's, valid for that system call.
+    unsafe { call(number, args[0], args[1], args[2], args[3], args[4], 0) }
+}
+
+/// Opens the log (`path`, `flags`) without being seen: from the page when there is one.
+pub(crate) fn open_log(path: *const c_char, flags: c_int) -> c_int {
+    let fd = if fast() {
+        entry(SYS_OPENAT, [AT_FDCWD as usize, path as usize, flags as usize, 0, 0])
+    } else {
+        // SAFETY: openat with a NUL-terminated path and no O_CREAT.
+        unsafe { syscall(SYS_OPENAT, AT_FDCWD, path, flags) }
+    };
+    if fd < 0 { -1 } else { fd as c_int }
+}
+
+/// A result as libc's wrappers give it: `-1` and `errno` on failure.
+fn libc_result(result: c_long) -> c_long {
+    if (-4095..0).contains(&result) {
+        // SAFETY: glibc's errno location is valid for the calling thread.
+        unsafe { *super::__errno_location() = -result as c_int };
+        -1
+    } else {
+        result
+    }
+}
+
+fn set_errno(errno: c_int) {
+    // SAFETY: glibc's errno location is valid for the calling thread.
+    unsafe { *super::__errno_location() = errno };
+}
+
+/// What [`log_path`] did.
+#[derive(PartialEq, Eq)]
+enum Logged {
+    /// The path is in the log: make the call from the page.
+    Yes,
+    /// Nothing to log (an empty path: the call is about the descriptor, or fails): from the page.
+    Nothing,
+    /// Could not log it as the watcher would record it: call libc's function (it stops).
+    No,
+}
+
+/// Logs the path `path` (relative to `dirfd`, or to the working directory for `AT_FDCWD`)
+/// before the call that looks at it.
+fn log_path(dirfd: c_int, path: *const c_char) -> Logged {
+    if !fast() || path.is_null() {
+        return Logged::No;
+    }
+    // SAFETY: non-null, NUL-terminated by the caller's contract (as the system call's).
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Logged::Nothing;
+    }
+    if !plain(bytes) {
+        return Logged::No;
+    }
+    let _errno = SavedErrno::save();
+    if bytes.first() == Some(&b'/') {
+        return if write_line(&[bytes]) { Logged::Yes } else { Logged::No };
+    }
+    let mut base = [0u8; PATH_MAX];
+    let Some(base) = base_of(dirfd, &mut base) else { return Logged::No };
+    let separator: &[u8] = if base == b"/" { b"" } else { b"/" };
+    if write_line(&[base, separator, bytes]) { Logged::Yes } else { Logged::No }
+}
+
+/// A path the log can hold as it is (no control byte, no backslash: nothing to escape).
+fn plain(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&byte| byte >= 0x20 && byte != 0x7f && byte != b'\\')
+}
+
+/// The absolute path `dirfd` stands for (the working directory for `AT_FDCWD`), in `buf`.
+fn base_of(dirfd: c_int, buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
+    let len = if dirfd == AT_FDCWD {
+        // getcwd's length counts the NUL.
+        let len = entry(SYS_GETCWD, [buf.as_mut_ptr() as usize, PATH_MAX, 0, 0, 0]);
+        usize::try_from(len).ok()?.checked_sub(1)?
+    } else {
+        if dirfd < 0 {
+            return None;
+        }
+        let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
+        let mut at = 14;
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        let mut fd = dirfd.cast_unsigned();
+        loop {
+            *digits.get_mut(n)? = b'0' + (fd % 10) as u8;
+            n += 1;
+            fd /= 10;
+            if fd == 0 {
+                break;
+            }
+        }
+        for &digit in digits.get(..n)?.iter().rev() {
+            *link.get_mut(at)? = digit;
+            at += 1;
+        }
+        let len = entry(
+            SYS_READLINKAT,
+            [AT_FDCWD as usize, link.as_ptr() as usize, buf.as_mut_ptr() as usize, PATH_MAX, 0],
+        );
+        usize::try_from(len).ok().filter(|&len| len < PATH_MAX)?
+    };
+    let base = buf.get(..len)?;
+    // "(unreachable)/..", "socket:[..]": no path the call can resolve against as written.
+    (base.first() == Some(&b'/') && plain(base)).then_some(base)
+}
+
+/// Writes `<pid>\tF\t<parts>\n` in one `writev`; whether it was written whole.
+fn write_line(parts: &[&[u8]]) -> bool {
+    #[repr(C)]
+    struct IoVec {
+        base: *const c_void,
+        len: usize,
+    }
+    unsafe extern "C" {
+        fn writev(fd: c_int, iov: *const IoVec, count: c_int) -> isize;
+    }
+    let Some(fd) = log_fd() else { return false };
+    let mut head = super::Line::new();
+    head.push_pid();
+    head.push(b'\t');
+    head.push(b'F');
+    head.push(b'\t');
+    let mut iov = [const { IoVec { base: ptr::null(), len: 0 } }; 5];
+    let mut count = 0;
+    let mut total = 0;
+    let head = head.bytes();
+    for part in core::iter::once(head).chain(parts.iter().copied()).chain([b"\n".as_slice()]) {
+        let Some(slot) = iov.get_mut(count) else { return false };
+        *slot = IoVec { base: part.as_ptr().cast(), len: part.len() };
+        count += 1;
+        total += part.len();
+    }
+    // SAFETY: each vector is a live slice.
+    let written = unsafe { writev(fd.fd, iov.as_ptr(), count as c_int) };
+    if fd.close {
+        // SAFETY: opened for this line only.
+        unsafe { close(fd.fd) };
+    }
+    // A short write leaves a cut line: the runner then records nothing of the run.
+    written == total as isize
+}
+
+/// The function `symbol` that the next object defines (libc's), cached in `slot`.
+fn next(slot: &AtomicPtr<c_void>, symbol: &CStr) -> *mut c_void {
+    let mut address = slot.load(Ordering::Relaxed);
+    if address.is_null() {
+        // SAFETY: `symbol` is NUL-terminated; RTLD_NEXT is a valid handle for a shared object.
+        address = unsafe { dlsym(RTLD_NEXT, symbol.as_ptr()) };
+        if address.is_null() {
+            // The program called a function its libc does not have: nothing to call.
+            // SAFETY: abort is always safe to call.
+            unsafe { abort() }
+        }
+        slot.store(address, Ordering::Relaxed);
+    }
+    address
+}
+
+/// Calls libc's `$name` with these arguments, of these types.
+macro_rules! libc_fn {
+    ($name:literal, fn($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty) => {{
+        static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+        let address = next(&SLOT, $name);
+        // SAFETY: `address` is libc's function of this name, which has this type.
+        let real = unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) -> $ret>(address) };
+        // SAFETY: the caller's arguments, under the function's own contract.
+        unsafe { real($($arg),*) }
+    }};
+}
+
+/// Whether an open with `flags` only reads (as the watcher tells a look from a write).
+fn reads_only(flags: c_int) -> bool {
+    flags & O_ACCMODE == O_RDONLY && flags & (O_CREAT | O_TRUNC | O_TMPFILE) == 0
+}
+
+fn fast_open(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> Option<c_int> {
+    if !reads_only(flags) || log_path(dirfd, path) == Logged::No {
+        return None;
+    }
+    let result =
+        entry(SYS_OPENAT, [dirfd as usize, path as usize, flags as usize, mode as usize, 0]);
+    Some(libc_result(result) as c_int)
+}
+
+// `open` and `openat` are variadic in C; the mode is taken as a third (fourth) argument, which
+// on x86_64 is where a variadic caller puts it, and read only by an `O_CREAT` open.
+
+/// # Safety
+/// As libc's `open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    fast_open(AT_FDCWD, path, flags, mode).unwrap_or_else(|| {
+        libc_fn!(c"open", fn(path: *const c_char, flags: c_int, mode: c_uint) -> c_int)
+    })
+}
+
+/// # Safety
+/// As libc's `open64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    fast_open(AT_FDCWD, path, flags, mode).unwrap_or_else(|| {
+        libc_fn!(c"open64", fn(path: *const c_char, flags: c_int, mode: c_uint) -> c_int)
+    })
+}
+
+/// # Safety
+/// As libc's `__open_2` (`open` under `_FORTIFY_SOURCE`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    fast_open(AT_FDCWD, path, flags, 0)
+        .unwrap_or_else(|| libc_fn!(c"__open_2", fn(path: *const c_char, flags: c_int) -> c_int))
+}
+
+/// # Safety
+/// As libc's `__open64_2`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    fast_open(AT_FDCWD, path, flags, 0)
+        .unwrap_or_else(|| libc_fn!(c"__open64_2", fn(path: *const c_char, flags: c_int) -> c_int))
+}
+
+/// # Safety
+/// As libc's `openat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    fast_open(dirfd, path, flags, mode).unwrap_or_else(|| {
+        libc_fn!(
+            c"openat",
+            fn(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `openat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    fast_open(dirfd, path, flags, mode).unwrap_or_else(|| {
+        libc_fn!(
+            c"openat64",
+            fn(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `__openat_2`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    fast_open(dirfd, path, flags, 0).unwrap_or_else(|| {
+        libc_fn!(c"__openat_2", fn(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int)
+    })
+}
+
+/// # Safety
+/// As libc's `__openat64_2`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    fast_open(dirfd, path, flags, 0).unwrap_or_else(|| {
+        libc_fn!(c"__openat64_2", fn(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int)
+    })
+}
+
+/// `fopen` of a mode that only reads (`r`, then any of `b`, `e`, `m`, `c`): the open from the
+/// page, the stream from libc's `fdopen`. Other modes: `None`.
+fn fast_fopen(path: *const c_char, mode: *const c_char) -> Option<*mut c_void> {
+    if mode.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated by the caller's contract.
+    let mode_bytes = unsafe { CStr::from_ptr(mode) }.to_bytes();
+    let (&first, rest) = mode_bytes.split_first()?;
+    // (No `<[u8]>::contains`: core's `memchr` would bring its unwinding tables along.)
+    if first != b'r' || !rest.iter().all(|&byte| matches!(byte, b'b' | b'e' | b'm' | b'c')) {
+        return None;
+    }
+    let flags = O_RDONLY | if rest.iter().any(|&byte| byte == b'e') { O_CLOEXEC } else { 0 };
+    let fd = fast_open(AT_FDCWD, path, flags, 0o666)?;
+    if fd < 0 {
+        return Some(ptr::null_mut());
+    }
+    // SAFETY: `fd` is open to read, `mode` a valid mode string.
+    let stream = unsafe { fdopen(fd, mode) };
+    if stream.is_null() {
+        let errno = SavedErrno::save();
+        // SAFETY: the descriptor just opened, held by nothing else.
+        unsafe { close(fd) };
+        drop(errno);
+    }
+    Some(stream)
+}
+
+/// # Safety
+/// As libc's `fopen`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut c_void {
+    fast_fopen(path, mode).unwrap_or_else(|| {
+        libc_fn!(c"fopen", fn(path: *const c_char, mode: *const c_char) -> *mut c_void)
+    })
+}
+
+/// # Safety
+/// As libc's `fopen64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut c_void {
+    fast_fopen(path, mode).unwrap_or_else(|| {
+        libc_fn!(c"fopen64", fn(path: *const c_char, mode: *const c_char) -> *mut c_void)
+    })
+}
+
+/// A call looking at `dirfd`/`path` whose arguments after the path are `rest`: logged and made
+/// from the page, or `None` (libc's function, then).
+fn fast_look(number: c_long, dirfd: c_int, path: *const c_char, rest: [usize; 3]) -> Option<c_int> {
+    if log_path(dirfd, path) == Logged::No {
+        return None;
+    }
+    let result = entry(number, [dirfd as usize, path as usize, rest[0], rest[1], rest[2]]);
+    Some(libc_result(result) as c_int)
+}
+
+/// `newfstatat`, where an empty path with `AT_EMPTY_PATH` is the descriptor itself.
+fn fast_fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+    flags: c_int,
+) -> Option<c_int> {
+    fast_look(SYS_NEWFSTATAT, dirfd, path, [buf as usize, flags as usize, 0])
+}
+
+/// `fstat`: nothing to log (the open was), but libc's makes it an `fstatat` with an empty path,
+/// which the filter cannot tell from one with a path.
+fn fast_fstat(fd: c_int, buf: *mut c_void) -> Option<c_int> {
+    if !fast() {
+        return None;
+    }
+    if fd < 0 {
+        set_errno(EBADF);
+        return Some(-1);
+    }
+    let result = entry(
+        SYS_NEWFSTATAT,
+        [fd as usize, c"".as_ptr() as usize, buf as usize, AT_EMPTY_PATH as usize, 0],
+    );
+    Some(libc_result(result) as c_int)
+}
+
+/// The `struct stat` versions `__xstat` and friends take on x86_64 (`_STAT_VER_KERNEL`,
+/// `_STAT_VER_LINUX`): both the kernel's layout.
+fn known_stat_version(version: c_int) -> bool {
+    version == 0 || version == 1
+}
+
+/// # Safety
+/// As libc's `stat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stat(path: *const c_char, buf: *mut c_void) -> c_int {
+    fast_fstatat(AT_FDCWD, path, buf, 0)
+        .unwrap_or_else(|| libc_fn!(c"stat", fn(path: *const c_char, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `stat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stat64(path: *const c_char, buf: *mut c_void) -> c_int {
+    fast_fstatat(AT_FDCWD, path, buf, 0)
+        .unwrap_or_else(|| libc_fn!(c"stat64", fn(path: *const c_char, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `lstat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lstat(path: *const c_char, buf: *mut c_void) -> c_int {
+    fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW)
+        .unwrap_or_else(|| libc_fn!(c"lstat", fn(path: *const c_char, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `lstat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int {
+    fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW)
+        .unwrap_or_else(|| libc_fn!(c"lstat64", fn(path: *const c_char, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `fstatat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+    flags: c_int,
+) -> c_int {
+    fast_fstatat(dirfd, path, buf, flags).unwrap_or_else(|| {
+        libc_fn!(
+            c"fstatat",
+            fn(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `fstatat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstatat64(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+    flags: c_int,
+) -> c_int {
+    fast_fstatat(dirfd, path, buf, flags).unwrap_or_else(|| {
+        libc_fn!(
+            c"fstatat64",
+            fn(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `fstat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut c_void) -> c_int {
+    fast_fstat(fd, buf)
+        .unwrap_or_else(|| libc_fn!(c"fstat", fn(fd: c_int, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `fstat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat64(fd: c_int, buf: *mut c_void) -> c_int {
+    fast_fstat(fd, buf)
+        .unwrap_or_else(|| libc_fn!(c"fstat64", fn(fd: c_int, buf: *mut c_void) -> c_int))
+}
+
+/// # Safety
+/// As libc's `__xstat` (what programs built against glibc before 2.33 call for `stat`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __xstat(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(AT_FDCWD, path, buf, 0))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(c"__xstat", fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int)
+        })
+}
+
+/// # Safety
+/// As libc's `__xstat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __xstat64(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(AT_FDCWD, path, buf, 0))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(
+                c"__xstat64",
+                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
+            )
+        })
+}
+
+/// # Safety
+/// As libc's `__lxstat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __lxstat(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(
+                c"__lxstat",
+                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
+            )
+        })
+}
+
+/// # Safety
+/// As libc's `__lxstat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __lxstat64(
+    version: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(
+                c"__lxstat64",
+                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
+            )
+        })
+}
+
+/// # Safety
+/// As libc's `__fxstat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstat(version: c_int, fd: c_int, buf: *mut c_void) -> c_int {
+    known_stat_version(version).then(|| fast_fstat(fd, buf)).flatten().unwrap_or_else(|| {
+        libc_fn!(c"__fxstat", fn(version: c_int, fd: c_int, buf: *mut c_void) -> c_int)
+    })
+}
+
+/// # Safety
+/// As libc's `__fxstat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstat64(version: c_int, fd: c_int, buf: *mut c_void) -> c_int {
+    known_stat_version(version).then(|| fast_fstat(fd, buf)).flatten().unwrap_or_else(|| {
+        libc_fn!(c"__fxstat64", fn(version: c_int, fd: c_int, buf: *mut c_void) -> c_int)
+    })
+}
+
+/// # Safety
+/// As libc's `__fxstatat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstatat(
+    version: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+    flags: c_int,
+) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(dirfd, path, buf, flags))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(
+                c"__fxstatat",
+                fn(
+                    version: c_int,
+                    dirfd: c_int,
+                    path: *const c_char,
+                    buf: *mut c_void,
+                    flags: c_int,
+                ) -> c_int
+            )
+        })
+}
+
+/// # Safety
+/// As libc's `__fxstatat64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fxstatat64(
+    version: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_void,
+    flags: c_int,
+) -> c_int {
+    known_stat_version(version)
+        .then(|| fast_fstatat(dirfd, path, buf, flags))
+        .flatten()
+        .unwrap_or_else(|| {
+            libc_fn!(
+                c"__fxstatat64",
+                fn(
+                    version: c_int,
+                    dirfd: c_int,
+                    path: *const c_char,
+                    buf: *mut c_void,
+                    flags: c_int,
+                ) -> c_int
+            )
+        })
+}
+
+/// # Safety
+/// As libc's `statx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut c_void,
+) -> c_int {
+    fast_look(SYS_STATX, dirfd, path, [flags as usize, mask as usize, buf as usize]).unwrap_or_else(
+        || {
+            libc_fn!(
+                c"statx",
+                fn(
+                    dirfd: c_int,
+                    path: *const c_char,
+                    flags: c_int,
+                    mask: c_uint,
+                    buf: *mut c_void,
+                ) -> c_int
+            )
+        },
+    )
+}
+
+/// # Safety
+/// As libc's `access`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
+    fast_look(SYS_FACCESSAT, AT_FDCWD, path, [mode as usize, 0, 0])
+        .unwrap_or_else(|| libc_fn!(c"access", fn(path: *const c_char, mode: c_int) -> c_int))
+}
+
+/// # Safety
+/// As libc's `faccessat`. With flags, libc's emulates them where the kernel lacks
+/// `faccessat2`: that case goes to libc's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> c_int {
+    let fast = if flags == 0 {
+        fast_look(SYS_FACCESSAT, dirfd, path, [mode as usize, 0, 0])
+    } else {
+        fast_look(SYS_FACCESSAT2, dirfd, path, [mode as usize, flags as usize, 0])
+            .filter(|&result| !(result == -1 && super::errno() == 38))
+    };
+    fast.unwrap_or_else(|| {
+        libc_fn!(
+            c"faccessat",
+            fn(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int
+        )
+    })
+}
+
+fn fast_readlink(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: usize,
+) -> Option<isize> {
+    if log_path(dirfd, path) == Logged::No {
+        return None;
+    }
+    let result = entry(SYS_READLINKAT, [dirfd as usize, path as usize, buf as usize, size, 0]);
+    Some(libc_result(result) as isize)
+}
+
+/// # Safety
+/// As libc's `readlink`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    fast_readlink(AT_FDCWD, path, buf, size).unwrap_or_else(|| {
+        libc_fn!(c"readlink", fn(path: *const c_char, buf: *mut c_char, size: usize) -> isize)
+    })
+}
+
+/// # Safety
+/// As libc's `readlinkat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: usize,
+) -> isize {
+    fast_readlink(dirfd, path, buf, size).unwrap_or_else(|| {
+        libc_fn!(
+            c"readlinkat",
+            fn(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `realpath`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    fast_realpath(path, resolved).unwrap_or_else(|| {
+        libc_fn!(c"realpath", fn(path: *const c_char, resolved: *mut c_char) -> *mut c_char)
+    })
+}
+
+/// # Safety
+/// As libc's `__realpath_chk` (`realpath` under `_FORTIFY_SOURCE`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __realpath_chk(
+    path: *const c_char,
+    resolved: *mut c_char,
+    size: usize,
+) -> *mut c_char {
+    (size >= PATH_MAX).then(|| fast_realpath(path, resolved)).flatten().unwrap_or_else(|| {
+        libc_fn!(
+            c"__realpath_chk",
+            fn(path: *const c_char, resolved: *mut c_char, size: usize) -> *mut c_char
+        )
+    })
+}
+
+/// # Safety
+/// As libc's `canonicalize_file_name`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
+    fast_realpath(path, ptr::null_mut()).unwrap_or_else(|| {
+        libc_fn!(c"canonicalize_file_name", fn(path: *const c_char) -> *mut c_char)
+    })
+}
+
+/// Why [`resolve`] stopped.
+enum Unresolved {
+    /// The call fails with this `errno` (as libc's would).
+    Fails(c_int),
+    /// Not done here (a path too long for the buffers, one the log cannot hold): libc's.
+    Slow,
+}
+
+/// `realpath` as glibc's does it: each component in turn, each read as a link (every
+/// `readlink` logged), `..` taken off the resolved prefix. `None`: libc's then.
+fn fast_realpath(path: *const c_char, resolved: *mut c_char) -> Option<*mut c_char> {
+    if !fast() || path.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated by the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    // SAFETY: plain allocation; the three buffers of PATH_MAX + 1 bytes.
+    let scratch = unsafe { malloc(3 * (PATH_MAX + 1)) }.cast::<u8>();
+    if scratch.is_null() {
+        return None;
+    }
+    // SAFETY: `scratch` holds 3 * (PATH_MAX + 1) bytes, split in three disjoint buffers.
+    let (name, rest, link) = unsafe {
+        (
+            &mut *scratch.cast::<[u8; PATH_MAX + 1]>(),
+            &mut *scratch.add(PATH_MAX + 1).cast::<[u8; PATH_MAX + 1]>(),
+            &mut *scratch.add(2 * (PATH_MAX + 1)).cast::<[u8; PATH_MAX + 1]>(),
+        )
+    };
+    let outcome = resolve(bytes, name, rest, link);
+    let answer = match outcome {
+        Ok(len) => {
+            let out = if resolved.is_null() {
+                // SAFETY: plain allocation.
+                unsafe { malloc(len + 1) }.cast::<c_char>()
+            } else {
+                resolved
+            };
+            if out.is_null() {
+                set_errno(ENOMEM);
+            } else {
+                // SAFETY: `out` holds at least len + 1 bytes (PATH_MAX for a caller's buffer,
+                // and len < PATH_MAX); `name` holds the path and its NUL.
+                unsafe { ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), out, len + 1) };
+            }
+            Some(out)
+        }
+        Err(Unresolved::Fails(errno)) => {
+            set_errno(errno);
+            Some(ptr::null_mut())
+        }
+        Err(Unresolved::Slow) => None,
+    };
+    let errno = SavedErrno::save();
+    // SAFETY: allocated above, not used after.
+    unsafe { free(scratch.cast()) };
+    drop(errno);
+    answer
+}
+
+/// Resolves `path` into `name` (NUL-terminated; its length returned), using `rest` for what
+/// is left to resolve and `link` for a link's text.
+fn resolve(
+    path: &[u8],
+    name: &mut [u8; PATH_MAX + 1],
+    rest: &mut [u8; PATH_MAX + 1],
+    link: &mut [u8; PATH_MAX + 1],
+) -> Result<usize, Unresolved> {
+    use Unresolved::{Fails, Slow};
+    if path.is_empty() {
+        return Err(Fails(ENOENT));
+    }
+    if path.len() >= PATH_MAX {
+        return Err(Slow);
+    }
+    rest.get_mut(..path.len()).ok_or(Slow)?.copy_from_slice(path);
+    let mut rest_len = path.len();
+    let mut len = if path.first() == Some(&b'/') {
+        put(name, 0, b'/')?;
+        1
+    } else {
+        let cwd = entry(SYS_GETCWD, [name.as_mut_ptr() as usize, PATH_MAX, 0, 0, 0]);
+        if cwd < 0 {
+            return Err(Fails(-cwd as c_int));
+        }
+        if name.first() != Some(&b'/') {
+            return Err(Slow);
+        }
+        cwd as usize - 1
+    };
+    let mut at = 0;
+    let mut links = 0;
+    loop {
+        while rest.get(at..rest_len).is_some_and(|left| left.first() == Some(&b'/')) {
+            at += 1;
+        }
+        if at >= rest_len {
+            break;
+        }
+        let end = rest
+            .get(at..rest_len)
+            .ok_or(Slow)?
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(rest_len, |i| at + i);
+        let component = rest.get(at..end).ok_or(Slow)?;
+        at = end;
+        if component == b"." {
+            continue;
+        }
+        if component == b".." {
+            len = parent(name, len);
+            continue;
+        }
+        let extra = usize::from(len > 1) + component.len();
+        if len + extra >= PATH_MAX {
+            return Err(Slow);
+        }
+        if len > 1 {
+            put(name, len, b'/')?;
+            len += 1;
+        }
+        name.get_mut(len..len + component.len()).ok_or(Slow)?.copy_from_slice(component);
+        len += component.len();
+        put(name, len, 0)?;
+        let current = name.get(..len).ok_or(Slow)?;
+        if !plain(current) || !write_line(&[current]) {
+            return Err(Slow);
+        }
+        let read = entry(
+            SYS_READLINKAT,
+            [AT_FDCWD as usize, name.as_ptr() as usize, link.as_mut_ptr() as usize, PATH_MAX, 0],
+        );
+        if read >= 0 {
+            let text_len = read as usize;
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(Fails(ELOOP));
+            }
+            let left = rest_len - at;
+            if text_len + left >= PATH_MAX {
+                return Err(Slow);
+            }
+            // The link's text, then what was left: the new rest.
+            let (text, tail) = (text_len, left);
+            link.get_mut(text..text + tail)
+                .ok_or(Slow)?
+                .copy_from_slice(rest.get(at..rest_len).ok_or(Slow)?);
+            rest.get_mut(..text + tail)
+                .ok_or(Slow)?
+                .copy_from_slice(link.get(..text + tail).ok_or(Slow)?);
+            rest_len = text + tail;
+            at = 0;
+            if rest.first() == Some(&b'/') {
+                len = 1;
+            } else {
+                len = parent(name, len);
+            }
+        } else if read == -(EINVAL as c_long) {
+            // Not a link. A `/`, `/.` or `/..` next needs it to be a directory.
+            if dir_needed(rest.get(at..rest_len).ok_or(Slow)?) {
+                if len + 1 >= PATH_MAX {
+                    return Err(Slow);
+                }
+                put(name, len, b'/')?;
+                put(name, len + 1, 0)?;
+                let checked = entry(
+                    SYS_FACCESSAT,
+                    [AT_FDCWD as usize, name.as_ptr() as usize, F_OK as usize, 0, 0],
+                );
+                put(name, len, 0)?;
+                if checked < 0 {
+                    return Err(Fails(-checked as c_int));
+                }
+            }
+        } else {
+            return Err(Fails(-read as c_int));
+        }
+    }
+    put(name, len, 0)?;
+    Ok(len)
+}
+
+/// Sets `buf[at]` (no panic: the shim must not pull in core's unwinding code).
+fn put(buf: &mut [u8], at: usize, byte: u8) -> Result<(), Unresolved> {
+    *buf.get_mut(at).ok_or(Unresolved::Slow)? = byte;
+    Ok(())
+}
+
+/// `name[..len]` without its last component (never shorter than `/`).
+fn parent(name: &mut [u8; PATH_MAX + 1], len: usize) -> usize {
+    let slash =
+        name.get(..len).and_then(|prefix| prefix.iter().rposition(|&b| b == b'/')).unwrap_or(0);
+    let len = slash.max(1);
+    let _ = put(name, len, 0);
+    len
+}
+
+/// Whether what follows a component (`suffix`, starting at its slash, if any) is only
+/// slashes, or slashes then `.` or `..` (then optionally more): then that component must be a
+/// directory for the path to resolve, even though nothing after it is looked up by name.
+fn dir_needed(suffix: &[u8]) -> bool {
+    let mut at = 0;
+    while suffix.get(at) == Some(&b'/') {
+        while suffix.get(at) == Some(&b'/') {
+            at += 1;
+        }
+        match suffix.get(at) {
+            None => return true,
+            Some(&b'.') => {}
+            Some(_) => return false,
+        }
+        at += 1;
+        match (suffix.get(at), suffix.get(at + 1)) {
+            (None, _) | (Some(&b'.'), None | Some(&b'/')) => return true,
+            _ => {}
+        }
+    }
+    false
+}
