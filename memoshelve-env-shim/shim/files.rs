@@ -17,7 +17,7 @@
 
 use core::ffi::{CStr, c_char, c_int, c_long, c_uint, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use super::{RTLD_NEXT, SavedErrno, abort, dlsym, log_fd};
 
@@ -248,8 +248,68 @@ fn base_of(dirfd: c_int, buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
     (base.first() == Some(&b'/') && plain(base)).then_some(base)
 }
 
-/// Writes `<pid>\tF\t<parts>\n` in one `writev`; whether it was written whole.
+/// How many paths a process remembers having logged (64 KiB of `.bss`).
+const SEEN_SLOTS: usize = 4096;
+/// How far a lookup probes past a path's slot.
+const SEEN_PROBES: usize = 8;
+
+/// The paths this process image has logged, by two 64-bit hashes (the first never 0: an
+/// empty slot). A path logged once in a run is in the run's log: logging it again adds
+/// nothing (what the run read is a set), and gcc asks about `/usr` hundreds of times per
+/// compile. A `fork` child inherits the table and a `vfork` child shares it; either way what
+/// it holds was logged to the same run's log. Threads race only to log a path twice.
+static SEEN: [[AtomicU64; 2]; SEEN_SLOTS] =
+    [const { [const { AtomicU64::new(0) }; 2] }; SEEN_SLOTS];
+
+/// Two independent hashes of the concatenated `parts` (FNV-1a, and a multiply-rotate).
+fn hashes(parts: &[&[u8]]) -> (u64, u64) {
+    let mut first: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut second: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &byte in parts.iter().flat_map(|part| part.iter()) {
+        first = (first ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        second = (second.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    }
+    (first | 1, second)
+}
+
+/// Whether this process logged the path `parts` spell already.
+fn seen((first, second): (u64, u64)) -> bool {
+    (0..SEEN_PROBES).any(|probe| {
+        let slot = SEEN.get((first as usize).wrapping_add(probe) % SEEN_SLOTS);
+        slot.is_some_and(|[a, b]| {
+            a.load(Ordering::Acquire) == first && b.load(Ordering::Acquire) == second
+        })
+    })
+}
+
+/// Remembers a logged path (when a slot near its own is free).
+fn remember((first, second): (u64, u64)) {
+    for probe in 0..SEEN_PROBES {
+        let Some([a, b]) = SEEN.get((first as usize).wrapping_add(probe) % SEEN_SLOTS) else {
+            return;
+        };
+        if a.compare_exchange(0, first, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            b.store(second, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Logs the path `parts` spell, unless this process did already; whether it is in the log.
 fn write_line(parts: &[&[u8]]) -> bool {
+    let hashes = hashes(parts);
+    if seen(hashes) {
+        return true;
+    }
+    let written = write_line_now(parts);
+    if written {
+        remember(hashes);
+    }
+    written
+}
+
+/// Writes `<pid>\tF\t<parts>\n` in one `writev`; whether it was written whole.
+fn write_line_now(parts: &[&[u8]]) -> bool {
     #[repr(C)]
     struct IoVec {
         base: *const c_void,

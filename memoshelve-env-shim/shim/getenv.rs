@@ -4,12 +4,15 @@
 //! installs it, sets `LD_PRELOAD` and `MEMOSHELVE_ENV_LOG`, and reads the log.
 //!
 //! It is loaded into every process the script starts (cc, perl, make...), so it is `no_std`,
-//! allocates nothing and takes no lock (a `vfork` child or a signal handler may call it); a
-//! process image pays one `dlsym` pair, one `open` and one `write` at load, then an `fcntl`
-//! and a `write` per logged name.
+//! allocates nothing (but `realpath`'s scratch, as libc's does) and takes no lock (a `vfork`
+//! child or a signal handler may call it); a process image pays one `dlsym` pair, one `mmap`,
+//! one `open` and one `write` at load, then an `fcntl` and a `write` per logged name or path.
+//! It must not panic (core's unwinding tables would come along and name a
+//! `rust_eh_personality` nothing defines): slices are read with `get`.
 //!
 //! Exported: `getenv` and `secure_getenv`, which return what the next definition (libc's,
-//! found with `dlsym(RTLD_NEXT, ..)`) returns, and log the name.
+//! found with `dlsym(RTLD_NEXT, ..)`) returns, and log the name; on x86_64 also the file calls
+//! of the fast path (`files.rs`, which logs `<pid>\tF\t<path>\n` lines to the same log).
 //!
 //! The log is the file named by `MEMOSHELVE_ENV_LOG` (read with the real `getenv`, never
 //! logged). The runner creates it; this opens it without `O_CREAT`, so a process started

@@ -1,6 +1,6 @@
-//! The `getenv` interposer that `cargo-memoshelve`'s runner preloads into the processes of a
-//! traced build script (`shim/getenv.rs`, a `no_std` cdylib that `build.rs` compiles for the
-//! target), embedded as bytes: `None` where it is not built (not Linux with glibc, or it did
+//! The interposer that `cargo-memoshelve`'s runner preloads into the processes of a traced
+//! build script (`getenv`, and the fast path of file calls on x86_64: `shim/getenv.rs`, a
+//! `no_std` cdylib that `build.rs` compiles for the target), embedded as bytes: `None` where it is not built (not Linux with glibc, or it did
 //! not compile, which `build.rs` says as a warning).
 
 /// The interposer's bytes (a shared library), where it was built.

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The variable that names the log to the shim (`LOG_VAR` in `shim/getenv.rs`). The shim
 /// never logs a read of it: its value differs on every run.
-const LOG_VAR: &str = "MEMOSHELVE_ENV_LOG";
+pub(crate) const LOG_VAR: &str = "MEMOSHELVE_ENV_LOG";
 
 /// The interposer, built for this target by `memoshelve-env-shim` (`None` where it is not).
 const SHIM: Option<&[u8]> = memoshelve_env_shim::SHIM;

@@ -106,6 +106,13 @@ pub(crate) fn unavailable() -> Option<String> {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return Some("runs are traced on Linux with glibc only".to_owned());
     }
+    // A build inside a watched build script (a script that runs cargo) under user
+    // notification: the outer watch sees it all, through its log, which the inner processes
+    // must keep writing to (a watch of its own would point them at another).
+    #[cfg(target_os = "linux")]
+    if std::env::var_os(env::LOG_VAR).is_some() {
+        return Some("this build runs inside a traced build script".to_owned());
+    }
     // A build inside a traced build script (a script that runs cargo): one tracer per process,
     // and the outer run records all the inner one reads.
     let traced = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
