@@ -73,6 +73,7 @@ unsafe extern "C" {
     fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
     fn syscall(number: c_long, ...) -> c_long;
     fn malloc(size: usize) -> *mut c_void;
+    fn calloc(count: usize, size: usize) -> *mut c_void;
     fn free(ptr: *mut c_void);
     fn close(fd: c_int) -> c_int;
     fn fdopen(fd: c_int, mode: *const c_char) -> *mut c_void;
@@ -927,8 +928,8 @@ fn fast_realpath(path: *const c_char, resolved: *mut c_char) -> Option<*mut c_ch
     }
     // SAFETY: non-null, NUL-terminated by the caller's contract.
     let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
-    // SAFETY: plain allocation; the three buffers of PATH_MAX + 1 bytes.
-    let scratch = unsafe { malloc(3 * (PATH_MAX + 1)) }.cast::<u8>();
+    // SAFETY: plain allocation, zeroed: the three buffers of PATH_MAX + 1 bytes.
+    let scratch = unsafe { calloc(3, PATH_MAX + 1) }.cast::<u8>();
     if scratch.is_null() {
         return None;
     }
@@ -959,6 +960,17 @@ fn fast_realpath(path: *const c_char, resolved: *mut c_char) -> Option<*mut c_ch
             Some(out)
         }
         Err(Unresolved::Fails(errno)) => {
+            // As glibc's: a caller's buffer gets the path resolved up to the missing part
+            // (for a missing part only).
+            if errno == ENOENT && !resolved.is_null() && name.first() == Some(&b'/') {
+                let len = name.iter().position(|&byte| byte == 0).unwrap_or(PATH_MAX);
+                if len < PATH_MAX {
+                    // SAFETY: the caller's buffer holds PATH_MAX bytes; `len` + 1 fit.
+                    unsafe {
+                        ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), resolved, len + 1);
+                    }
+                }
+            }
             set_errno(errno);
             Some(ptr::null_mut())
         }

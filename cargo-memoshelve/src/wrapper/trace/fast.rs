@@ -118,8 +118,9 @@ fn probe_answers() {
         unsafe {
             let mut buf = [0 as libc::c_char; libc::PATH_MAX as usize];
             let resolved = libc::realpath(p, buf.as_mut_ptr());
-            let text = (!resolved.is_null()).then(|| CStr::from_ptr(buf.as_ptr()).to_owned());
-            write!(line, " realpath={}", outcome(!resolved.is_null(), text)).unwrap();
+            // On failure too: glibc leaves the part it resolved in the caller's buffer.
+            let text = CStr::from_ptr(buf.as_ptr()).to_owned();
+            write!(line, " realpath={} {text:?}", outcome(!resolved.is_null(), ())).unwrap();
             let allocated = libc::realpath(p, std::ptr::null_mut());
             let text = (!allocated.is_null()).then(|| CStr::from_ptr(allocated).to_owned());
             write!(line, " realpath-alloc={}", outcome(!allocated.is_null(), text)).unwrap();
