@@ -104,6 +104,10 @@ pub(crate) fn map_page() {
     if PAGE.load(Ordering::Acquire) != 0 {
         return;
     }
+    if !next_definitions_are_libcs() {
+        PAGE.store(2, Ordering::Release);
+        return;
+    }
     let at = FAST_PAGE as usize as *mut c_void;
     // SAFETY: a new anonymous mapping at an address nothing else holds (NOREPLACE).
     let mapped = unsafe {
@@ -130,6 +134,83 @@ pub(crate) fn map_page() {
         false
     };
     PAGE.store(if ready { 1 } else { 2 }, Ordering::Release);
+}
+
+/// The functions the fast path answers.
+const FAST_SYMBOLS: [&CStr; 34] = [
+    c"open",
+    c"open64",
+    c"__open_2",
+    c"__open64_2",
+    c"openat",
+    c"openat64",
+    c"__openat_2",
+    c"__openat64_2",
+    c"fopen",
+    c"fopen64",
+    c"stat",
+    c"stat64",
+    c"lstat",
+    c"lstat64",
+    c"fstatat",
+    c"fstatat64",
+    c"fstat",
+    c"fstat64",
+    c"__xstat",
+    c"__xstat64",
+    c"__lxstat",
+    c"__lxstat64",
+    c"__fxstat",
+    c"__fxstat64",
+    c"__fxstatat",
+    c"__fxstatat64",
+    c"statx",
+    c"access",
+    c"faccessat",
+    c"readlink",
+    c"readlinkat",
+    c"realpath",
+    c"__realpath_chk",
+    c"canonicalize_file_name",
+];
+
+/// What `dladdr` tells of an address.
+#[repr(C)]
+struct DlInfo {
+    file_name: *const c_char,
+    file_base: *mut c_void,
+    symbol_name: *const c_char,
+    symbol_address: *mut c_void,
+}
+
+/// Whether, for every function the fast path answers, the next definition after this shim is
+/// libc's own. Another interposer in between (the user's `LD_PRELOAD`, fakeroot's `stat`, a
+/// library of the program defining `open`) would be skipped by a call made from the page:
+/// the fast path is then off in this process, and every call goes to the next definition.
+fn next_definitions_are_libcs() -> bool {
+    #[link(name = "dl")]
+    unsafe extern "C" {
+        fn dladdr(address: *const c_void, info: *mut DlInfo) -> c_int;
+    }
+    let base = |address: *mut c_void| -> Option<*mut c_void> {
+        let mut info = DlInfo {
+            file_name: ptr::null(),
+            file_base: ptr::null_mut(),
+            symbol_name: ptr::null(),
+            symbol_address: ptr::null_mut(),
+        };
+        // SAFETY: any address may be asked about; `info` is written on success.
+        (unsafe { dladdr(address, &mut info) } != 0).then_some(info.file_base)
+    };
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT (null) is a valid handle.
+    let libc_probe = unsafe { dlsym(ptr::null_mut(), c"gnu_get_libc_version".as_ptr()) };
+    let Some(libc) = base(libc_probe).filter(|_| !libc_probe.is_null()) else { return false };
+    FAST_SYMBOLS.iter().all(|symbol| {
+        // SAFETY: as above; RTLD_NEXT is a valid handle for a shared object.
+        let next = unsafe { dlsym(RTLD_NEXT, symbol.as_ptr()) };
+        // A function libc lacks is one no program here calls.
+        next.is_null() || base(next) == Some(libc)
+    })
 }
 
 fn fast() -> bool {

@@ -276,3 +276,82 @@ fn a_runner_inside_a_watched_run_does_not_watch() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
+
+/// The functions the shim exports for the fast path are the ones whose next definition it
+/// checks (`FAST_SYMBOLS` in `shim/files.rs`): one missing there would bypass an interposer.
+#[test]
+fn the_shim_checks_every_function_it_answers() {
+    let source = include_str!("../../../../memoshelve-env-shim/shim/files.rs");
+    let list = source.split("const FAST_SYMBOLS").nth(1).unwrap().split("];").next().unwrap();
+    let checked: std::collections::BTreeSet<&str> =
+        list.split("c\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    let tools = tempfile::tempdir().unwrap();
+    let watch = EnvWatch::prepare(tools.path(), tools.path()).unwrap();
+    let shim = watch.own_paths().remove(0);
+    let output = Command::new("nm").args(["-D", "--defined-only"]).arg(&shim).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let exported: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, "T", name] if name != "getenv" && name != "secure_getenv" => Some(name.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let checked: std::collections::BTreeSet<String> =
+        checked.into_iter().map(str::to_owned).collect();
+    assert_eq!(exported, checked);
+}
+
+/// Set on the probe process of the next test.
+const ACCESS_VAR: &str = "MEMOSHELVE_FAST_ACCESS_PROBE";
+
+/// Not a test: prints what `access("/", F_OK)` answers in this process.
+#[test]
+#[expect(clippy::print_stdout, reason = "the test below reads it")]
+fn access_probe() {
+    if std::env::var_os(ACCESS_VAR).is_none() {
+        return;
+    }
+    // SAFETY: a NUL-terminated path.
+    let answer = unsafe { libc::access(c"/".as_ptr(), libc::F_OK) };
+    println!("access={answer}");
+}
+
+/// An interposer preloaded after the shim (the user's `LD_PRELOAD`) still answers: the
+/// fast path, which would go around it, is off in that process.
+#[test]
+fn an_interposer_after_the_shim_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("other.c");
+    std::fs::write(&source, "int access(const char *path, int mode) { return 42; }\n").unwrap();
+    let other = dir.path().join("other.so");
+    let status =
+        Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&other).arg(&source).status();
+    assert!(status.unwrap().success());
+    let (_crate, module) = module_path!().split_once("::").unwrap();
+    for with_other in [false, true] {
+        let tools = tempfile::tempdir().unwrap();
+        let watch = EnvWatch::prepare(tools.path(), tools.path()).unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["--exact", &format!("{module}::access_probe"), "--nocapture", "-q"]);
+        command.env(ACCESS_VAR, "1");
+        for (name, mut value) in watch.env() {
+            if name == "LD_PRELOAD" && with_other {
+                value.push(" ");
+                value.push(&other);
+            }
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let reads = watch.finish().unwrap();
+        if with_other {
+            assert!(stdout.contains("access=42"), "{stdout}");
+            assert_eq!(reads.logged, 0, "{:?}", reads.looked);
+        } else {
+            assert!(stdout.contains("access=0"), "{stdout}");
+            assert!(reads.looked.contains(Path::new("/")), "{:?}", reads.looked);
+        }
+    }
+}
