@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use super::{RTLD_NEXT, SavedErrno, abort, dlsym, log_fd};
 
-include!("page.rs");
+use super::page::FAST_PAGE;
 
 const PAGE_SIZE: usize = 4096;
 const PATH_MAX: usize = 4096;

@@ -35,6 +35,8 @@
 /// The fast path of file calls (x86_64 only: elsewhere every traced call stops).
 #[cfg(target_arch = "x86_64")]
 mod files;
+#[cfg(target_arch = "x86_64")]
+mod page;
 
 use core::ffi::{CStr, c_char, c_int, c_ulong, c_void};
 use core::ptr;
