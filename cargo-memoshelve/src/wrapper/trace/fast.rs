@@ -205,10 +205,13 @@ fn the_fast_path_answers_as_libc_does() {
     }
 }
 
+/// Set on the probe process of the next test: run [`watched_scenario`] (under whichever
+/// watcher `MEMOSHELVE_BUILD_SCRIPTS_TRACE` picks).
+const SCENARIO_VAR: &str = "MEMOSHELVE_FAST_SCENARIO_PROBE";
+
 /// A watched run's processes (sh, cat, gcc...) make most of their file calls on the fast
 /// path; what they looked at is seen all the same.
-#[test]
-fn a_watched_run_sees_what_the_fast_path_logged() {
+fn watched_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().canonicalize().unwrap();
     std::fs::write(dir.join("input"), "x").unwrap();
@@ -245,6 +248,35 @@ fn a_watched_run_sees_what_the_fast_path_logged() {
     // Every compile's header lookups, and the shell's and cat's calls, went the fast way
     // (the loader's and libc's own calls still stop).
     assert!(observed.logged > 100, "{} logged, {} stopped", observed.logged, observed.stops);
+}
+
+/// Not a test: the scenario in a process of its own (with the watcher its environment picks).
+#[test]
+fn scenario_probe() {
+    if std::env::var_os(SCENARIO_VAR).is_some() {
+        watched_scenario();
+    }
+}
+
+#[test]
+fn a_watched_run_sees_what_the_fast_path_logged() {
+    watched_scenario();
+}
+
+/// The fast path works the same under the `ptrace` watcher (the filter lets the page's calls
+/// through before either watcher sees them).
+#[test]
+fn a_run_watched_by_ptrace_sees_what_the_fast_path_logged() {
+    let (_crate, module) = module_path!().split_once("::").unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &format!("{module}::scenario_probe"), "-q"])
+        .env(SCENARIO_VAR, "1")
+        .env(super::TRACE_VAR, "ptrace")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 passed"), "{stdout}");
 }
 
 /// Set on the probe process of the next test.

@@ -2,8 +2,9 @@
 //! (`calls`) sends each traced call of the script and every process it starts to a listener
 //! descriptor; the runner's watcher threads read its arguments and let it go on unchanged
 //! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). Measured on this project's 2-core VM: about 10 µs a
-//! call, where a `ptrace` stop costs about 50 µs (strace's, 100 µs); heavy-native's traced
-//! cold build went from 1.97x to 1.59x its untraced one (BENCHMARKS.md, issue 29).
+//! call (9 µs with synchronous wake-ups, Linux 6.6), where a `ptrace` stop costs about 50 µs
+//! (strace's, 100 µs); heavy-native's traced cold build went from 1.97x to 1.59x its untraced
+//! one (BENCHMARKS.md, issue 29), and with the shim's fast path to 1.21x.
 //!
 //! Between fork and exec the script's process installs the filter, which gives it the
 //! listener, and sends the listener to the runner over a socket (`SCM_RIGHTS`) before it
