@@ -330,18 +330,84 @@ fn base_of(dirfd: c_int, buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
     (base.first() == Some(&b'/') && plain(base)).then_some(base)
 }
 
-/// How many paths a process remembers having logged (64 KiB of `.bss`).
+/// How many paths a process remembers having logged when the run has no shared table (64 KiB
+/// of `.bss`).
 const SEEN_SLOTS: usize = 4096;
 /// How far a lookup probes past a path's slot.
 const SEEN_PROBES: usize = 8;
 
-/// The paths this process image has logged, by two 64-bit hashes (the first never 0: an
-/// empty slot). A path logged once in a run is in the run's log: logging it again adds
-/// nothing (what the run read is a set), and gcc asks about `/usr` hundreds of times per
-/// compile. A `fork` child inherits the table and a `vfork` child shares it; either way what
-/// it holds was logged to the same run's log. Threads race only to log a path twice.
+/// The paths logged in this run, by two 64-bit hashes (the first never 0: an empty slot). A
+/// path logged once in a run is in the run's log: logging it again adds nothing (what the run
+/// read is a set), and gcc asks about `/usr` hundreds of times per compile, every process of a
+/// configure script about the same locale files. Either the run's table, shared by all its
+/// processes ([`SHARED`]), or this process image's own. A `fork` child inherits either and a
+/// `vfork` child shares it; whatever it holds was logged to the same run's log. Threads and
+/// processes race only to log a path twice.
 static SEEN: [[AtomicU64; 2]; SEEN_SLOTS] =
     [const { [const { AtomicU64::new(0) }; 2] }; SEEN_SLOTS];
+
+/// The variable naming the run's shared table (`SEEN_VAR` in `trace/env.rs`): a file of
+/// [`SHARED_BYTES`] bytes (a `memfd` of the runner, named through `/proc`).
+const SEEN_VAR: &CStr = c"MEMOSHELVE_SEEN_TABLE";
+/// Slots in the shared table (1 MiB).
+pub(crate) const SHARED_SLOTS: usize = 1 << 16;
+const SHARED_BYTES: usize = SHARED_SLOTS * 16;
+const MAP_SHARED: c_int = 0x01;
+const O_RDWR: c_int = 0o2;
+
+/// The shared table, mapped by the constructor (null: none, use [`SEEN`]).
+static SHARED: AtomicPtr<[AtomicU64; 2]> = AtomicPtr::new(ptr::null_mut());
+
+/// Maps the run's shared table when the runner made one (once per image, from the
+/// constructor; before it, and without one, this process's own table serves).
+pub(crate) fn map_shared_table() {
+    if !fast() || !SHARED.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let real_getenv = super::real(&super::REAL_GETENV, c"getenv", super::scan_environ);
+    // SAFETY: a NUL-terminated name.
+    let path = unsafe { real_getenv(SEEN_VAR.as_ptr()) };
+    if path.is_null() {
+        return;
+    }
+    let fd =
+        entry(SYS_OPENAT, [AT_FDCWD as usize, path as usize, (O_RDWR | O_CLOEXEC) as usize, 0, 0]);
+    let Ok(fd) = c_int::try_from(fd) else { return };
+    if fd < 0 {
+        return;
+    }
+    // A file shorter than the table would fault past its end: its size is checked first.
+    let mut stat = [0u64; 18];
+    let stated = entry(
+        SYS_NEWFSTATAT,
+        [fd as usize, c"".as_ptr() as usize, stat.as_mut_ptr() as usize, AT_EMPTY_PATH as usize, 0],
+    );
+    // `st_size` is the seventh word of x86_64's `struct stat`.
+    let big_enough = stated == 0 && stat.get(6).is_some_and(|&size| size >= SHARED_BYTES as u64);
+    if big_enough {
+        // SAFETY: a shared mapping of the table's bytes, which the file holds.
+        let mapped = unsafe {
+            mmap(ptr::null_mut(), SHARED_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        };
+        if !mapped.is_null() && mapped as isize != -1 {
+            SHARED.store(mapped.cast(), Ordering::Release);
+        }
+    }
+    // SAFETY: the descriptor opened above (the mapping outlives it).
+    unsafe { close(fd) };
+}
+
+/// The table in use: the run's, else this process's.
+fn table() -> &'static [[AtomicU64; 2]] {
+    let shared = SHARED.load(Ordering::Acquire);
+    if shared.is_null() {
+        &SEEN
+    } else {
+        // SAFETY: a live shared mapping of SHARED_SLOTS slots of two u64s, never unmapped;
+        // atomics are what every process uses on it.
+        unsafe { core::slice::from_raw_parts(shared, SHARED_SLOTS) }
+    }
+}
 
 /// Two independent hashes of the concatenated `parts` (FNV-1a, and a multiply-rotate).
 fn hashes(parts: &[&[u8]]) -> (u64, u64) {
@@ -354,10 +420,11 @@ fn hashes(parts: &[&[u8]]) -> (u64, u64) {
     (first | 1, second)
 }
 
-/// Whether this process logged the path `parts` spell already.
+/// Whether the path with these hashes was logged already.
 fn seen((first, second): (u64, u64)) -> bool {
+    let table = table();
     (0..SEEN_PROBES).any(|probe| {
-        let slot = SEEN.get((first as usize).wrapping_add(probe) % SEEN_SLOTS);
+        let slot = table.get((first as usize).wrapping_add(probe) % table.len());
         slot.is_some_and(|[a, b]| {
             a.load(Ordering::Acquire) == first && b.load(Ordering::Acquire) == second
         })
@@ -366,13 +433,19 @@ fn seen((first, second): (u64, u64)) -> bool {
 
 /// Remembers a logged path (when a slot near its own is free).
 fn remember((first, second): (u64, u64)) {
+    let table = table();
     for probe in 0..SEEN_PROBES {
-        let Some([a, b]) = SEEN.get((first as usize).wrapping_add(probe) % SEEN_SLOTS) else {
+        let Some([a, b]) = table.get((first as usize).wrapping_add(probe) % table.len()) else {
             return;
         };
-        if a.compare_exchange(0, first, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            b.store(second, Ordering::Release);
-            return;
+        match a.compare_exchange(0, first, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                b.store(second, Ordering::Release);
+                return;
+            }
+            // Logged by another at the same time: nothing to add.
+            Err(current) if current == first && b.load(Ordering::Acquire) == second => return,
+            Err(_) => {}
         }
     }
 }

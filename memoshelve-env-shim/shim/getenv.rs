@@ -168,6 +168,8 @@ static LOADED: extern "C" fn() = loaded;
 extern "C" fn loaded() {
     #[cfg(target_arch = "x86_64")]
     files::map_page();
+    #[cfg(target_arch = "x86_64")]
+    files::map_shared_table();
     real(&REAL_GETENV, c"getenv", scan_environ);
     real(&REAL_SECURE_GETENV, c"secure_getenv", scan_environ_secure);
     let _errno = SavedErrno::save();

@@ -35,6 +35,31 @@ const TRUNCATED: char = '\0';
 pub(crate) struct EnvWatch {
     shim: PathBuf,
     log: PathBuf,
+    /// The run's table of logged paths, shared by its processes (`None` where a `memfd`
+    /// could not be made: each process then keeps its own).
+    seen: Option<std::os::fd::OwnedFd>,
+}
+
+/// The variable that names the shared table to the shim (`SEEN_VAR` in `shim/files.rs`).
+const SEEN_VAR: &str = "MEMOSHELVE_SEEN_TABLE";
+
+/// The shared table's size (`SHARED_BYTES` in `shim/files.rs`: 65,536 slots of two u64s).
+const SEEN_BYTES: i64 = 1 << 20;
+
+/// A `memfd` of [`SEEN_BYTES`] zeros (memory, not disk: the shim maps it shared, and a
+/// mapped file on a full disk would kill a process with `SIGBUS`).
+fn seen_table() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: a NUL-terminated name and flags; the result is a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"memoshelve-seen".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just made and is owned here.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a valid descriptor and length.
+    (unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), SEEN_BYTES) } == 0)
+        .then_some(fd)
 }
 
 /// What a watched run read.
@@ -73,7 +98,7 @@ impl EnvWatch {
         };
         let shim = install(shim_dir, bytes)?;
         let log = create_log(log_dir)?;
-        Ok(EnvWatch { shim, log })
+        Ok(EnvWatch { shim, log, seen: seen_table() })
     }
 
     /// Variables to set on the traced command: `LD_PRELOAD` = the shim's path, followed by
@@ -84,10 +109,15 @@ impl EnvWatch {
     /// script's environment).
     pub(crate) fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         let user = std::env::var_os("LD_PRELOAD");
-        vec![
+        let mut env = vec![
             ("LD_PRELOAD".into(), self.preload(user.as_deref())),
             (LOG_VAR.into(), self.log.clone().into_os_string()),
-        ]
+        ];
+        if let Some(seen) = &self.seen {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(seen);
+            env.push((SEEN_VAR.into(), format!("/proc/{}/fd/{fd}", std::process::id()).into()));
+        }
+        env
     }
 
     /// The files the watch itself uses (the shim, the log): the tracer leaves them out of

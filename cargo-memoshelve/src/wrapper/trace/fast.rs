@@ -387,3 +387,30 @@ fn an_interposer_after_the_shim_still_answers() {
         }
     }
 }
+
+/// A path one process logged, the others of the run do not log again (the run's shared
+/// table): three `cat`s of one file, one line.
+#[test]
+fn processes_of_a_run_log_a_path_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    std::fs::write(dir.join("input"), "x").unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let watch = EnvWatch::prepare(tools.path(), tools.path()).unwrap();
+    let env = watch.env();
+    assert!(env.iter().any(|(name, _)| name == "MEMOSHELVE_SEEN_TABLE"), "{env:?}");
+    let log = env.iter().find(|(name, _)| name == "MEMOSHELVE_ENV_LOG").unwrap().1.clone();
+    let status = Command::new("sh")
+        .args(["-c", "cat input; cat input; cat input"])
+        .current_dir(&dir)
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line_end = format!("\tF\t{}\n", dir.join("input").display());
+    assert_eq!(text.matches(&line_end).count(), 1, "{text}");
+    let reads = watch.finish().unwrap();
+    assert!(reads.looked.contains(&dir.join("input")));
+}

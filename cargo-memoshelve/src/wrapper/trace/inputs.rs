@@ -35,7 +35,7 @@ use super::Observed;
 use crate::wrapper::statcache::StatCache;
 
 /// Variables that describe the machine or the session, not the run: never inputs.
-const MACHINE_ENV: [&str; 27] = [
+const MACHINE_ENV: [&str; 28] = [
     "NUM_JOBS",
     "CARGO_MAKEFLAGS",
     "MAKEFLAGS",
@@ -62,6 +62,7 @@ const MACHINE_ENV: [&str; 27] = [
     "SSH_TTY",
     "LD_PRELOAD",
     "MEMOSHELVE_ENV_LOG",
+    "MEMOSHELVE_SEEN_TABLE",
     "CARGO_TERM_COLOR",
 ];
 
