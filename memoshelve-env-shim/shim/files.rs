@@ -302,23 +302,13 @@ fn base_of(dirfd: c_int, buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
         if dirfd < 0 {
             return None;
         }
-        let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
-        let mut at = 14;
-        let mut digits = [0u8; 10];
-        let mut n = 0;
-        let mut fd = dirfd.cast_unsigned();
-        loop {
-            *digits.get_mut(n)? = b'0' + (fd % 10) as u8;
-            n += 1;
-            fd /= 10;
-            if fd == 0 {
-                break;
-            }
+        let mut link = super::Line::new();
+        for &byte in b"/proc/self/fd/" {
+            link.push(byte);
         }
-        for &digit in digits.get(..n)?.iter().rev() {
-            *link.get_mut(at)? = digit;
-            at += 1;
-        }
+        link.push_number(dirfd.cast_unsigned());
+        link.push(0);
+        let link = link.bytes();
         let len = entry(
             SYS_READLINKAT,
             [AT_FDCWD as usize, link.as_ptr() as usize, buf.as_mut_ptr() as usize, PATH_MAX, 0],

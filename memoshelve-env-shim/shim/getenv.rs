@@ -283,16 +283,20 @@ impl Line {
 
     fn push_pid(&mut self) {
         // SAFETY: getpid cannot fail.
-        let mut pid = unsafe { getpid() }.cast_unsigned();
+        self.push_number(unsafe { getpid() }.cast_unsigned());
+    }
+
+    /// Appends `number` in decimal.
+    fn push_number(&mut self, mut number: u32) {
         let mut digits = [0u8; 10];
         let mut n_digits = 0;
         loop {
             if let Some(digit) = digits.get_mut(n_digits) {
-                *digit = b'0' + (pid % 10) as u8;
+                *digit = b'0' + (number % 10) as u8;
                 n_digits += 1;
             }
-            pid /= 10;
-            if pid == 0 {
+            number /= 10;
+            if number == 0 {
                 break;
             }
         }
@@ -340,11 +344,7 @@ fn log_fd() -> Option<LogFd> {
     let real_getenv = real(&REAL_GETENV, c"getenv", scan_environ);
     // SAFETY: LOG_VAR is NUL-terminated.
     let path = unsafe { real_getenv(LOG_VAR.as_ptr()) };
-    let opened = if path.is_null() {
-        -1
-    } else {
-        open_log(path)
-    };
+    let opened = if path.is_null() { -1 } else { open_log(path) };
     let new = if opened < 0 { DISABLED } else { opened };
     match LOG_FD.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire) {
         _ if opened < 0 => None,

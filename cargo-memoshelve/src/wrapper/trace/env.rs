@@ -15,6 +15,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub(crate) struct EnvWatch {
     log: PathBuf,
     /// The run's table of logged paths, shared by its processes (`None` where a `memfd`
     /// could not be made: each process then keeps its own).
-    seen: Option<std::os::fd::OwnedFd>,
+    seen: Option<OwnedFd>,
 }
 
 /// The variable that names the shared table to the shim (`SEEN_VAR` in `shim/files.rs`).
@@ -48,18 +49,16 @@ const SEEN_BYTES: i64 = 1 << 20;
 
 /// A `memfd` of [`SEEN_BYTES`] zeros (memory, not disk: the shim maps it shared, and a
 /// mapped file on a full disk would kill a process with `SIGBUS`).
-fn seen_table() -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd as _;
+fn seen_table() -> Option<OwnedFd> {
     // SAFETY: a NUL-terminated name and flags; the result is a new descriptor or -1.
     let fd = unsafe { libc::memfd_create(c"memoshelve-seen".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return None;
     }
     // SAFETY: `fd` was just made and is owned here.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: a valid descriptor and length.
-    (unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), SEEN_BYTES) } == 0)
-        .then_some(fd)
+    (unsafe { libc::ftruncate(fd.as_raw_fd(), SEEN_BYTES) } == 0).then_some(fd)
 }
 
 /// What a watched run read.
@@ -114,7 +113,7 @@ impl EnvWatch {
             (LOG_VAR.into(), self.log.clone().into_os_string()),
         ];
         if let Some(seen) = &self.seen {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(seen);
+            let fd = seen.as_raw_fd();
             env.push((SEEN_VAR.into(), format!("/proc/{}/fd/{fd}", std::process::id()).into()));
         }
         env
