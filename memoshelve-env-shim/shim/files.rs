@@ -50,6 +50,7 @@ const ENOMEM: c_int = 12;
 const ENOENT: c_int = 2;
 const EINVAL: c_int = 22;
 const ELOOP: c_int = 40;
+const ENOSYS: c_int = 38;
 const F_OK: c_int = 0;
 
 const PROT_READ: c_int = 1;
@@ -507,7 +508,7 @@ fn next(slot: &AtomicPtr<c_void>, symbol: &CStr) -> *mut c_void {
 
 /// Calls libc's `$name` with these arguments, of these types.
 macro_rules! libc_fn {
-    ($name:literal, fn($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty) => {{
+    ($name:expr, fn($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty) => {{
         static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
         let address = next(&SLOT, $name);
         // SAFETY: `address` is libc's function of this name, which has this type.
@@ -516,6 +517,161 @@ macro_rules! libc_fn {
         unsafe { real($($arg),*) }
     }};
 }
+
+/// `name` (an identifier) as a C string, at compile time.
+macro_rules! c_name {
+    ($name:ident) => {
+        const {
+            match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("a symbol's name has no NUL"),
+            }
+        }
+    };
+}
+
+/// Exports each of the `[names]` as a function of these parameters whose body is `body`, in
+/// which `next()` calls libc's function of the same name with the same arguments.
+macro_rules! interpose {
+    ([], $($signature_and_body:tt)*) => {};
+    ([$name:ident $(, $more:ident)*], $($signature_and_body:tt)*) => {
+        interpose_one!($name, $($signature_and_body)*);
+        interpose!([$($more),*], $($signature_and_body)*);
+    };
+}
+
+/// [`interpose`] for one name.
+macro_rules! interpose_one {
+    ($name:ident, fn($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty, |$next:ident| $body:expr) => {
+        /// # Safety
+        ///
+        /// As libc's function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            let $next = || libc_fn!(c_name!($name), fn($($arg: $ty),*) -> $ret);
+            $body
+        }
+    };
+}
+
+// `open` and `openat` are variadic in C; the mode is taken as a third (fourth) argument, which
+// on x86_64 is where a variadic caller puts it, and read only by an `O_CREAT` open.
+interpose!([open, open64], fn(path: *const c_char, flags: c_int, mode: c_uint) -> c_int, |next| {
+    fast_open(AT_FDCWD, path, flags, mode).unwrap_or_else(next)
+});
+// `open` under `_FORTIFY_SOURCE`.
+interpose!([__open_2, __open64_2], fn(path: *const c_char, flags: c_int) -> c_int, |next| {
+    fast_open(AT_FDCWD, path, flags, 0).unwrap_or_else(next)
+});
+interpose!(
+    [openat, openat64],
+    fn(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int,
+    |next| fast_open(dirfd, path, flags, mode).unwrap_or_else(next)
+);
+interpose!(
+    [__openat_2, __openat64_2],
+    fn(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int,
+    |next| fast_open(dirfd, path, flags, 0).unwrap_or_else(next)
+);
+interpose!([fopen, fopen64], fn(path: *const c_char, mode: *const c_char) -> *mut c_void, |next| {
+    fast_fopen(path, mode).unwrap_or_else(next)
+});
+interpose!([stat, stat64], fn(path: *const c_char, buf: *mut c_void) -> c_int, |next| {
+    fast_fstatat(AT_FDCWD, path, buf, 0).unwrap_or_else(next)
+});
+interpose!([lstat, lstat64], fn(path: *const c_char, buf: *mut c_void) -> c_int, |next| {
+    fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW).unwrap_or_else(next)
+});
+interpose!(
+    [fstatat, fstatat64],
+    fn(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int,
+    |next| fast_fstatat(dirfd, path, buf, flags).unwrap_or_else(next)
+);
+interpose!([fstat, fstat64], fn(fd: c_int, buf: *mut c_void) -> c_int, |next| {
+    fast_fstat(fd, buf).unwrap_or_else(next)
+});
+// What programs built against glibc before 2.33 call for `stat` and its kin.
+interpose!(
+    [__xstat, __xstat64],
+    fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int,
+    |next| {
+        known_stat_version(version)
+            .then(|| fast_fstatat(AT_FDCWD, path, buf, 0))
+            .flatten()
+            .unwrap_or_else(next)
+    }
+);
+interpose!(
+    [__lxstat, __lxstat64],
+    fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int,
+    |next| {
+        known_stat_version(version)
+            .then(|| fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW))
+            .flatten()
+            .unwrap_or_else(next)
+    }
+);
+interpose!(
+    [__fxstat, __fxstat64],
+    fn(version: c_int, fd: c_int, buf: *mut c_void) -> c_int,
+    |next| known_stat_version(version).then(|| fast_fstat(fd, buf)).flatten().unwrap_or_else(next)
+);
+interpose!(
+    [__fxstatat, __fxstatat64],
+    fn(version: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int,
+    |next| {
+        known_stat_version(version)
+            .then(|| fast_fstatat(dirfd, path, buf, flags))
+            .flatten()
+            .unwrap_or_else(next)
+    }
+);
+interpose!(
+    [statx],
+    fn(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int,
+    |next| {
+        fast_look(SYS_STATX, dirfd, path, [flags as usize, mask as usize, buf as usize])
+            .unwrap_or_else(next)
+    }
+);
+interpose!([access], fn(path: *const c_char, mode: c_int) -> c_int, |next| {
+    fast_look(SYS_FACCESSAT, AT_FDCWD, path, [mode as usize, 0, 0]).unwrap_or_else(next)
+});
+// With flags, libc's emulates them where the kernel lacks `faccessat2`: that case goes to
+// libc's.
+interpose!(
+    [faccessat],
+    fn(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int,
+    |next| {
+        let fast = if flags == 0 {
+            fast_look(SYS_FACCESSAT, dirfd, path, [mode as usize, 0, 0])
+        } else {
+            fast_look(SYS_FACCESSAT2, dirfd, path, [mode as usize, flags as usize, 0])
+                .filter(|&result| !(result == -1 && super::errno() == ENOSYS))
+        };
+        fast.unwrap_or_else(next)
+    }
+);
+interpose!([readlink], fn(path: *const c_char, buf: *mut c_char, size: usize) -> isize, |next| {
+    fast_readlink(AT_FDCWD, path, buf, size).unwrap_or_else(next)
+});
+interpose!(
+    [readlinkat],
+    fn(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize,
+    |next| fast_readlink(dirfd, path, buf, size).unwrap_or_else(next)
+);
+interpose!([realpath], fn(path: *const c_char, resolved: *mut c_char) -> *mut c_char, |next| {
+    fast_realpath(path, resolved).unwrap_or_else(next)
+});
+// `realpath` under `_FORTIFY_SOURCE`: a buffer shorter than PATH_MAX is libc's to refuse.
+interpose!(
+    [__realpath_chk],
+    fn(path: *const c_char, resolved: *mut c_char, size: usize) -> *mut c_char,
+    |next| (size >= PATH_MAX).then(|| fast_realpath(path, resolved)).flatten().unwrap_or_else(next)
+);
+interpose!([canonicalize_file_name], fn(path: *const c_char) -> *mut c_char, |next| {
+    fast_realpath(path, ptr::null_mut()).unwrap_or_else(next)
+});
 
 /// Whether an open with `flags` only reads (as the watcher tells a look from a write).
 fn reads_only(flags: c_int) -> bool {
@@ -529,95 +685,6 @@ fn fast_open(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> O
     let result =
         entry(SYS_OPENAT, [dirfd as usize, path as usize, flags as usize, mode as usize, 0]);
     Some(libc_result(result) as c_int)
-}
-
-// `open` and `openat` are variadic in C; the mode is taken as a third (fourth) argument, which
-// on x86_64 is where a variadic caller puts it, and read only by an `O_CREAT` open.
-
-/// # Safety
-/// As libc's `open`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    fast_open(AT_FDCWD, path, flags, mode).unwrap_or_else(|| {
-        libc_fn!(c"open", fn(path: *const c_char, flags: c_int, mode: c_uint) -> c_int)
-    })
-}
-
-/// # Safety
-/// As libc's `open64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-    fast_open(AT_FDCWD, path, flags, mode).unwrap_or_else(|| {
-        libc_fn!(c"open64", fn(path: *const c_char, flags: c_int, mode: c_uint) -> c_int)
-    })
-}
-
-/// # Safety
-/// As libc's `__open_2` (`open` under `_FORTIFY_SOURCE`).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
-    fast_open(AT_FDCWD, path, flags, 0)
-        .unwrap_or_else(|| libc_fn!(c"__open_2", fn(path: *const c_char, flags: c_int) -> c_int))
-}
-
-/// # Safety
-/// As libc's `__open64_2`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
-    fast_open(AT_FDCWD, path, flags, 0)
-        .unwrap_or_else(|| libc_fn!(c"__open64_2", fn(path: *const c_char, flags: c_int) -> c_int))
-}
-
-/// # Safety
-/// As libc's `openat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn openat(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mode: c_uint,
-) -> c_int {
-    fast_open(dirfd, path, flags, mode).unwrap_or_else(|| {
-        libc_fn!(
-            c"openat",
-            fn(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `openat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn openat64(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mode: c_uint,
-) -> c_int {
-    fast_open(dirfd, path, flags, mode).unwrap_or_else(|| {
-        libc_fn!(
-            c"openat64",
-            fn(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `__openat_2`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    fast_open(dirfd, path, flags, 0).unwrap_or_else(|| {
-        libc_fn!(c"__openat_2", fn(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int)
-    })
-}
-
-/// # Safety
-/// As libc's `__openat64_2`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    fast_open(dirfd, path, flags, 0).unwrap_or_else(|| {
-        libc_fn!(c"__openat64_2", fn(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int)
-    })
 }
 
 /// `fopen` of a mode that only reads (`r`, then any of `b`, `e`, `m`, `c`): the open from the
@@ -647,24 +714,6 @@ fn fast_fopen(path: *const c_char, mode: *const c_char) -> Option<*mut c_void> {
         drop(errno);
     }
     Some(stream)
-}
-
-/// # Safety
-/// As libc's `fopen`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut c_void {
-    fast_fopen(path, mode).unwrap_or_else(|| {
-        libc_fn!(c"fopen", fn(path: *const c_char, mode: *const c_char) -> *mut c_void)
-    })
-}
-
-/// # Safety
-/// As libc's `fopen64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut c_void {
-    fast_fopen(path, mode).unwrap_or_else(|| {
-        libc_fn!(c"fopen64", fn(path: *const c_char, mode: *const c_char) -> *mut c_void)
-    })
 }
 
 /// A call looking at `dirfd`/`path` whose arguments after the path are `rest`: logged and made
@@ -710,279 +759,6 @@ fn known_stat_version(version: c_int) -> bool {
     version == 0 || version == 1
 }
 
-/// # Safety
-/// As libc's `stat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn stat(path: *const c_char, buf: *mut c_void) -> c_int {
-    fast_fstatat(AT_FDCWD, path, buf, 0)
-        .unwrap_or_else(|| libc_fn!(c"stat", fn(path: *const c_char, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `stat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn stat64(path: *const c_char, buf: *mut c_void) -> c_int {
-    fast_fstatat(AT_FDCWD, path, buf, 0)
-        .unwrap_or_else(|| libc_fn!(c"stat64", fn(path: *const c_char, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `lstat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn lstat(path: *const c_char, buf: *mut c_void) -> c_int {
-    fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW)
-        .unwrap_or_else(|| libc_fn!(c"lstat", fn(path: *const c_char, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `lstat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int {
-    fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW)
-        .unwrap_or_else(|| libc_fn!(c"lstat64", fn(path: *const c_char, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `fstatat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fstatat(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_void,
-    flags: c_int,
-) -> c_int {
-    fast_fstatat(dirfd, path, buf, flags).unwrap_or_else(|| {
-        libc_fn!(
-            c"fstatat",
-            fn(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `fstatat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fstatat64(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_void,
-    flags: c_int,
-) -> c_int {
-    fast_fstatat(dirfd, path, buf, flags).unwrap_or_else(|| {
-        libc_fn!(
-            c"fstatat64",
-            fn(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `fstat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut c_void) -> c_int {
-    fast_fstat(fd, buf)
-        .unwrap_or_else(|| libc_fn!(c"fstat", fn(fd: c_int, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `fstat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn fstat64(fd: c_int, buf: *mut c_void) -> c_int {
-    fast_fstat(fd, buf)
-        .unwrap_or_else(|| libc_fn!(c"fstat64", fn(fd: c_int, buf: *mut c_void) -> c_int))
-}
-
-/// # Safety
-/// As libc's `__xstat` (what programs built against glibc before 2.33 call for `stat`).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __xstat(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(AT_FDCWD, path, buf, 0))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(c"__xstat", fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int)
-        })
-}
-
-/// # Safety
-/// As libc's `__xstat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __xstat64(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(AT_FDCWD, path, buf, 0))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(
-                c"__xstat64",
-                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
-            )
-        })
-}
-
-/// # Safety
-/// As libc's `__lxstat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __lxstat(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(
-                c"__lxstat",
-                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
-            )
-        })
-}
-
-/// # Safety
-/// As libc's `__lxstat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __lxstat64(
-    version: c_int,
-    path: *const c_char,
-    buf: *mut c_void,
-) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(
-                c"__lxstat64",
-                fn(version: c_int, path: *const c_char, buf: *mut c_void) -> c_int
-            )
-        })
-}
-
-/// # Safety
-/// As libc's `__fxstat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __fxstat(version: c_int, fd: c_int, buf: *mut c_void) -> c_int {
-    known_stat_version(version).then(|| fast_fstat(fd, buf)).flatten().unwrap_or_else(|| {
-        libc_fn!(c"__fxstat", fn(version: c_int, fd: c_int, buf: *mut c_void) -> c_int)
-    })
-}
-
-/// # Safety
-/// As libc's `__fxstat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __fxstat64(version: c_int, fd: c_int, buf: *mut c_void) -> c_int {
-    known_stat_version(version).then(|| fast_fstat(fd, buf)).flatten().unwrap_or_else(|| {
-        libc_fn!(c"__fxstat64", fn(version: c_int, fd: c_int, buf: *mut c_void) -> c_int)
-    })
-}
-
-/// # Safety
-/// As libc's `__fxstatat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __fxstatat(
-    version: c_int,
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_void,
-    flags: c_int,
-) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(dirfd, path, buf, flags))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(
-                c"__fxstatat",
-                fn(
-                    version: c_int,
-                    dirfd: c_int,
-                    path: *const c_char,
-                    buf: *mut c_void,
-                    flags: c_int,
-                ) -> c_int
-            )
-        })
-}
-
-/// # Safety
-/// As libc's `__fxstatat64`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __fxstatat64(
-    version: c_int,
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_void,
-    flags: c_int,
-) -> c_int {
-    known_stat_version(version)
-        .then(|| fast_fstatat(dirfd, path, buf, flags))
-        .flatten()
-        .unwrap_or_else(|| {
-            libc_fn!(
-                c"__fxstatat64",
-                fn(
-                    version: c_int,
-                    dirfd: c_int,
-                    path: *const c_char,
-                    buf: *mut c_void,
-                    flags: c_int,
-                ) -> c_int
-            )
-        })
-}
-
-/// # Safety
-/// As libc's `statx`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn statx(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mask: c_uint,
-    buf: *mut c_void,
-) -> c_int {
-    fast_look(SYS_STATX, dirfd, path, [flags as usize, mask as usize, buf as usize]).unwrap_or_else(
-        || {
-            libc_fn!(
-                c"statx",
-                fn(
-                    dirfd: c_int,
-                    path: *const c_char,
-                    flags: c_int,
-                    mask: c_uint,
-                    buf: *mut c_void,
-                ) -> c_int
-            )
-        },
-    )
-}
-
-/// # Safety
-/// As libc's `access`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
-    fast_look(SYS_FACCESSAT, AT_FDCWD, path, [mode as usize, 0, 0])
-        .unwrap_or_else(|| libc_fn!(c"access", fn(path: *const c_char, mode: c_int) -> c_int))
-}
-
-/// # Safety
-/// As libc's `faccessat`. With flags, libc's emulates them where the kernel lacks
-/// `faccessat2`: that case goes to libc's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn faccessat(
-    dirfd: c_int,
-    path: *const c_char,
-    mode: c_int,
-    flags: c_int,
-) -> c_int {
-    let fast = if flags == 0 {
-        fast_look(SYS_FACCESSAT, dirfd, path, [mode as usize, 0, 0])
-    } else {
-        fast_look(SYS_FACCESSAT2, dirfd, path, [mode as usize, flags as usize, 0])
-            .filter(|&result| !(result == -1 && super::errno() == 38))
-    };
-    fast.unwrap_or_else(|| {
-        libc_fn!(
-            c"faccessat",
-            fn(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int
-        )
-    })
-}
-
 fn fast_readlink(
     dirfd: c_int,
     path: *const c_char,
@@ -994,66 +770,6 @@ fn fast_readlink(
     }
     let result = entry(SYS_READLINKAT, [dirfd as usize, path as usize, buf as usize, size, 0]);
     Some(libc_result(result) as isize)
-}
-
-/// # Safety
-/// As libc's `readlink`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
-    fast_readlink(AT_FDCWD, path, buf, size).unwrap_or_else(|| {
-        libc_fn!(c"readlink", fn(path: *const c_char, buf: *mut c_char, size: usize) -> isize)
-    })
-}
-
-/// # Safety
-/// As libc's `readlinkat`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn readlinkat(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_char,
-    size: usize,
-) -> isize {
-    fast_readlink(dirfd, path, buf, size).unwrap_or_else(|| {
-        libc_fn!(
-            c"readlinkat",
-            fn(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `realpath`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
-    fast_realpath(path, resolved).unwrap_or_else(|| {
-        libc_fn!(c"realpath", fn(path: *const c_char, resolved: *mut c_char) -> *mut c_char)
-    })
-}
-
-/// # Safety
-/// As libc's `__realpath_chk` (`realpath` under `_FORTIFY_SOURCE`).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __realpath_chk(
-    path: *const c_char,
-    resolved: *mut c_char,
-    size: usize,
-) -> *mut c_char {
-    (size >= PATH_MAX).then(|| fast_realpath(path, resolved)).flatten().unwrap_or_else(|| {
-        libc_fn!(
-            c"__realpath_chk",
-            fn(path: *const c_char, resolved: *mut c_char, size: usize) -> *mut c_char
-        )
-    })
-}
-
-/// # Safety
-/// As libc's `canonicalize_file_name`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
-    fast_realpath(path, ptr::null_mut()).unwrap_or_else(|| {
-        libc_fn!(c"canonicalize_file_name", fn(path: *const c_char) -> *mut c_char)
-    })
 }
 
 /// Why [`resolve`] stopped.
