@@ -171,16 +171,29 @@ fn probe_answers() {
     println!("PROBE-BEGIN\n{}\nPROBE-END", lines.join("\n"));
 }
 
-fn probe(dir: &Path, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> String {
+/// Runs this test binary's probe test `probe` (a test that does nothing unless its variable is
+/// set) in a process of its own with `env`; asserts it passed, and gives its stdout.
+fn run_probe<K, V>(probe: &str, env: impl IntoIterator<Item = (K, V)>) -> String
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
     let (_crate, module) = module_path!().split_once("::").unwrap();
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &format!("{module}::probe_answers"), "--nocapture", "-q"])
-        .env(PROBE_VAR, dir)
-        .envs(env.iter().map(|(name, value)| (name, value)))
+        .args(["--exact", &format!("{module}::{probe}"), "--nocapture", "-q"])
+        .envs(env)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    stdout
+}
+
+fn probe(dir: &Path, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> String {
+    let mut env = env.to_vec();
+    env.push((PROBE_VAR.into(), dir.into()));
+    let stdout = run_probe("probe_answers", env);
     let begin = stdout.find("PROBE-BEGIN").expect("the probe ran");
     let end = stdout.find("PROBE-END").expect("the probe ended");
     stdout[begin..end].to_owned()
@@ -271,16 +284,7 @@ fn a_watched_run_sees_what_the_fast_path_logged() {
 /// through before either watcher sees them).
 #[test]
 fn a_run_watched_by_ptrace_sees_what_the_fast_path_logged() {
-    let (_crate, module) = module_path!().split_once("::").unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &format!("{module}::scenario_probe"), "-q"])
-        .env(SCENARIO_VAR, "1")
-        .env(super::TRACE_VAR, "ptrace")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    run_probe("scenario_probe", [(SCENARIO_VAR, "1"), (super::TRACE_VAR, "ptrace")]);
 }
 
 /// Set on the probe process of the next test.
@@ -301,16 +305,10 @@ fn nested_probe() {
 /// its processes keep logging to the outer run's log, whose watch sees everything they do.
 #[test]
 fn a_runner_inside_a_watched_run_does_not_watch() {
-    let (_crate, module) = module_path!().split_once("::").unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &format!("{module}::nested_probe"), "-q"])
-        .env(NESTED_VAR, "1")
-        .env("MEMOSHELVE_ENV_LOG", "/nonexistent/outer.log")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    run_probe(
+        "nested_probe",
+        [(NESTED_VAR, "1"), ("MEMOSHELVE_ENV_LOG", "/nonexistent/outer.log")],
+    );
 }
 
 /// The functions the shim exports for the fast path are the ones whose next definition it
@@ -364,23 +362,18 @@ fn an_interposer_after_the_shim_still_answers() {
     let status =
         Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&other).arg(&source).status();
     assert!(status.unwrap().success());
-    let (_crate, module) = module_path!().split_once("::").unwrap();
     for with_other in [false, true] {
         let tools = tempfile::tempdir().unwrap();
         let watch = EnvWatch::prepare(tools.path(), tools.path()).unwrap();
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command.args(["--exact", &format!("{module}::access_probe"), "--nocapture", "-q"]);
-        command.env(ACCESS_VAR, "1");
-        for (name, mut value) in watch.env() {
+        let mut env = watch.env();
+        env.push((ACCESS_VAR.into(), "1".into()));
+        for (name, value) in &mut env {
             if name == "LD_PRELOAD" && with_other {
                 value.push(" ");
                 value.push(&other);
             }
-            command.env(name, value);
         }
-        let output = command.output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = run_probe("access_probe", env);
         let reads = watch.finish().unwrap();
         if with_other {
             assert!(stdout.contains("access=42"), "{stdout}");
