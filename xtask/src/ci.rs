@@ -125,9 +125,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // Each publishable crate packaged as crates.io would get it and built from that package,
     // together, so that their path dependencies resolve to one another (cargo 1.90+). About 45 s
     // on 2 cores from nothing; --allow-dirty so that it can run before a commit.
+    let packaged = target_dir().join("publish-dry-run");
+    forget_packaged(&packaged)?;
     step(
         "publish dry run",
-        cargo().args(["publish", "--dry-run", "--workspace", "--locked", "--allow-dirty"]),
+        cargo()
+            .args(["publish", "--dry-run", "--workspace", "--locked", "--allow-dirty"])
+            .arg("--target-dir")
+            .arg(&packaged),
     )?;
     // Unit, integration, end-to-end (real processes, real cargo builds of examples/) and doc tests.
     // The remote tier's tests (tests/e2e/remote.rs) need the servers .ci/run starts: under CI
@@ -171,6 +176,84 @@ pub(crate) fn run() -> anyhow::Result<()> {
 }
 
 /// Under CI (`CI` set, not `false`), as tests/e2e/remote.rs decides it.
+/// Removes what earlier dry runs left of this workspace's packages: their unpacked sources and
+/// what was built from them in `target` (the dry run's own target dir).
+///
+/// The dry run verifies each package against a registry of the packages it just made
+/// (`<target>/package/tmp-registry`), which cargo unpacks under `$CARGO_HOME/registry/src/-<hash
+/// of that registry's path>/<name>-<version>` and never unpacks again while that directory
+/// exists; and it takes a registry package's version for its fingerprint, so what it built from
+/// it is never rebuilt either. The version does not change between commits: a checkout at a
+/// path an earlier run used (a CI machine's) would be verified against the sources of that
+/// earlier run, and a module added since is "not found". crates.io's sources (`index.crates.io-*`)
+/// and builds of other packages are kept.
+fn forget_packaged(target: &Path) -> anyhow::Result<()> {
+    let packages = workspace_packages()?;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_home =
+        std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+    let mut stale = Vec::new();
+    // Local registries are named `-<hash>`; remote ones `<host>-<hash>`.
+    for registry in read_dir(&cargo_home.join("registry/src")) {
+        if registry.file_name().is_some_and(|name| name.to_string_lossy().starts_with('-')) {
+            stale.extend(
+                packages.iter().map(|(name, version)| registry.join(format!("{name}-{version}"))),
+            );
+        }
+    }
+    // `.fingerprint/<name>-<hash>`, `build/<name>-<hash>`, `deps/lib<crate_name>-<hash>.rlib`...
+    for dir in ["debug/.fingerprint", "debug/build", "debug/deps"] {
+        for built in read_dir(&target.join(dir)) {
+            let name = built.file_name().unwrap_or_default().to_string_lossy().replace('_', "-");
+            if packages.iter().any(|(package, _)| {
+                let package = package.replace('_', "-");
+                name.strip_prefix("lib").unwrap_or(&name).starts_with(&format!("{package}-"))
+            }) {
+                stale.push(built);
+            }
+        }
+    }
+    for path in stale {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The entries of `dir` (none if it cannot be read).
+fn read_dir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|entry| entry.path()).collect()
+}
+
+/// The name and version of every package in the workspace.
+fn workspace_packages() -> anyhow::Result<Vec<(String, String)>> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|package| {
+            Some((package["name"].as_str()?.to_owned(), package["version"].as_str()?.to_owned()))
+        })
+        .collect())
+}
+
 fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false")
 }
