@@ -175,43 +175,88 @@ const FAST_SYMBOLS: [&CStr; 34] = [
     c"canonicalize_file_name",
 ];
 
-/// What `dladdr` tells of an address.
+/// `struct dl_phdr_info`'s first fields (all `dl_iterate_phdr` promises for any `size`).
 #[repr(C)]
-struct DlInfo {
-    file_name: *const c_char,
-    file_base: *mut c_void,
-    symbol_name: *const c_char,
-    symbol_address: *mut c_void,
+struct PhdrInfo {
+    /// Where the object is loaded (added to each header's `p_vaddr`).
+    address: usize,
+    name: *const c_char,
+    headers: *const ProgramHeader,
+    count: u16,
+}
+
+/// `Elf64_Phdr`.
+#[repr(C)]
+struct ProgramHeader {
+    kind: u32,
+    flags: u32,
+    offset: u64,
+    virtual_address: u64,
+    physical_address: u64,
+    file_size: u64,
+    memory_size: u64,
+    align: u64,
+}
+
+const PT_LOAD: u32 = 1;
+
+/// What the walk over the loaded objects looks for, and finds.
+struct Addresses {
+    /// `[libc's gnu_get_libc_version, the next definition of each FAST_SYMBOLS...]` (null:
+    /// libc lacks that function, which no program here then calls).
+    wanted: [*mut c_void; 1 + FAST_SYMBOLS.len()],
+    /// Whether the object holding the first address holds all the others.
+    all_in_libc: bool,
 }
 
 /// Whether, for every function the fast path answers, the next definition after this shim is
 /// libc's own. Another interposer in between (the user's `LD_PRELOAD`, fakeroot's `stat`, a
 /// library of the program defining `open`) would be skipped by a call made from the page:
 /// the fast path is then off in this process, and every call goes to the next definition.
+///
+/// One walk over the loaded objects' segments (`dl_iterate_phdr`), not a `dladdr` per
+/// function: `dladdr` searches libc's symbol table for the nearest symbol, and 35 of them cost
+/// a third of a millisecond in every process (two thirds of what the shim added to a run of
+/// `/bin/true`, BENCHMARKS.md).
 fn next_definitions_are_libcs() -> bool {
-    #[link(name = "dl")]
+    type Visit = unsafe extern "C" fn(*mut PhdrInfo, usize, *mut c_void) -> c_int;
+    #[link(name = "c")]
     unsafe extern "C" {
-        fn dladdr(address: *const c_void, info: *mut DlInfo) -> c_int;
+        fn dl_iterate_phdr(visit: Visit, data: *mut c_void) -> c_int;
     }
-    let base = |address: *mut c_void| -> Option<*mut c_void> {
-        let mut info = DlInfo {
-            file_name: ptr::null(),
-            file_base: ptr::null_mut(),
-            symbol_name: ptr::null(),
-            symbol_address: ptr::null_mut(),
+    /// Stops the walk (1) at the object holding libc's function, noting whether it holds the
+    /// others too.
+    unsafe extern "C" fn visit(info: *mut PhdrInfo, _size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info, and `data` is the `Addresses` below.
+        let (info, addresses) = unsafe { (&*info, &mut *data.cast::<Addresses>()) };
+        // SAFETY: the object's `count` program headers, as the loader keeps them.
+        let headers = unsafe { core::slice::from_raw_parts(info.headers, usize::from(info.count)) };
+        let holds = |address: *mut c_void| {
+            let address = address as usize;
+            headers.iter().filter(|header| header.kind == PT_LOAD).any(|header| {
+                let start = info.address.wrapping_add(header.virtual_address as usize);
+                address >= start && address - start < header.memory_size as usize
+            })
         };
-        // SAFETY: any address may be asked about; `info` is written on success.
-        (unsafe { dladdr(address, &mut info) } != 0).then_some(info.file_base)
-    };
+        if !holds(addresses.wanted[0]) {
+            return 0;
+        }
+        addresses.all_in_libc = addresses.wanted[1..].iter().all(|&next| next.is_null() || holds(next));
+        1
+    }
+    let mut addresses = Addresses { wanted: [ptr::null_mut(); 1 + FAST_SYMBOLS.len()], all_in_libc: false };
     // SAFETY: a NUL-terminated name; RTLD_DEFAULT (null) is a valid handle.
-    let libc_probe = unsafe { dlsym(ptr::null_mut(), c"gnu_get_libc_version".as_ptr()) };
-    let Some(libc) = base(libc_probe).filter(|_| !libc_probe.is_null()) else { return false };
-    FAST_SYMBOLS.iter().all(|symbol| {
-        // SAFETY: as above; RTLD_NEXT is a valid handle for a shared object.
-        let next = unsafe { dlsym(RTLD_NEXT, symbol.as_ptr()) };
-        // A function libc lacks is one no program here calls.
-        next.is_null() || base(next) == Some(libc)
-    })
+    addresses.wanted[0] = unsafe { dlsym(ptr::null_mut(), c"gnu_get_libc_version".as_ptr()) };
+    if addresses.wanted[0].is_null() {
+        return false;
+    }
+    for (slot, symbol) in addresses.wanted[1..].iter_mut().zip(FAST_SYMBOLS) {
+        // SAFETY: a NUL-terminated name; RTLD_NEXT is a valid handle for a shared object.
+        *slot = unsafe { dlsym(RTLD_NEXT, symbol.as_ptr()) };
+    }
+    // SAFETY: `visit` matches the callback type and reads `addresses` only during the walk.
+    unsafe { dl_iterate_phdr(visit, (&raw mut addresses).cast()) };
+    addresses.all_in_libc
 }
 
 fn fast() -> bool {
