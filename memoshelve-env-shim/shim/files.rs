@@ -177,28 +177,52 @@ const FAST_SYMBOLS: [&CStr; 34] = [
 
 /// `struct dl_phdr_info`'s first fields (all `dl_iterate_phdr` promises for any `size`).
 #[repr(C)]
-struct PhdrInfo {
+pub(crate) struct PhdrInfo {
     /// Where the object is loaded (added to each header's `p_vaddr`).
-    address: usize,
-    name: *const c_char,
-    headers: *const ProgramHeader,
-    count: u16,
+    pub(crate) address: usize,
+    pub(crate) name: *const c_char,
+    pub(crate) headers: *const ProgramHeader,
+    pub(crate) count: u16,
 }
 
 /// `Elf64_Phdr`.
 #[repr(C)]
-struct ProgramHeader {
-    kind: u32,
+pub(crate) struct ProgramHeader {
+    pub(crate) kind: u32,
     flags: u32,
     offset: u64,
-    virtual_address: u64,
+    pub(crate) virtual_address: u64,
     physical_address: u64,
     file_size: u64,
-    memory_size: u64,
+    pub(crate) memory_size: u64,
     align: u64,
 }
 
-const PT_LOAD: u32 = 1;
+pub(crate) const PT_LOAD: u32 = 1;
+
+/// `dl_iterate_phdr`'s callback.
+pub(crate) type Visit = unsafe extern "C" fn(*mut PhdrInfo, usize, *mut c_void) -> c_int;
+
+#[link(name = "c")]
+unsafe extern "C" {
+    pub(crate) fn dl_iterate_phdr(visit: Visit, data: *mut c_void) -> c_int;
+}
+
+impl PhdrInfo {
+    /// The object's program headers.
+    pub(crate) fn headers(&self) -> &[ProgramHeader] {
+        // SAFETY: the loader's `count` headers of this object, alive while it is loaded.
+        unsafe { core::slice::from_raw_parts(self.headers, usize::from(self.count)) }
+    }
+
+    /// Whether `address` lies in one of the object's loaded segments.
+    pub(crate) fn holds(&self, address: usize) -> bool {
+        self.headers().iter().filter(|header| header.kind == PT_LOAD).any(|header| {
+            let start = self.address.wrapping_add(header.virtual_address as usize);
+            address >= start && address - start < header.memory_size as usize
+        })
+    }
+}
 
 /// What the walk over the loaded objects looks for, and finds.
 struct Addresses {
@@ -219,25 +243,12 @@ struct Addresses {
 /// a third of a millisecond in every process (two thirds of what the shim added to a run of
 /// `/bin/true`, BENCHMARKS.md).
 fn next_definitions_are_libcs() -> bool {
-    type Visit = unsafe extern "C" fn(*mut PhdrInfo, usize, *mut c_void) -> c_int;
-    #[link(name = "c")]
-    unsafe extern "C" {
-        fn dl_iterate_phdr(visit: Visit, data: *mut c_void) -> c_int;
-    }
     /// Stops the walk (1) at the object holding libc's function, noting whether it holds the
     /// others too.
     unsafe extern "C" fn visit(info: *mut PhdrInfo, _size: usize, data: *mut c_void) -> c_int {
         // SAFETY: dl_iterate_phdr passes a valid info, and `data` is the `Addresses` below.
         let (info, addresses) = unsafe { (&*info, &mut *data.cast::<Addresses>()) };
-        // SAFETY: the object's `count` program headers, as the loader keeps them.
-        let headers = unsafe { core::slice::from_raw_parts(info.headers, usize::from(info.count)) };
-        let holds = |address: *mut c_void| {
-            let address = address as usize;
-            headers.iter().filter(|header| header.kind == PT_LOAD).any(|header| {
-                let start = info.address.wrapping_add(header.virtual_address as usize);
-                address >= start && address - start < header.memory_size as usize
-            })
-        };
+        let holds = |address: *mut c_void| info.holds(address as usize);
         if !holds(addresses.wanted[0]) {
             return 0;
         }
@@ -259,12 +270,12 @@ fn next_definitions_are_libcs() -> bool {
     addresses.all_in_libc
 }
 
-fn fast() -> bool {
+pub(crate) fn fast() -> bool {
     PAGE.load(Ordering::Acquire) == 1
 }
 
 /// A system call from the page (the caller has checked [`fast`]); the kernel's result.
-fn entry(number: c_long, args: [usize; 5]) -> c_long {
+pub(crate) fn entry(number: c_long, args: [usize; 5]) -> c_long {
     // SAFETY: the page holds ENTRY (fast() said so), a function of this type.
     let call = unsafe { core::mem::transmute::<usize, Entry>(FAST_PAGE as usize) };
     // SAFETY: the arguments are the caller's call's, valid for that system call.
@@ -300,7 +311,7 @@ fn set_errno(errno: c_int) {
 
 /// What [`log_path`] did.
 #[derive(PartialEq, Eq)]
-enum Logged {
+pub(crate) enum Logged {
     /// The path is in the log: make the call from the page.
     Yes,
     /// Nothing to log (an empty path: the call is about the descriptor, or fails): from the page.
@@ -311,7 +322,7 @@ enum Logged {
 
 /// Logs the path `path` (relative to `dirfd`, or to the working directory for `AT_FDCWD`)
 /// before the call that looks at it.
-fn log_path(dirfd: c_int, path: *const c_char) -> Logged {
+pub(crate) fn log_path(dirfd: c_int, path: *const c_char) -> Logged {
     if !fast() || path.is_null() {
         return Logged::No;
     }
@@ -536,7 +547,7 @@ fn write_line_now(parts: &[&[u8]]) -> bool {
 }
 
 /// The function `symbol` that the next object defines (libc's), cached in `slot`.
-fn next(slot: &AtomicPtr<c_void>, symbol: &CStr) -> *mut c_void {
+pub(crate) fn next(slot: &AtomicPtr<c_void>, symbol: &CStr) -> *mut c_void {
     let mut address = slot.load(Ordering::Relaxed);
     if address.is_null() {
         // SAFETY: `symbol` is NUL-terminated; RTLD_NEXT is a valid handle for a shared object.

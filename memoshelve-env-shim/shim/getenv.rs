@@ -37,6 +37,9 @@
 mod files;
 #[cfg(target_arch = "x86_64")]
 mod page;
+/// The loader's search of `LD_LIBRARY_PATH`, checked here instead of stopping (x86_64).
+#[cfg(target_arch = "x86_64")]
+mod ldpath;
 
 use core::ffi::{CStr, c_char, c_int, c_ulong, c_void};
 use core::ptr;
@@ -135,6 +138,9 @@ const DISABLED: c_int = -2;
 /// As libc's: `name` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getenv(name: *const c_char) -> *mut c_char {
+    // Another library's constructor, before this one's: the environment as given first.
+    #[cfg(target_arch = "x86_64")]
+    ldpath::restore();
     let real = real(&REAL_GETENV, c"getenv", scan_environ);
     // SAFETY: the caller's contract is the real function's.
     let value = unsafe { real(name) };
@@ -150,6 +156,9 @@ pub unsafe extern "C" fn getenv(name: *const c_char) -> *mut c_char {
 /// As libc's: `name` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn secure_getenv(name: *const c_char) -> *mut c_char {
+    // Another library's constructor, before this one's: the environment as given first.
+    #[cfg(target_arch = "x86_64")]
+    ldpath::restore();
     let real = real(&REAL_SECURE_GETENV, c"secure_getenv", scan_environ_secure);
     // SAFETY: the caller's contract is the real function's.
     let value = unsafe { real(name) };
@@ -163,13 +172,16 @@ pub unsafe extern "C" fn secure_getenv(name: *const c_char) -> *mut c_char {
 /// is also done lazily).
 #[used]
 #[unsafe(link_section = ".init_array")]
-static LOADED: extern "C" fn() = loaded;
+static LOADED: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = loaded;
 
-extern "C" fn loaded() {
+/// glibc calls it with `main`'s arguments.
+extern "C" fn loaded(_argc: c_int, argv: *const *const c_char, _env: *const *const c_char) {
     #[cfg(target_arch = "x86_64")]
-    files::map_page();
-    #[cfg(target_arch = "x86_64")]
-    files::map_shared_table();
+    {
+        ldpath::restore();
+        files::map_page();
+        files::map_shared_table();
+    }
     real(&REAL_GETENV, c"getenv", scan_environ);
     real(&REAL_SECURE_GETENV, c"secure_getenv", scan_environ_secure);
     let _errno = SavedErrno::save();
@@ -177,6 +189,23 @@ extern "C" fn loaded() {
     line.push_pid();
     line.push(b'\t');
     line.push(b'L');
+    line.push(b'\n');
+    line.write();
+    #[cfg(target_arch = "x86_64")]
+    ldpath::settle(argv);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = argv;
+}
+
+/// Logs `<pid>\tU\n`: this process may have done what plain cargo's would not (a library
+/// the loader was not given the chance to find first, `ldpath.rs`): the run is not recorded.
+#[cfg(target_arch = "x86_64")]
+fn log_unrecordable() {
+    let _errno = SavedErrno::save();
+    let mut line = Line::new();
+    line.push_pid();
+    line.push(b'\t');
+    line.push(b'U');
     line.push(b'\n');
     line.write();
 }

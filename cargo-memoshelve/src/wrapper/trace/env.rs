@@ -116,6 +116,11 @@ impl EnvWatch {
             let fd = seen.as_raw_fd();
             env.push((SEEN_VAR.into(), format!("/proc/{}/fd/{fd}", std::process::id()).into()));
         }
+        // For the shim to keep the loader's search of LD_LIBRARY_PATH out of the stops, where a
+        // started program's environment has one (`shim/ldpath.rs`).
+        if let Some(search) = loader_search() {
+            env.extend(search.iter().cloned());
+        }
         env
     }
 
@@ -159,6 +164,89 @@ impl Drop for EnvWatch {
         // without `O_CREAT`, so one started later finds no log and logs nothing.
         let _ = fs::remove_file(&self.log);
     }
+}
+
+/// The variable that tells the shim which subdirectories the loader searches in each
+/// directory of `LD_LIBRARY_PATH` (`SUBDIRS` in `shim/ldpath.rs`), and the one naming the
+/// loader that was measured with (`INTERP`).
+const SUBDIRS_VAR: &str = "MEMOSHELVE_LD_SUBDIRS";
+const INTERP_VAR: &str = "MEMOSHELVE_LD_INTERP";
+
+/// [`SUBDIRS_VAR`] and [`INTERP_VAR`], measured once per process: this program run by its own
+/// loader with `LD_DEBUG=libs` and `LD_TRACE_LOADED_OBJECTS` (it loads its libraries, prints
+/// where it searched and exits before `main`), with `LD_LIBRARY_PATH` a directory that does not
+/// exist, so that the loader lists every subdirectory it would try. `None` off x86_64, for a
+/// static build, or when the loader says nothing usable: the shim then lets the loader search.
+fn loader_search() -> Option<[(OsString, OsString); 2]> {
+    static SEARCH: std::sync::OnceLock<Option<[(OsString, OsString); 2]>> =
+        std::sync::OnceLock::new();
+    SEARCH
+        .get_or_init(|| {
+            if !cfg!(target_arch = "x86_64") {
+                return None;
+            }
+            let exe = std::env::current_exe().ok()?;
+            let interp = interpreter(&exe)?;
+            const PROBE: &str = "/memoshelve-loader-probe";
+            let output = std::process::Command::new(&exe)
+                .env("LD_TRACE_LOADED_OBJECTS", "1")
+                .env("LD_DEBUG", "libs")
+                .env("LD_LIBRARY_PATH", PROBE)
+                .env_remove("LD_PRELOAD")
+                .env_remove("LD_DEBUG_OUTPUT")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            let subdirs = searched_subdirs(&String::from_utf8_lossy(&output.stderr), PROBE)?;
+            Some([(SUBDIRS_VAR.into(), subdirs.into()), (INTERP_VAR.into(), interp)])
+        })
+        .clone()
+}
+
+/// From `LD_DEBUG=libs` output, the subdirectories of `probe` (the only `LD_LIBRARY_PATH`
+/// directory) the loader searched, in its order, `:`-separated, without `probe` itself (which
+/// it searches last).
+fn searched_subdirs(debug: &str, probe: &str) -> Option<String> {
+    let line = debug.lines().find(|line| line.trim_end().ends_with("(LD_LIBRARY_PATH)"))?;
+    let list = line.split("search path=").nth(1)?.split_whitespace().next()?;
+    let mut subdirs: Vec<&str> = Vec::new();
+    let mut ends_with_probe = false;
+    for dir in list.split(':') {
+        ends_with_probe = dir == probe;
+        if ends_with_probe {
+            continue;
+        }
+        let sub = dir.strip_prefix(probe)?.strip_prefix('/')?;
+        if sub.is_empty() || sub.contains(':') {
+            return None;
+        }
+        if !subdirs.contains(&sub) {
+            subdirs.push(sub);
+        }
+    }
+    ends_with_probe.then(|| subdirs.join(":"))
+}
+
+/// The `PT_INTERP` of the x86_64 ELF program at `path` (its loader), without the NUL.
+fn interpreter(path: &Path) -> Option<OsString> {
+    use std::io::Read as _;
+    // The headers and the name come first in the file.
+    let mut bytes = Vec::new();
+    fs::File::open(path).ok()?.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| {
+        usize::try_from(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)).ok()
+    };
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" || u16_at(18)? != 62 || u16_at(54)? != 56 {
+        return None;
+    }
+    let (table, count) = (u64_at(32)?, usize::from(u16_at(56)?));
+    (0..count).map(|index| table + index * 56).find(|&at| u32_at(at) == Some(3)).and_then(|at| {
+        let (offset, size) = (u64_at(at + 8)?, u64_at(at + 32)?);
+        let name = bytes.get(offset..offset + size)?.strip_suffix(b"\0")?;
+        Some(OsStr::from_bytes(name).to_owned())
+    })
 }
 
 /// Writes `bytes` as `shim_dir/memoshelve-env-<hash>.so` unless that file already holds them.
@@ -239,6 +327,12 @@ fn parse(log: &[u8]) -> Result<EnvReads, String> {
         match (fields.next(), fields.next()) {
             (Some(b"L"), None) => {
                 reads.loaded.insert(pid);
+            }
+            (Some(b"U"), None) => {
+                return Err(format!(
+                    "process {pid} may have loaded another library than plain cargo's would \
+                     (the loader's search of LD_LIBRARY_PATH could not be checked)"
+                ));
             }
             (Some(b"F"), Some(path)) if path.first() == Some(&b'/') => {
                 let path = unescape(path).ok_or_else(bad_line)?;

@@ -35,7 +35,7 @@ use super::Observed;
 use crate::wrapper::statcache::StatCache;
 
 /// Variables that describe the machine or the session, not the run: never inputs.
-const MACHINE_ENV: [&str; 28] = [
+const MACHINE_ENV: [&str; 30] = [
     "NUM_JOBS",
     "CARGO_MAKEFLAGS",
     "MAKEFLAGS",
@@ -63,6 +63,8 @@ const MACHINE_ENV: [&str; 28] = [
     "LD_PRELOAD",
     "MEMOSHELVE_ENV_LOG",
     "MEMOSHELVE_SEEN_TABLE",
+    "MEMOSHELVE_LD_SUBDIRS",
+    "MEMOSHELVE_LD_INTERP",
     "CARGO_TERM_COLOR",
 ];
 

@@ -18,6 +18,8 @@ pub(crate) mod env;
 #[cfg(all(test, target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod fast;
 pub(crate) mod inputs;
+#[cfg(all(test, target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod ldpath;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod notify;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
