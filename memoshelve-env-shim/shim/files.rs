@@ -28,17 +28,17 @@ const PATH_MAX: usize = 4096;
 /// Links followed by one `realpath` before `ELOOP` (glibc's threshold).
 const MAX_LINKS: usize = 40;
 
-const SYS_OPENAT: c_long = 257;
-const SYS_NEWFSTATAT: c_long = 262;
-const SYS_READLINKAT: c_long = 267;
-const SYS_FACCESSAT: c_long = 269;
+pub(crate) const SYS_OPENAT: c_long = 257;
+pub(crate) const SYS_NEWFSTATAT: c_long = 262;
+pub(crate) const SYS_READLINKAT: c_long = 267;
+pub(crate) const SYS_FACCESSAT: c_long = 269;
 const SYS_GETCWD: c_long = 79;
 const SYS_STATX: c_long = 332;
 const SYS_FACCESSAT2: c_long = 439;
 
-const AT_FDCWD: c_int = -100;
+pub(crate) const AT_FDCWD: c_int = -100;
 const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
-const AT_EMPTY_PATH: c_int = 0x1000;
+pub(crate) const AT_EMPTY_PATH: c_int = 0x1000;
 const O_ACCMODE: c_int = 0o3;
 const O_RDONLY: c_int = 0;
 const O_CREAT: c_int = 0o100;

@@ -33,7 +33,10 @@ use core::ffi::{CStr, c_char, c_int, c_long, c_ulong, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
-use super::files::{self, Logged, PhdrInfo, dl_iterate_phdr, entry, fast, log_path};
+use super::files::{
+    self, AT_EMPTY_PATH, AT_FDCWD, Logged, PhdrInfo, SYS_FACCESSAT, SYS_NEWFSTATAT, SYS_OPENAT,
+    SYS_READLINKAT, dl_iterate_phdr, entry, fast, log_path,
+};
 
 /// What a started program gets in place of `LD_LIBRARY_PATH=`: as long, so that its
 /// constructor renames it in place.
@@ -55,15 +58,9 @@ const PATH_MAX: usize = 4096;
 /// The most libraries a process may need for its constructor to check them.
 const NEEDED_MAX: usize = 256;
 
-const SYS_OPENAT: c_long = 257;
-const SYS_NEWFSTATAT: c_long = 262;
 const SYS_PREAD64: c_long = 17;
 const SYS_CLOSE: c_long = 3;
 const SYS_FGETXATTR: c_long = 193;
-const SYS_FACCESSAT: c_long = 269;
-const SYS_READLINKAT: c_long = 267;
-const AT_FDCWD: c_int = -100;
-const AT_EMPTY_PATH: c_int = 0x1000;
 const O_RDONLY_CLOEXEC: c_int = 0o2_000_000;
 const ENOENT: c_long = 2;
 const ENOTDIR: c_long = 20;
