@@ -40,14 +40,14 @@ pub(crate) const AT_FDCWD: c_int = -100;
 const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
 pub(crate) const AT_EMPTY_PATH: c_int = 0x1000;
 const O_ACCMODE: c_int = 0o3;
-const O_RDONLY: c_int = 0;
+pub(crate) const O_RDONLY: c_int = 0;
 const O_CREAT: c_int = 0o100;
 const O_TRUNC: c_int = 0o1000;
 const O_TMPFILE: c_int = 0o20_000_000;
-const O_CLOEXEC: c_int = 0o2_000_000;
+pub(crate) const O_CLOEXEC: c_int = 0o2_000_000;
 const EBADF: c_int = 9;
 const ENOMEM: c_int = 12;
-const ENOENT: c_int = 2;
+pub(crate) const ENOENT: c_int = 2;
 const EINVAL: c_int = 22;
 const ELOOP: c_int = 40;
 const ENOSYS: c_int = 38;
@@ -252,10 +252,12 @@ fn next_definitions_are_libcs() -> bool {
         if !holds(addresses.wanted[0]) {
             return 0;
         }
-        addresses.all_in_libc = addresses.wanted[1..].iter().all(|&next| next.is_null() || holds(next));
+        addresses.all_in_libc =
+            addresses.wanted[1..].iter().all(|&next| next.is_null() || holds(next));
         1
     }
-    let mut addresses = Addresses { wanted: [ptr::null_mut(); 1 + FAST_SYMBOLS.len()], all_in_libc: false };
+    let mut addresses =
+        Addresses { wanted: [ptr::null_mut(); 1 + FAST_SYMBOLS.len()], all_in_libc: false };
     // SAFETY: a NUL-terminated name; RTLD_DEFAULT (null) is a valid handle.
     addresses.wanted[0] = unsafe { dlsym(ptr::null_mut(), c"gnu_get_libc_version".as_ptr()) };
     if addresses.wanted[0].is_null() {
@@ -424,13 +426,7 @@ pub(crate) fn map_shared_table() {
         return;
     }
     // A file shorter than the table would fault past its end: its size is checked first.
-    let mut stat = [0u64; 18];
-    let stated = entry(
-        SYS_NEWFSTATAT,
-        [fd as usize, c"".as_ptr() as usize, stat.as_mut_ptr() as usize, AT_EMPTY_PATH as usize, 0],
-    );
-    // `st_size` is the seventh word of x86_64's `struct stat`.
-    let big_enough = stated == 0 && stat.get(6).is_some_and(|&size| size >= SHARED_BYTES as u64);
+    let big_enough = Stat::of_fd(fd).is_some_and(|stat| stat.size() >= SHARED_BYTES as u64);
     if big_enough {
         // SAFETY: a shared mapping of the table's bytes, which the file holds.
         let mapped = unsafe {
@@ -775,11 +771,73 @@ fn fast_fopen(path: *const c_char, mode: *const c_char) -> Option<*mut c_void> {
 /// A call looking at `dirfd`/`path` whose arguments after the path are `rest`: logged and made
 /// from the page, or `None` (libc's function, then).
 fn fast_look(number: c_long, dirfd: c_int, path: *const c_char, rest: [usize; 3]) -> Option<c_int> {
+    logged_call(number, dirfd, path, rest).map(|result| libc_result(result) as c_int)
+}
+
+/// [`fast_look`] as the kernel answers: its result (`-errno` on failure), `errno` untouched.
+pub(crate) fn logged_call(
+    number: c_long,
+    dirfd: c_int,
+    path: *const c_char,
+    rest: [usize; 3],
+) -> Option<c_long> {
     if log_path(dirfd, path) == Logged::No {
         return None;
     }
-    let result = entry(number, [dirfd as usize, path as usize, rest[0], rest[1], rest[2]]);
-    Some(libc_result(result) as c_int)
+    Some(entry(number, [dirfd as usize, path as usize, rest[0], rest[1], rest[2]]))
+}
+
+/// x86_64's `struct stat`, as the kernel fills it.
+pub(crate) struct Stat([u64; 18]);
+
+impl Stat {
+    /// `dirfd`/`path` (`flags` as `fstatat`'s), logged and looked at from the page: the
+    /// kernel's result (`-errno`); `None` when it could not be logged.
+    pub(crate) fn logged(
+        dirfd: c_int,
+        path: *const c_char,
+        flags: c_int,
+    ) -> Option<Result<Stat, c_long>> {
+        let mut stat = Stat([0; 18]);
+        let result = logged_call(
+            SYS_NEWFSTATAT,
+            dirfd,
+            path,
+            [stat.0.as_mut_ptr() as usize, flags as usize, 0],
+        )?;
+        Some(if result == 0 { Ok(stat) } else { Err(result) })
+    }
+
+    /// The open descriptor `fd` (nothing to log: its open was).
+    pub(crate) fn of_fd(fd: c_int) -> Option<Stat> {
+        let mut stat = Stat([0; 18]);
+        let result = entry(
+            SYS_NEWFSTATAT,
+            [
+                fd as usize,
+                c"".as_ptr() as usize,
+                stat.0.as_mut_ptr() as usize,
+                AT_EMPTY_PATH as usize,
+                0,
+            ],
+        );
+        (result == 0).then_some(stat)
+    }
+
+    /// `st_dev` and `st_ino`.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        (self.0[0], self.0[1])
+    }
+
+    /// `st_mode` (the low half of the fourth word).
+    pub(crate) fn mode(&self) -> u32 {
+        self.0[3] as u32
+    }
+
+    /// `st_size`.
+    pub(crate) fn size(&self) -> u64 {
+        self.0[6]
+    }
 }
 
 /// `newfstatat`, where an empty path with `AT_EMPTY_PATH` is the descriptor itself.

@@ -32,14 +32,16 @@
 
 #![no_std]
 
+#[cfg(target_arch = "x86_64")]
+mod elf;
 /// The fast path of file calls (x86_64 only: elsewhere every traced call stops).
 #[cfg(target_arch = "x86_64")]
 mod files;
-#[cfg(target_arch = "x86_64")]
-mod page;
 /// The loader's search of `LD_LIBRARY_PATH`, checked here instead of stopping (x86_64).
 #[cfg(target_arch = "x86_64")]
 mod ldpath;
+#[cfg(target_arch = "x86_64")]
+mod page;
 
 use core::ffi::{CStr, c_char, c_int, c_ulong, c_void};
 use core::ptr;
@@ -184,13 +186,7 @@ extern "C" fn loaded(_argc: c_int, argv: *const *const c_char, _env: *const *con
     }
     real(&REAL_GETENV, c"getenv", scan_environ);
     real(&REAL_SECURE_GETENV, c"secure_getenv", scan_environ_secure);
-    let _errno = SavedErrno::save();
-    let mut line = Line::new();
-    line.push_pid();
-    line.push(b'\t');
-    line.push(b'L');
-    line.push(b'\n');
-    line.write();
+    log_tag(b'L');
     #[cfg(target_arch = "x86_64")]
     ldpath::settle(argv);
     #[cfg(not(target_arch = "x86_64"))]
@@ -201,11 +197,16 @@ extern "C" fn loaded(_argc: c_int, argv: *const *const c_char, _env: *const *con
 /// the loader was not given the chance to find first, `ldpath.rs`): the run is not recorded.
 #[cfg(target_arch = "x86_64")]
 fn log_unrecordable() {
+    log_tag(b'U');
+}
+
+/// Logs `<pid>\t<tag>\n`.
+fn log_tag(tag: u8) {
     let _errno = SavedErrno::save();
     let mut line = Line::new();
     line.push_pid();
     line.push(b'\t');
-    line.push(b'U');
+    line.push(tag);
     line.push(b'\n');
     line.write();
 }

@@ -33,9 +33,10 @@ use core::ffi::{CStr, c_char, c_int, c_long, c_ulong, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
+use super::elf::interpreter_at;
 use super::files::{
-    self, AT_EMPTY_PATH, AT_FDCWD, Logged, PhdrInfo, SYS_FACCESSAT, SYS_NEWFSTATAT, SYS_OPENAT,
-    SYS_READLINKAT, dl_iterate_phdr, entry, fast, log_path,
+    self, AT_FDCWD, ENOENT, O_CLOEXEC, O_RDONLY, PhdrInfo, SYS_FACCESSAT, SYS_OPENAT,
+    SYS_READLINKAT, Stat, dl_iterate_phdr, entry, fast, logged_call,
 };
 
 /// What a started program gets in place of `LD_LIBRARY_PATH=`: as long, so that its
@@ -61,8 +62,6 @@ const NEEDED_MAX: usize = 256;
 const SYS_PREAD64: c_long = 17;
 const SYS_CLOSE: c_long = 3;
 const SYS_FGETXATTR: c_long = 193;
-const O_RDONLY_CLOEXEC: c_int = 0o2_000_000;
-const ENOENT: c_long = 2;
 const ENOTDIR: c_long = 20;
 const ENODATA: c_long = 61;
 const X_OK: c_int = 1;
@@ -71,7 +70,6 @@ const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
 const S_ISUID: u32 = 0o4000;
 const S_ISGID: u32 = 0o2000;
-const PT_INTERP: u32 = 3;
 const PT_DYNAMIC: u32 = 2;
 const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
@@ -84,23 +82,38 @@ unsafe extern "C" {
 type Env = *const *const c_char;
 
 /// The environment a program is started with: `env` as given, or a copy with [`HIDDEN`].
-pub(crate) struct Handover {
+struct Handover {
     env: [*const c_char; ENV_MAX + 1],
     value: [u8; HIDDEN.len() + VALUE_MAX + 1],
+    found: [u8; PATH_MAX],
 }
 
 impl Handover {
-    pub(crate) const fn new() -> Handover {
-        Handover { env: [ptr::null(); ENV_MAX + 1], value: [0; HIDDEN.len() + VALUE_MAX + 1] }
+    const fn new() -> Handover {
+        Handover {
+            env: [ptr::null(); ENV_MAX + 1],
+            value: [0; HIDDEN.len() + VALUE_MAX + 1],
+            found: [0; PATH_MAX],
+        }
     }
 
-    /// The environment to start the program at `target` (NUL-terminated, as exec resolves it)
-    /// with, given `env`: this one's copy with [`HIDDEN`] where that is safe, else `env`.
-    pub(crate) fn env(&mut self, target: Option<&[u8]>, env: Env) -> Env {
-        self.hidden(target, env).unwrap_or(env)
+    /// The environment to start the program `target` finds with (its path, NUL-terminated, as
+    /// exec will find it, written into the buffer when it had to be looked for; `None` when
+    /// that is not known), given `env`: this one's copy with [`HIDDEN`] where that is safe,
+    /// else `env`. The program is looked for only once the environment allows a handover.
+    fn env(
+        &mut self,
+        env: Env,
+        target: impl for<'a> FnOnce(&'a mut [u8; PATH_MAX]) -> Option<&'a [u8]>,
+    ) -> Env {
+        self.hidden(env, target).unwrap_or(env)
     }
 
-    fn hidden(&mut self, target: Option<&[u8]>, env: Env) -> Option<Env> {
+    fn hidden(
+        &mut self,
+        env: Env,
+        target: impl for<'a> FnOnce(&'a mut [u8; PATH_MAX]) -> Option<&'a [u8]>,
+    ) -> Option<Env> {
         if !fast() || env.is_null() {
             return None;
         }
@@ -146,7 +159,7 @@ impl Handover {
         if !plain_dirs || !has_subdirs || !has_log || !preload.is_some_and(loads_this_shim) {
             return None;
         }
-        if !runs_with_shim(target?, interp?, 0) {
+        if !runs_with_shim(target(&mut self.found)?, interp?, 0) {
             return None;
         }
         put(self.value.get_mut(..HIDDEN.len())?, HIDDEN)?;
@@ -204,79 +217,49 @@ fn own_path() -> Option<&'static [u8]> {
 /// `main`: an ELF for x86_64 whose interpreter is `interp`, or a `#!` script whose
 /// interpreter is one (at most four deep, as the kernel), never set-id or with capabilities.
 fn runs_with_shim(path: &[u8], interp: &[u8], depth: usize) -> bool {
-    if depth > 4 || path.last() != Some(&0) || log_path(AT_FDCWD, path.as_ptr().cast()) != Logged::Yes
-    {
+    if depth > 4 || path.last() != Some(&0) {
         return false;
     }
-    let fd = entry(SYS_OPENAT, [AT_FDCWD as usize, path.as_ptr() as usize, O_RDONLY_CLOEXEC as usize, 0, 0]);
+    let flags = (O_RDONLY | O_CLOEXEC) as usize;
+    let Some(fd) = logged_call(SYS_OPENAT, AT_FDCWD, path.as_ptr().cast(), [flags, 0, 0]) else {
+        return false;
+    };
+    let Ok(fd) = c_int::try_from(fd) else { return false };
     if fd < 0 {
         return false;
     }
-    let fd = fd as usize;
     let result = (|| {
-        let mut stat = [0u32; 36];
-        let stated = entry(SYS_NEWFSTATAT, [fd, c"".as_ptr() as usize, stat.as_mut_ptr() as usize, AT_EMPTY_PATH as usize, 0]);
-        // `st_mode` is the seventh u32 of x86_64's `struct stat`.
-        let mode = *stat.get(6)?;
-        if stated != 0 || mode & S_IFMT != S_IFREG || mode & (S_ISUID | S_ISGID) != 0 {
+        let mode = Stat::of_fd(fd)?.mode();
+        if mode & S_IFMT != S_IFREG || mode & (S_ISUID | S_ISGID) != 0 {
             return None;
         }
-        let capabilities = entry(SYS_FGETXATTR, [fd, c"security.capability".as_ptr() as usize, 0, 0, 0]);
-        if capabilities != -ENODATA {
+        let capability = c"security.capability".as_ptr() as usize;
+        if entry(SYS_FGETXATTR, [fd as usize, capability, 0, 0, 0]) != -ENODATA {
             return None;
         }
         let mut head = [0u8; 4096];
-        let read = entry(SYS_PREAD64, [fd, head.as_mut_ptr() as usize, head.len(), 0, 0]);
+        let read = entry(SYS_PREAD64, [fd as usize, head.as_mut_ptr() as usize, head.len(), 0, 0]);
         let head = head.get(..usize::try_from(read).ok()?)?;
         if let Some(line) = head.strip_prefix(b"#!") {
             // The kernel reads the interpreter's name up to the first blank or newline.
             let line = line.get(..line.iter().position(|&byte| byte == b'\n')?)?;
             let start = line.iter().position(|&byte| byte != b' ' && byte != b'\t')?;
             let name = line.get(start..)?;
-            let name = name.get(..name.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(name.len()))?;
+            let end = name.iter().position(|&byte| byte == b' ' || byte == b'\t');
+            let name = name.get(..end.unwrap_or(name.len()))?;
             let mut inner = [0u8; 256];
             put(inner.get_mut(..name.len())?, name)?;
             return Some(runs_with_shim(inner.get(..=name.len())?, interp, depth + 1));
         }
-        has_interpreter(fd, head, interp)
-    })();
-    entry(SYS_CLOSE, [fd, 0, 0, 0, 0]);
-    result.unwrap_or(false)
-}
-
-/// Whether the x86_64 ELF file open as `fd`, whose first bytes are `head`, has `interp` for
-/// its `PT_INTERP`.
-fn has_interpreter(fd: usize, head: &[u8], interp: &[u8]) -> Option<bool> {
-    fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-    }
-    fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn u64_at(bytes: &[u8], at: usize) -> Option<usize> {
-        usize::try_from(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)).ok()
-    }
-    // 64-bit, little-endian, x86_64.
-    if head.get(..6)? != b"\x7fELF\x02\x01" || u16_at(head, 18)? != 62 || u16_at(head, 54)? != 56 {
-        return None;
-    }
-    let (table, count) = (u64_at(head, 32)?, usize::from(u16_at(head, 56)?));
-    for index in 0..count {
-        let header = table + index * 56;
-        if u32_at(head, header)? != PT_INTERP {
-            continue;
-        }
-        let (offset, size) = (u64_at(head, header + 8)?, u64_at(head, header + 32)?);
-        // The name and its NUL.
-        if size != interp.len() + 1 {
-            return Some(false);
-        }
+        // Its loader's name, with the NUL, is `interp` and its NUL.
+        let (offset, size) = interpreter_at(head)?;
         let mut name = [0u8; PATH_MAX];
-        let name = name.get_mut(..size)?;
-        let read = entry(SYS_PREAD64, [fd, name.as_mut_ptr() as usize, size, offset, 0]);
-        return Some(read == size as c_long && name.get(..interp.len())? == interp);
-    }
-    Some(false)
+        let name = name.get_mut(..size).filter(|_| size == interp.len() + 1)?;
+        let read = entry(SYS_PREAD64, [fd as usize, name.as_mut_ptr() as usize, size, offset, 0]);
+        Some(read == size as c_long && name.get(..interp.len())? == interp)
+    })();
+    entry(SYS_CLOSE, [fd as usize, 0, 0, 0, 0]);
+    result.unwrap_or(false)
 }
 
 /// The program `file` names as `execvp` finds it (in `PATH` when it has no `/`), into `buf`,
@@ -309,16 +292,11 @@ pub(crate) fn search<'a>(file: *const c_char, buf: &'a mut [u8; PATH_MAX]) -> Op
         put(buf.get_mut(..dir.len())?, dir)?;
         *buf.get_mut(dir.len())? = b'/';
         put(buf.get_mut(dir.len() + 1..len)?, name)?;
-        let candidate = buf.get(..len)?;
-        if log_path(AT_FDCWD, candidate.as_ptr().cast()) != Logged::Yes {
-            return None;
-        }
-        if entry(SYS_FACCESSAT, [AT_FDCWD as usize, candidate.as_ptr() as usize, X_OK as usize, 0, 0]) != 0 {
+        let candidate = buf.get(..len)?.as_ptr().cast();
+        if logged_call(SYS_FACCESSAT, AT_FDCWD, candidate, [X_OK as usize, 0, 0])? != 0 {
             continue;
         }
-        let mut stat = [0u32; 36];
-        let stated = entry(SYS_NEWFSTATAT, [AT_FDCWD as usize, candidate.as_ptr() as usize, stat.as_mut_ptr() as usize, 0, 0]);
-        if stated == 0 && stat.get(6).is_some_and(|mode| mode & S_IFMT == S_IFREG) {
+        if Stat::logged(AT_FDCWD, candidate, 0)?.is_ok_and(|stat| stat.mode() & S_IFMT == S_IFREG) {
             return buf.get(..len);
         }
     }
@@ -482,12 +460,10 @@ fn join(buf: &mut [u8; PATH_MAX], parts: &[&[u8]], mut len: usize) -> Option<usi
 /// Logs `path` (NUL-terminated) and `stat`s it from the page: whether something is there
 /// (`None`: it could not be logged).
 fn look(path: &[u8]) -> Option<bool> {
-    if log_path(AT_FDCWD, path.as_ptr().cast()) != Logged::Yes {
-        return None;
+    match Stat::logged(AT_FDCWD, path.as_ptr().cast(), 0)? {
+        Err(error) if error == -c_long::from(ENOENT) || error == -ENOTDIR => Some(false),
+        _ => Some(true),
     }
-    let mut stat = [0u64; 18];
-    let result = entry(SYS_NEWFSTATAT, [AT_FDCWD as usize, path.as_ptr() as usize, stat.as_mut_ptr() as usize, 0, 0]);
-    Some(!(result == -ENOENT || result == -ENOTDIR))
 }
 
 /// The names of the libraries the loaded objects need (`DT_NEEDED`), as the loader searched
@@ -500,7 +476,10 @@ struct Needed {
 
 impl Needed {
     fn add(&mut self, name: &'static [u8]) {
-        if name.is_empty() || name.iter().any(|&byte| byte == b'/') || self.names.get(..self.count).unwrap_or_default().contains(&name) {
+        if name.is_empty()
+            || name.iter().any(|&byte| byte == b'/')
+            || self.names.get(..self.count).unwrap_or_default().contains(&name)
+        {
             return;
         }
         match self.names.get_mut(self.count) {
@@ -545,7 +524,8 @@ unsafe extern "C" fn needed(info: *mut PhdrInfo, _: usize, data: *mut c_void) ->
             continue;
         }
         // SAFETY: a DT_NEEDED value is an offset into the string table.
-        names.add(unsafe { CStr::from_ptr((strings + value as usize) as *const c_char) }.to_bytes());
+        names
+            .add(unsafe { CStr::from_ptr((strings + value as usize) as *const c_char) }.to_bytes());
     }
     // An object loaded by name (`dlopen` in another library's constructor) is found as
     // `<dir>/<name>`.
@@ -584,21 +564,31 @@ fn exec_again(argv: *const *const c_char) {
     // SAFETY: getauxval is always safe to call; AT_EXECFN is a NUL-terminated string or 0.
     let started = unsafe { getauxval(AT_EXECFN) } as *const c_char;
     let mut image = [0u8; PATH_MAX];
-    let len = entry(SYS_READLINKAT, [AT_FDCWD as usize, c"/proc/self/exe".as_ptr() as usize, image.as_mut_ptr() as usize, PATH_MAX - 1, 0]);
+    let len = entry(
+        SYS_READLINKAT,
+        [
+            AT_FDCWD as usize,
+            c"/proc/self/exe".as_ptr() as usize,
+            image.as_mut_ptr() as usize,
+            PATH_MAX - 1,
+            0,
+        ],
+    );
     let path = match usize::try_from(len) {
         // The file started is the image unless it is a script (its interpreter runs).
         Ok(len) if len > 0 && len < PATH_MAX => {
-            if !started.is_null() && same_file(started, image.as_ptr().cast()) { started } else { image.as_ptr().cast() }
+            if !started.is_null() && same_file(started, image.as_ptr().cast()) {
+                started
+            } else {
+                image.as_ptr().cast()
+            }
         }
         _ => started,
     };
     if !path.is_null() && !argv.is_null() {
         static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-        let address = files::next(&SLOT, c"execve");
-        // SAFETY: libc's execve.
-        let execve = unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char, Env, Env) -> c_int>(address) };
-        // SAFETY: the program's own argv and environment.
-        unsafe { execve(path, argv, environment()) };
+        // SAFETY: libc's execve, with the program's own arguments and environment.
+        unsafe { libc::<Execve>(&SLOT, c"execve")(path, argv, environment()) };
     }
     // Could not exec: the run's record must not be kept (the process may differ from plain).
     super::log_unrecordable();
@@ -606,11 +596,7 @@ fn exec_again(argv: *const *const c_char) {
 
 /// Whether the two paths name the same file (device and inode).
 fn same_file(a: *const c_char, b: *const c_char) -> bool {
-    let identity = |path: *const c_char| {
-        let mut stat = [0u64; 18];
-        let result = entry(SYS_NEWFSTATAT, [AT_FDCWD as usize, path as usize, stat.as_mut_ptr() as usize, 0, 0]);
-        (result == 0).then(|| (stat[0], stat[1]))
-    };
+    let identity = |path| Some(Stat::logged(AT_FDCWD, path, 0)?.ok()?.identity());
     matches!((identity(a), identity(b)), (Some(x), Some(y)) if x == y)
 }
 
@@ -629,7 +615,39 @@ fn with_nul<'a>(path: *const c_char) -> Option<&'a [u8]> {
 }
 
 type Execve = unsafe extern "C" fn(*const c_char, Env, Env) -> c_int;
-type Spawn = unsafe extern "C" fn(*mut c_int, *const c_char, *const c_void, *const c_void, Env, Env) -> c_int;
+type Spawn = unsafe extern "C" fn(
+    *mut c_int,
+    *const c_char,
+    *const c_void,
+    *const c_void,
+    Env,
+    Env,
+) -> c_int;
+
+/// The one way the interposers below start a program: with the environment [`Handover`] makes
+/// of `env` for the program `target` finds.
+fn start(
+    env: Env,
+    target: impl for<'a> FnOnce(&'a mut [u8; PATH_MAX]) -> Option<&'a [u8]>,
+    call: impl FnOnce(Env) -> c_int,
+) -> c_int {
+    restore();
+    let mut handover = Handover::new();
+    call(handover.env(env, target))
+}
+
+/// The program `posix_spawn` or `posix_spawnp` (`search`) starts, when its file actions cannot
+/// change where a relative path is found from.
+fn spawned(
+    file: *const c_char,
+    actions: *const c_void,
+    search_path: bool,
+) -> impl for<'a> FnOnce(&'a mut [u8; PATH_MAX]) -> Option<&'a [u8]> {
+    move |buf: &mut [u8; PATH_MAX]| {
+        let found = if search_path { search(file, buf) } else { with_nul(file) };
+        found.filter(|path| actions.is_null() || path.first() == Some(&b'/'))
+    }
+}
 
 /// # Safety
 ///
@@ -637,11 +655,12 @@ type Spawn = unsafe extern "C" fn(*mut c_int, *const c_char, *const c_void, *con
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Env, envp: Env) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-    restore();
-    let mut handover = Handover::new();
-    let env = handover.env(with_nul(path), envp);
     // SAFETY: the caller's arguments, and an environment as valid as theirs.
-    unsafe { libc::<Execve>(&SLOT, c"execve")(path, argv, env) }
+    start(
+        envp,
+        |_| with_nul(path),
+        |env| unsafe { libc::<Execve>(&SLOT, c"execve")(path, argv, env) },
+    )
 }
 
 /// # Safety
@@ -659,13 +678,12 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Env) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Env, envp: Env) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-    restore();
-    let mut found = [0u8; PATH_MAX];
-    let mut handover = Handover::new();
-    let target = if fast() { search(file, &mut found) } else { None };
-    let env = handover.env(target, envp);
     // SAFETY: the caller's arguments, and an environment as valid as theirs.
-    unsafe { libc::<Execve>(&SLOT, c"execvpe")(file, argv, env) }
+    start(
+        envp,
+        |buf| search(file, buf),
+        |env| unsafe { libc::<Execve>(&SLOT, c"execvpe")(file, argv, env) },
+    )
 }
 
 /// # Safety
@@ -690,13 +708,10 @@ pub unsafe extern "C" fn posix_spawn(
     envp: Env,
 ) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-    restore();
-    let mut handover = Handover::new();
-    // File actions may change the directory a relative path is found from.
-    let target = with_nul(path).filter(|path| actions.is_null() || path.first() == Some(&b'/'));
-    let env = handover.env(target, envp);
-    // SAFETY: the caller's arguments, and an environment as valid as theirs.
-    unsafe { libc::<Spawn>(&SLOT, c"posix_spawn")(pid, path, actions, attributes, argv, env) }
+    start(envp, spawned(path, actions, false), |env| {
+        // SAFETY: the caller's arguments, and an environment as valid as theirs.
+        unsafe { libc::<Spawn>(&SLOT, c"posix_spawn")(pid, path, actions, attributes, argv, env) }
+    })
 }
 
 /// # Safety
@@ -712,14 +727,10 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: Env,
 ) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-    restore();
-    let mut found = [0u8; PATH_MAX];
-    let mut handover = Handover::new();
-    let target = if fast() { search(file, &mut found) } else { None }
-        .filter(|path| actions.is_null() || path.first() == Some(&b'/'));
-    let env = handover.env(target, envp);
-    // SAFETY: the caller's arguments, and an environment as valid as theirs.
-    unsafe { libc::<Spawn>(&SLOT, c"posix_spawnp")(pid, file, actions, attributes, argv, env) }
+    start(envp, spawned(file, actions, true), |env| {
+        // SAFETY: the caller's arguments, and an environment as valid as theirs.
+        unsafe { libc::<Spawn>(&SLOT, c"posix_spawnp")(pid, file, actions, attributes, argv, env) }
+    })
 }
 
 /// # Safety
@@ -732,8 +743,10 @@ pub unsafe extern "C" fn posix_spawnp(
 pub unsafe extern "C" fn dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
     let real = libc::<unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void>(&SLOT, c"dlopen");
-    let hidden = hidden_value().filter(|_| STARTED_HIDDEN.load(Ordering::Acquire) >= 2);
-    let bare = with_nul(name).and_then(|name| name.strip_suffix(b"\0")).filter(|name| !name.is_empty() && !name.iter().any(|&byte| byte == b'/'));
+    let hidden = hidden_value();
+    let bare = with_nul(name)
+        .and_then(|name| name.strip_suffix(b"\0"))
+        .filter(|name| !name.is_empty() && !name.iter().any(|&byte| byte == b'/'));
     if let (Some(value), Some(bare)) = (hidden, bare) {
         let mut buf = [0u8; PATH_MAX];
         match first_there(value, &[bare], &mut buf) {

@@ -16,3 +16,8 @@ pub const SHIM: Option<&[u8]> = None;
 /// lets calls made from there run without stopping.
 #[path = "../shim/page.rs"]
 pub mod page;
+
+/// Where an x86_64 program names its loader: the runner measures the loader its own binary
+/// names, which the shim compares with the programs it starts.
+#[path = "../shim/elf.rs"]
+pub mod elf;

@@ -34,8 +34,7 @@ impl UserFiles {
         let cache = std::env::var_os(USER_CACHE_HOME)
             .filter(|dir| !dir.is_empty())
             .map_or_else(|| home.join(".cache"), PathBuf::from);
-        let cargo_home =
-            std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+        let cargo_home = cargo_home();
         UserFiles::under(vec![
             cache.join("memoshelve"),
             home.join("Library/Caches/memoshelve"),
@@ -189,12 +188,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
 /// and builds of other packages are kept.
 fn forget_packaged(target: &Path) -> anyhow::Result<()> {
     let packages = workspace_packages()?;
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let cargo_home =
-        std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
     let mut stale = Vec::new();
     // Local registries are named `-<hash>`; remote ones `<host>-<hash>`.
-    for registry in read_dir(&cargo_home.join("registry/src")) {
+    for registry in read_dir(&cargo_home().join("registry/src")) {
         if registry.file_name().is_some_and(|name| name.to_string_lossy().starts_with('-')) {
             stale.extend(
                 packages.iter().map(|(name, version)| registry.join(format!("{name}-{version}"))),
@@ -227,6 +223,14 @@ fn forget_packaged(target: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME").map_or_else(
+        || std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cargo"),
+        PathBuf::from,
+    )
 }
 
 /// The entries of `dir` (none if it cannot be read).

@@ -233,20 +233,9 @@ fn interpreter(path: &Path) -> Option<OsString> {
     // The headers and the name come first in the file.
     let mut bytes = Vec::new();
     fs::File::open(path).ok()?.take(64 * 1024).read_to_end(&mut bytes).ok()?;
-    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| {
-        usize::try_from(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)).ok()
-    };
-    if bytes.get(..6)? != b"\x7fELF\x02\x01" || u16_at(18)? != 62 || u16_at(54)? != 56 {
-        return None;
-    }
-    let (table, count) = (u64_at(32)?, usize::from(u16_at(56)?));
-    (0..count).map(|index| table + index * 56).find(|&at| u32_at(at) == Some(3)).and_then(|at| {
-        let (offset, size) = (u64_at(at + 8)?, u64_at(at + 32)?);
-        let name = bytes.get(offset..offset + size)?.strip_suffix(b"\0")?;
-        Some(OsStr::from_bytes(name).to_owned())
-    })
+    let (offset, size) = memoshelve_env_shim::elf::interpreter_at(&bytes)?;
+    let name = bytes.get(offset..offset.checked_add(size)?)?.strip_suffix(b"\0")?;
+    Some(OsStr::from_bytes(name).to_owned())
 }
 
 /// Writes `bytes` as `shim_dir/memoshelve-env-<hash>.so` unless that file already holds them.
