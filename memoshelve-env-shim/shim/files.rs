@@ -306,7 +306,7 @@ fn libc_result(result: c_long) -> c_long {
     }
 }
 
-fn set_errno(errno: c_int) {
+pub(crate) fn set_errno(errno: c_int) {
     // SAFETY: glibc's errno location is valid for the calling thread.
     unsafe { *super::__errno_location() = errno };
 }

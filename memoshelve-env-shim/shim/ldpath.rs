@@ -263,7 +263,10 @@ fn runs_with_shim(path: &[u8], interp: &[u8], depth: usize) -> bool {
 }
 
 /// The program `file` names as `execvp` finds it (in `PATH` when it has no `/`), into `buf`,
-/// NUL-terminated; `None` when not found (the call will fail, or search in ways not followed).
+/// NUL-terminated: the first candidate that is an executable regular file, after candidates
+/// whose `execve` would fail in a way glibc's search goes on after (each looked at through
+/// the fast path, logged). `None` when not found or when a candidate fails otherwise (glibc
+/// would stop there): the call then searches as libc does.
 pub(crate) fn search<'a>(file: *const c_char, buf: &'a mut [u8; PATH_MAX]) -> Option<&'a [u8]> {
     if file.is_null() {
         return None;
@@ -293,8 +296,10 @@ pub(crate) fn search<'a>(file: *const c_char, buf: &'a mut [u8; PATH_MAX]) -> Op
         *buf.get_mut(dir.len())? = b'/';
         put(buf.get_mut(dir.len() + 1..len)?, name)?;
         let candidate = buf.get(..len)?.as_ptr().cast();
-        if logged_call(SYS_FACCESSAT, AT_FDCWD, candidate, [X_OK as usize, 0, 0])? != 0 {
-            continue;
+        match logged_call(SYS_FACCESSAT, AT_FDCWD, candidate, [X_OK as usize, 0, 0])? {
+            0 => {}
+            error if SEARCH_GOES_ON.iter().any(|&go_on| error == -go_on) => continue,
+            _ => return None,
         }
         if Stat::logged(AT_FDCWD, candidate, 0)?.is_ok_and(|stat| stat.mode() & S_IFMT == S_IFREG) {
             return buf.get(..len);
@@ -302,6 +307,10 @@ pub(crate) fn search<'a>(file: *const c_char, buf: &'a mut [u8; PATH_MAX]) -> Op
     }
     None
 }
+
+/// The errors of an `execve` after which glibc's `execvp` tries the next directory of `PATH`
+/// (`ENOENT`, `ENOTDIR`, `EACCES`, `ESTALE`, `ENODEV`, `ETIMEDOUT`).
+const SEARCH_GOES_ON: [c_long; 6] = [2, 20, 13, 116, 19, 110];
 
 /// The calling process's environment.
 pub(crate) fn environment() -> Env {
@@ -655,6 +664,15 @@ fn spawned(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Env, envp: Env) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+    // A path that is not there fails as the call would (a shell trying each directory of
+    // `PATH`), looked at through the fast path instead of stopping.
+    if fast()
+        && let Some(Err(error)) = Stat::logged(AT_FDCWD, path, 0)
+        && (error == -c_long::from(ENOENT) || error == -ENOTDIR)
+    {
+        files::set_errno(-error as c_int);
+        return -1;
+    }
     // SAFETY: the caller's arguments, and an environment as valid as theirs.
     start(
         envp,
@@ -678,6 +696,16 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Env) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Env, envp: Env) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+    // The program glibc's search would reach, exec'd at once: the attempts before it, which
+    // would fail and stop, are looked at through the fast path. It returns only on failure
+    // (`ENOEXEC`: glibc runs it with `sh`; `EACCES`: glibc goes on): then libc's search.
+    let mut found = [0u8; PATH_MAX];
+    if fast()
+        && let Some(program) = search(file, &mut found)
+    {
+        // SAFETY: a NUL-terminated path, the caller's arguments and environment.
+        unsafe { execve(program.as_ptr().cast(), argv, envp) };
+    }
     // SAFETY: the caller's arguments, and an environment as valid as theirs.
     start(
         envp,
@@ -727,6 +755,15 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: Env,
 ) -> c_int {
     static SLOT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+    // As `execvpe`: the program glibc's search would reach, started at once; on failure (the
+    // failed child is gone), libc's search.
+    let mut found = [0u8; PATH_MAX];
+    if let Some(program) = spawned(file, actions, true)(&mut found)
+        // SAFETY: a NUL-terminated path, the caller's arguments and environment.
+        && unsafe { posix_spawn(pid, program.as_ptr().cast(), actions, attributes, argv, envp) } == 0
+    {
+        return 0;
+    }
     start(envp, spawned(file, actions, true), |env| {
         // SAFETY: the caller's arguments, and an environment as valid as theirs.
         unsafe { libc::<Spawn>(&SLOT, c"posix_spawnp")(pid, file, actions, attributes, argv, env) }

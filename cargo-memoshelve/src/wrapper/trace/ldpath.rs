@@ -158,3 +158,39 @@ fn a_static_program_is_started_as_asked() {
         "/nonexistent-a:/nonexistent-b -\n"
     );
 }
+
+/// A program found through `PATH` by `execvp` (`env`'s) is started without the attempts in
+/// the directories before it stopping, and a program that is not there (`sh` trying
+/// `missing/program`) fails without stopping: each path is looked at through the fast path
+/// and recorded as missing all the same. Ten more directories in front of `PATH` and thirty
+/// runs of a missing program: about as many stops as without them.
+#[test]
+fn a_search_through_path_does_not_stop_at_each_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let empty: Vec<_> = (0..10).map(|index| dir.join(format!("empty-{index}"))).collect();
+    for path in &empty {
+        std::fs::create_dir(path).unwrap();
+    }
+    let system = std::env::var("PATH").unwrap();
+    let library_path = dir.display().to_string();
+    let programs = "i=0; while [ $i -lt 10 ]; do env cat /dev/null; i=$((i+1)); done";
+    let short = watched(&dir, &format!("PATH={system}; {programs}"), &library_path);
+    let long_path = format!(
+        "{}:{system}",
+        empty.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(":")
+    );
+    let missing =
+        "{ i=0; while [ $i -lt 30 ]; do ./missing/program; i=$((i+1)); done; } 2>/dev/null";
+    let long = watched(&dir, &format!("PATH={long_path}; {programs}; {missing}"), &library_path);
+    for path in &empty {
+        assert!(long.looked.contains(&path.join("cat")), "{path:?}");
+    }
+    assert!(long.looked.contains(&dir.join("missing/program")));
+    assert!(
+        long.stops < short.stops + 20,
+        "{} stops with ten more directories in PATH and a missing program, {} without",
+        long.stops,
+        short.stops
+    );
+}
