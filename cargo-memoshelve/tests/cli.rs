@@ -93,7 +93,15 @@ fn the_full_tool_runs_alone_and_the_front_says_when_it_is_missing() {
 
     // A front copied without the full tool beside it names what to reinstall.
     let front = dir.path().join("cargo-memoshelve");
-    std::fs::copy(env!("CARGO_BIN_EXE_cargo-memoshelve"), &front).unwrap();
+    // Copied by another process: a copy written here could be held open for writing by a
+    // child another test thread is forking at that moment, and exec'ing it would then fail
+    // with "Text file busy" (ETXTBSY).
+    let copied = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_cargo-memoshelve"))
+        .arg(&front)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let missing = Command::new(&front).args(["memoshelve", "list"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);

@@ -236,7 +236,11 @@ pub(super) fn passes_as_nobody(test: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let binary = dir.path().join("tests");
-    std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
+    // Copied by another process: a copy written here could be held open for writing by a
+    // child another test thread is forking at that moment ("Text file busy" on exec).
+    let copied =
+        Command::new("cp").arg(std::env::current_exe().unwrap()).arg(&binary).status().unwrap();
+    assert!(copied.success());
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = Command::new(&binary)
         .args(["--exact", test, "--test-threads=1"])
