@@ -206,22 +206,6 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         }),
         _ => None,
     };
-    let sandbox = match hermetic::wanted(&unit.package, unit.local).then(|| root.clone()).flatten()
-    {
-        Some(root) => match Sandbox::claim(&root, &key.id(), &unit.profile_dir(), &unit.package) {
-            Ok(mut sandbox) => {
-                if let (Some(sandbox), Some(target)) = (&mut sandbox, &unit.target_dir) {
-                    sandbox.link_providers(target, std::env::vars_os());
-                }
-                sandbox
-            }
-            Err(err) => {
-                unit.log(&format!("in place (no sandbox: {err})"), None);
-                None
-            }
-        },
-        None => None,
-    };
     let started = Instant::now();
     let mut redone = None;
     // What tracing the run found and cost, for `runs.log`.
@@ -236,6 +220,8 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             Some(why) => Some(why.to_owned()),
             None => memo.root().and_then(|root| nearest_difference(&root, &name, &key.parts)),
         };
+        // Claimed only when the script runs: a hit needs no sandbox.
+        let sandbox = root.as_deref().and_then(|root| sandbox(&unit, root, &key.id()));
         let tracing = tracing.as_ref();
         let (stable, ran) = match &sandbox {
             Some(sandbox) => {
@@ -270,7 +256,6 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         recorded.untraced = untraced.clone();
         Ok(recorded)
     });
-    drop(sandbox);
     stats.lock().unwrap_or_else(PoisonError::into_inner).save();
     let took = Some(started.elapsed());
     match outcome {
@@ -321,6 +306,26 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Err(Unrecorded::Bypassed(why) | Unrecorded::Redo { why, .. }) => {
             unit.log(&format!("ran ({why})"), took);
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The hermetic sandbox for a run of `unit`'s script under the key `id` (see `hermetic`), if
+/// the package runs hermetically and no other build holds it.
+fn sandbox(unit: &Unit, root: &Path, id: &str) -> Option<Sandbox> {
+    if !hermetic::wanted(&unit.package, unit.local) {
+        return None;
+    }
+    match Sandbox::claim(root, id, &unit.profile_dir(), &unit.package) {
+        Ok(mut sandbox) => {
+            if let (Some(sandbox), Some(target)) = (&mut sandbox, &unit.target_dir) {
+                sandbox.link_providers(target, std::env::vars_os());
+            }
+            sandbox
+        }
+        Err(err) => {
+            unit.log(&format!("in place (no sandbox: {err})"), None);
+            None
         }
     }
 }
