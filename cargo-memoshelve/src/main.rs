@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|first| first == protocol::RUN_FLAG) {
         return wrapper::run::main(&args[2..]);
     }
+    if args.get(1).is_some_and(|first| first == protocol::COMPILE_FLAG) {
+        return wrapper::compile::main(&args[2..]);
+    }
     // `cargo memoshelve list` runs `cargo-memoshelve memoshelve list`; `memoshelve list` works too.
     if args.get(1).is_none_or(|first| first != "memoshelve") {
         args.insert(1, "memoshelve".into());

@@ -12,6 +12,10 @@ use std::process::{Command, ExitCode};
 /// The first argument a launcher gives the full tool: run this build script.
 pub(crate) const RUN_FLAG: &str = "__memoshelve-build-script";
 
+/// The first argument the front gives the full tool: memoize this rustc compile (the rest is
+/// rustc and its arguments).
+pub(crate) const COMPILE_FLAG: &str = "__memoshelve-rustc";
+
 /// The record beside a launcher: `tool=<full tool>` and `real=<the real script's file name>`.
 pub(crate) const RECORD: &str = ".memoshelve-launch";
 

@@ -6,9 +6,11 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
-/// Whether this process is a build script run by cargo (cargo sets both for build scripts only).
+/// Whether this process is a build script run by cargo. `OUT_DIR` and `CARGO_MANIFEST_DIR` are
+/// also set for the compiles of a package that has a build script (what a `RUSTC_WRAPPER` sees)
+/// and for its tests; `HOST` is set for build scripts only.
 pub(crate) fn in_build_script() -> bool {
-    std::env::var_os("OUT_DIR").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some()
+    ["OUT_DIR", "CARGO_MANIFEST_DIR", "HOST"].iter().all(|name| std::env::var_os(name).is_some())
 }
 
 /// Prints one `cargo:` directive line. Inside a build script only.

@@ -19,6 +19,14 @@ use crate::tier::disk::{Disk, EntryRecord, check_file};
 /// The index's areas under a root: format 3's, and cacache's of formats 1 and 2.
 const INDEX_AREAS: [&str; 2] = ["index", "index-v5"];
 
+/// The output of `rustc -vV` for the compiler at `rustc`: run once per toolchain, then read from
+/// `root` (a cache root) while the binary and its toolchain's driver library keep their path,
+/// size and modification time; a compiler that is not a toolchain's own binary (a proxy) is run
+/// every time. `None` when it cannot be run or fails.
+pub fn rustc_version(rustc: &Path, root: Option<&Path>) -> Option<String> {
+    crate::key::context::rustc_version_of(rustc, root)
+}
+
 /// A cache root opened for maintenance. Opening does not create anything.
 #[derive(Debug)]
 pub struct Store {

@@ -27,6 +27,9 @@ pub(crate) fn probe(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_memoshelve-probe"));
     command.args(args);
     without_callers_cargo_env(&mut command);
+    // Cargo sets `HOST` for build scripts only: with `OUT_DIR` and `CARGO_MANIFEST_DIR` (which
+    // a test sets to run the probe as a build script) it is one.
+    command.env("HOST", "x86_64-unknown-linux-gnu");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         if name.starts_with("MEMOSHELVE_") || name.starts_with("PROBE_") || name == "OUT_DIR" {
@@ -86,7 +89,8 @@ pub(crate) fn cli_binary() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_memoshelve-probe")).with_file_name("cargo-memoshelve")
 }
 
-/// Runs a probe as inside a build script (`OUT_DIR` and `CARGO_MANIFEST_DIR` set to `dir`, so
+/// Runs a probe as inside a build script (`OUT_DIR` and `CARGO_MANIFEST_DIR` set to `dir`, and
+/// `HOST` by [`probe`], so
 /// warnings are `cargo:warning=` lines) and returns its stdout lines.
 pub(crate) fn in_build_script(mut command: impl BorrowMut<Command>, dir: &Path) -> Vec<String> {
     lines(command.borrow_mut().env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))

@@ -7,6 +7,7 @@
 //! - The launcher (`src/bin/memoshelve-launcher.rs`) hands the run to the pinned full tool, as
 //!   `memoshelve __memoshelve-build-script <real binary> <args>`: [`run`].
 
+pub(crate) mod compile;
 pub(crate) mod hermetic;
 pub(crate) mod outputs;
 pub(crate) mod run;

@@ -306,7 +306,7 @@ fn child_process() {
 }
 
 /// Runs `scenario` in a child process of this test binary, as inside a build script
-/// (`OUT_DIR` and `CARGO_MANIFEST_DIR` set), and returns the `cargo:` lines it printed.
+/// (`OUT_DIR`, `CARGO_MANIFEST_DIR` and `HOST` set), and returns the `cargo:` lines it printed.
 fn in_child(scenario: &str, dir: &Path) -> Vec<String> {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args(["--exact", "file_steps::child_process", "--nocapture", "--test-threads=1"]);
@@ -319,6 +319,7 @@ fn in_child(scenario: &str, dir: &Path) -> Vec<String> {
         .env(SCENARIO, scenario)
         .env("OUT_DIR", dir.join("out"))
         .env("CARGO_MANIFEST_DIR", dir)
+        .env("HOST", "x86_64-unknown-linux-gnu")
         .env("FILE_STEPS_CACHE", dir.join("cache"))
         .env("FILE_STEPS_RUNS", dir.join("runs"))
         .output()

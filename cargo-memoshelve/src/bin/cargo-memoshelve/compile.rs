@@ -22,6 +22,16 @@ pub(crate) fn main(args: &[OsString]) -> u8 {
         }
     };
     let Some(script) = BuildScript::of(&args[1..]) else {
+        if memoized(&args[1..])
+            && let Ok(tool) = protocol::sibling(protocol::TOOL)
+            && tool.is_file()
+        {
+            // The unit cache (the full tool's `wrapper::compile`); if it cannot start, the
+            // compile goes on uncached.
+            let mut memoizing = Command::new(tool);
+            memoizing.arg(protocol::COMPILE_FLAG).args(args);
+            let _ = protocol::exec(memoizing);
+        }
         return pass_through(command);
     };
     let status = match command.status() {
@@ -42,6 +52,15 @@ pub(crate) fn main(args: &[OsString]) -> u8 {
         );
     }
     0
+}
+
+/// Whether a compile that is not a build script's goes to the unit cache: one that writes
+/// into an `--out-dir` (not cargo's `--print` probes), unless `MEMOSHELVE_DISABLE=1` or
+/// `MEMOSHELVE_UNITS=off` (read at each compile).
+fn memoized(args: &[OsString]) -> bool {
+    value_of(args, "--out-dir").is_some()
+        && std::env::var_os("MEMOSHELVE_DISABLE").is_none_or(|value| value != "1")
+        && std::env::var_os("MEMOSHELVE_UNITS").is_none_or(|value| value != "off")
 }
 
 /// A build script's compile, as cargo spells it.

@@ -55,6 +55,7 @@ use memoshelve_build::{Memo, Status};
 use self::key::{ScriptKey, nearest_difference};
 use self::script::{run_plain, run_recorded};
 use self::unit::Unit;
+pub(crate) use self::unit::workspace_of;
 use super::hermetic::{self, Sandbox};
 use super::outputs::Recorded;
 use super::statcache::StatCache;

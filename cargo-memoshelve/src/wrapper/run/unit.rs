@@ -172,7 +172,7 @@ impl Unit {
 
 /// The root of the workspace a local package at `manifest_dir` is in, by cargo's rule: the
 /// nearest directory above whose `Cargo.toml` has a `[workspace]` table; `None` when none has.
-pub(super) fn workspace_of(manifest_dir: &Path) -> Option<PathBuf> {
+pub(crate) fn workspace_of(manifest_dir: &Path) -> Option<PathBuf> {
     manifest_dir.ancestors().skip(1).find_map(|dir| {
         let manifest = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
         manifest

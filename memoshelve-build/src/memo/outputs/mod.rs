@@ -172,6 +172,8 @@ impl Step {
 pub struct Outputs<'memo, H> {
     memo: &'memo Memo<H>,
     dir: PathBuf,
+    /// The step's files, when it names them ([`Outputs::only`]).
+    only: Option<Vec<PathBuf>>,
 }
 
 impl<H> Memo<H> {
@@ -195,11 +197,24 @@ impl<H> Memo<H> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn outputs(&self, dir: impl AsRef<Path>) -> Outputs<'_, H> {
-        Outputs { memo: self, dir: dir.as_ref().to_owned() }
+        Outputs { memo: self, dir: dir.as_ref().to_owned(), only: None }
     }
 }
 
 impl<H> Outputs<'_, H> {
+    /// Names the step's outputs: exactly these files of the directory (relative paths), which
+    /// the step must write. Nothing else of the directory is looked at, so a directory that other
+    /// processes write into at the same time (a compiler's shared output directory) is fine:
+    /// no snapshot before and after, no marker of the step's files, no file of another key
+    /// removed. A hit writes every named file anew (as the step would have), each by a rename.
+    /// Inside a build script the step's stdout is not captured: report its directives through
+    /// [`Step::directive`].
+    #[must_use]
+    pub fn only<P: AsRef<Path>>(mut self, files: impl IntoIterator<Item = P>) -> Self {
+        self.only = Some(files.into_iter().map(|file| file.as_ref().to_owned()).collect());
+        self
+    }
+
     /// Restores the step's files on a hit, or runs it and stores what it wrote; returns the
     /// step's own value. Never fails because of the cache.
     pub fn call<A: ?Sized, R: Cacheable>(&self, args: &A, step: impl FnOnce(&mut Step) -> R) -> R
@@ -378,6 +393,13 @@ impl<H> Outputs<'_, H> {
         missed: Option<String>,
     ) -> Result<(R, Run), E> {
         let name = self.memo.name();
+        if self.only.is_some() {
+            let _ = std::fs::create_dir_all(&self.dir);
+            let mut state = Step { dir: self.dir.clone(), lines: Vec::new(), missed };
+            let value = step(&mut state)?;
+            let captured = Captured { lines: state.lines, before: Snapshot::new() };
+            return Ok((value, Run::Computed(Ok(captured))));
+        }
         // The step's own files of an earlier run go first, so that a generator that skips
         // rewriting unchanged files still writes every one of them, and all are seen.
         remove_own_outputs(&self.dir, name);
@@ -546,10 +568,14 @@ impl<H> Outputs<'_, H> {
             return Err(Some("a symbolic link is in the way of its files".to_owned()));
         }
         let target_of = |path: &[u8]| self.dir.join(safe_relative(path).expect("checked above"));
-        let ours: HashMap<Vec<u8>, Record> = read_marker(&marker_path(&self.dir, memo.name()))
-            .into_iter()
-            .map(|record| (record.path.clone(), record))
-            .collect();
+        let ours: HashMap<Vec<u8>, Record> = if self.only.is_some() {
+            HashMap::new()
+        } else {
+            read_marker(&marker_path(&self.dir, memo.name()))
+                .into_iter()
+                .map(|record| (record.path.clone(), record))
+                .collect()
+        };
         // An "if missing" file is left alone where something is that this step did not write.
         let mut left_alone = HashSet::new();
         let mut placed = Vec::new();
@@ -568,7 +594,7 @@ impl<H> Outputs<'_, H> {
             .iter()
             .filter(|file| !left_alone.contains(&file.path))
             .map(|file| (file, target_of(&file.path)))
-            .filter(|(file, target)| !already_there(target, file))
+            .filter(|(file, target)| self.only.is_some() || !already_there(target, file))
             .collect();
         // What a failed restore must take away again, so that the step runs on the directory as
         // it was: the paths that were not there before.
@@ -610,7 +636,9 @@ impl<H> Outputs<'_, H> {
                 let _ = std::fs::remove_file(self.dir.join(relative));
             }
         }
-        write_marker(&self.dir, memo.name(), &placed);
+        if self.only.is_none() {
+            write_marker(&self.dir, memo.name(), &placed);
+        }
         let lines = manifest.directives.iter().map(|line| roots.expand(line)).collect();
         Ok((value, Run::Restored(lines)))
     }
@@ -653,8 +681,13 @@ impl<H> Outputs<'_, H> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // Every blob and then the manifest's record, under the root's write lock.
         let _guard = disk.write_guard();
-        let claimed = claimed_by_others(&self.dir, name);
-        for (relative, seen) in snapshot(&self.dir, None) {
+        let claimed =
+            if self.only.is_some() { HashSet::new() } else { claimed_by_others(&self.dir, name) };
+        let seen = match &self.only {
+            Some(only) => named_files(&self.dir, only).map_err(uncacheable)?,
+            None => snapshot(&self.dir, None),
+        };
+        for (relative, seen) in seen {
             let before = captured.before.get(&relative);
             let path = self.dir.join(&relative);
             let name = path_bytes(&relative);
@@ -706,7 +739,9 @@ impl<H> Outputs<'_, H> {
                 record
             })
             .collect();
-        write_marker(&self.dir, name, &written);
+        if self.only.is_none() {
+            write_marker(&self.dir, name, &written);
+        }
         let base = inputs::base_dir();
         let produced = produced_paths(&manifest);
         let mut discovered: Vec<KeyInput> = captured
@@ -1123,6 +1158,24 @@ impl Seen {
             _ => true,
         }
     }
+}
+
+/// The files `only` names in `dir`, as a snapshot sees them; an error names one that is not a
+/// regular file there.
+fn named_files(dir: &Path, only: &[PathBuf]) -> std::result::Result<Snapshot, String> {
+    only.iter()
+        .map(|relative| {
+            let path = dir.join(relative);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => Ok((
+                    relative.clone(),
+                    Seen::File { stamp: stamp_of(&meta), mode: mode_of(&meta), hash: None },
+                )),
+                Ok(_) => Err(format!("{} is not a regular file", path.display())),
+                Err(err) => Err(format!("the step did not write {}: {err}", path.display())),
+            }
+        })
+        .collect()
 }
 
 /// Regular files, symbolic links and empty directories under `dir` (relative paths); other

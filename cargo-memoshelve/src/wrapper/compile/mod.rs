@@ -1,0 +1,471 @@
+//! The unit cache: every rustc compile cargo makes through the wrapper, memoized (issue 31).
+//!
+//! The front hands a compile here as `memoshelve __memoshelve-rustc <rustc> <args>`. The flow:
+//! 1. `invocation`: what the unit is, read from its arguments without running rustc; what is
+//!    not modelled passes through to rustc.
+//! 2. The level-1 key: the arguments with this build's directories as placeholders (where
+//!    incremental state is kept left out), the working directory, `rustc -vV`, the content of
+//!    every `--extern` file and of every native library `-l` finds in the `-L` directories,
+//!    `RUSTC_BOOTSTRAP`.
+//! 3. The lookup, through the library: a file step over `--out-dir` that names its outputs
+//!    (`Outputs::only`: other compiles write into the same directory at the same time). Its
+//!    value, [`Compiled`], holds the second level, checked in `Memo::validate`: every file the
+//!    recorded compile's dep-info listed, by content (through the stat cache), every variable
+//!    `env!`/`option_env!` read, by value, and the directories the outputs spell (an entry
+//!    restores only where they are the same).
+//! 4. On a miss the compile runs as cargo asked (or through `MEMOSHELVE_RUSTC_WRAPPER`), its
+//!    stderr streamed to cargo line by line as it comes (so dependents start on the `.rmeta` as
+//!    early as without the cache) and kept. It is stored only if no input changed while it ran.
+//! 5. On a hit the outputs are restored, the dep-info is written with this build's paths, and
+//!    the stored stderr (diagnostics, artifact notifications) is replayed with them.
+//!
+//! Nothing of the cache's own reaches cargo: what a wrapper prints, cargo stores with the unit
+//! and replays on later fresh builds. What became of each compile goes to
+//! `<profile>/.memoshelve/units.log`.
+
+mod depinfo;
+mod invocation;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use memoshelve_build::store::Roots;
+use memoshelve_build::{Memo, Status};
+use serde::{Deserialize, Serialize};
+
+use self::invocation::Invocation;
+use super::outputs::contains;
+use super::statcache::StatCache;
+use super::trace::inputs::what_is_at;
+use crate::protocol::{self, code_of, inner_wrapper};
+
+/// The step's argument, bumped when the key's meaning changes.
+const KEY_VERSION: u32 = 1;
+
+/// The variables rustc itself reads that change what it writes.
+const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP"];
+
+/// What a unit entry stores beside its files.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Compiled {
+    /// Every file the dep-info listed: (path, this build's directories as placeholders; what
+    /// was there, as `trace::inputs::what_is_at` says).
+    pub(crate) files: Vec<(String, String)>,
+    /// Every variable the dep-info listed, with the value the compile read (`None`: unset).
+    /// Kept as read: a path's value that the outputs use without spelling it
+    /// (`env!("CARGO_MANIFEST_DIR").len()`) must not match another checkout's.
+    pub(crate) env: Vec<(String, Option<String>)>,
+    /// The dep-info, this build's directories as placeholders.
+    pub(crate) dep_info: String,
+    /// What rustc printed on stderr (diagnostics, artifact notifications), placeholders too.
+    pub(crate) stderr: String,
+    /// `(placeholder name, directory)`: the directories the outputs spell.
+    pub(crate) bound: Vec<(String, String)>,
+}
+
+impl Compiled {
+    /// The first input that is not as recorded in this build, in words, or `None`.
+    fn first_change(&self, roots: &Roots, stats: &mut StatCache) -> Option<String> {
+        if let Some((name, dir)) = self.bound.iter().find(|(name, dir)| {
+            !roots.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
+        }) {
+            return Some(format!("bound to {name}={dir}"));
+        }
+        for (name, value) in &self.env {
+            if std::env::var(name).ok() != *value {
+                return Some(format!("env {name}"));
+            }
+        }
+        for (path, value) in &self.files {
+            if what_is_at(Path::new(&roots.expand(path)), stats) != *value {
+                return Some(format!("file {path}"));
+            }
+        }
+        None
+    }
+}
+
+/// Why a compile that went through the cache is not stored.
+enum Unrecorded {
+    /// rustc failed: its exit code (its stderr has reached cargo).
+    Failed(ExitCode),
+    /// It compiled, but the result must not be stored.
+    Bypassed(String),
+}
+
+/// `args`: rustc, then its arguments, as cargo gave them to the wrapper.
+pub(crate) fn main(args: &[OsString]) -> ExitCode {
+    let Some((rustc, rustc_args)) = args.split_first() else {
+        return ExitCode::from(101);
+    };
+    let unit = match Invocation::parse(rustc_args) {
+        Ok(unit) => unit,
+        Err(why) => {
+            log(None, "?", &format!("passed through ({why})"), None, None);
+            return pass_through(args);
+        }
+    };
+    let here = match Here::of(&unit) {
+        Ok(here) => here,
+        Err(why) => {
+            log(None, &unit.crate_name, &format!("passed through ({why})"), None, None);
+            return pass_through(args);
+        }
+    };
+    let name = format!("rustc.{}", unit.crate_name);
+    let memo = Memo::new(&name).local_only();
+    let Some(root) = memo.root() else {
+        here.log(&unit, "passed through (no usable cache root)", None, None);
+        return pass_through(args);
+    };
+    let stats =
+        Arc::new(Mutex::new(StatCache::open(root.join("tracing").join("stat").join(&name))));
+    let parts = {
+        let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+        match key_parts(Path::new(rustc), &unit, &here, &root, &mut stats) {
+            Ok(parts) => parts,
+            Err(why) => {
+                here.log(&unit, &format!("passed through ({why})"), None, None);
+                return pass_through(args);
+            }
+        }
+    };
+    let missed_why = Arc::new(Mutex::new(None));
+    let memo =
+        parts.iter().fold(memo, |memo, (part, value)| memo.input_value(part, value)).validate({
+            let (roots, stats, missed_why) =
+                (here.roots.clone(), stats.clone(), missed_why.clone());
+            move |compiled: &Compiled| {
+                let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+                let changed = compiled.first_change(&roots, &mut stats);
+                if let Some(why) = &changed
+                    && let Ok(mut missed) = missed_why.lock()
+                {
+                    missed.get_or_insert(why.clone());
+                }
+                changed.is_none()
+            }
+        });
+    let mut outputs = unit.outputs();
+    // The dep-info is written from the value, with this build's paths.
+    outputs.pop();
+    let started = Instant::now();
+    let outcome = memo
+        .outputs(&unit.out_dir)
+        .only(&outputs)
+        .try_call_with_report(&KEY_VERSION, |_step| compile(args, &unit, &here, &outputs, &stats));
+    stats.lock().unwrap_or_else(PoisonError::into_inner).save();
+    let took = Some(started.elapsed());
+    match outcome {
+        Ok((compiled, report)) => {
+            if report.status.is_hit()
+                && let Err(err) = replay(&unit, &here, &compiled)
+            {
+                // Cargo would find no dep-info: the compile runs as cargo asked.
+                here.log(&unit, &format!("failed to restore ({err})"), took, None);
+                return pass_through(args);
+            }
+            let word = match (report.status, &report.not_stored) {
+                (Status::Miss, Some(why)) => format!("compiled (not stored: {why})"),
+                (Status::Miss, None) => "recorded".to_owned(),
+                _ => "restored".to_owned(),
+            };
+            let missed = match report.status {
+                Status::Miss => report
+                    .missed
+                    .as_deref()
+                    .map(|why| match missed_why.lock().ok().and_then(|mut why| why.take()) {
+                        Some(input) if why.contains("Memo::validate") => input,
+                        _ => why.to_owned(),
+                    })
+                    .map(|why| format!("missed: {why}")),
+                _ => None,
+            };
+            here.log(&unit, &word, took, missed.as_deref());
+            ExitCode::SUCCESS
+        }
+        Err(Unrecorded::Failed(code)) => {
+            here.log(&unit, "failed", took, None);
+            code
+        }
+        Err(Unrecorded::Bypassed(why)) => {
+            here.log(&unit, &format!("compiled ({why})"), took, None);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Where this build is: its directories, named in the key and the stored text by placeholder.
+struct Here {
+    roots: Roots,
+    /// rustc's working directory, which relative paths of the arguments and dep-info are in.
+    cwd: PathBuf,
+    /// `<target>[/<triple>]/<profile>`: where the log is.
+    profile: PathBuf,
+}
+
+impl Here {
+    fn of(unit: &Invocation) -> Result<Here, String> {
+        let cwd = std::env::current_dir().map_err(|err| format!("no working directory: {err}"))?;
+        let out_dir = cwd.join(&unit.out_dir);
+        // `<target>[/<triple>]/<profile>/deps`.
+        let profile = out_dir
+            .parent()
+            .filter(|_| out_dir.file_name().is_some_and(|name| name == "deps"))
+            .ok_or_else(|| format!("--out-dir {} is not cargo's deps", out_dir.display()))?
+            .to_path_buf();
+        let target = profile.parent().map(Path::to_path_buf);
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+        let local = match (&manifest, &cargo_home) {
+            (Some(manifest), Some(home)) => !manifest.starts_with(home),
+            _ => true,
+        };
+        let workspace = manifest.as_deref().filter(|_| local).and_then(super::run::workspace_of);
+        let out = std::env::var_os("OUT_DIR").map(PathBuf::from);
+        let roots = Roots::new(
+            [
+                ("out", out.as_deref()),
+                ("manifest", manifest.as_deref()),
+                ("workspace", workspace.as_deref()),
+                ("target", target.as_deref()),
+                ("cargo-home", cargo_home.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(name, dir)| Some((name, dir?))),
+        );
+        Ok(Here { roots, cwd, profile })
+    }
+
+    fn log(
+        &self,
+        unit: &Invocation,
+        what: &str,
+        took: Option<std::time::Duration>,
+        field: Option<&str>,
+    ) {
+        log(Some(&self.profile), &unit.crate_name, what, took, field);
+    }
+}
+
+/// One line in `<profile>/.memoshelve/units.log` (without a profile dir known, nowhere).
+fn log(
+    profile: Option<&Path>,
+    crate_name: &str,
+    what: &str,
+    took: Option<std::time::Duration>,
+    field: Option<&str>,
+) {
+    let Some(profile) = profile else { return };
+    let dir = profile.join(".memoshelve");
+    let path = dir.join("units.log");
+    if fs::metadata(&path).is_ok_and(|meta| meta.len() > 1 << 20) {
+        let _ = fs::rename(&path, dir.join("units.log.1"));
+    }
+    let took = took.map_or(String::new(), |took| format!("\t{:.1} ms", took.as_secs_f64() * 1e3));
+    let field = field.map_or(String::new(), |field| format!("\t{field}"));
+    let line = format!("{crate_name}\t{what}{took}{field}\n");
+    let _ = fs::create_dir_all(&dir).and_then(|()| {
+        fs::File::options().create(true).append(true).open(&path)?.write_all(line.as_bytes())
+    });
+}
+
+/// The level-1 key's named parts, or why the unit cannot be keyed.
+fn key_parts(
+    rustc: &Path,
+    unit: &Invocation,
+    here: &Here,
+    root: &Path,
+    stats: &mut StatCache,
+) -> Result<Vec<(String, String)>, String> {
+    let roots = &here.roots;
+    let version = memoshelve_build::store::rustc_version(rustc, Some(root))
+        .ok_or_else(|| format!("`{} -vV` failed", rustc.display()))?;
+    let mut parts = vec![
+        ("args".to_owned(), unit.keyed_args(|text| roots.name(text))),
+        ("cwd".to_owned(), roots.name(&here.cwd.to_string_lossy())),
+        ("rustc".to_owned(), version),
+    ];
+    for (name, path) in &unit.externs {
+        let Some(path) = path else { continue };
+        let what = what_is_at(&here.cwd.join(path), stats);
+        if !what.starts_with("file ") {
+            return Err(format!("extern {name}: {} is {what}", path.display()));
+        }
+        parts.push((format!("extern:{name}"), what));
+    }
+    for lib in &unit.libs {
+        parts.push((format!("native:{lib}"), native_library(unit, here, lib, stats)));
+    }
+    if let Some(spec) = &unit.target_spec {
+        parts.push(("target spec".to_owned(), what_is_at(&here.cwd.join(spec), stats)));
+    }
+    for name in RUSTC_ENV {
+        let value = std::env::var(name).unwrap_or_else(|_| "\0unset".to_owned());
+        parts.push((format!("env:{name}"), value));
+    }
+    Ok(parts)
+}
+
+/// What `-l <lib>` finds in the `-L` directories, the way the linker looks (`lib<name>.a`, then
+/// the shared library), by content: a static library is bundled into an rlib, and dep-info does
+/// not list it (rust-lang/rust#58393). One the directories do not hold is the system's, named
+/// only.
+fn native_library(unit: &Invocation, here: &Here, lib: &str, stats: &mut StatCache) -> String {
+    let (kind, name) = lib.split_once('=').unwrap_or(("", lib));
+    let name = name.split(':').next().unwrap_or(name);
+    let kind = kind.split(':').next().unwrap_or(kind);
+    let files: Vec<String> = match kind {
+        "static" => vec![format!("lib{name}.a"), format!("{name}.lib")],
+        "framework" => Vec::new(),
+        _ => vec![format!("lib{name}.so"), format!("lib{name}.a"), format!("lib{name}.dylib")],
+    };
+    for dir in &unit.search {
+        for file in &files {
+            let path = here.cwd.join(dir).join(file);
+            if path.exists() {
+                return format!(
+                    "{} {}",
+                    here.roots.name(&path.to_string_lossy()),
+                    what_is_at(&path, stats)
+                );
+            }
+        }
+    }
+    "not in the -L directories".to_owned()
+}
+
+/// A miss: the compile as cargo asked, its stderr streamed to cargo and kept; then what it read.
+fn compile(
+    args: &[OsString],
+    unit: &Invocation,
+    here: &Here,
+    outputs: &[String],
+    stats: &Mutex<StatCache>,
+) -> Result<Compiled, Unrecorded> {
+    let started = file_clock(&here.profile);
+    let stderr = run(args)?;
+    let text = fs::read_to_string(unit.dep_info())
+        .map_err(|err| Unrecorded::Bypassed(format!("no dep-info: {err}")))?;
+    let info = depinfo::parse(&text);
+    let roots = &here.roots;
+    let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut files = Vec::with_capacity(info.files.len());
+    for file in &info.files {
+        let path = here.cwd.join(file);
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.modified().is_ok_and(|modified| modified >= started)
+        {
+            return Err(Unrecorded::Bypassed(format!(
+                "{} changed while it compiled",
+                path.display()
+            )));
+        }
+        files.push((roots.name(&path.to_string_lossy()), what_is_at(&path, &mut stats)));
+    }
+    let mut bound: Vec<(String, String)> = Vec::new();
+    for output in outputs {
+        let path = unit.out_dir.join(output);
+        let bytes = fs::read(&path).map_err(|err| {
+            Unrecorded::Bypassed(format!("cannot read {}: {err}", path.display()))
+        })?;
+        for (name, dir) in roots.dirs() {
+            if !bound.iter().any(|(known, _)| known == name) && contains(&bytes, dir.as_bytes()) {
+                bound.push((name.to_owned(), dir.to_owned()));
+            }
+        }
+    }
+    bound.sort();
+    Ok(Compiled {
+        files,
+        env: info.env,
+        dep_info: roots.name(&text),
+        stderr: roots.name(&stderr),
+        bound,
+    })
+}
+
+/// Runs the compile (through the user's own wrapper, if one is set), its stderr passed on line
+/// by line as it comes and returned; its stdout is cargo's.
+fn run(args: &[OsString]) -> Result<String, Unrecorded> {
+    let mut child = match command(args).stderr(Stdio::piped()).spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            cannot_run(args, &err);
+            return Err(Unrecorded::Failed(ExitCode::from(101)));
+        }
+    };
+    let mut kept = Vec::new();
+    let mut reader = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = Vec::new();
+    let mut cargo = std::io::stderr();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = cargo.write_all(&line);
+                kept.extend_from_slice(&line);
+            }
+        }
+    }
+    let status = child.wait().map_err(|_| Unrecorded::Failed(ExitCode::from(101)))?;
+    if !status.success() {
+        return Err(Unrecorded::Failed(ExitCode::from(code_of(status))));
+    }
+    String::from_utf8(kept).map_err(|_| Unrecorded::Bypassed("stderr is not UTF-8".to_owned()))
+}
+
+/// A hit: the dep-info and the stderr, with this build's directories.
+fn replay(unit: &Invocation, here: &Here, compiled: &Compiled) -> std::io::Result<()> {
+    let path = unit.dep_info();
+    let staged = path.with_extension("d.memoshelve-tmp");
+    fs::write(&staged, here.roots.expand(&compiled.dep_info))?;
+    fs::rename(&staged, &path)?;
+    std::io::stderr().write_all(here.roots.expand(&compiled.stderr).as_bytes())
+}
+
+/// Now, as the file system stamps a file written now (see `run::unit::Unit::file_clock`); a
+/// file of this process's own, since compiles run side by side.
+fn file_clock(profile: &Path) -> SystemTime {
+    let path = profile.join(".memoshelve").join(format!("clock-{}", std::process::id()));
+    let stamped = fs::create_dir_all(profile.join(".memoshelve"))
+        .and_then(|()| fs::write(&path, b"t"))
+        .and_then(|()| fs::metadata(&path)?.modified());
+    let _ = fs::remove_file(&path);
+    stamped.unwrap_or_else(|_| SystemTime::now() - std::time::Duration::from_secs(1))
+}
+
+/// Replaces this process by the compile as cargo asked for it.
+fn pass_through(args: &[OsString]) -> ExitCode {
+    let err = protocol::exec(command(args));
+    cannot_run(args, &err);
+    ExitCode::from(101)
+}
+
+/// The compile as cargo asked for it: rustc, or the user's own wrapper running it.
+fn command(args: &[OsString]) -> Command {
+    let (program, rest) = match inner_wrapper() {
+        Some(inner) => (inner, args),
+        None => (args[0].clone(), &args[1..]),
+    };
+    let mut command = Command::new(program);
+    command.args(rest);
+    command
+}
+
+/// Says, as rustc would have, that the compiler could not be started.
+fn cannot_run(args: &[OsString], err: &std::io::Error) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: memoshelve: cannot run {}: {err}",
+        args[0].to_string_lossy()
+    );
+}
