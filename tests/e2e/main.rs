@@ -15,6 +15,8 @@ mod roots;
 #[cfg(target_os = "linux")]
 mod traced;
 #[cfg(unix)]
+mod units;
+#[cfg(unix)]
 mod wrapper;
 
 use std::borrow::BorrowMut;
