@@ -162,6 +162,9 @@ fn take_units(target: &Path, profile: &str) -> Vec<(String, String)> {
     units
 }
 
+/// A change to build with: cargo's arguments, variables, and what the program then prints.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 fn both(dep: &str, middle: &str) -> Vec<(String, String)> {
     vec![("dep".to_owned(), dep.to_owned()), ("middle".to_owned(), middle.to_owned())]
 }
@@ -202,7 +205,7 @@ fn each_input_a_unit_reads_is_a_miss_and_going_back_hits() {
     assert_eq!(take_units(&world.target(), "debug"), both("restored", "restored"));
 
     // A variable `option_env!` reads, a `--cfg`, a feature: `middle` misses, `dep` hits.
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    let cases: [Case; 3] = [
         (&[], &[("UNITS_FLAVOR", "spicy")], "dep-v1 spicy nocfg base"),
         (&[], &[("RUSTFLAGS", "--cfg units_cfg")], "dep-v1 plain cfg base"),
         (&["--features", "middle/extra"], &[], "dep-v1 plain nocfg extra"),
