@@ -205,7 +205,7 @@ fn each_input_a_unit_reads_is_a_miss_and_going_back_hits() {
     assert_eq!(take_units(&world.target(), "debug"), both("restored", "restored"));
 
     // A variable `option_env!` reads, a `--cfg`, a feature: `middle` misses, `dep` hits.
-    let cases: [Case; 3] = [
+    let cases: [Case<'_>; 3] = [
         (&[], &[("UNITS_FLAVOR", "spicy")], "dep-v1 spicy nocfg base"),
         (&[], &[("RUSTFLAGS", "--cfg units_cfg")], "dep-v1 plain cfg base"),
         (&["--features", "middle/extra"], &[], "dep-v1 plain nocfg extra"),
