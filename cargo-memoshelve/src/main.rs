@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod launching;
 mod output;
 mod project;
 #[allow(dead_code, reason = "the full tool uses part of what the binaries share")]

@@ -1,14 +1,24 @@
-//! The rustc wrapper: every compile passes through; a build script's gets a launcher.
+//! The rustc wrapper: every compile goes to the unit cache (the full tool); with that off, it
+//! passes through, and a build script's compile gets a launcher.
 
-use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
 use std::process::Command;
 
-use crate::protocol::{self, RECORD, code_of, inner_wrapper};
+use crate::launching::{BuildScript, value_of};
+use crate::protocol::{self, code_of, inner_wrapper};
 
 /// `args` is rustc and its arguments, as cargo gives them to `RUSTC_WRAPPER`.
 pub(crate) fn main(args: &[OsString]) -> u8 {
+    if memoized(&args[1..])
+        && let Ok(tool) = protocol::sibling(protocol::TOOL)
+        && tool.is_file()
+    {
+        // The unit cache (the full tool's `wrapper::compile`), which also puts a build
+        // script's launcher in place; if it cannot start, the compile goes on uncached.
+        let mut memoizing = Command::new(tool);
+        memoizing.arg(protocol::COMPILE_FLAG).args(args);
+        let _ = protocol::exec(memoizing);
+    }
     let mut command = match inner_wrapper() {
         Some(inner) => {
             let mut command = Command::new(inner);
@@ -22,16 +32,6 @@ pub(crate) fn main(args: &[OsString]) -> u8 {
         }
     };
     let Some(script) = BuildScript::of(&args[1..]) else {
-        if memoized(&args[1..])
-            && let Ok(tool) = protocol::sibling(protocol::TOOL)
-            && tool.is_file()
-        {
-            // The unit cache (the full tool's `wrapper::compile`); if it cannot start, the
-            // compile goes on uncached.
-            let mut memoizing = Command::new(tool);
-            memoizing.arg(protocol::COMPILE_FLAG).args(args);
-            let _ = protocol::exec(memoizing);
-        }
         return pass_through(command);
     };
     let status = match command.status() {
@@ -44,17 +44,11 @@ pub(crate) fn main(args: &[OsString]) -> u8 {
     if !status.success() {
         return code_of(status);
     }
-    if let Err(err) = script.install_launcher() {
-        // The script stays as rustc made it: it runs uncached, the build goes on.
-        eprintln!(
-            "warning: memoshelve: {}: {err}; this build script runs uncached",
-            script.binary.display()
-        );
-    }
+    script.put_launcher();
     0
 }
 
-/// Whether a compile that is not a build script's goes to the unit cache: one that writes
+/// Whether a compile goes to the unit cache: one that writes
 /// into an `--out-dir` (not cargo's `--print` probes), unless `MEMOSHELVE_DISABLE=1` or
 /// `MEMOSHELVE_UNITS=off` (read at each compile).
 fn memoized(args: &[OsString]) -> bool {
@@ -63,167 +57,10 @@ fn memoized(args: &[OsString]) -> bool {
         && std::env::var_os("MEMOSHELVE_UNITS").is_none_or(|value| value != "off")
 }
 
-/// A build script's compile, as cargo spells it.
-struct BuildScript {
-    /// The binary rustc writes, which cargo then links to `build-script-build`.
-    binary: PathBuf,
-}
-
-impl BuildScript {
-    /// `--crate-name build_script_*`, `--crate-type bin`, `CARGO_BIN_NAME` unset (cargo sets it
-    /// for `[[bin]]` targets, which may take the same name), `--out-dir` under a `build`
-    /// directory (cargo's layouts `build/<pkg>-<hash>/` and `build/<pkg>/<hash>/`).
-    fn of(args: &[OsString]) -> Option<BuildScript> {
-        let name = value_of(args, "--crate-name")?.to_str()?;
-        if !name.starts_with("build_script_")
-            || value_of(args, "--crate-type")? != "bin"
-            || std::env::var_os("CARGO_BIN_NAME").is_some()
-        {
-            return None;
-        }
-        let out_dir = PathBuf::from(value_of(args, "--out-dir")?);
-        out_dir.ancestors().skip(1).find(|dir| dir.file_name() == Some(OsStr::new("build")))?;
-        let extra = codegen_option(args, "extra-filename").unwrap_or_default();
-        let file = format!("{name}{extra}{}", std::env::consts::EXE_SUFFIX);
-        Some(BuildScript { binary: out_dir.join(file) })
-    }
-
-    /// Moves the real binary aside and puts the launcher in its place, with its mtime (cargo's
-    /// freshness compares it), and the record that names both.
-    fn install_launcher(&self) -> std::io::Result<()> {
-        let dir = self.binary.parent().expect("an --out-dir joined with a file name");
-        let tool = pinned_tool(dir)?;
-        let launcher = protocol::sibling("memoshelve-launcher")?;
-        if !launcher.is_file() {
-            return Err(std::io::Error::other(format!(
-                "{} is missing (`cargo install cargo-memoshelve` installs it beside cargo-memoshelve)",
-                launcher.display()
-            )));
-        }
-        let file_name = self.binary.file_name().expect("a file name");
-        let mut real_name = file_name.to_owned();
-        real_name.push(".memoshelve-real");
-        let real = dir.join(&real_name);
-        let mtime = fs::metadata(&self.binary)?.modified()?;
-        let mut record = Vec::new();
-        record.extend_from_slice(b"memoshelve-launch 1\ntool=");
-        record.extend_from_slice(tool.as_os_str().as_encoded_bytes());
-        record.extend_from_slice(b"\nreal=");
-        record.extend_from_slice(real_name.as_encoded_bytes());
-        record.push(b'\n');
-        fs::write(dir.join(RECORD), record)?;
-        let staged = dir.join(".memoshelve-launcher.tmp");
-        fs::copy(&launcher, &staged)?;
-        fs::File::options().write(true).open(&staged)?.set_modified(mtime)?;
-        fs::rename(&self.binary, &real)?;
-        if let Err(err) = fs::rename(&staged, &self.binary) {
-            let _ = fs::rename(&real, &self.binary);
-            return Err(err);
-        }
-        Ok(())
-    }
-}
-
-/// The copy of the full tool every launcher of a profile directory runs: pinned, so that
-/// reinstalling `cargo-memoshelve` mid-build changes nothing under a running build, and one per
-/// profile directory, not one per script. Made once, atomically (compiles run in parallel).
-fn pinned_tool(script_dir: &Path) -> std::io::Result<PathBuf> {
-    let build = script_dir
-        .ancestors()
-        .find(|dir| dir.file_name() == Some(OsStr::new("build")))
-        .expect("checked by BuildScript::of");
-    let pinned_dir = build.join(".memoshelve");
-    let pinned = pinned_dir.join(format!(
-        "{}-{}{}",
-        protocol::TOOL,
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::EXE_SUFFIX
-    ));
-    let me = protocol::sibling(protocol::TOOL)?;
-    if same_file(&me, &pinned) {
-        return Ok(pinned);
-    }
-    fs::create_dir_all(&pinned_dir)?;
-    let staged = pinned_dir.join(format!(".tool-{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&staged);
-    if fs::hard_link(&me, &staged).is_err() {
-        fs::copy(&me, &staged)?;
-    }
-    fs::rename(&staged, &pinned)?;
-    Ok(pinned)
-}
-
-/// Whether `pinned` is already a copy of `me`: its name holds the version, so one of the same
-/// length is one.
-fn same_file(me: &Path, pinned: &Path) -> bool {
-    let (Ok(me), Ok(pinned)) = (fs::metadata(me), fs::metadata(pinned)) else { return false };
-    me.len() == pinned.len()
-}
-
-/// The value of `--flag value` or `--flag=value`.
-fn value_of<'a>(args: &'a [OsString], flag: &str) -> Option<&'a OsStr> {
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == flag {
-            return args.next().map(OsString::as_os_str);
-        }
-        if let Some(value) = arg.to_str().and_then(|arg| arg.strip_prefix(flag)?.strip_prefix('='))
-        {
-            return Some(OsStr::new(value));
-        }
-    }
-    None
-}
-
-/// The value of `-C name=value` (or `-Cname=value`, `--codegen name=value`).
-fn codegen_option(args: &[OsString], name: &str) -> Option<String> {
-    let mut args = args.iter().filter_map(|arg| arg.to_str());
-    while let Some(arg) = args.next() {
-        let option = match arg {
-            "-C" | "--codegen" => args.next(),
-            _ => arg.strip_prefix("-C").or_else(|| arg.strip_prefix("--codegen=")),
-        };
-        if let Some(value) = option.and_then(|option| option.strip_prefix(name)?.strip_prefix('='))
-        {
-            return Some(value.to_owned());
-        }
-    }
-    None
-}
-
 /// Runs `command` in this process's place: a pass-through compile costs one exec.
 fn pass_through(command: Command) -> u8 {
     let program = command.get_program().to_owned();
     let err = protocol::exec(command);
     eprintln!("error: memoshelve: cannot run {}: {err}", program.to_string_lossy());
     1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(line: &str) -> Vec<OsString> {
-        line.split(' ').map(OsString::from).collect()
-    }
-
-    #[test]
-    fn tells_a_build_script_compile() {
-        let script = args(
-            "--crate-name build_script_build --edition=2021 build.rs --crate-type bin \
-             -C embed-bitcode=no -C extra-filename=-0a1b2c --out-dir /t/debug/build/foo-0a1b2c",
-        );
-        let found = BuildScript::of(&script).expect("a build script");
-        assert_eq!(found.binary, Path::new("/t/debug/build/foo-0a1b2c/build_script_build-0a1b2c"));
-        let library = args("--crate-name foo --crate-type lib --out-dir /t/debug/deps");
-        assert!(BuildScript::of(&library).is_none());
-        let elsewhere =
-            args("--crate-name build_script_build --crate-type bin --out-dir /t/debug/deps");
-        assert!(BuildScript::of(&elsewhere).is_none());
-        let joined = args(
-            "--crate-name=build_script_main --crate-type=bin -Cextra-filename=-9 --out-dir=/t/build/x/h",
-        );
-        let found = BuildScript::of(&joined).expect("a build script, options joined by =");
-        assert_eq!(found.binary, Path::new("/t/build/x/h/build_script_main-9"));
-    }
 }

@@ -18,6 +18,8 @@
 #![cfg_attr(not(test), no_main)]
 
 mod compile;
+#[path = "../../launching.rs"]
+mod launching;
 #[path = "../../protocol.rs"]
 #[allow(dead_code, reason = "the front uses part of what the binaries share")]
 mod protocol;

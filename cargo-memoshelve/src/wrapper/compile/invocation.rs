@@ -89,6 +89,8 @@ pub(crate) struct Invocation {
     pub(crate) libs: Vec<String>,
     /// `--target`, when it names a target spec file (`.json`).
     pub(crate) target_spec: Option<PathBuf>,
+    /// `-C incremental`'s directory.
+    pub(crate) incremental: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -110,6 +112,7 @@ impl Invocation {
             search: Vec::new(),
             libs: Vec::new(),
             target_spec: None,
+            incremental: None,
         };
         let mut inputs = 0;
         let mut rest = args.iter();
@@ -149,10 +152,16 @@ impl Invocation {
         if parsed.crate_types.is_empty() {
             parsed.crate_types.push("bin".to_owned());
         }
-        if let Some(kind) =
-            parsed.crate_types.iter().find(|kind| !matches!(kind.as_str(), "lib" | "rlib"))
-        {
-            return Err(format!("crate type {kind} is not cached yet"));
+        if let Some(kind) = parsed.crate_types.iter().find(|kind| {
+            !matches!(
+                kind.as_str(),
+                "lib" | "rlib" | "bin" | "test" | "proc-macro" | "dylib" | "cdylib" | "staticlib"
+            )
+        }) {
+            return Err(format!("crate type {kind} is not modelled"));
+        }
+        if parsed.crate_types.len() > 1 {
+            return Err(format!("{} crate types", parsed.crate_types.len()));
         }
         if !parsed.emit.iter().any(|kind| kind == "dep-info") {
             return Err("no dep-info is emitted (the inputs would be unknown)".to_owned());
@@ -163,13 +172,6 @@ impl Invocation {
             .find(|kind| !matches!(kind.as_str(), "dep-info" | "metadata" | "link"))
         {
             return Err(format!("--emit={kind} is not modelled"));
-        }
-        if let Some((name, _)) = parsed.externs.iter().find(|(_, path)| {
-            path.as_ref().is_some_and(|path| {
-                path.extension().is_some_and(|ext| ext == "so" || ext == "dylib" || ext == "dll")
-            })
-        }) {
-            return Err(format!("extern {name} is a proc macro (its reads are not seen)"));
         }
         Ok(parsed)
     }
@@ -210,6 +212,9 @@ impl Invocation {
                 if key == "extra-filename" {
                     self.extra = setting.to_owned();
                 }
+                if key == "incremental" {
+                    self.incremental = Some(PathBuf::from(setting));
+                }
                 if key == "split-debuginfo" && setting != "off" {
                     return Err(format!("-C split-debuginfo={setting} writes more files"));
                 }
@@ -219,13 +224,38 @@ impl Invocation {
         Ok(())
     }
 
+    /// Whether the compile runs a linker, or code of another crate: a proc macro, which runs
+    /// inside rustc and may read what it likes. What such a compile reads beyond its dep-info
+    /// is only known by watching it.
+    pub(crate) fn runs_other_code(&self) -> bool {
+        let links = self.emit.iter().any(|kind| kind == "link")
+            && self.crate_types.iter().any(|kind| !matches!(kind.as_str(), "lib" | "rlib"));
+        links || self.uses_proc_macros()
+    }
+
+    /// Whether an `--extern` is a proc macro (a shared library).
+    fn uses_proc_macros(&self) -> bool {
+        let suffix = std::env::consts::DLL_SUFFIX.trim_start_matches('.');
+        self.externs.iter().any(|(_, path)| {
+            path.as_ref().is_some_and(|path| path.extension().is_some_and(|ext| ext == suffix))
+        })
+    }
+
     /// The files the compile writes into `--out-dir`, its dep-info last (rustc's names: the
     /// crate's name and `-C extra-filename`).
     pub(crate) fn outputs(&self) -> Vec<String> {
+        use std::env::consts::{DLL_PREFIX, DLL_SUFFIX, EXE_SUFFIX};
         let stem = format!("{}{}", self.crate_name, self.extra);
         let mut files = Vec::new();
         if self.emit.iter().any(|kind| kind == "link") {
-            files.push(format!("lib{stem}.rlib"));
+            for kind in &self.crate_types {
+                files.push(match kind.as_str() {
+                    "bin" | "test" => format!("{stem}{EXE_SUFFIX}"),
+                    "proc-macro" | "dylib" | "cdylib" => format!("{DLL_PREFIX}{stem}{DLL_SUFFIX}"),
+                    "staticlib" => format!("lib{stem}.a"),
+                    _ => format!("lib{stem}.rlib"),
+                });
+            }
         }
         if self.emit.iter().any(|kind| kind == "metadata") {
             files.push(format!("lib{stem}.rmeta"));
@@ -320,6 +350,32 @@ mod tests {
     }
 
     #[test]
+    fn names_what_each_crate_type_writes_and_which_run_other_code() {
+        let of = |types: &str| {
+            let unit = parse(&LIB.replace("--crate-type lib", types)).unwrap();
+            (unit.outputs(), unit.runs_other_code())
+        };
+        assert_eq!(of("--crate-type lib").1, false);
+        assert_eq!(
+            of("--crate-type bin"),
+            (
+                vec!["shlex-a285".to_owned(), "libshlex-a285.rmeta".into(), "shlex-a285.d".into()],
+                true
+            )
+        );
+        assert_eq!(of("--test").0[0], "shlex-a285");
+        assert_eq!(of("--crate-type proc-macro").0[0], "libshlex-a285.so");
+        assert_eq!(of("--crate-type staticlib").0[0], "libshlex-a285.a");
+        let check = parse(&LIB.replace("dep-info,metadata,link", "dep-info,metadata")).unwrap();
+        assert!(!check.runs_other_code());
+        let proc_macro = LIB.replace(
+            "--cap-lints allow",
+            "--extern serde_derive=/t/debug/deps/libserde_derive-1.so",
+        );
+        assert!(parse(&proc_macro).unwrap().runs_other_code());
+    }
+
+    #[test]
     fn the_key_leaves_out_where_things_are_but_not_what_they_are() {
         let unit = parse(LIB).unwrap();
         let keyed = unit.keyed_args(|text| text.replace("/t", "{target}"));
@@ -337,8 +393,7 @@ mod tests {
     #[test]
     fn what_is_not_modelled_passes_through() {
         for (change, why) in [
-            ("--crate-type lib", "crate type bin"),
-            ("--crate-type lib", "crate type proc-macro"),
+            ("--crate-type lib", "crate type lib,bin"),
             ("-C embed-bitcode=no", "-C llvm-args"),
             ("--cap-lints allow", "-Z"),
             ("--emit=dep-info,metadata,link", "--emit=metadata,link"),
@@ -346,8 +401,7 @@ mod tests {
             ("-C debuginfo=2", "-C split-debuginfo"),
         ] {
             let replacement = match why {
-                "crate type bin" => "--crate-type bin",
-                "crate type proc-macro" => "--crate-type proc-macro",
+                "crate type lib,bin" => "--crate-type lib --crate-type bin",
                 "-C llvm-args" => "-C llvm-args=-x",
                 "-Z" => "-Z threads=2",
                 "-C split-debuginfo" => "-C split-debuginfo=unpacked",
@@ -356,11 +410,6 @@ mod tests {
             let line = LIB.replace(change, replacement);
             assert!(parse(&line).is_err(), "{replacement} was taken");
         }
-        let proc_macro = LIB.replace(
-            "--cap-lints allow",
-            "--extern serde_derive=/t/debug/deps/libserde_derive-1.so",
-        );
-        assert!(parse(&proc_macro).unwrap_err().contains("proc macro"));
         assert!(parse(&LIB.replace("--out-dir /t/debug/deps ", "")).is_err());
     }
 }

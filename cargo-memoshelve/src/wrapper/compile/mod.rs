@@ -16,6 +16,12 @@
 //! 4. On a miss the compile runs as cargo asked (or through `MEMOSHELVE_RUSTC_WRAPPER`), its
 //!    stderr streamed to cargo line by line as it comes (so dependents start on the `.rmeta` as
 //!    early as without the cache) and kept. It is stored only if no input changed while it ran.
+//!    A compile that runs other code, a linker (a program, a test, a proc macro, a shared or
+//!    static library) or a proc macro (which may read any file or variable), is traced as a
+//!    build script's run is (DESIGN.md section 10, `trace`): what it read beyond the dep-info
+//!    (the C runtime's objects, the system libraries, the linker itself, what a proc macro
+//!    opened or `getenv`ed) joins the second level. Where tracing cannot run, such a compile
+//!    passes through.
 //! 5. On a hit the outputs are restored, the dep-info is written with this build's paths, and
 //!    the stored stderr (diagnostics, artifact notifications) is replayed with them.
 //!
@@ -41,7 +47,8 @@ use serde::{Deserialize, Serialize};
 use self::invocation::Invocation;
 use super::outputs::contains;
 use super::statcache::StatCache;
-use super::trace::inputs::what_is_at;
+use super::trace::{self, inputs::Traced, inputs::what_is_at};
+use crate::launching::BuildScript;
 use crate::protocol::{self, code_of, inner_wrapper};
 
 /// The step's argument, bumped when the key's meaning changes.
@@ -66,6 +73,8 @@ pub(crate) struct Compiled {
     pub(crate) stderr: String,
     /// `(placeholder name, directory)`: the directories the outputs spell.
     pub(crate) bound: Vec<(String, String)>,
+    /// What a compile that runs other code was seen to read (`None`: not traced).
+    pub(crate) traced: Option<Traced>,
 }
 
 impl Compiled {
@@ -86,7 +95,7 @@ impl Compiled {
                 return Some(format!("file {path}"));
             }
         }
-        None
+        self.traced.as_ref().and_then(|traced| traced.first_change(roots, stats))
     }
 }
 
@@ -98,8 +107,22 @@ enum Unrecorded {
     Bypassed(String),
 }
 
-/// `args`: rustc, then its arguments, as cargo gave them to the wrapper.
+/// `args`: rustc, then its arguments, as cargo gave them to the wrapper. A build script's
+/// compile, once compiled or restored, gets its launcher (`launching`).
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
+    let script = args.get(1..).and_then(BuildScript::of);
+    let code = memoized(args, script.is_some());
+    if let Some(script) = &script
+        && code == ExitCode::SUCCESS
+    {
+        script.put_launcher();
+    }
+    code
+}
+
+/// The compile `args`, through the cache; `wait`: it must have ended when this returns (a
+/// pass-through does not replace this process).
+fn memoized(args: &[OsString], wait: bool) -> ExitCode {
     let Some((rustc, rustc_args)) = args.split_first() else {
         return ExitCode::from(101);
     };
@@ -107,21 +130,28 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Ok(unit) => unit,
         Err(why) => {
             log(None, "?", &format!("passed through ({why})"), None, None);
-            return pass_through(args);
+            return pass_through(args, wait);
         }
     };
     let here = match Here::of(&unit) {
         Ok(here) => here,
         Err(why) => {
             log(None, &unit.crate_name, &format!("passed through ({why})"), None, None);
-            return pass_through(args);
+            return pass_through(args, wait);
         }
     };
-    let name = format!("rustc.{}", unit.crate_name);
+    // A compile that runs other code is cached only watched.
+    if unit.runs_other_code()
+        && let Some(why) = trace::unavailable()
+    {
+        here.log(&unit, &format!("passed through (links or runs a proc macro; {why})"), None, None);
+        return pass_through(args, wait);
+    }
+    let name = cache_name(&unit);
     let memo = Memo::new(&name).local_only();
     let Some(root) = memo.root() else {
         here.log(&unit, "passed through (no usable cache root)", None, None);
-        return pass_through(args);
+        return pass_through(args, wait);
     };
     let stats =
         Arc::new(Mutex::new(StatCache::open(root.join("tracing").join("stat").join(&name))));
@@ -131,7 +161,7 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             Ok(parts) => parts,
             Err(why) => {
                 here.log(&unit, &format!("passed through ({why})"), None, None);
-                return pass_through(args);
+                return pass_through(args, wait);
             }
         }
     };
@@ -155,10 +185,10 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // The dep-info is written from the value, with this build's paths.
     outputs.pop();
     let started = Instant::now();
-    let outcome = memo
-        .outputs(&unit.out_dir)
-        .only(&outputs)
-        .try_call_with_report(&KEY_VERSION, |_step| compile(args, &unit, &here, &outputs, &stats));
+    let outcome =
+        memo.outputs(&unit.out_dir).only(&outputs).try_call_with_report(&KEY_VERSION, |_step| {
+            compile(args, &unit, &here, &root, &outputs, &stats)
+        });
     stats.lock().unwrap_or_else(PoisonError::into_inner).save();
     let took = Some(started.elapsed());
     match outcome {
@@ -168,7 +198,7 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             {
                 // Cargo would find no dep-info: the compile runs as cargo asked.
                 here.log(&unit, &format!("failed to restore ({err})"), took, None);
-                return pass_through(args);
+                return pass_through(args, wait);
             }
             let word = match (report.status, &report.not_stored) {
                 (Status::Miss, Some(why)) => format!("compiled (not stored: {why})"),
@@ -200,6 +230,16 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     }
 }
 
+/// The cache name of a unit's entries: `rustc.<package>`, or `rustc.<package>.<crate>` where
+/// the crate's name is not the package's (a build script, another binary or test).
+fn cache_name(unit: &Invocation) -> String {
+    match std::env::var("CARGO_PKG_NAME") {
+        Ok(package) if package.replace('-', "_") == unit.crate_name => format!("rustc.{package}"),
+        Ok(package) => format!("rustc.{package}.{}", unit.crate_name),
+        Err(_) => format!("rustc.{}", unit.crate_name),
+    }
+}
+
 /// Where this build is: its directories, named in the key and the stored text by placeholder.
 struct Here {
     roots: Roots,
@@ -207,18 +247,27 @@ struct Here {
     cwd: PathBuf,
     /// `<target>[/<triple>]/<profile>`: where the log is.
     profile: PathBuf,
+    /// `<target>[/<triple>]`.
+    target: Option<PathBuf>,
+    cargo_home: Option<PathBuf>,
 }
 
 impl Here {
     fn of(unit: &Invocation) -> Result<Here, String> {
         let cwd = std::env::current_dir().map_err(|err| format!("no working directory: {err}"))?;
         let out_dir = cwd.join(&unit.out_dir);
-        // `<target>[/<triple>]/<profile>/deps`.
-        let profile = out_dir
-            .parent()
-            .filter(|_| out_dir.file_name().is_some_and(|name| name == "deps"))
-            .ok_or_else(|| format!("--out-dir {} is not cargo's deps", out_dir.display()))?
-            .to_path_buf();
+        // `<target>[/<triple>]/<profile>/deps`, or a build script's
+        // `<profile>/build/<package>-<hash>` (`build/<package>/<hash>` in cargo's new layout).
+        let profile = if out_dir.file_name().is_some_and(|name| name == "deps") {
+            out_dir.parent()
+        } else {
+            out_dir
+                .ancestors()
+                .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
+                .and_then(Path::parent)
+        }
+        .ok_or_else(|| format!("--out-dir {} is not in cargo's layout", out_dir.display()))?
+        .to_path_buf();
         let target = profile.parent().map(Path::to_path_buf);
         let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
         let cargo_home = std::env::var_os("CARGO_HOME")
@@ -241,7 +290,7 @@ impl Here {
             .into_iter()
             .filter_map(|(name, dir)| Some((name, dir?))),
         );
-        Ok(Here { roots, cwd, profile })
+        Ok(Here { roots, cwd, profile, target, cargo_home })
     }
 
     fn log(
@@ -347,11 +396,37 @@ fn compile(
     args: &[OsString],
     unit: &Invocation,
     here: &Here,
+    root: &Path,
     outputs: &[String],
     stats: &Mutex<StatCache>,
 ) -> Result<Compiled, Unrecorded> {
     let started = file_clock(&here.profile);
-    let stderr = run(args)?;
+    let scratch = here.profile.join(".memoshelve");
+    let tools = root.join("tracing");
+    let dirs = unit.runs_other_code().then(|| trace::Dirs { tools: &tools, scratch: &scratch });
+    let (stderr, observed) = run(args, dirs.as_ref())?;
+    let traced = match &observed {
+        Some(observed) => {
+            let own = [
+                Some(here.cwd.join(&unit.out_dir)),
+                unit.incremental.as_ref().map(|dir| here.cwd.join(dir)),
+                Some(scratch.clone()),
+            ];
+            let keyed = |name: &str| RUSTC_ENV.contains(&name);
+            let scope = trace::inputs::Scope {
+                roots: &here.roots,
+                own: own.into_iter().flatten().collect(),
+                target_dir: here.target.as_deref(),
+                left_out: trace::inputs::machine_left_out(Some(root), here.cargo_home.as_deref()),
+                keyed_env: &keyed,
+            };
+            let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            let traced = trace::inputs::record(observed, &scope, &mut stats)
+                .map_err(|why| Unrecorded::Bypassed(format!("not recordable: {why}")))?;
+            Some(traced)
+        }
+        None => None,
+    };
     let text = fs::read_to_string(unit.dep_info())
         .map_err(|err| Unrecorded::Bypassed(format!("no dep-info: {err}")))?;
     let info = depinfo::parse(&text);
@@ -389,38 +464,52 @@ fn compile(
         dep_info: roots.name(&text),
         stderr: roots.name(&stderr),
         bound,
+        traced,
     })
 }
 
-/// Runs the compile (through the user's own wrapper, if one is set), its stderr passed on line
-/// by line as it comes and returned; its stdout is cargo's.
-fn run(args: &[OsString]) -> Result<String, Unrecorded> {
-    let mut child = match command(args).stderr(Stdio::piped()).spawn() {
-        Ok(child) => child,
+/// Runs the compile (through the user's own wrapper, if one is set), watched when `dirs` is
+/// given, its stderr passed on line by line as it comes and returned; its stdout is cargo's.
+fn run(
+    args: &[OsString],
+    dirs: Option<&trace::Dirs<'_>>,
+) -> Result<(String, Option<trace::Observed>), Unrecorded> {
+    let mut command = command(args);
+    command.stderr(Stdio::piped());
+    let mut started = match trace::spawn(&mut command, dirs) {
+        Ok(started) => started,
         Err(err) => {
             cannot_run(args, &err);
             return Err(Unrecorded::Failed(ExitCode::from(101)));
         }
     };
-    let mut kept = Vec::new();
-    let mut reader = BufReader::new(child.stderr.take().expect("piped"));
-    let mut line = Vec::new();
-    let mut cargo = std::io::stderr();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let _ = cargo.write_all(&line);
-                kept.extend_from_slice(&line);
-            }
+    let stderr = started.child.stderr.take().expect("piped");
+    // On a thread of its own: a watched compile is followed on this one.
+    let passed_on = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut reader = BufReader::new(stderr);
+        let mut line = Vec::new();
+        let mut cargo = std::io::stderr();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|read| read > 0) {
+            let _ = cargo.write_all(&line);
+            kept.append(&mut line);
         }
-    }
-    let status = child.wait().map_err(|_| Unrecorded::Failed(ExitCode::from(101)))?;
+        kept
+    });
+    let (status, observed) = match started.wait() {
+        Ok(ended) => ended,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: memoshelve: lost the compile: {err}");
+            return Err(Unrecorded::Failed(ExitCode::from(101)));
+        }
+    };
+    let kept = passed_on.join().unwrap_or_default();
     if !status.success() {
         return Err(Unrecorded::Failed(ExitCode::from(code_of(status))));
     }
-    String::from_utf8(kept).map_err(|_| Unrecorded::Bypassed("stderr is not UTF-8".to_owned()))
+    let text = String::from_utf8(kept)
+        .map_err(|_| Unrecorded::Bypassed("stderr is not UTF-8".to_owned()))?;
+    Ok((text, observed))
 }
 
 /// A hit: the dep-info and the stderr, with this build's directories.
@@ -443,8 +532,17 @@ fn file_clock(profile: &Path) -> SystemTime {
     stamped.unwrap_or_else(|_| SystemTime::now() - std::time::Duration::from_secs(1))
 }
 
-/// Replaces this process by the compile as cargo asked for it.
-fn pass_through(args: &[OsString]) -> ExitCode {
+/// The compile as cargo asked for it, in this process's place (`wait`: as a child, waited for).
+fn pass_through(args: &[OsString], wait: bool) -> ExitCode {
+    if wait {
+        return match command(args).status() {
+            Ok(status) => ExitCode::from(code_of(status)),
+            Err(err) => {
+                cannot_run(args, &err);
+                ExitCode::from(101)
+            }
+        };
+    }
     let err = protocol::exec(command(args));
     cannot_run(args, &err);
     ExitCode::from(101)
