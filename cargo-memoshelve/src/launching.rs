@@ -157,10 +157,6 @@ mod tests {
         line.split(' ').map(OsString::from).collect()
     }
 
-    fn args(line: &str) -> Vec<OsString> {
-        line.split(' ').map(OsString::from).collect()
-    }
-
     #[test]
     fn tells_a_build_script_compile() {
         let script = args(
