@@ -355,7 +355,7 @@ mod tests {
             let unit = parse(&LIB.replace("--crate-type lib", types)).unwrap();
             (unit.outputs(), unit.runs_other_code())
         };
-        assert_eq!(of("--crate-type lib").1, false);
+        assert!(!of("--crate-type lib").1);
         assert_eq!(
             of("--crate-type bin"),
             (
