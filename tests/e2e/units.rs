@@ -424,3 +424,44 @@ fn builds_side_by_side_share_the_cache_and_both_are_right() {
     let units = take_units(&world.target(), "debug");
     assert!(units.iter().all(|(_, what)| what == "restored"), "{units:?}");
 }
+
+/// `cargo memoshelve <args> --json` against the world's cache.
+fn cli_json(world: &World, args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(crate::cli_binary());
+    command.args(["memoshelve", "--json", "--dir"]).arg(&world.cache).args(args);
+    serde_json::from_str(&ok(command)).unwrap()
+}
+
+#[test]
+fn explain_show_and_stats_speak_of_units() {
+    let world = World::new();
+    world.clean_run(&[], &[]);
+    let source = world.root.join("dep/src/lib.rs");
+    let original = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, original.replace("dep-v1", "dep-v2")).unwrap();
+    world.clean_run(&[], &[]);
+
+    // The newest compile of `dep` says which file changed, and what the two compiles read.
+    let explained = cli_json(&world, &["explain", "rustc.dep"]);
+    let missed = explained["missed"].as_str().unwrap();
+    assert_eq!(missed, "file {memoshelve:manifest}/src/lib.rs", "{explained}");
+    let changes = explained["changes"].as_array().unwrap();
+    assert!(changes.iter().any(|change| change["part"] == missed), "{explained}");
+    // `middle` read `dep`'s new metadata: a level-1 part.
+    let explained = cli_json(&world, &["explain", "rustc.middle"]);
+    assert_eq!(explained["missed"], "extern:dep", "{explained}");
+
+    // `show` lists what a program's compile read: the sources, and, traced, the linker's.
+    let list = cli_json(&world, &["list", "--name", "rustc.app"]);
+    let key = list.as_array().unwrap()[0]["key"].as_str().unwrap().to_owned();
+    let shown = cli_json(&world, &["show", &key]);
+    let unit = &shown["unit"];
+    let sources = unit["files"].as_array().unwrap();
+    assert!(sources.iter().any(|file| file[0] == "{memoshelve:manifest}/src/main.rs"), "{unit}");
+    let traced = unit["traced"]["programs"].as_array().unwrap();
+    assert!(!traced.is_empty(), "the linker ran: {unit}");
+
+    let stats = cli_json(&world, &["stats"]);
+    // Two compiles each of `dep`, `middle` and `app`, one of `middle`'s build script.
+    assert_eq!(stats["kinds"]["rustc units"]["entries"], 7, "{stats}");
+}

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::MemoshelveArgs;
 use crate::output;
+use crate::wrapper::compile::Compiled;
 use crate::wrapper::outputs::Recorded;
 
 /// One key part that differs: `(part, before, after)`; `None` where it was absent.
@@ -26,15 +27,20 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
             store.root().display()
         );
     };
-    // A build script's run keeps why it missed: the first key part that differed from the
-    // nearest stored run when it ran (which may be gone since, or the same level-1 key).
-    let missed = newest
-        .is_file_step()
-        .then(|| store.file_step(newest).ok())
-        .flatten()
-        .filter(|_| name.starts_with("build-script."))
-        .and_then(|manifest| Recorded::decode(&manifest.result))
-        .and_then(|recorded| recorded.missed);
+    // A build script's run and a compile keep why they missed: the first key part that
+    // differed from the nearest stored entry when they ran (which may be gone since, or the
+    // same level-1 key).
+    let missed = newest.is_file_step().then(|| store.file_step(newest).ok()).flatten().and_then(
+        |manifest| {
+            if name.starts_with("build-script.") {
+                Recorded::decode(&manifest.result)?.missed
+            } else if name.starts_with("rustc.") {
+                Compiled::decode(&manifest.result)?.missed
+            } else {
+                None
+            }
+        },
+    );
     let previous = match against {
         Some(prefix) => {
             let matching: Vec<_> =
@@ -112,6 +118,15 @@ pub(crate) fn run(args: &MemoshelveArgs, name: &str, against: Option<&str>) -> a
     };
     if name.starts_with("build-script.")
         && let (Some(before), Some(after)) = (traced(previous), traced(newest))
+    {
+        changes.extend(before.differences(&after));
+    }
+    // Two compiles: the sources, variables and traced inputs that differ.
+    let compiled = |entry: &memoshelve_build::store::Entry| {
+        Compiled::decode(&store.file_step(entry).ok()?.result)
+    };
+    if name.starts_with("rustc.")
+        && let (Some(before), Some(after)) = (compiled(previous), compiled(newest))
     {
         changes.extend(before.differences(&after));
     }

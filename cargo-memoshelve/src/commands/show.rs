@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::cli::MemoshelveArgs;
 use crate::output;
+use crate::wrapper::compile::Compiled;
 use crate::wrapper::outputs::Recorded;
 
 pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
@@ -33,6 +34,11 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
         .as_ref()
         .filter(|_| entry.record.name.starts_with("build-script."))
         .and_then(|manifest| Recorded::decode(&manifest.result));
+    // A rustc compile's entry (the unit cache): what it read, where it holds.
+    let unit = manifest
+        .as_ref()
+        .filter(|_| entry.record.name.starts_with("rustc."))
+        .and_then(|manifest| Compiled::decode(&manifest.result));
     // The other runs kept for the same key (a file step keeps a few whose declared inputs
     // differ): the same name and key inputs, another entry.
     let mut runs: Vec<_> = all
@@ -52,6 +58,7 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
             "declared": manifest.as_ref().map(|manifest| &manifest.discovered),
             "directives": manifest.as_ref().map(|manifest| &manifest.directives),
             "build_script": build_script,
+            "unit": unit,
             "other_runs": runs.iter().map(|other| &other.record.key).collect::<Vec<_>>(),
         }));
     }
@@ -84,6 +91,12 @@ pub(crate) fn run(args: &MemoshelveArgs, prefix: &str) -> anyhow::Result<()> {
     if let Some(recorded) = &build_script {
         writeln!(out, "\nbuild script:")?;
         for (what, text) in recorded.describe() {
+            writeln!(out, "  {what:<10}{text}")?;
+        }
+    }
+    if let Some(unit) = &unit {
+        writeln!(out, "\nrustc unit:")?;
+        for (what, text) in unit.describe() {
             writeln!(out, "  {what:<10}{text}")?;
         }
     }

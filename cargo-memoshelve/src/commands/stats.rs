@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::cli::MemoshelveArgs;
 use crate::output;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct PerName {
     entries: u64,
     bytes: u64,
@@ -36,6 +36,18 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         row.saved_us += (counts.hits + counts.remote_hits) * entry.record.compute_us;
         row.remote_saved_us += counts.remote_hits * entry.record.compute_us;
     }
+    // Transparent mode's two kinds beside the library's own caches.
+    let mut per_kind: BTreeMap<&str, PerName> = BTreeMap::new();
+    for (name, row) in &per_name {
+        let kind = per_kind.entry(kind_of(name)).or_default();
+        kind.entries += row.entries;
+        kind.bytes += row.bytes;
+        kind.hits += row.hits;
+        kind.remote_hits += row.remote_hits;
+        kind.misses += row.misses;
+        kind.saved_us += row.saved_us;
+        kind.remote_saved_us += row.remote_saved_us;
+    }
     let logical: u64 = entries.iter().map(|entry| entry.bytes).sum();
     let hits: u64 = per_name.values().map(|row| row.hits).sum();
     let saved_us: u64 = per_name.values().map(|row| row.saved_us).sum();
@@ -44,16 +56,16 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     let oldest = entries.iter().map(|entry| entry.record.created_ms).min();
     let newest = entries.iter().map(|entry| entry.record.created_ms).max();
     if args.json {
-        let names: serde_json::Map<String, serde_json::Value> = per_name
-            .iter()
-            .map(|(name, row)| {
-                let value = json!({
-                    "entries": row.entries, "bytes": row.bytes, "hits": row.hits,
-                    "remote_hits": row.remote_hits, "misses": row.misses, "saved_us": row.saved_us,
-                });
-                (name.clone(), value)
+        let row_json = |row: &PerName| {
+            json!({
+                "entries": row.entries, "bytes": row.bytes, "hits": row.hits,
+                "remote_hits": row.remote_hits, "misses": row.misses, "saved_us": row.saved_us,
             })
-            .collect();
+        };
+        let names: serde_json::Map<String, serde_json::Value> =
+            per_name.iter().map(|(name, row)| (name.clone(), row_json(row))).collect();
+        let kinds: serde_json::Map<String, serde_json::Value> =
+            per_kind.iter().map(|(kind, row)| ((*kind).to_owned(), row_json(row))).collect();
         return super::print_json(&json!({
             "root": store.root(),
             "entries": entries.len(),
@@ -67,6 +79,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
             "saved_us": saved_us,
             "oldest_ms": oldest,
             "newest_ms": newest,
+            "kinds": kinds,
             "names": names,
         }));
     }
@@ -96,6 +109,23 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     if let (Some(oldest), Some(newest)) = (oldest, newest) {
         writeln!(out, "oldest:      {}, newest: {}", output::age(oldest), output::age(newest))?;
     }
+    if per_kind.len() > 1 || per_kind.keys().any(|kind| *kind != OTHER) {
+        writeln!(out)?;
+        let mut rows = vec![
+            ["KIND", "ENTRIES", "SIZE", "HITS", "MISSES", "SAVED"].map(str::to_owned).to_vec(),
+        ];
+        for (kind, row) in &per_kind {
+            rows.push(vec![
+                (*kind).to_owned(),
+                row.entries.to_string(),
+                output::size(row.bytes),
+                row.hits.to_string(),
+                row.misses.to_string(),
+                output::duration(row.saved_us),
+            ]);
+        }
+        output::table(&mut out, &rows)?;
+    }
     if !per_name.is_empty() {
         writeln!(out)?;
         let mut rows = vec![
@@ -115,3 +145,18 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The kind of entries a name holds: transparent mode's compiles (`rustc.<package>...`) and
+/// build-script runs (`build-script.<package>`), or another cache.
+fn kind_of(name: &str) -> &'static str {
+    if name.starts_with("rustc.") {
+        "rustc units"
+    } else if name.starts_with("build-script.") {
+        "build scripts"
+    } else {
+        OTHER
+    }
+}
+
+/// [`kind_of`] a library cache.
+const OTHER: &str = "other caches";

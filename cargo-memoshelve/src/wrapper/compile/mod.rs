@@ -75,9 +75,82 @@ pub(crate) struct Compiled {
     pub(crate) bound: Vec<(String, String)>,
     /// What a compile that runs other code was seen to read (`None`: not traced).
     pub(crate) traced: Option<Traced>,
+    /// Why the compile missed: the input that changed since the newest entry of its key, or
+    /// the key part that differs from the nearest entry; `None` for the first. `explain`
+    /// shows it.
+    pub(crate) missed: Option<String>,
 }
 
 impl Compiled {
+    /// The value of a unit entry, from its manifest's `result`.
+    pub(crate) fn decode(result: &[u8]) -> Option<Compiled> {
+        postcard::from_bytes(result).ok()
+    }
+
+    /// What the compile read and where it holds, in words (`cargo memoshelve show`).
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut rows = vec![
+            ("sources", format!("{} files (its dep-info), checked by content", self.files.len())),
+            ("variables", format!("{} read by env!/option_env!, checked by value", self.env.len())),
+        ];
+        rows.push((
+            "traced",
+            match &self.traced {
+                Some(traced) => traced.counts(),
+                None => "no (it runs no linker and no proc macro)".to_owned(),
+            },
+        ));
+        let bound = if self.bound.is_empty() {
+            "nothing: restores at any checkout and target dir".to_owned()
+        } else {
+            let dirs: Vec<String> =
+                self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
+            format!("{} (its outputs spell them: restores only there)", dirs.join(", "))
+        };
+        rows.push(("bound to", bound));
+        if let Some(missed) = &self.missed {
+            rows.push(("missed on", missed.clone()));
+        }
+        rows
+    }
+
+    /// The inputs of the second level that differ between two entries' compiles:
+    /// `(part, before, after)`.
+    pub(crate) fn differences(
+        &self,
+        after: &Compiled,
+    ) -> Vec<(String, Option<String>, Option<String>)> {
+        let mut changes = Vec::new();
+        let mut compare = |kind: &str, before: &[(String, String)], after: &[(String, String)]| {
+            let before: std::collections::BTreeMap<_, _> = before.iter().cloned().collect();
+            let after: std::collections::BTreeMap<_, _> = after.iter().cloned().collect();
+            let names: std::collections::BTreeSet<&String> =
+                before.keys().chain(after.keys()).collect();
+            for name in names {
+                if before.get(name) != after.get(name) {
+                    changes.push((
+                        format!("{kind} {name}"),
+                        before.get(name).cloned(),
+                        after.get(name).cloned(),
+                    ));
+                }
+            }
+        };
+        compare("file", &self.files, &after.files);
+        let text = |env: &[(String, Option<String>)]| -> Vec<(String, String)> {
+            env.iter()
+                .map(|(name, value)| {
+                    (name.clone(), value.clone().unwrap_or_else(|| "(unset)".to_owned()))
+                })
+                .collect()
+        };
+        compare("env", &text(&self.env), &text(&after.env));
+        if let (Some(before), Some(after)) = (&self.traced, &after.traced) {
+            changes.extend(before.differences(after));
+        }
+        changes
+    }
+
     /// The first input that is not as recorded in this build, in words, or `None`.
     fn first_change(&self, roots: &Roots, stats: &mut StatCache) -> Option<String> {
         if let Some((name, dir)) = self.bound.iter().find(|(name, dir)| {
@@ -186,8 +259,21 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
     outputs.pop();
     let started = Instant::now();
     let outcome =
-        memo.outputs(&unit.out_dir).only(&outputs).try_call_with_report(&KEY_VERSION, |_step| {
-            compile(args, &unit, &here, &root, &outputs, &stats)
+        memo.outputs(&unit.out_dir).only(&outputs).try_call_with_report(&KEY_VERSION, |step| {
+            // Why no stored compile served: the input that changed since the newest under this
+            // key, else (none there) the nearest entry's key part that differs.
+            let missed = match step.missed() {
+                Some(why) if why.contains("Memo::validate") => missed_why
+                    .lock()
+                    .ok()
+                    .and_then(|mut input| input.take())
+                    .or(Some(why.to_owned())),
+                Some(why) => Some(why.to_owned()),
+                None => super::run::nearest_difference(&root, &name, &parts),
+            };
+            let mut compiled = compile(args, &unit, &here, &root, &outputs, &stats)?;
+            compiled.missed = missed;
+            Ok(compiled)
         });
     stats.lock().unwrap_or_else(PoisonError::into_inner).save();
     let took = Some(started.elapsed());
@@ -206,14 +292,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
                 _ => "restored".to_owned(),
             };
             let missed = match report.status {
-                Status::Miss => report
-                    .missed
-                    .as_deref()
-                    .map(|why| match missed_why.lock().ok().and_then(|mut why| why.take()) {
-                        Some(input) if why.contains("Memo::validate") => input,
-                        _ => why.to_owned(),
-                    })
-                    .map(|why| format!("missed: {why}")),
+                Status::Miss => compiled.missed.as_ref().map(|why| format!("missed: {why}")),
                 _ => None,
             };
             here.log(&unit, &word, took, missed.as_deref());
@@ -465,6 +544,7 @@ fn compile(
         stderr: roots.name(&stderr),
         bound,
         traced,
+        missed: None,
     })
 }
 

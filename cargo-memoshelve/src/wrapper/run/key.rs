@@ -14,7 +14,7 @@ use crate::wrapper::outputs::contains;
 /// name order) in which the nearest of the name's stored runs differs, the nearest being the
 /// one with the fewest differing parts (the newest among equals); `None` when there is none, or
 /// the nearest differs in none of these parts.
-pub(super) fn nearest_difference(
+pub(crate) fn nearest_difference(
     root: &Path,
     name: &str,
     parts: &[(String, String)],

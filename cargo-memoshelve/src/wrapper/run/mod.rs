@@ -52,7 +52,8 @@ use memoshelve_build::config::Project;
 use memoshelve_build::remote::{BUILD_SCRIPTS_REMOTE, Mode, Settings, build_scripts_opted_in};
 use memoshelve_build::{Memo, Status};
 
-use self::key::{ScriptKey, nearest_difference};
+use self::key::ScriptKey;
+pub(crate) use self::key::nearest_difference;
 use self::script::{run_plain, run_recorded};
 use self::unit::Unit;
 pub(crate) use self::unit::workspace_of;
