@@ -465,3 +465,30 @@ fn explain_show_and_stats_speak_of_units() {
     // Two compiles each of `dep`, `middle` and `app`, one of `middle`'s build script.
     assert_eq!(stats["kinds"]["rustc units"]["entries"], 7, "{stats}");
 }
+
+#[test]
+fn a_hit_leaves_incremental_state_that_the_next_edit_still_builds_right_from() {
+    // `dep` is a workspace member: cargo compiles it with `-C incremental` in a debug build.
+    let world = World::new();
+    let source = world.root.join("dep/src/lib.rs");
+    let original = std::fs::read_to_string(&source).unwrap();
+    let build = |version: &str| {
+        std::fs::write(&source, original.replace("dep-v1", version)).unwrap();
+        let printed = ok(world.cargo(&["run", "-q", "-p", "app"]));
+        let dep = take_units(&world.target(), "debug").into_iter().find(|(name, _)| name == "dep");
+        (printed.trim().to_owned(), dep.map(|(_, what)| what))
+    };
+    let expected = |version: &str| world.expected(&format!("{version} plain nocfg base"));
+    let (printed, dep) = build("dep-v1");
+    assert_eq!((printed, dep.as_deref()), (expected("dep-v1"), Some("recorded")));
+    let (printed, dep) = build("dep-v2");
+    assert_eq!((printed, dep.as_deref()), (expected("dep-v2"), Some("recorded")));
+    // Back to v1: a hit, over an incremental directory that holds v2's compile.
+    let (printed, dep) = build("dep-v1");
+    assert_eq!((printed, dep.as_deref()), (expected("dep-v1"), Some("restored")));
+    // The next edit compiles incrementally from that state, and is right.
+    let (printed, dep) = build("dep-v3");
+    assert_eq!((printed, dep.as_deref()), (expected("dep-v3"), Some("recorded")));
+    let (printed, dep) = build("dep-v2");
+    assert_eq!((printed, dep.as_deref()), (expected("dep-v2"), Some("restored")));
+}
