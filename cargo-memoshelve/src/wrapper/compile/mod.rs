@@ -51,8 +51,9 @@ use super::trace::{self, inputs::Traced, inputs::what_is_at};
 use crate::launching::BuildScript;
 use crate::protocol::{self, code_of, inner_wrapper};
 
-/// The step's argument, bumped when the key's meaning changes.
-const KEY_VERSION: u32 = 1;
+/// The step's argument, bumped when the key's meaning or `Compiled`'s layout changes (2: it
+/// keeps traced inputs and why it missed).
+const KEY_VERSION: u32 = 2;
 
 /// The variables rustc itself reads that change what it writes.
 const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP"];
@@ -379,7 +380,10 @@ impl Here {
         took: Option<std::time::Duration>,
         field: Option<&str>,
     ) {
-        log(Some(&self.profile), &unit.crate_name, what, took, field);
+        // The entries' name without `rustc.`: `libc`, `libc.build_script_build`.
+        let name = cache_name(unit);
+        let name = name.strip_prefix("rustc.").unwrap_or(&name);
+        log(Some(&self.profile), name, what, took, field);
     }
 }
 
