@@ -9,11 +9,15 @@
 //!   at another checkout path with another target dir. The build scripts' total time of each is
 //!   cargo's own figure (`--timings`), the same for every tool.
 //!
+//!   Then the floors of a warm build (a no-op build, everything fresh; `cp -a` of the target
+//!   dir), and `cargo check` through the wrapper: cold units (its metadata-only compiles are
+//!   keys of their own), then after `cargo clean`. Every compile goes through the unit cache
+//!   (issue 31), so the whole warm build is what to hold against the peers'.
+//!
 //! - With `--peers`, mbx and kache do the same three builds (cold with an empty cache of their
 //!   own, after `cargo clean`, at another path and target dir), each with a home directory of
 //!   its own so that its default cache starts empty; `CARGO_HOME` and `RUSTUP_HOME` stay. mbx
-//!   also caches rustc's outputs, so their whole-build times are not comparable to ours; the
-//!   build scripts' time is.
+//!   and kache cache rustc's outputs too, as we do; and the same two `cargo check` builds.
 //!
 //! - With `--heavy`, `examples/heavy-native` instead: the eight native dependencies the issue
 //!   measures peers on (openssl-src, jemalloc, libgit2, sqlite, zstd, lz4, bzip2, zlib), minutes
@@ -60,9 +64,14 @@ pub(crate) fn transparent(
     let sccache_dir = work.join("sccache");
     // A build with the wrapper on (`cache`: its root), and sccache as its inner wrapper; a label
     // with "untraced" turns tracing off (DESIGN.md section 10's budget is traced ÷ untraced).
-    let build_with = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
+    let run_with = |verb: &str,
+                    label: &str,
+                    dir: &Path,
+                    target: &Path,
+                    cache: Option<&Path>,
+                    inner: bool| {
         let mut command = cargo_in(dir);
-        command.args(["build", "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
+        command.args([verb, "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
         command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
         command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_TRACE");
         if let Some(cache) = cache {
@@ -79,6 +88,9 @@ pub(crate) fn transparent(
         }
         let wall = timed(&format!("{workload}: {label}"), &mut command)?;
         anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
+    };
+    let build_with = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
+        run_with("build", label, dir, target, cache, inner)
     };
     let cargo_build = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>| {
         build_with(label, dir, target, cache, false)
@@ -112,6 +124,23 @@ pub(crate) fn transparent(
     let label = "wrapper, after cargo clean";
     builds.insert(label.to_owned(), cargo_build(label, &checkout, &target, Some(&cache))?);
     let hit_checks = hit_checks(&target)?;
+    // The floors of a build after `cargo clean` (issue 31): cargo with nothing to do, and a
+    // copy of the whole target dir (what any restore must at least write).
+    let label = "floor: a no-op build (everything fresh)";
+    builds.insert(label.to_owned(), cargo_build(label, &checkout, &target, Some(&cache))?);
+    let copy = work.join("target-copy");
+    let _ = fs::remove_dir_all(&copy);
+    let mut cp = Command::new("cp");
+    cp.arg("-a").arg(&target).arg(&copy);
+    let wall = timed("floor: a copy of the target dir", &mut cp)?;
+    builds.insert("floor: a copy of the target dir".to_owned(), json!({ "wall": wall }));
+    let _ = fs::remove_dir_all(&copy);
+    // `cargo check`: its own compiles (metadata only) cold, then after `cargo clean`.
+    for label in ["wrapper, cargo check, cold units", "wrapper, cargo check after cargo clean"] {
+        fs::remove_dir_all(&target)?;
+        let row = run_with("check", label, &checkout, &target, Some(&cache), false)?;
+        builds.insert(label.to_owned(), row);
+    }
     let moved = work.join("moved");
     copy_tree(&checkout, &moved)?;
     let label = "wrapper, another path and target dir";
@@ -204,14 +233,14 @@ fn peer_builds(
         let home = work.join(format!("home-{name}"));
         let _ = fs::remove_dir_all(&home);
         fs::create_dir_all(&home)?;
-        let build = |label: &str, dir: &Path, target: &Path| -> anyhow::Result<Value> {
+        let run = |verb: &str, label: &str, dir: &Path, target: &Path| -> anyhow::Result<Value> {
             let mut command = if name == "mbx" {
                 let mut command = Command::new(&binary);
-                command.arg("build");
+                command.arg(verb);
                 command
             } else {
                 let mut command = cargo_in(dir);
-                command.arg("build").env("RUSTC_WRAPPER", &binary);
+                command.arg(verb).env("RUSTC_WRAPPER", &binary);
                 command
             };
             command
@@ -227,6 +256,7 @@ fn peer_builds(
             let wall = timed(&format!("{workload}, {name}: {label}"), &mut command)?;
             Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
         };
+        let build = |label: &str, dir: &Path, target: &Path| run("build", label, dir, target);
         let target = work.join(format!("target-{name}"));
         let mut rows = serde_json::Map::new();
         rows.insert("cold, empty cache".to_owned(), build("cold", checkout, &target)?);
@@ -235,6 +265,10 @@ fn peer_builds(
         let other = work.join(format!("target-{name}-moved"));
         let label = "another path and target dir";
         rows.insert(label.to_owned(), build(label, moved, &other)?);
+        for label in ["cargo check, cold units", "cargo check after cargo clean"] {
+            fs::remove_dir_all(&target)?;
+            rows.insert(label.to_owned(), run("check", label, checkout, &target)?);
+        }
         peers.insert(name.to_owned(), Value::Object(rows));
     }
     Ok(Value::Object(peers))
