@@ -474,7 +474,10 @@ fn targets(results: &Value) -> String {
     // Issue 31: the whole warm build against the faster peer of the same run.
     let peers = &transparent["peers"];
     let fastest_peer = |row: &str| {
-        ["mbx", "kache"].iter().filter_map(|peer| peers[peer][row]["wall"].as_f64()).reduce(f64::min)
+        ["mbx", "kache"]
+            .iter()
+            .filter_map(|peer| peers[peer][row]["wall"].as_f64())
+            .reduce(f64::min)
     };
     for (ours, theirs, what) in [
         ("wrapper, after cargo clean", "after cargo clean", "`cargo build` after `cargo clean`"),

@@ -64,31 +64,27 @@ pub(crate) fn transparent(
     let sccache_dir = work.join("sccache");
     // A build with the wrapper on (`cache`: its root), and sccache as its inner wrapper; a label
     // with "untraced" turns tracing off (DESIGN.md section 10's budget is traced ÷ untraced).
-    let run_with = |verb: &str,
-                    label: &str,
-                    dir: &Path,
-                    target: &Path,
-                    cache: Option<&Path>,
-                    inner: bool| {
-        let mut command = cargo_in(dir);
-        command.args([verb, "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
-        command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
-        command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_TRACE");
-        if let Some(cache) = cache {
-            command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
-        }
-        if label.contains("untraced") {
-            command.env("MEMOSHELVE_BUILD_SCRIPTS_TRACE", "0");
-        }
-        if let Some(sccache) = sccache.as_deref().filter(|_| inner) {
-            command
-                .env("MEMOSHELVE_RUSTC_WRAPPER", sccache)
-                .env("SCCACHE_DIR", &sccache_dir)
-                .env("SCCACHE_SERVER_PORT", "4299");
-        }
-        let wall = timed(&format!("{workload}: {label}"), &mut command)?;
-        anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
-    };
+    let run_with =
+        |verb: &str, label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
+            let mut command = cargo_in(dir);
+            command.args([verb, "--locked", "--timings"]).env("CARGO_TARGET_DIR", target);
+            command.env_remove("RUSTC_WRAPPER").env_remove("CARGO_BUILD_RUSTC_WRAPPER");
+            command.env_remove("MEMOSHELVE_BUILD_SCRIPTS_TRACE");
+            if let Some(cache) = cache {
+                command.env("RUSTC_WRAPPER", front).env("MEMOSHELVE_DIR", cache);
+            }
+            if label.contains("untraced") {
+                command.env("MEMOSHELVE_BUILD_SCRIPTS_TRACE", "0");
+            }
+            if let Some(sccache) = sccache.as_deref().filter(|_| inner) {
+                command
+                    .env("MEMOSHELVE_RUSTC_WRAPPER", sccache)
+                    .env("SCCACHE_DIR", &sccache_dir)
+                    .env("SCCACHE_SERVER_PORT", "4299");
+            }
+            let wall = timed(&format!("{workload}: {label}"), &mut command)?;
+            anyhow::Ok(json!({ "wall": wall, "scripts": build_scripts_seconds(target)? }))
+        };
     let build_with = |label: &str, dir: &Path, target: &Path, cache: Option<&Path>, inner: bool| {
         run_with("build", label, dir, target, cache, inner)
     };

@@ -490,22 +490,33 @@ fn compile(
     let (stderr, observed) = run(args, dirs.as_ref())?;
     let traced = match &observed {
         Some(observed) => {
-            let own = [
-                Some(here.cwd.join(&unit.out_dir)),
-                unit.incremental.as_ref().map(|dir| here.cwd.join(dir)),
-                Some(scratch.clone()),
-            ];
+            // The target dir is not left out: a link reads every rlib of the dependency graph
+            // (not only the `--extern`s the key holds by content) and the native libraries
+            // build scripts made, and those count by content. The compile's own files are left
+            // out, and so is its writing anywhere but its outputs (which is then unrecordable).
+            let out_dir = here.cwd.join(&unit.out_dir);
+            let own = unit.outputs().into_iter().map(|file| out_dir.join(file));
+            let own = own
+                .chain(unit.incremental.as_ref().map(|dir| here.cwd.join(dir)))
+                .chain([scratch.clone()])
+                .collect();
             let keyed = |name: &str| RUSTC_ENV.contains(&name);
             let scope = trace::inputs::Scope {
                 roots: &here.roots,
-                own: own.into_iter().flatten().collect(),
-                target_dir: here.target.as_deref(),
+                own,
+                target_dir: None,
                 left_out: trace::inputs::machine_left_out(Some(root), here.cargo_home.as_deref()),
                 keyed_env: &keyed,
             };
             let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
-            let traced = trace::inputs::record(observed, &scope, &mut stats)
+            let mut traced = trace::inputs::record(observed, &scope, &mut stats)
                 .map_err(|why| Unrecorded::Bypassed(format!("not recordable: {why}")))?;
+            // rustc lists each `-L` directory to find crates by name; the one it takes is read,
+            // and counts. The listing of the target dir's changes with every other compile.
+            if let Some(target) = &here.target {
+                let target = here.roots.name(&target.to_string_lossy());
+                traced.listings.retain(|(dir, _)| !dir.starts_with(&target));
+            }
             Some(traced)
         }
         None => None,
