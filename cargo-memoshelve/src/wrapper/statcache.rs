@@ -85,6 +85,8 @@ pub(crate) struct StatCache {
     file: Option<PathBuf>,
     entries: HashMap<PathBuf, (Stat, [u8; 32])>,
     changed: bool,
+    /// Where hashes are vouched for by file name ([`vouch`]), consulted before hashing.
+    vouched_in: Option<PathBuf>,
     /// Hashes served from the cache, and files read.
     pub(crate) reused: usize,
     pub(crate) hashed: usize,
@@ -103,6 +105,12 @@ impl StatCache {
         StatCache { file: Some(file), entries, ..StatCache::default() }
     }
 
+    /// Takes the hashes [`vouch`]ed for in `dir` (by file name) too.
+    pub(crate) fn with_vouched_in(mut self, dir: PathBuf) -> StatCache {
+        self.vouched_in = Some(dir);
+        self
+    }
+
     /// The blake3 of the regular file at `path` (links followed), whose metadata is `meta`.
     pub(crate) fn hash(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
         let stat = Stat::of(meta);
@@ -111,6 +119,13 @@ impl StatCache {
         {
             self.reused += 1;
             return Ok(*hash);
+        }
+        if let Some(dir) = &self.vouched_in
+            && let Some(name) = path.file_name()
+            && let Some(hash) = vouched(&dir.join(name), path)
+        {
+            self.reused += 1;
+            return Ok(hash);
         }
         let now = SystemTime::now();
         let mut hasher = blake3::Hasher::new();
@@ -152,6 +167,32 @@ impl StatCache {
     }
 }
 
+/// Records that the file at `path`, as it is now, holds bytes whose blake3 is `hash`: written
+/// by the writer that knows it (the unit cache, for the outputs it just restored or that rustc
+/// just wrote and it read back), as `record`. Unlike the cache's own entries this is trusted at
+/// once, not 2 s later: the stat taken now identifies this write of the file (a later write
+/// moves its change time), and the writer knows no one else writes the file meanwhile (cargo
+/// runs one compile of a unit at a time). Best effort.
+pub(crate) fn vouch(record: &Path, path: &Path, hash: [u8; 32]) {
+    let Ok(meta) = fs::metadata(path) else { return };
+    let Ok(bytes) = postcard::to_allocvec(&(Stat::of(&meta), hash)) else { return };
+    let Some(dir) = record.parent() else { return };
+    let temp = dir.join(format!(".{}.tmp", std::process::id()));
+    let written = fs::create_dir_all(dir)
+        .and_then(|()| fs::write(&temp, &bytes))
+        .and_then(|()| fs::rename(&temp, record));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+}
+
+/// The blake3 a [`vouch`] recorded in `record` for the file at `path`, if the file is still
+/// as it was then.
+pub(crate) fn vouched(record: &Path, path: &Path) -> Option<[u8; 32]> {
+    let (stat, hash): (Stat, [u8; 32]) = postcard::from_bytes(&fs::read(record).ok()?).ok()?;
+    (Stat::of(&fs::metadata(path).ok()?) == stat).then_some(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +224,28 @@ mod tests {
         let meta = fs::metadata(&file).unwrap();
         assert_eq!(cache.hash(&file, &meta).unwrap(), *blake3::hash(b"int y;").as_bytes());
         assert_eq!(cache.hashed, 2);
+    }
+
+    #[test]
+    fn a_vouched_hash_holds_until_the_file_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, record) = (dir.path().join("lib.rlib"), dir.path().join("hashes/lib.rlib"));
+        fs::write(&file, b"v1").unwrap();
+        let hash = *blake3::hash(b"v1").as_bytes();
+        vouch(&record, &file, hash);
+        assert_eq!(vouched(&record, &file), Some(hash));
+        // Rewritten with the same length: its change time moves (wait out the clock's tick).
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&file, b"v2").unwrap();
+        assert_eq!(vouched(&record, &file), None);
+        // Replaced by another file (a restore's rename): another inode.
+        vouch(&record, &file, *blake3::hash(b"v2").as_bytes());
+        let other = dir.path().join("other");
+        fs::write(&other, b"v3").unwrap();
+        fs::rename(&other, &file).unwrap();
+        assert_eq!(vouched(&record, &file), None);
+        fs::write(&record, b"damaged").unwrap();
+        assert_eq!(vouched(&record, &file), None);
     }
 
     #[test]

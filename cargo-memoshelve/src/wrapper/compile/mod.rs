@@ -52,8 +52,8 @@ use crate::launching::BuildScript;
 use crate::protocol::{self, code_of, inner_wrapper};
 
 /// The step's argument, bumped when the key's meaning or `Compiled`'s layout changes (2: it
-/// keeps traced inputs and why it missed).
-const KEY_VERSION: u32 = 2;
+/// keeps traced inputs and why it missed; 3: the outputs' hashes).
+const KEY_VERSION: u32 = 3;
 
 /// The variables rustc itself reads that change what it writes.
 const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP"];
@@ -74,6 +74,9 @@ pub(crate) struct Compiled {
     pub(crate) stderr: String,
     /// `(placeholder name, directory)`: the directories the outputs spell.
     pub(crate) bound: Vec<(String, String)>,
+    /// `(file name, blake3)` of each output: vouched for after a restore (`statcache::vouch`),
+    /// so that a dependent's key takes the hash of this `--extern` without reading it.
+    pub(crate) outputs: Vec<(String, [u8; 32])>,
     /// What a compile that runs other code was seen to read (`None`: not traced).
     pub(crate) traced: Option<Traced>,
     /// Why the compile missed: the input that changed since the newest entry of its key, or
@@ -227,8 +230,10 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
         here.log(&unit, "passed through (no usable cache root)", None, None);
         return pass_through(args, wait);
     };
-    let stats =
-        Arc::new(Mutex::new(StatCache::open(root.join("tracing").join("stat").join(&name))));
+    let stats = Arc::new(Mutex::new(
+        StatCache::open(root.join("tracing").join("stat").join(&name))
+            .with_vouched_in(here.vouched_in()),
+    ));
     let parts = {
         let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
         match key_parts(Path::new(rustc), &unit, &here, &root, &mut stats) {
@@ -280,6 +285,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
     let took = Some(started.elapsed());
     match outcome {
         Ok((compiled, report)) => {
+            here.vouch(&unit, &compiled);
             if report.status.is_hit()
                 && let Err(err) = replay(&unit, &here, &compiled)
             {
@@ -384,6 +390,21 @@ impl Here {
         let name = cache_name(unit);
         let name = name.strip_prefix("rustc.").unwrap_or(&name);
         log(Some(&self.profile), name, what, took, field);
+    }
+}
+
+impl Here {
+    /// Where the hashes of the profile's outputs are vouched for, by file name.
+    fn vouched_in(&self) -> PathBuf {
+        self.profile.join(".memoshelve").join("hashes")
+    }
+
+    /// Vouches for the hashes of the outputs a compile left (restored, or read back).
+    fn vouch(&self, unit: &Invocation, compiled: &Compiled) {
+        for (file, hash) in &compiled.outputs {
+            let path = self.cwd.join(&unit.out_dir).join(file);
+            super::statcache::vouch(&self.vouched_in().join(file), &path, *hash);
+        }
     }
 }
 
@@ -540,11 +561,13 @@ fn compile(
         files.push((roots.name(&path.to_string_lossy()), what_is_at(&path, &mut stats)));
     }
     let mut bound: Vec<(String, String)> = Vec::new();
+    let mut hashes = Vec::with_capacity(outputs.len());
     for output in outputs {
         let path = unit.out_dir.join(output);
         let bytes = fs::read(&path).map_err(|err| {
             Unrecorded::Bypassed(format!("cannot read {}: {err}", path.display()))
         })?;
+        hashes.push((output.clone(), *blake3::hash(&bytes).as_bytes()));
         for (name, dir) in roots.dirs() {
             if !bound.iter().any(|(known, _)| known == name) && contains(&bytes, dir.as_bytes()) {
                 bound.push((name.to_owned(), dir.to_owned()));
@@ -558,6 +581,7 @@ fn compile(
         dep_info: roots.name(&text),
         stderr: roots.name(&stderr),
         bound,
+        outputs: hashes,
         traced,
         missed: None,
     })
