@@ -92,10 +92,16 @@ pub(crate) fn cli_binary() -> std::path::PathBuf {
 }
 
 /// Runs a probe as inside a build script (`OUT_DIR` and `CARGO_MANIFEST_DIR` set to `dir`, and
-/// `HOST` by [`probe`], so
+/// `HOST`, so
 /// warnings are `cargo:warning=` lines) and returns its stdout lines.
 pub(crate) fn in_build_script(mut command: impl BorrowMut<Command>, dir: &Path) -> Vec<String> {
-    lines(command.borrow_mut().env("OUT_DIR", dir).env("CARGO_MANIFEST_DIR", dir))
+    lines(
+        command
+            .borrow_mut()
+            .env("OUT_DIR", dir)
+            .env("CARGO_MANIFEST_DIR", dir)
+            .env("HOST", "x86_64-unknown-linux-gnu"),
+    )
 }
 
 /// The memoshelve warnings among a probe's output lines.

@@ -301,9 +301,9 @@ fn a_full_file_system_still_returns_every_value_with_one_warning() {
     let probe_bin = env!("CARGO_BIN_EXE_memoshelve-probe");
     // 1 MiB of room: small values fit, 400 KiB values fill it after two.
     let shell = format!(
-        "cd '{}' && OUT_DIR=. CARGO_MANIFEST_DIR=. {probe_bin} call --dir '{}/cache' --count 6 --size 409600 && \
-         OUT_DIR=. CARGO_MANIFEST_DIR=. {probe_bin} call --dir '{}/cache' --count 6 --size 409600 && \
-         OUT_DIR=. CARGO_MANIFEST_DIR=. {probe_bin} call --dir '{}/cache' --arg 100 --count 3",
+        "cd '{}' && OUT_DIR=. CARGO_MANIFEST_DIR=. HOST=x86_64-unknown-linux-gnu {probe_bin} call --dir '{}/cache' --count 6 --size 409600 && \
+         OUT_DIR=. CARGO_MANIFEST_DIR=. HOST=x86_64-unknown-linux-gnu {probe_bin} call --dir '{}/cache' --count 6 --size 409600 && \
+         OUT_DIR=. CARGO_MANIFEST_DIR=. HOST=x86_64-unknown-linux-gnu {probe_bin} call --dir '{}/cache' --arg 100 --count 3",
         dir.path().display(),
         root.display(),
         root.display(),
