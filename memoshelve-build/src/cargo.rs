@@ -342,6 +342,12 @@ pub(crate) fn target_of(out_dir: &std::path::Path) -> Option<&std::path::Path> {
     build.parent()?.parent()
 }
 
-/// The start of the cache names of transparent mode (`cargo-memoshelve` as `RUSTC_WRAPPER`
-/// names each script's entries `build-script.<package>`).
-pub(crate) const TRANSPARENT_PREFIX: &str = "build-script.";
+/// The starts of the cache names of transparent mode (`cargo-memoshelve` as `RUSTC_WRAPPER`
+/// names each script's entries `build-script.<package>`, and each compile's
+/// `rustc.<package>[.<crate>]`): what they restore is linked into binaries.
+pub(crate) const TRANSPARENT_PREFIXES: [&str; 2] = ["build-script.", "rustc."];
+
+/// Whether cache `name` is one of transparent mode's.
+pub(crate) fn is_transparent(name: &str) -> bool {
+    TRANSPARENT_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}

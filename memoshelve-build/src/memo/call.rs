@@ -176,7 +176,7 @@ impl<H> Memo<H> {
         store(&fresh, took);
         match stored_hash(disk) {
             Some(after) if after != before => {
-                let fix = if self.options.name.starts_with(cargo::TRANSPARENT_PREFIX) {
+                let fix = if cargo::is_transparent(&self.options.name) {
                     "list a variable it reads in MEMOSHELVE_BUILD_SCRIPTS_ENV, or always run \
                      the package with MEMOSHELVE_BUILD_SCRIPTS_SKIP"
                 } else {

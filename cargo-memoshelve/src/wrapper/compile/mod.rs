@@ -225,7 +225,12 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
         return pass_through(args, wait);
     }
     let name = cache_name(&unit);
-    let memo = Memo::new(&name).local_only();
+    // The remote as for build scripts' entries: opted into and signed only.
+    let (remote, unsigned) = super::run::remote_carries(&name);
+    if let Some(warning) = unsigned {
+        here.log(&unit, &format!("note: {warning}"), None, None);
+    }
+    let memo = if remote { Memo::new(&name) } else { Memo::new(&name).local_only() };
     let Some(root) = memo.root() else {
         here.log(&unit, "passed through (no usable cache root)", None, None);
         return pass_through(args, wait);

@@ -81,20 +81,20 @@ fn listed(list: &str, name: &str) -> bool {
 const KEY_VERSION: u32 = 7;
 
 /// Whether this build's remote takes and gives entries of cache `name`: only opted into and
-/// signed (`Settings::carries`); an opt-in without a signing key is warned about.
-fn remote_carries(name: &str) -> bool {
+/// signed (`Settings::carries`); and what to warn of when the opt-in has no signing key.
+pub(crate) fn remote_carries(name: &str) -> (bool, Option<String>) {
     // Without the opt-in (a variable only) nothing is read: the usual case costs nothing.
     if !build_scripts_opted_in() {
-        return false;
+        return (false, None);
     }
-    let Ok(Some(settings)) = Settings::resolve(&Project::from_env()) else { return false };
-    if settings.build_scripts && settings.signing_key.is_none() {
-        println!(
-            "cargo:warning=memoshelve: {BUILD_SCRIPTS_REMOTE} is set but MEMOSHELVE_REMOTE_KEY \
-             is not: build-script entries travel only signed, so this one stays local"
-        );
-    }
-    settings.mode != Mode::Off && settings.carries(name)
+    let Ok(Some(settings)) = Settings::resolve(&Project::from_env()) else { return (false, None) };
+    let unsigned = (settings.build_scripts && settings.signing_key.is_none()).then(|| {
+        format!(
+            "{BUILD_SCRIPTS_REMOTE} is set but MEMOSHELVE_REMOTE_KEY is not: transparent mode's \
+             entries travel only signed, so this one stays local"
+        )
+    });
+    (settings.mode != Mode::Off && settings.carries(name), unsigned)
 }
 
 /// `args`: the real binary, then cargo's arguments for the script.
@@ -143,7 +143,10 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // that directory is the same (see `outputs`).
     let here = unit.roots.clone();
     let name = format!("build-script.{}", unit.package);
-    let remote = remote_carries(&name);
+    let (remote, unsigned) = remote_carries(&name);
+    if let Some(warning) = unsigned {
+        println!("cargo:warning=memoshelve: {warning}");
+    }
     // Why a stored run does not hold here (its files bind it elsewhere, a traced input
     // changed), for the record of the miss.
     let unbound = Arc::new(Mutex::new(None));

@@ -167,11 +167,12 @@ impl Settings {
     }
 
     /// Whether entries of cache `name` may go to and come from this remote. Transparent mode's
-    /// (`build-script.<package>`) restore what is linked into binaries: they travel only when
-    /// the user opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and `MEMOSHELVE_REMOTE_KEY` is
-    /// set, so that each is signed when written and its signature is checked when read.
+    /// (`build-script.<package>`, `rustc.<package>...`) restore what is linked into binaries:
+    /// they travel only when the user opted in (`MEMOSHELVE_BUILD_SCRIPTS_REMOTE=1`) and
+    /// `MEMOSHELVE_REMOTE_KEY` is set, so that each is signed when written and its signature is
+    /// checked when read.
     pub fn carries(&self, name: &str) -> bool {
-        !name.starts_with(crate::cargo::TRANSPARENT_PREFIX) || self.carries_build_scripts()
+        !crate::cargo::is_transparent(name) || self.carries_build_scripts()
     }
 
     /// Whether transparent mode's entries travel: opted in, and a key to sign and check them.
@@ -291,6 +292,27 @@ pub(crate) fn write_through(_disk: &crate::tier::disk::Disk, _name: &str, _key: 
 
 #[cfg(test)]
 mod tests {
+    /// Transparent mode's entries, build scripts' runs and compiles alike, travel only opted
+    /// into and signed; other caches' always.
+    #[test]
+    fn entries_linked_into_binaries_travel_only_opted_in_and_signed() {
+        let settings = |build_scripts: bool, signing_key: Option<&str>| super::Settings {
+            url: "redis://cache".to_owned(),
+            mode: super::Mode::ReadWrite,
+            token: None,
+            signing_key: signing_key.map(str::to_owned),
+            build_scripts,
+            origin: "test".to_owned(),
+        };
+        for name in ["build-script.zstd-sys", "rustc.libc", "rustc.zstd-sys.build_script_build"] {
+            assert!(!settings(false, None).carries(name), "{name}");
+            assert!(!settings(true, None).carries(name), "{name}");
+            assert!(!settings(false, Some("k")).carries(name), "{name}");
+            assert!(settings(true, Some("k")).carries(name), "{name}");
+        }
+        assert!(settings(false, None).carries("codegen"));
+    }
+
     #[test]
     fn urls_are_redacted() {
         assert_eq!(super::redact("redis://:hunter2@cache:6379/0"), "redis://***@cache:6379/0");
