@@ -492,3 +492,54 @@ fn a_hit_leaves_incremental_state_that_the_next_edit_still_builds_right_from() {
     let (printed, dep) = build("dep-v2");
     assert_eq!((printed, dep.as_deref()), (expected("dep-v2"), Some("restored")));
 }
+
+/// An executable script at `path`.
+fn script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    Command::new("chmod").arg("+x").arg(path).status().unwrap();
+}
+
+/// What the unit cache did with `app`'s compile.
+fn app_unit(target: &Path) -> String {
+    let log = units_log(target, "debug");
+    let line =
+        log.lines().find(|line| line.starts_with("app\t")).unwrap_or_else(|| panic!("{log}"));
+    line.split('\t').nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn another_linker_or_rustc_is_a_miss() {
+    let world = World::new();
+    let dir = world.root.parent().unwrap();
+    let rest = "dep-v1 plain nocfg base";
+    assert_eq!(world.clean_run(&[], &[]), world.expected(rest));
+    assert_eq!(app_unit(&world.target()), "recorded");
+    assert_eq!(world.clean_run(&[], &[]), world.expected(rest));
+    assert_eq!(app_unit(&world.target()), "restored");
+
+    // A `cc` first on PATH (rustc links through `cc`): the program's link read another linker.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    script(&bin.join("cc"), "#!/bin/sh\nexec /usr/bin/cc \"$@\"\n");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    assert_eq!(world.clean_run(&[], &[("PATH", &path)]), world.expected(rest));
+    let log = units_log(&world.target(), "debug");
+    assert_eq!(app_unit(&world.target()), "recorded", "{log}");
+    assert!(log.contains("missed: "), "{log}");
+
+    // A `RUSTC` that answers `-vV` as the toolchain does but compiles with a `--cfg` of its
+    // own: what it makes differs, so nothing of the toolchain's may serve it.
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().unwrap();
+    let real = Path::new(String::from_utf8(sysroot.stdout).unwrap().trim()).join("bin/rustc");
+    let flagged = dir.join("flagged-rustc");
+    script(
+        &flagged,
+        &format!(
+            "#!/bin/sh\ncase \"$*\" in *--crate-name*) exec '{0}' \"$@\" --cfg units_cfg;; esac\nexec '{0}' \"$@\"\n",
+            real.display()
+        ),
+    );
+    let rustc = flagged.to_str().unwrap();
+    assert_eq!(world.clean_run(&[], &[("RUSTC", rustc)]), world.expected("dep-v1 plain cfg base"));
+    assert_eq!(take_units(&world.target(), "debug"), both("recorded", "recorded"));
+}

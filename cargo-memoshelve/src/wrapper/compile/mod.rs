@@ -52,8 +52,8 @@ use crate::launching::BuildScript;
 use crate::protocol::{self, code_of, inner_wrapper};
 
 /// The step's argument, bumped when the key's meaning or `Compiled`'s layout changes (2: it
-/// keeps traced inputs and why it missed; 3: the outputs' hashes).
-const KEY_VERSION: u32 = 3;
+/// keeps traced inputs and why it missed; 3: the outputs' hashes; 4: the rustc binary's content).
+const KEY_VERSION: u32 = 4;
 
 /// The variables rustc itself reads that change what it writes.
 const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP"];
@@ -446,10 +446,14 @@ fn key_parts(
     let roots = &here.roots;
     let version = memoshelve_build::store::rustc_version(rustc, Some(root))
         .ok_or_else(|| format!("`{} -vV` failed", rustc.display()))?;
+    // The binary too, by content: a `RUSTC` that is a script around the toolchain's (adding
+    // flags, say) answers `-vV` as the toolchain does.
+    let binary = program_path(rustc).ok_or_else(|| format!("{} is not found", rustc.display()))?;
     let mut parts = vec![
         ("args".to_owned(), unit.keyed_args(|text| roots.name(text))),
         ("cwd".to_owned(), roots.name(&here.cwd.to_string_lossy())),
         ("rustc".to_owned(), version),
+        ("rustc binary".to_owned(), what_is_at(&binary, stats)),
     ];
     for (name, path) in &unit.externs {
         let Some(path) = path else { continue };
@@ -470,6 +474,17 @@ fn key_parts(
         parts.push((format!("env:{name}"), value));
     }
     Ok(parts)
+}
+
+/// Where `program` is: itself when it names a directory, else the first in `PATH` (as the
+/// compile's `exec` finds it).
+fn program_path(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
 }
 
 /// What `-l <lib>` finds in the `-L` directories, the way the linker looks (`lib<name>.a`, then
