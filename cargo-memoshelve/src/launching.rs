@@ -48,6 +48,13 @@ impl BuildScript {
 
     /// Moves the real binary aside and puts the launcher in its place, with its mtime (cargo's
     /// freshness compares it), and the record that names both.
+    /// Where the real binary goes once the launcher takes its place.
+    pub(crate) fn real(&self) -> PathBuf {
+        let mut real_name = self.binary.file_name().expect("a file name").to_owned();
+        real_name.push(".memoshelve-real");
+        self.binary.with_file_name(real_name)
+    }
+
     fn install_launcher(&self) -> std::io::Result<()> {
         let dir = self.binary.parent().expect("an --out-dir joined with a file name");
         let tool = pinned_tool(dir)?;
@@ -58,10 +65,8 @@ impl BuildScript {
                 launcher.display()
             )));
         }
-        let file_name = self.binary.file_name().expect("a file name");
-        let mut real_name = file_name.to_owned();
-        real_name.push(".memoshelve-real");
-        let real = dir.join(&real_name);
+        let real = self.real();
+        let real_name = real.file_name().expect("a file name").to_owned();
         let mtime = fs::metadata(&self.binary)?.modified()?;
         let mut record = Vec::new();
         record.extend_from_slice(b"memoshelve-launch 1\ntool=");

@@ -167,6 +167,12 @@ impl StatCache {
     }
 }
 
+/// Where a profile directory's outputs are vouched for ([`vouch`]), by file name:
+/// `<target>/<profile>/.memoshelve/hashes`.
+pub(crate) fn vouched_in(profile: &Path) -> PathBuf {
+    profile.join(".memoshelve").join("hashes")
+}
+
 /// Records that the file at `path`, as it is now, holds bytes whose blake3 is `hash`: written
 /// by the writer that knows it (the unit cache, for the outputs it just restored or that rustc
 /// just wrote and it read back), as `record`. Unlike the cache's own entries this is trusted at

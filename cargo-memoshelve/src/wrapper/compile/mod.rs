@@ -188,33 +188,48 @@ enum Unrecorded {
 /// compile, once compiled or restored, gets its launcher (`launching`).
 pub(crate) fn main(args: &[OsString]) -> ExitCode {
     let script = args.get(1..).and_then(BuildScript::of);
-    let code = memoized(args, script.is_some());
+    let (code, outputs) = memoized(args, script.is_some());
     if let Some(script) = &script
         && code == ExitCode::SUCCESS
     {
         script.put_launcher();
+        // The runner keys the script by its binary: vouched for under its new name (the
+        // rename moved its change time), it need not read it again.
+        let name = script.binary.file_name().map(|name| name.to_string_lossy().into_owned());
+        let hash = outputs.iter().find(|(file, _)| Some(file) == name.as_ref());
+        let profile = Here::profile_of(&script.binary);
+        if let (Some((_, hash)), Some(profile)) = (hash, profile) {
+            let real = script.real();
+            if let Some(real_name) = real.file_name() {
+                super::statcache::vouch(
+                    &super::statcache::vouched_in(&profile).join(real_name),
+                    &real,
+                    *hash,
+                );
+            }
+        }
     }
     code
 }
 
-/// The compile `args`, through the cache; `wait`: it must have ended when this returns (a
-/// pass-through does not replace this process).
-fn memoized(args: &[OsString], wait: bool) -> ExitCode {
+/// The compile `args`, through the cache, and the outputs' hashes where it knows them; `wait`:
+/// it must have ended when this returns (a pass-through does not replace this process).
+fn memoized(args: &[OsString], wait: bool) -> (ExitCode, Vec<(String, [u8; 32])>) {
     let Some((rustc, rustc_args)) = args.split_first() else {
-        return ExitCode::from(101);
+        return (ExitCode::from(101), Vec::new());
     };
     let unit = match Invocation::parse(rustc_args) {
         Ok(unit) => unit,
         Err(why) => {
             log(None, "?", &format!("passed through ({why})"), None, None);
-            return pass_through(args, wait);
+            return (pass_through(args, wait), Vec::new());
         }
     };
     let here = match Here::of(&unit) {
         Ok(here) => here,
         Err(why) => {
             log(None, &unit.crate_name, &format!("passed through ({why})"), None, None);
-            return pass_through(args, wait);
+            return (pass_through(args, wait), Vec::new());
         }
     };
     // A compile that runs other code is cached only watched.
@@ -222,7 +237,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
         && let Some(why) = trace::unavailable()
     {
         here.log(&unit, &format!("passed through (links or runs a proc macro; {why})"), None, None);
-        return pass_through(args, wait);
+        return (pass_through(args, wait), Vec::new());
     }
     let name = cache_name(&unit);
     // The remote as for build scripts' entries: opted into and signed only.
@@ -233,7 +248,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
     let memo = if remote { Memo::new(&name) } else { Memo::new(&name).local_only() };
     let Some(root) = memo.root() else {
         here.log(&unit, "passed through (no usable cache root)", None, None);
-        return pass_through(args, wait);
+        return (pass_through(args, wait), Vec::new());
     };
     let stats = Arc::new(Mutex::new(
         StatCache::open(root.join("tracing").join("stat").join(&name))
@@ -245,7 +260,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
             Ok(parts) => parts,
             Err(why) => {
                 here.log(&unit, &format!("passed through ({why})"), None, None);
-                return pass_through(args, wait);
+                return (pass_through(args, wait), Vec::new());
             }
         }
     };
@@ -296,7 +311,7 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
             {
                 // Cargo would find no dep-info: the compile runs as cargo asked.
                 here.log(&unit, &format!("failed to restore ({err})"), took, None);
-                return pass_through(args, wait);
+                return (pass_through(args, wait), Vec::new());
             }
             let word = match (report.status, &report.not_stored) {
                 (Status::Miss, Some(why)) => format!("compiled (not stored: {why})"),
@@ -308,15 +323,15 @@ fn memoized(args: &[OsString], wait: bool) -> ExitCode {
                 _ => None,
             };
             here.log(&unit, &word, took, missed.as_deref());
-            ExitCode::SUCCESS
+            (ExitCode::SUCCESS, compiled.outputs)
         }
         Err(Unrecorded::Failed(code)) => {
             here.log(&unit, "failed", took, None);
-            code
+            (code, Vec::new())
         }
         Err(Unrecorded::Bypassed(why)) => {
             here.log(&unit, &format!("compiled ({why})"), took, None);
-            ExitCode::SUCCESS
+            (ExitCode::SUCCESS, Vec::new())
         }
     }
 }
@@ -347,18 +362,8 @@ impl Here {
     fn of(unit: &Invocation) -> Result<Here, String> {
         let cwd = std::env::current_dir().map_err(|err| format!("no working directory: {err}"))?;
         let out_dir = cwd.join(&unit.out_dir);
-        // `<target>[/<triple>]/<profile>/deps`, or a build script's
-        // `<profile>/build/<package>-<hash>` (`build/<package>/<hash>` in cargo's new layout).
-        let profile = if out_dir.file_name().is_some_and(|name| name == "deps") {
-            out_dir.parent()
-        } else {
-            out_dir
-                .ancestors()
-                .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
-                .and_then(Path::parent)
-        }
-        .ok_or_else(|| format!("--out-dir {} is not in cargo's layout", out_dir.display()))?
-        .to_path_buf();
+        let profile = Here::profile_of(&out_dir.join("file"))
+            .ok_or_else(|| format!("--out-dir {} is not in cargo's layout", out_dir.display()))?;
         let target = profile.parent().map(Path::to_path_buf);
         let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
         let cargo_home = std::env::var_os("CARGO_HOME")
@@ -401,7 +406,22 @@ impl Here {
 impl Here {
     /// Where the hashes of the profile's outputs are vouched for, by file name.
     fn vouched_in(&self) -> PathBuf {
-        self.profile.join(".memoshelve").join("hashes")
+        super::statcache::vouched_in(&self.profile)
+    }
+
+    /// The profile directory of an output at `path`: `<target>[/<triple>]/<profile>` above
+    /// `deps/<file>`, or above a build script's `build/<package>-<hash>/<file>`
+    /// (`build/<package>/<hash>/<file>` in cargo's new layout).
+    fn profile_of(path: &Path) -> Option<PathBuf> {
+        let dir = path.parent()?;
+        let profile = if dir.file_name().is_some_and(|name| name == "deps") {
+            dir.parent()
+        } else {
+            dir.ancestors()
+                .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
+                .and_then(Path::parent)
+        };
+        profile.map(Path::to_path_buf)
     }
 
     /// Vouches for the hashes of the outputs a compile left (restored, or read back).

@@ -95,9 +95,10 @@ impl ScriptKey {
     }
 
     /// `traced`: the run's traced inputs stand for the package's files and the C compiler.
-    pub(super) fn of(unit: &Unit, real: &Path, traced: bool) -> Result<ScriptKey, String> {
+    /// `script`: [`script_hash`].
+    pub(super) fn of(unit: &Unit, script: [u8; 32], traced: bool) -> Result<ScriptKey, String> {
         let hex = |hash: [u8; 32]| blake3::Hash::from(hash).to_hex().to_string();
-        let mut parts = vec![("script".to_owned(), hex(hash_file(real)?))];
+        let mut parts = vec![("script".to_owned(), hex(script))];
         for (name, value) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
             if !in_key(name) && !listed(EXTRA_ENV, name) {
@@ -164,6 +165,19 @@ pub(super) fn c_compiler() -> String {
             format!("{command}: {}", text.lines().next().unwrap_or_default().trim())
         }
         _ => format!("{command}: none"),
+    }
+}
+
+/// The blake3 of the script's real binary: the unit cache vouched for it when it compiled or
+/// restored it (`statcache::vouch`), else read.
+pub(super) fn script_hash(unit: &Unit, real: &Path) -> Result<[u8; 32], String> {
+    let vouched = unit.build_dir.parent().zip(real.file_name()).and_then(|(profile, name)| {
+        let record = crate::wrapper::statcache::vouched_in(profile).join(name);
+        crate::wrapper::statcache::vouched(&record, real)
+    });
+    match vouched {
+        Some(hash) => Ok(hash),
+        None => hash_file(real),
     }
 }
 

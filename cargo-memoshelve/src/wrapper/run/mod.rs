@@ -131,7 +131,29 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         ));
     }
     let traced = untraced.is_none();
-    let key = match std::panic::catch_unwind(|| ScriptKey::of(&unit, &real, traced)) {
+    let name = format!("build-script.{}", unit.package);
+    let script = match key::script_hash(&unit, &real) {
+        Ok(script) => script,
+        Err(why) => return run_plain(&real, script_args, Some(&why)),
+    };
+    let fast = Memo::new(&name).root().map(|root| {
+        let hex = blake3::Hash::from(script).to_hex();
+        FastMark(root.join("fast-scripts").join(hex.as_str()))
+    });
+    if let Some(mark) = fast.as_ref().filter(|mark| mark.known()) {
+        // Known to run under the floor: no key, no trace; timed, to lose the mark if it no
+        // longer does.
+        let started = Instant::now();
+        let code = run_plain(&real, script_args, None);
+        let took = started.elapsed();
+        if took >= script::min_time() {
+            mark.forget();
+        }
+        let floor = script::min_time().as_millis();
+        unit.log(&format!("ran (faster than {floor} ms, known)"), Some(took));
+        return code;
+    }
+    let key = match std::panic::catch_unwind(|| ScriptKey::of(&unit, script, traced)) {
         Ok(Ok(key)) => key,
         Ok(Err(why)) => return run_plain(&real, script_args, Some(&why)),
         Err(_) => return run_plain(&real, script_args, Some("the key's computation panicked")),
@@ -142,7 +164,6 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     // An entry whose byte-exact files spell one of its build's directories restores only where
     // that directory is the same (see `outputs`).
     let here = unit.roots.clone();
-    let name = format!("build-script.{}", unit.package);
     let (remote, unsigned) = remote_carries(&name);
     if let Some(warning) = unsigned {
         println!("cargo:warning=memoshelve: {warning}");
@@ -312,6 +333,35 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
             unit.log(&format!("ran ({why})"), took);
             ExitCode::SUCCESS
         }
+        Err(Unrecorded::Fast) => {
+            if let Some(mark) = &fast {
+                mark.remember();
+            }
+            unit.log(&format!("ran (faster than {} ms)", script::min_time().as_millis()), took);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The mark, under the cache root, of a script binary whose run took less than the floor
+/// (`fast-scripts/<its blake3>`): it is never stored, so its next run skips the key and the
+/// trace (whose work for native-deps' own script, the contents behind its `DEP_*` paths, was
+/// 48 ms before a 7 ms run). A marked script that then takes longer loses its mark.
+struct FastMark(PathBuf);
+
+impl FastMark {
+    fn known(&self) -> bool {
+        self.0.exists()
+    }
+
+    fn remember(&self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = fs::create_dir_all(dir).and_then(|()| fs::write(&self.0, b""));
+        }
+    }
+
+    fn forget(&self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -359,6 +409,8 @@ enum Unrecorded {
     /// A hermetic run that must be done again in place: why, and whether the run in place may
     /// be recorded.
     Redo { why: String, record: bool },
+    /// It ran in less than the floor (`script::min_time`): not stored, and remembered so.
+    Fast,
 }
 
 /// How a traced run is watched and recorded.

@@ -255,12 +255,8 @@ pub(super) fn run_recorded(
     if !utf8 {
         return Err(Unrecorded::Bypassed("its output is not UTF-8".to_owned()));
     }
-    let min_time = std::env::var("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(Duration::from_millis(50), Duration::from_millis);
-    if took < min_time {
-        return Err(Unrecorded::Bypassed(format!("faster than {} ms", min_time.as_millis())));
+    if took < min_time() {
+        return Err(Unrecorded::Fast);
     }
     for line in &lines {
         if let Some(path) = rerun_if_changed(line.trim()) {
@@ -270,6 +266,15 @@ pub(super) fn run_recorded(
     let traced = traced.map_err(Unrecorded::Bypassed)?;
     let stops = observed.map(|observed| (observed.stops, observed.logged));
     Ok(Ran { stderr: stderr_text, traced, stops })
+}
+
+/// How long a run must take to be recorded: `MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME` milliseconds,
+/// 50 by default.
+pub(super) fn min_time() -> Duration {
+    std::env::var("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::from_millis(50), Duration::from_millis)
 }
 
 /// The path of a `rerun-if-changed` directive, in either syntax.
