@@ -188,6 +188,16 @@ pub(crate) fn process_ended(pid: u32) -> bool {
     }
 }
 
+/// The error numbers [`reflink`] takes for "cannot clone here" (Linux's, the same on every
+/// architecture it clones on).
+#[cfg(target_os = "linux")]
+mod libc_errno {
+    pub(super) const EXDEV: i32 = 18;
+    pub(super) const EINVAL: i32 = 22;
+    pub(super) const ENOTTY: i32 = 25;
+    pub(super) const EOPNOTSUPP: i32 = 95;
+}
+
 /// Makes `to` a copy-on-write clone of `from` (a new file) where the filesystem can (Btrfs, XFS,
 /// bcachefs, APFS...): no data is copied. `false` when it cannot; nothing is left behind then.
 /// A direct system call, not a crate: the one a crate would make.
@@ -209,7 +219,20 @@ pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
         unsafe extern "C" {
             fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
         }
+        use std::os::unix::fs::MetadataExt as _;
+        /// The `(source, target)` devices between which a clone was refused as unsupported
+        /// (ext4, tmpfs, two filesystems): not tried again in this process, since each try
+        /// creates and removes a file, which costs as much as the copy of a small one.
+        static REFUSED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
         if !GENERIC_IOCTL {
+            return false;
+        }
+        let devices = fs::metadata(from)
+            .ok()
+            .zip(to.parent().and_then(|dir| fs::metadata(dir).ok()))
+            .map(|(from, dir)| (from.dev(), dir.dev()));
+        let refused = || REFUSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if devices.is_some_and(|devices| refused().contains(&devices)) {
             return false;
         }
         let Ok(source) = fs::File::open(from) else { return false };
@@ -220,6 +243,13 @@ pub(crate) fn reflink(from: &Path, to: &Path) -> bool {
         // nothing but its integer argument.
         let cloned = unsafe { ioctl(target.as_raw_fd(), FICLONE, source.as_raw_fd()) } == 0;
         if !cloned {
+            let unsupported = std::io::Error::last_os_error().raw_os_error().is_some_and(|code| {
+                [libc_errno::EOPNOTSUPP, libc_errno::EXDEV, libc_errno::EINVAL, libc_errno::ENOTTY]
+                    .contains(&code)
+            });
+            if let (true, Some(devices)) = (unsupported, devices) {
+                refused().push(devices);
+            }
             drop(target);
             let _ = fs::remove_file(to);
         }
