@@ -246,6 +246,9 @@ pub(crate) fn render(results: &Value) -> String {
                     let _ = writeln!(out, "| {label} | {:.2} s | – |", seconds("wall"));
                     continue;
                 }
+                // A warm build is a fraction of a second: two decimals.
+                let wall = seconds("wall");
+                let wall = if wall < 10.0 { format!("{wall:.2}") } else { format!("{wall:.1}") };
                 let rounds: Vec<String> = row["rounds"]
                     .as_array()
                     .into_iter()
@@ -258,12 +261,7 @@ pub(crate) fn render(results: &Value) -> String {
                 } else {
                     format!(" (median of {} s)", rounds.join(" / "))
                 };
-                let _ = writeln!(
-                    out,
-                    "| {label} | {:.1} s{rounds} | {:.2} s |",
-                    seconds("wall"),
-                    seconds("scripts")
-                );
+                let _ = writeln!(out, "| {label} | {wall} s{rounds} | {:.2} s |", seconds("scripts"));
             }
             out.push('\n');
         }
