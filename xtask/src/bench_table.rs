@@ -261,7 +261,8 @@ pub(crate) fn render(results: &Value) -> String {
                 } else {
                     format!(" (median of {} s)", rounds.join(" / "))
                 };
-                let _ = writeln!(out, "| {label} | {wall} s{rounds} | {:.2} s |", seconds("scripts"));
+                let _ =
+                    writeln!(out, "| {label} | {wall} s{rounds} | {:.2} s |", seconds("scripts"));
             }
             out.push('\n');
         }
