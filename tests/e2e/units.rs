@@ -278,6 +278,16 @@ fn switched_off_every_compile_goes_straight_to_rustc() {
         assert_eq!(printed, world.expected("dep-v1 plain nocfg base"));
         assert_eq!(take_units(&world.target(), "debug"), [], "{name}={value}");
     }
+    // Without tracing, a compile that links is not cached (its linker's inputs would not be
+    // known); the libraries still are.
+    let printed = world.clean_run(&[], &[("MEMOSHELVE_BUILD_SCRIPTS_TRACE", "0")]);
+    assert_eq!(printed, world.expected("dep-v1 plain nocfg base"));
+    let app = app_unit(&world.target());
+    assert_eq!(
+        app,
+        "passed through (links or runs a proc macro; MEMOSHELVE_BUILD_SCRIPTS_TRACE=0)"
+    );
+    assert_eq!(take_units(&world.target(), "debug"), both("recorded", "recorded"));
 }
 
 /// A `MEMOSHELVE_RUSTC_WRAPPER` that notes each crate it compiles in `log`.

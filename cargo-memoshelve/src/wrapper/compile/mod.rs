@@ -234,7 +234,7 @@ fn memoized(args: &[OsString], wait: bool) -> (ExitCode, Vec<(String, [u8; 32])>
     };
     // A compile that runs other code is cached only watched.
     if unit.runs_other_code()
-        && let Some(why) = trace::unavailable()
+        && let Some(why) = trace::unavailable().or_else(|| here.tracing_failed())
     {
         here.log(&unit, &format!("passed through (links or runs a proc macro; {why})"), None, None);
         return (pass_through(args, wait), Vec::new());
@@ -404,6 +404,25 @@ impl Here {
 }
 
 impl Here {
+    /// Why an earlier compile or build-script run of this build found that tracing cannot
+    /// run here (the runner's mark, `build/.memoshelve/tracing-failed`), if one did.
+    fn tracing_failed(&self) -> Option<String> {
+        fs::read_to_string(self.tracing_failed_mark()).ok()
+    }
+
+    fn tracing_failed_mark(&self) -> PathBuf {
+        self.profile.join("build").join(".memoshelve").join("tracing-failed")
+    }
+
+    /// Remembers for the rest of this build (its target dir) that tracing cannot run here.
+    fn mark_tracing_failed(&self, why: &str) {
+        let mark = self.tracing_failed_mark();
+        if let Some(dir) = mark.parent() {
+            let _ = fs::create_dir_all(dir)
+                .and_then(|()| fs::write(&mark, format!("tracing failed: {why}")));
+        }
+    }
+
     /// Where the hashes of the profile's outputs are vouched for, by file name.
     fn vouched_in(&self) -> PathBuf {
         super::statcache::vouched_in(&self.profile)
@@ -548,7 +567,11 @@ fn compile(
     let scratch = here.profile.join(".memoshelve");
     let tools = root.join("tracing");
     let dirs = unit.runs_other_code().then(|| trace::Dirs { tools: &tools, scratch: &scratch });
-    let (stderr, observed) = run(args, dirs.as_ref())?;
+    let (stderr, observed) = run(args, dirs.as_ref(), here)?;
+    if dirs.is_some() && observed.is_none() {
+        // What it read beyond its dep-info is not known: not stored.
+        return Err(Unrecorded::Bypassed("it could not be traced".to_owned()));
+    }
     let traced = match &observed {
         Some(observed) => {
             // The target dir is not left out: a link reads every rlib of the dependency graph
@@ -632,11 +655,26 @@ fn compile(
 fn run(
     args: &[OsString],
     dirs: Option<&trace::Dirs<'_>>,
+    here: &Here,
 ) -> Result<(String, Option<trace::Observed>), Unrecorded> {
     let mut command = command(args);
     command.stderr(Stdio::piped());
     let mut started = match trace::spawn(&mut command, dirs) {
         Ok(started) => started,
+        Err(err) if dirs.is_some() => {
+            // `ptrace` or seccomp refused (a container's policy): this compile runs untraced
+            // (and is not stored), and so do the rest of this build's that would be traced.
+            here.mark_tracing_failed(&err.to_string());
+            let mut command = self::command(args);
+            command.stderr(Stdio::piped());
+            match trace::spawn(&mut command, None) {
+                Ok(started) => started,
+                Err(err) => {
+                    cannot_run(args, &err);
+                    return Err(Unrecorded::Failed(ExitCode::from(101)));
+                }
+            }
+        }
         Err(err) => {
             cannot_run(args, &err);
             return Err(Unrecorded::Failed(ExitCode::from(101)));
