@@ -372,3 +372,35 @@ fn where_tracing_cannot_run_scripts_are_keyed_as_declared_with_one_note() {
     assert!(log.iter().all(|line| word(line) == "recorded"), "{log:?}");
     assert!(crate::wrapper::shown_provider(&world)["traced"].is_object());
 }
+
+#[test]
+fn untraced_the_c_compilers_version_is_asked_once_per_compiler_not_per_hit() {
+    let world = app_world(&format!("{PRELUDE}\nfn main() {{ made(\"x\"); }}\n"));
+    let dir = world.root.parent().unwrap().to_path_buf();
+    let (cc, asked) = (dir.join("cc-wrapper"), dir.join("asked"));
+    let compiler = |version: &str| {
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo asked >> '{}'; echo 'fake cc {version}'; exit 0; fi\nexec cc \"$@\"\n",
+            asked.display()
+        );
+        std::fs::write(&cc, script).unwrap();
+        make_executable(&cc);
+    };
+    let times_asked = || std::fs::read_to_string(&asked).unwrap_or_default().lines().count();
+    let set = |command: &mut Command| {
+        command.env("MEMOSHELVE_BUILD_SCRIPTS_TRACE", "0").env("CC", &cc);
+    };
+    compiler("1.0");
+    let (printed, line) = clean_run(&world, set);
+    assert_eq!((printed.as_str(), word(&line)), ("x", "recorded"));
+    assert_eq!(times_asked(), 1);
+    // A hit takes the kept version: the compiler does not run.
+    let (_, line) = clean_run(&world, set);
+    assert_eq!(word(&line), "restored");
+    assert_eq!(times_asked(), 1, "the compiler ran on a hit");
+    // Another compiler at the same path is asked again, and its version is a miss.
+    compiler("2.0");
+    let (_, line) = clean_run(&world, set);
+    assert_eq!(word(&line), "recorded", "{line}");
+    assert_eq!(times_asked(), 2);
+}

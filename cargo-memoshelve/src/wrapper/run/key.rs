@@ -95,8 +95,14 @@ impl ScriptKey {
     }
 
     /// `traced`: the run's traced inputs stand for the package's files and the C compiler.
-    /// `script`: [`script_hash`].
-    pub(super) fn of(unit: &Unit, script: [u8; 32], traced: bool) -> Result<ScriptKey, String> {
+    /// `script`: [`script_hash`]; `root`: the cache root, where the C compiler's version is
+    /// kept between runs.
+    pub(super) fn of(
+        unit: &Unit,
+        script: [u8; 32],
+        traced: bool,
+        root: Option<&Path>,
+    ) -> Result<ScriptKey, String> {
         let hex = |hash: [u8; 32]| blake3::Hash::from(hash).to_hex().to_string();
         let mut parts = vec![("script".to_owned(), hex(script))];
         for (name, value) in std::env::vars_os() {
@@ -127,7 +133,7 @@ impl ScriptKey {
             if unit.local {
                 parts.push(("package files".to_owned(), hex(package_files(unit)?)));
             }
-            parts.push(("c compiler".to_owned(), c_compiler()));
+            parts.push(("c compiler".to_owned(), c_compiler(root)));
         }
         let host = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
         parts.push(("host".to_owned(), host));
@@ -139,7 +145,35 @@ impl ScriptKey {
 /// The first line `--version` prints for the C compiler cc-rs would use for `TARGET`: the first
 /// of `CC_<target>`, `CC_<target_with_underscores>`, `TARGET_CC`, `CC` that is set, else `cc`
 /// (a wrapper such as `sccache cc` runs as it is given); `none` when it does not run.
-pub(super) fn c_compiler() -> String {
+///
+/// Kept under `root` (`tools/cc-<blake3 of the command and the program's resolved path, size,
+/// modification time and inode>`), so that a hit does not run the compiler: a new compiler at
+/// the same path is a new file.
+pub(super) fn c_compiler(root: Option<&Path>) -> String {
+    let command = c_compiler_command();
+    let kept = root.zip(program_identity(&command)).map(|(root, identity)| {
+        root.join("tools").join(format!("cc-{}", &blake3::hash(identity.as_bytes()).to_hex()[..32]))
+    });
+    if let Some(text) = kept.as_ref().and_then(|path| fs::read_to_string(path).ok()) {
+        return text;
+    }
+    let version = c_compiler_version(&command);
+    if let Some(path) = kept {
+        // Best effort, atomically: a reader sees the whole file or none.
+        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&temp, &version).and_then(|()| fs::rename(&temp, &path)));
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+    }
+    version
+}
+
+/// The command line the C compiler is run with (see [`c_compiler`]).
+fn c_compiler_command() -> String {
     let target = std::env::var("TARGET").unwrap_or_default();
     let names = [
         format!("CC_{target}"),
@@ -150,7 +184,32 @@ pub(super) fn c_compiler() -> String {
     let configured = names
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()));
-    let command = configured.unwrap_or_else(|| "cc".to_owned());
+    configured.unwrap_or_else(|| "cc".to_owned())
+}
+
+/// What identifies the program `command` runs: the command, and its first word's resolved
+/// path (through `PATH` and links), size, modification time and inode; `None` when not found.
+fn program_identity(command: &str) -> Option<String> {
+    let program = command.split_whitespace().next()?;
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())?
+    };
+    let path = fs::canonicalize(path).ok()?;
+    let meta = fs::metadata(&path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    Some(format!("{command}\0{}\0{} {mtime} {inode}", path.display(), meta.len()))
+}
+
+/// [`c_compiler`]'s answer, from running it.
+fn c_compiler_version(command: &str) -> String {
     let mut words = command.split_whitespace();
     let Some(program) = words.next() else { return "none".to_owned() };
     let output = Command::new(program)

@@ -136,7 +136,8 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         Ok(script) => script,
         Err(why) => return run_plain(&real, script_args, Some(&why)),
     };
-    let fast = Memo::new(&name).root().map(|root| {
+    let root = Memo::new(&name).root();
+    let fast = root.as_ref().map(|root| {
         let hex = blake3::Hash::from(script).to_hex();
         FastMark(root.join("fast-scripts").join(hex.as_str()))
     });
@@ -153,11 +154,12 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
         unit.log(&format!("ran (faster than {floor} ms, known)"), Some(took));
         return code;
     }
-    let key = match std::panic::catch_unwind(|| ScriptKey::of(&unit, script, traced)) {
-        Ok(Ok(key)) => key,
-        Ok(Err(why)) => return run_plain(&real, script_args, Some(&why)),
-        Err(_) => return run_plain(&real, script_args, Some("the key's computation panicked")),
-    };
+    let key =
+        match std::panic::catch_unwind(|| ScriptKey::of(&unit, script, traced, root.as_deref())) {
+            Ok(Ok(key)) => key,
+            Ok(Err(why)) => return run_plain(&real, script_args, Some(&why)),
+            Err(_) => return run_plain(&real, script_args, Some("the key's computation panicked")),
+        };
     // Named `build-script.<package>`, not DESIGN's `build-script/<package>`: a cache name has no
     // `/` (entries are addressed as `<name>/<key>`, and the name names the step's marker file);
     // a package name has no `.`, so no other cache takes the name.
