@@ -512,7 +512,34 @@ fn key_parts(
         let value = std::env::var(name).unwrap_or_else(|_| "\0unset".to_owned());
         parts.push((format!("env:{name}"), value));
     }
+    // `-C target-cpu=native` compiles for this machine's processor: an entry that travels (a
+    // signed remote) must not serve another's.
+    if compiles_for_this_cpu(unit) {
+        parts.push(("host cpu".to_owned(), host_cpu()));
+    }
     Ok(parts)
+}
+
+/// Whether the compile asks for `-C target-cpu=native` (in any spelling of the option).
+fn compiles_for_this_cpu(unit: &Invocation) -> bool {
+    unit.args.iter().any(|arg| arg.ends_with("target-cpu=native"))
+}
+
+/// What `-C target-cpu=native` compiles for: the processor's model and feature flags
+/// (`/proc/cpuinfo`'s first processor), hashed; elsewhere, what the OS says it is.
+fn host_cpu() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let first: Vec<&str> = cpuinfo
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| {
+            ["vendor_id", "model name", "flags", "Features", "CPU part"]
+                .iter()
+                .any(|key| line.starts_with(key))
+        })
+        .collect();
+    let text = format!("{} {}\n{}", std::env::consts::OS, std::env::consts::ARCH, first.join("\n"));
+    blake3::hash(text.as_bytes()).to_hex().to_string()
 }
 
 /// Where `program` is: itself when it names a directory, else the first in `PATH` (as the
@@ -763,4 +790,24 @@ fn cannot_run(args: &[OsString], err: &std::io::Error) {
         "error: memoshelve: cannot run {}: {err}",
         args[0].to_string_lossy()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compile_for_this_cpu_is_keyed_by_it() {
+        let args = |line: &str| -> Vec<OsString> { line.split(' ').map(OsString::from).collect() };
+        let base =
+            "--crate-name x --crate-type lib --emit=dep-info,link --out-dir /t/debug/deps x.rs";
+        let plain = Invocation::parse(&args(base)).unwrap();
+        assert!(!compiles_for_this_cpu(&plain));
+        for native in ["-C target-cpu=native", "-Ctarget-cpu=native"] {
+            let unit = Invocation::parse(&args(&format!("{base} {native}"))).unwrap();
+            assert!(compiles_for_this_cpu(&unit), "{native}");
+        }
+        assert_eq!(host_cpu(), host_cpu());
+        assert_eq!(host_cpu().len(), 64);
+    }
 }
