@@ -19,6 +19,18 @@ struct PerName {
     remote_saved_us: u64,
 }
 
+impl PerName {
+    fn add(&mut self, other: &PerName) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+        self.hits += other.hits;
+        self.remote_hits += other.remote_hits;
+        self.misses += other.misses;
+        self.saved_us += other.saved_us;
+        self.remote_saved_us += other.remote_saved_us;
+    }
+}
+
 pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     let store = super::store(args)?;
     let entries = store.entries(None)?;
@@ -39,14 +51,7 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
     // Transparent mode's two kinds beside the library's own caches.
     let mut per_kind: BTreeMap<&str, PerName> = BTreeMap::new();
     for (name, row) in &per_name {
-        let kind = per_kind.entry(kind_of(name)).or_default();
-        kind.entries += row.entries;
-        kind.bytes += row.bytes;
-        kind.hits += row.hits;
-        kind.remote_hits += row.remote_hits;
-        kind.misses += row.misses;
-        kind.saved_us += row.saved_us;
-        kind.remote_saved_us += row.remote_saved_us;
+        per_kind.entry(kind_of(name)).or_default().add(row);
     }
     let logical: u64 = entries.iter().map(|entry| entry.bytes).sum();
     let hits: u64 = per_name.values().map(|row| row.hits).sum();
@@ -110,39 +115,34 @@ pub(crate) fn run(args: &MemoshelveArgs) -> anyhow::Result<()> {
         writeln!(out, "oldest:      {}, newest: {}", output::age(oldest), output::age(newest))?;
     }
     if per_kind.len() > 1 || per_kind.keys().any(|kind| *kind != OTHER) {
-        writeln!(out)?;
-        let mut rows = vec![
-            ["KIND", "ENTRIES", "SIZE", "HITS", "MISSES", "SAVED"].map(str::to_owned).to_vec(),
-        ];
-        for (kind, row) in &per_kind {
-            rows.push(vec![
-                (*kind).to_owned(),
-                row.entries.to_string(),
-                output::size(row.bytes),
-                row.hits.to_string(),
-                row.misses.to_string(),
-                output::duration(row.saved_us),
-            ]);
-        }
-        output::table(&mut out, &rows)?;
+        usage_table(&mut out, "KIND", per_kind.iter().map(|(kind, row)| (*kind, row)))?;
     }
     if !per_name.is_empty() {
-        writeln!(out)?;
-        let mut rows = vec![
-            ["NAME", "ENTRIES", "SIZE", "HITS", "MISSES", "SAVED"].map(str::to_owned).to_vec(),
-        ];
-        for (name, row) in &per_name {
-            rows.push(vec![
-                name.clone(),
-                row.entries.to_string(),
-                output::size(row.bytes),
-                row.hits.to_string(),
-                row.misses.to_string(),
-                output::duration(row.saved_us),
-            ]);
-        }
-        output::table(&mut out, &rows)?;
+        usage_table(&mut out, "NAME", per_name.iter().map(|(name, row)| (name.as_str(), row)))?;
     }
+    Ok(())
+}
+
+/// A table of what each name (or kind) holds and saved, after a blank line.
+fn usage_table<'a>(
+    out: &mut impl Write,
+    first: &str,
+    rows: impl Iterator<Item = (&'a str, &'a PerName)>,
+) -> anyhow::Result<()> {
+    writeln!(out)?;
+    let mut table =
+        vec![[first, "ENTRIES", "SIZE", "HITS", "MISSES", "SAVED"].map(str::to_owned).to_vec()];
+    for (name, row) in rows {
+        table.push(vec![
+            name.to_owned(),
+            row.entries.to_string(),
+            output::size(row.bytes),
+            row.hits.to_string(),
+            row.misses.to_string(),
+            output::duration(row.saved_us),
+        ]);
+    }
+    output::table(out, &table)?;
     Ok(())
 }
 

@@ -59,14 +59,7 @@ impl Recorded {
                 format!("{} (text, this build's paths on restore)", self.relocated.join(", ")),
             ));
         }
-        let bound = if self.bound.is_empty() {
-            "nothing: restores at any checkout and target dir".to_owned()
-        } else {
-            let dirs: Vec<String> =
-                self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
-            format!("{} (files spell them: restores only there)", dirs.join(", "))
-        };
-        rows.push(("bound to", bound));
+        rows.push(("bound to", bound_in_words(&self.bound)));
         let inputs = match (&self.traced, &self.untraced) {
             (Some(traced), _) => format!("traced: {}", traced.counts()),
             (None, Some(why)) => format!("declared only ({why})"),
@@ -81,9 +74,7 @@ impl Recorded {
 
     /// The directories the entry is bound to, in words (why it did not hold elsewhere).
     pub(crate) fn describe_bound(&self) -> String {
-        let dirs: Vec<String> =
-            self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
-        format!("bound to {}", dirs.join(", "))
+        format!("bound to {}", dirs_in_words(&self.bound))
     }
 
     /// Looks at every file a successful run left in `out_dir` (its directories are `roots`):
@@ -164,9 +155,30 @@ impl Recorded {
 
     /// Whether every directory the entry's byte-exact files spell is the same in this build.
     pub(crate) fn holds_in(&self, here: &Roots) -> bool {
-        self.bound.iter().all(|(name, dir)| {
-            here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
-        })
+        bound_holds(&self.bound, here)
+    }
+}
+
+/// Whether each `(placeholder name, directory)` an entry's files spell is the same directory
+/// in this build (`here`): a build-script run's and a compile's rule alike.
+pub(crate) fn bound_holds(bound: &[(String, String)], here: &Roots) -> bool {
+    bound.iter().all(|(name, dir)| {
+        here.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
+    })
+}
+
+/// `name=dir, ...`.
+pub(crate) fn dirs_in_words(bound: &[(String, String)]) -> String {
+    let dirs: Vec<String> = bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
+    dirs.join(", ")
+}
+
+/// The directories an entry is bound to, as `show` says it.
+pub(crate) fn bound_in_words(bound: &[(String, String)]) -> String {
+    if bound.is_empty() {
+        "nothing: restores at any checkout and target dir".to_owned()
+    } else {
+        format!("{} (files spell them: restores only there)", dirs_in_words(bound))
     }
 }
 

@@ -45,7 +45,7 @@ use memoshelve_build::{Memo, Status};
 use serde::{Deserialize, Serialize};
 
 use self::invocation::Invocation;
-use super::outputs::contains;
+use super::outputs::{bound_holds, bound_in_words, contains, dirs_in_words};
 use super::statcache::StatCache;
 use super::trace::{self, inputs::Traced, inputs::what_is_at};
 use crate::launching::BuildScript;
@@ -104,14 +104,7 @@ impl Compiled {
                 None => "no (it runs no linker and no proc macro)".to_owned(),
             },
         ));
-        let bound = if self.bound.is_empty() {
-            "nothing: restores at any checkout and target dir".to_owned()
-        } else {
-            let dirs: Vec<String> =
-                self.bound.iter().map(|(name, dir)| format!("{name}={dir}")).collect();
-            format!("{} (its outputs spell them: restores only there)", dirs.join(", "))
-        };
-        rows.push(("bound to", bound));
+        rows.push(("bound to", bound_in_words(&self.bound)));
         if let Some(missed) = &self.missed {
             rows.push(("missed on", missed.clone()));
         }
@@ -157,10 +150,8 @@ impl Compiled {
 
     /// The first input that is not as recorded in this build, in words, or `None`.
     fn first_change(&self, roots: &Roots, stats: &mut StatCache) -> Option<String> {
-        if let Some((name, dir)) = self.bound.iter().find(|(name, dir)| {
-            !roots.dirs().any(|(here_name, here_dir)| here_name == name && here_dir == dir)
-        }) {
-            return Some(format!("bound to {name}={dir}"));
+        if !bound_holds(&self.bound, roots) {
+            return Some(format!("bound to {}", dirs_in_words(&self.bound)));
         }
         for (name, value) in &self.env {
             if std::env::var(name).ok() != *value {
