@@ -36,14 +36,17 @@ impl BuildScript {
 
     /// [`BuildScript::install_launcher`], after a compile that succeeded; a failure is said on
     /// stderr and the script runs uncached (the build goes on).
-    pub(crate) fn put_launcher(&self) {
-        if let Err(err) = self.install_launcher() {
+    /// Whether it was put there.
+    pub(crate) fn put_launcher(&self) -> bool {
+        let installed = self.install_launcher();
+        if let Err(err) = &installed {
             let _ = writeln!(
                 std::io::stderr(),
                 "warning: memoshelve: {}: {err}; this build script runs uncached",
                 self.binary.display()
             );
         }
+        installed.is_ok()
     }
 
     /// Moves the real binary aside and puts the launcher in its place, with its mtime (cargo's

@@ -553,3 +553,56 @@ fn another_linker_or_rustc_is_a_miss() {
     assert_eq!(world.clean_run(&[], &[("RUSTC", rustc)]), world.expected("dep-v1 plain cfg base"));
     assert_eq!(take_units(&world.target(), "debug"), both("recorded", "recorded"));
 }
+
+#[test]
+fn a_proc_macro_a_dependency_re_exports_is_watched_too() {
+    // `user` names only `facade`, which re-exports `pm`'s macro: rustc finds the macro in the
+    // deps directory and runs it, and it reads a file nothing declares.
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("ws");
+    let secret = temp.path().join("secret.txt");
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"pm\", \"facade\", \"user\"]\nresolver = \"2\"\n",
+    );
+    let manifest = |name: &str, extra: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n{extra}")
+    };
+    write("pm/Cargo.toml", &manifest("pm", "\n[lib]\nproc-macro = true\n"));
+    write(
+        "pm/src/lib.rs",
+        &format!(
+            "#[proc_macro]\npub fn val(_: proc_macro::TokenStream) -> proc_macro::TokenStream {{\n\
+                 let text = std::fs::read_to_string({:?}).unwrap();\n\
+                 format!(\"{{:?}}\", text.trim()).parse().unwrap()\n}}\n",
+            secret.to_str().unwrap()
+        ),
+    );
+    write(
+        "facade/Cargo.toml",
+        &manifest("facade", "\n[dependencies]\npm = { path = \"../pm\" }\n"),
+    );
+    write("facade/src/lib.rs", "pub use pm::val;\n");
+    write(
+        "user/Cargo.toml",
+        &manifest("user", "\n[dependencies]\nfacade = { path = \"../facade\" }\n"),
+    );
+    write("user/src/lib.rs", "pub fn secret() -> &'static str { facade::val!() }\n");
+    write("user/src/main.rs", "fn main() { println!(\"{}\", user::secret()); }\n");
+    let world = World { _temp: temp, cache: root.with_file_name("cache"), root };
+    let mut printed = Vec::new();
+    for (text, expected) in [("one", "recorded"), ("two", "recorded"), ("one", "restored")] {
+        std::fs::write(&secret, text).unwrap();
+        ok(world.cargo(&["clean", "-q"]));
+        printed.push(ok(world.cargo(&["run", "-q", "-p", "user"])).trim().to_owned());
+        let log = units_log(&world.target(), "debug");
+        let line = log.lines().find(|line| line.starts_with("user\t")).unwrap();
+        assert_eq!(line.split('\t').nth(1), Some(expected), "{text}: {log}");
+    }
+    assert_eq!(printed, ["one", "two", "one"]);
+}

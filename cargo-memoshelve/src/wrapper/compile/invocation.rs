@@ -196,10 +196,26 @@ impl Invocation {
                 };
                 // `priv:name`, `noprelude:name`: the options are keyed with the argument.
                 let name = name.rsplit(':').next().unwrap_or(name).to_owned();
+                // Without a path rustc looks the crate up: only the toolchain's own (which
+                // `rustc -vV` stands for) are taken.
+                if path.is_none()
+                    && !["proc_macro", "std", "core", "alloc", "test"].contains(&name.as_str())
+                {
+                    return Err(format!("--extern {name} has no path"));
+                }
                 self.externs.push((name, path));
             }
             "-L" => {
-                let dir = value.split_once('=').map_or(value.as_str(), |(_, dir)| dir);
+                // `KIND=PATH` for the kinds rustc knows; anything else is a path (`/a=b/lib`).
+                let dir = match value.split_once('=') {
+                    Some((kind, dir))
+                        if ["native", "crate", "dependency", "framework", "all"]
+                            .contains(&kind) =>
+                    {
+                        dir
+                    }
+                    _ => value.as_str(),
+                };
                 self.search.push(PathBuf::from(dir));
             }
             "-l" => self.libs.push(value),
@@ -233,12 +249,23 @@ impl Invocation {
         links || self.uses_proc_macros()
     }
 
-    /// Whether an `--extern` is a proc macro (a shared library).
+    /// Whether the compile may load a proc macro: an `--extern` is one (a shared library), or
+    /// one is in a directory rustc searches for crates: a crate it uses may re-export one
+    /// (`serde`'s derive, `tokio::main`), which rustc then finds there and runs.
     fn uses_proc_macros(&self) -> bool {
         let suffix = std::env::consts::DLL_SUFFIX.trim_start_matches('.');
-        self.externs.iter().any(|(_, path)| {
-            path.as_ref().is_some_and(|path| path.extension().is_some_and(|ext| ext == suffix))
-        })
+        let shared = |path: &Path| path.extension().is_some_and(|ext| ext == suffix);
+        self.externs.iter().any(|(_, path)| path.as_deref().is_some_and(shared))
+            || (!self.externs.is_empty()
+                && self.search.iter().any(|dir| {
+                    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| {
+                        shared(&entry.path())
+                            && entry
+                                .file_name()
+                                .to_string_lossy()
+                                .starts_with(std::env::consts::DLL_PREFIX)
+                    })
+                }))
     }
 
     /// The files the compile writes into `--out-dir`, its dep-info last (rustc's names: the
@@ -373,6 +400,16 @@ mod tests {
             "--extern serde_derive=/t/debug/deps/libserde_derive-1.so",
         );
         assert!(parse(&proc_macro).unwrap().runs_other_code());
+    }
+
+    #[test]
+    fn search_paths_and_externs_are_read_as_rustc_reads_them() {
+        let unit = parse(&format!("{LIB} -L native=/n -L /a=b/lib -Lall=/x")).unwrap();
+        let dirs: Vec<&str> = unit.search.iter().map(|dir| dir.to_str().unwrap()).collect();
+        assert_eq!(dirs, ["/t/debug/deps", "/n", "/a=b/lib", "/x"]);
+        // A crate rustc looks up by name: only the toolchain's.
+        assert!(parse(&format!("{LIB} --extern proc_macro")).is_ok());
+        assert!(parse(&format!("{LIB} --extern serde")).unwrap_err().contains("no path"));
     }
 
     #[test]

@@ -55,8 +55,9 @@ use crate::protocol::{self, code_of, inner_wrapper};
 /// keeps traced inputs and why it missed; 3: the outputs' hashes; 4: the rustc binary's content).
 const KEY_VERSION: u32 = 4;
 
-/// The variables rustc itself reads that change what it writes.
-const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP"];
+/// The variables rustc itself reads that change what it writes (a target found by name in
+/// `RUST_TARGET_PATH`).
+const RUSTC_ENV: &[&str] = &["RUSTC_BOOTSTRAP", "RUST_TARGET_PATH", "RUSTC_FORCE_RUSTC_VERSION"];
 
 /// What a unit entry stores beside its files.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -183,13 +184,13 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     if let Some(script) = &script
         && code == ExitCode::SUCCESS
     {
-        script.put_launcher();
+        let installed = script.put_launcher();
         // The runner keys the script by its binary: vouched for under its new name (the
         // rename moved its change time), it need not read it again.
         let name = script.binary.file_name().map(|name| name.to_string_lossy().into_owned());
         let hash = outputs.iter().find(|(file, _)| Some(file) == name.as_ref());
         let profile = Here::profile_of(&script.binary);
-        if let (Some((_, hash)), Some(profile)) = (hash, profile) {
+        if let (true, Some((_, hash)), Some(profile)) = (installed, hash, profile) {
             let real = script.real();
             if let Some(real_name) = real.file_name() {
                 super::statcache::vouch(
@@ -296,7 +297,6 @@ fn memoized(args: &[OsString], wait: bool) -> (ExitCode, Vec<(String, [u8; 32])>
     let took = Some(started.elapsed());
     match outcome {
         Ok((compiled, report)) => {
-            here.vouch(&unit, &compiled);
             if report.status.is_hit()
                 && let Err(err) = replay(&unit, &here, &compiled)
             {
@@ -304,6 +304,7 @@ fn memoized(args: &[OsString], wait: bool) -> (ExitCode, Vec<(String, [u8; 32])>
                 here.log(&unit, &format!("failed to restore ({err})"), took, None);
                 return (pass_through(args, wait), Vec::new());
             }
+            here.vouch(&unit, &compiled);
             let word = match (report.status, &report.not_stored) {
                 (Status::Miss, Some(why)) => format!("compiled (not stored: {why})"),
                 (Status::Miss, None) => "recorded".to_owned(),
@@ -424,12 +425,16 @@ impl Here {
     /// (`build/<package>/<hash>/<file>` in cargo's new layout).
     fn profile_of(path: &Path) -> Option<PathBuf> {
         let dir = path.parent()?;
-        let profile = if dir.file_name().is_some_and(|name| name == "deps") {
+        let named =
+            |dir: Option<&Path>, name: &str| dir.and_then(Path::file_name) == Some(name.as_ref());
+        let profile = if named(Some(dir), "deps") || named(Some(dir), "examples") {
             dir.parent()
+        } else if named(dir.parent(), "build") {
+            dir.parent()?.parent()
+        } else if named(dir.parent().and_then(Path::parent), "build") {
+            dir.parent()?.parent()?.parent()
         } else {
-            dir.ancestors()
-                .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
-                .and_then(Path::parent)
+            None
         };
         profile.map(Path::to_path_buf)
     }
@@ -494,8 +499,18 @@ fn key_parts(
         parts.push((format!("extern:{name}"), what));
     }
     for lib in &unit.libs {
-        parts.push((format!("native:{lib}"), native_library(unit, here, lib, stats)));
+        parts.push((format!("native:{lib}"), native_library(unit, here, lib, stats)?));
     }
+    // The user's own wrapper runs the misses (sccache): its content too.
+    if let Some(inner) = inner_wrapper() {
+        let inner = program_path(Path::new(&inner)).ok_or_else(|| {
+            format!("MEMOSHELVE_RUSTC_WRAPPER {} is not found", inner.to_string_lossy())
+        })?;
+        parts.push(("inner wrapper".to_owned(), what_is_at(&inner, stats)));
+    }
+    // Incremental compiles split their code otherwise: their outputs are not a plain compile's.
+    let incremental = if unit.incremental.is_some() { "yes" } else { "no" };
+    parts.push(("incremental".to_owned(), incremental.to_owned()));
     if let Some(spec) = &unit.target_spec {
         parts.push(("target spec".to_owned(), what_is_at(&here.cwd.join(spec), stats)));
     }
@@ -545,14 +560,22 @@ fn program_path(program: &Path) -> Option<PathBuf> {
 }
 
 /// What `-l <lib>` finds in the `-L` directories, the way the linker looks (`lib<name>.a`, then
-/// the shared library), by content: a static library is bundled into an rlib, and dep-info does
-/// not list it (rust-lang/rust#58393). One the directories do not hold is the system's, named
-/// only.
-fn native_library(unit: &Invocation, here: &Here, lib: &str, stats: &mut StatCache) -> String {
+/// the shared library; the name itself with `+verbatim`), by content: a static library is
+/// bundled into an rlib, and dep-info does not list it (rust-lang/rust#58393). A shared one the
+/// directories do not hold is the system's, named only; a static one they do not hold is an
+/// error (the compile passes through).
+fn native_library(
+    unit: &Invocation,
+    here: &Here,
+    lib: &str,
+    stats: &mut StatCache,
+) -> Result<String, String> {
     let (kind, name) = lib.split_once('=').unwrap_or(("", lib));
     let name = name.split(':').next().unwrap_or(name);
-    let kind = kind.split(':').next().unwrap_or(kind);
+    let (kind, modifiers) = kind.split_once(':').unwrap_or((kind, ""));
+    let verbatim = modifiers.split(',').any(|modifier| modifier == "+verbatim");
     let files: Vec<String> = match kind {
+        _ if verbatim => vec![name.to_owned()],
         "static" => vec![format!("lib{name}.a"), format!("{name}.lib")],
         "framework" => Vec::new(),
         _ => vec![format!("lib{name}.so"), format!("lib{name}.a"), format!("lib{name}.dylib")],
@@ -561,15 +584,15 @@ fn native_library(unit: &Invocation, here: &Here, lib: &str, stats: &mut StatCac
         for file in &files {
             let path = here.cwd.join(dir).join(file);
             if path.exists() {
-                return format!(
-                    "{} {}",
-                    here.roots.name(&path.to_string_lossy()),
-                    what_is_at(&path, stats)
-                );
+                let named = here.roots.name(&path.to_string_lossy());
+                return Ok(format!("{named} {}", what_is_at(&path, stats)));
             }
         }
     }
-    "not in the -L directories".to_owned()
+    if kind == "static" {
+        return Err(format!("-l {lib} is not found in the -L directories"));
+    }
+    Ok("not in the -L directories".to_owned())
 }
 
 /// A miss: the compile as cargo asked, its stderr streamed to cargo and kept; then what it read.
@@ -631,8 +654,11 @@ fn compile(
     let mut files = Vec::with_capacity(info.files.len());
     for file in &info.files {
         let path = here.cwd.join(file);
+        // The change time too: a copy that keeps the old modification time (`cp -p`,
+        // `rsync -t`) cannot set it back.
         if let Ok(meta) = fs::metadata(&path)
-            && meta.modified().is_ok_and(|modified| modified >= started)
+            && (meta.modified().is_ok_and(|modified| modified >= started)
+                || changed_at(&meta).is_some_and(|changed| changed >= started))
         {
             return Err(Unrecorded::Bypassed(format!(
                 "{} changed while it compiled",
@@ -734,6 +760,22 @@ fn replay(unit: &Invocation, here: &Here, compiled: &Compiled) -> std::io::Resul
     fs::write(&staged, here.roots.expand(&compiled.dep_info))?;
     fs::rename(&staged, &path)?;
     std::io::stderr().write_all(here.roots.expand(&compiled.stderr).as_bytes())
+}
+
+/// When the file's status last changed (its change time), where the platform says.
+fn changed_at(meta: &fs::Metadata) -> Option<SystemTime> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let seconds = u64::try_from(meta.ctime()).ok()?;
+        let nanos = u32::try_from(meta.ctime_nsec()).ok()?;
+        Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(seconds, nanos))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Now, as the file system stamps a file written now (see `run::unit::Unit::file_clock`); a
