@@ -402,6 +402,9 @@ fn a_compile_killed_mid_way_leaves_nothing_wrong() {
     assert_eq!(printed.trim(), expected);
     let units = take_units(&world.target(), "debug");
     assert_eq!(units, [("middle".to_owned(), "recorded".to_owned())]);
+    // `dep`'s entry was made through the user's wrapper, which its key holds: compiled again.
+    assert_eq!(world.clean_run(&[], &[]), expected);
+    assert_eq!(take_units(&world.target(), "debug"), both("recorded", "restored"));
     assert_eq!(world.clean_run(&[], &[]), expected);
     assert_eq!(take_units(&world.target(), "debug"), both("restored", "restored"));
 }
