@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::wrapper::{copy_tree, ok};
+use crate::wrapper::{copy_tree, ok, wrapped_cargo};
 
 fn workspace(dir: &Path) {
     let write = |path: &str, text: &str| {
@@ -66,25 +66,7 @@ impl World {
     /// `cargo <args>` in `dir` through the wrapper, target dir `target`, none of the caller's
     /// compile settings.
     fn cargo_in(&self, dir: &Path, target: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        command.args(args).current_dir(dir);
-        crate::without_callers_cargo_env(&mut command);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("MEMOSHELVE_")
-                || name.starts_with("UNITS_")
-                || name.ends_with("RUSTFLAGS")
-                || ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"]
-                    .contains(&name.as_str())
-            {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("RUSTC_WRAPPER", crate::cli_binary())
-            .env("CARGO_TARGET_DIR", target)
-            .env("MEMOSHELVE_DIR", &self.cache);
-        command
+        wrapped_cargo(dir, target, &self.cache, args, "UNITS_")
     }
 
     fn target(&self) -> PathBuf {

@@ -226,26 +226,8 @@ impl World {
 
     /// `cargo <args>` in `dir` with the wrapper on, its target dir `target`.
     pub(crate) fn cargo_in(&self, dir: &Path, target: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        command.args(args).current_dir(dir);
-        crate::without_callers_cargo_env(&mut command);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            // The caller's compile settings too (CI sets RUSTFLAGS="-D warnings"): these
-            // builds are a user's, and their key must not depend on the test runner's flags.
-            if name.starts_with("MEMOSHELVE_")
-                || name.starts_with("PROV_")
-                || name.ends_with("RUSTFLAGS")
-                || ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"]
-                    .contains(&name.as_str())
-            {
-                command.env_remove(name);
-            }
-        }
+        let mut command = wrapped_cargo(dir, target, &self.cache, args, "PROV_");
         command
-            .env("RUSTC_WRAPPER", crate::cli_binary())
-            .env("CARGO_TARGET_DIR", target)
-            .env("MEMOSHELVE_DIR", &self.cache)
             .env("MEMOSHELVE_BUILD_SCRIPTS_MIN_TIME", "0")
             .env("RUNS", &self.runs)
             // The scripts' own record of their runs is no output of theirs.
@@ -267,6 +249,38 @@ impl World {
         let _ = std::fs::remove_file(&self.runs);
         text.lines().map(str::to_owned).collect()
     }
+}
+
+/// `cargo <args>` in `dir` with the wrapper on (target dir `target`, cache root `cache`), as a
+/// user would run it: none of the caller's memoshelve or compile settings (CI sets
+/// `RUSTFLAGS="-D warnings"`: these builds are a user's, and their key must not depend on the
+/// test runner's flags), nor its variables that start with `prefix` (the test's own knobs).
+pub(crate) fn wrapped_cargo(
+    dir: &Path,
+    target: &Path,
+    cache: &Path,
+    args: &[&str],
+    prefix: &str,
+) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(dir);
+    crate::without_callers_cargo_env(&mut command);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("MEMOSHELVE_")
+            || name.starts_with(prefix)
+            || name.ends_with("RUSTFLAGS")
+            || ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"]
+                .contains(&name.as_str())
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("RUSTC_WRAPPER", crate::cli_binary())
+        .env("CARGO_TARGET_DIR", target)
+        .env("MEMOSHELVE_DIR", cache);
+    command
 }
 
 /// Runs `command`, asserting success; its stdout.
